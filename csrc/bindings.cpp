@@ -1,0 +1,307 @@
+// pybind11 bindings: adapts Python objects (str buffers, id sequences, numpy arrays) to the pure
+// C++ matcher. Texts are read from the str's own buffer (1/2/4-byte kinds), never copied to UTF-8.
+#include <Python.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "blacklist.h"
+#include "ngram.h"
+#include "thread_pool.h"
+
+namespace py = pybind11;
+using namespace rf;
+
+namespace {
+
+// A view of a Python str's code units; valid while the str object is alive.
+struct StrView {
+  int kind;
+  const void* data;
+  int64_t len;
+};
+
+StrView str_view(py::handle h, const std::string& what) {
+  if (!PyUnicode_Check(h.ptr()))
+    throw py::type_error(what + " must be str, got " + std::string(Py_TYPE(h.ptr())->tp_name));
+  return StrView{PyUnicode_KIND(h.ptr()), PyUnicode_DATA(h.ptr()), PyUnicode_GET_LENGTH(h.ptr())};
+}
+
+std::vector<uint32_t> code_points(py::handle h, const std::string& what) {
+  const StrView v = str_view(h, what);
+  std::vector<uint32_t> cps(static_cast<size_t>(v.len));
+  for (int64_t i = 0; i < v.len; ++i) cps[i] = PyUnicode_READ(v.kind, v.data, i);
+  return cps;
+}
+
+py::str str_from_code_points(const std::vector<uint32_t>& cps) {
+  PyObject* s = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, cps.data(), static_cast<Py_ssize_t>(cps.size()));
+  if (!s) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
+void find_in(const Blacklist& bl, const StrView& v, std::vector<Hit>& out) {
+  switch (v.kind) {
+    case PyUnicode_1BYTE_KIND: bl.find(static_cast<const uint8_t*>(v.data), v.len, out); break;
+    case PyUnicode_2BYTE_KIND: bl.find(static_cast<const uint16_t*>(v.data), v.len, out); break;
+    default: bl.find(static_cast<const uint32_t*>(v.data), v.len, out); break;
+  }
+}
+
+py::list hits_to_list(const std::vector<Hit>& hits) {
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(hits.size()));
+  if (!list) throw py::error_already_set();
+  for (size_t k = 0; k < hits.size(); ++k) {
+    PyObject* t = PyTuple_New(3);
+    if (!t) { Py_DECREF(list); throw py::error_already_set(); }
+    PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(hits[k].start));
+    PyTuple_SET_ITEM(t, 1, PyLong_FromLongLong(hits[k].end));
+    PyTuple_SET_ITEM(t, 2, PyLong_FromLong(hits[k].pattern));
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(k), t);
+  }
+  return py::reinterpret_steal<py::list>(list);
+}
+
+int64_t sequence_length(py::handle h, const std::string& what) {
+  if (PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr()) || !PySequence_Check(h.ptr()))
+    throw py::type_error(what + " must be a sequence (list, tuple, numpy array), got " +
+                         std::string(Py_TYPE(h.ptr())->tp_name));
+  const Py_ssize_t n = PySequence_Size(h.ptr());
+  if (n < 0) throw py::error_already_set();
+  return n;
+}
+
+// A batch of token-id sequences from Python: lists/tuples of ints, 1-D integer numpy arrays (zero
+// copy when int64 and contiguous), or anything numpy converts (torch CPU tensors, 2-D arrays).
+struct PyIdBatch {
+  IdBatch batch;
+  std::vector<py::array_t<int64_t>> arrays;
+  std::vector<std::vector<int64_t>> owned;
+
+  PyIdBatch(py::handle obj, const std::string& name) {
+    const int64_t n = sequence_length(obj, name);
+    batch.data.resize(n);
+    batch.size.resize(n);
+    owned.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string where = name + "[" + std::to_string(i) + "]";
+      py::object item = py::reinterpret_steal<py::object>(PySequence_GetItem(obj.ptr(), i));
+      if (!item) throw py::error_already_set();
+      PyObject* p = item.ptr();
+      if (PyList_Check(p) || PyTuple_Check(p)) {
+        const Py_ssize_t m = PySequence_Fast_GET_SIZE(p);
+        PyObject** elems = PySequence_Fast_ITEMS(p);
+        auto& v = owned[i];
+        v.resize(m);
+        for (Py_ssize_t j = 0; j < m; ++j) {
+          if (!PyLong_Check(elems[j]))
+            throw py::type_error(where + "[" + std::to_string(j) + "] must be an int token id, got " +
+                                 std::string(Py_TYPE(elems[j])->tp_name));
+          int overflow = 0;
+          v[j] = PyLong_AsLongLongAndOverflow(elems[j], &overflow);
+          if (overflow) throw py::value_error(where + "[" + std::to_string(j) + "] is out of the int64 range");
+        }
+        batch.data[i] = v.data();
+        batch.size[i] = m;
+        continue;
+      }
+      if (PyUnicode_Check(p) || PyBytes_Check(p))
+        throw py::type_error(where + " must be a sequence of int token ids, got " + std::string(Py_TYPE(p)->tp_name));
+      py::array arr = py::array::ensure(item);
+      if (!arr) {
+        PyErr_Clear();
+        throw py::type_error(where + " must be a list, tuple or integer array of token ids, got " +
+                             std::string(Py_TYPE(p)->tp_name));
+      }
+      const char kind = arr.dtype().kind();
+      if (arr.ndim() != 1 || (kind != 'i' && kind != 'u' && !(arr.size() == 0)))
+        throw py::type_error(where + " must be a 1-D integer array, got ndim=" + std::to_string(arr.ndim()) +
+                             " dtype=" + std::string(py::str(arr.dtype())));
+      auto a = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+      if (!a) throw py::error_already_set();
+      batch.data[i] = a.data();
+      batch.size[i] = a.size();
+      arrays.push_back(std::move(a));
+    }
+  }
+};
+
+py::list new_bool_arrays(const IdBatch& b, std::vector<uint8_t*>& ptrs) {
+  py::list out(b.data.size());
+  ptrs.resize(b.data.size());
+  for (size_t i = 0; i < b.data.size(); ++i) {
+    py::array_t<bool> m(static_cast<py::ssize_t>(b.size[i]));
+    ptrs[i] = reinterpret_cast<uint8_t*>(m.mutable_data());
+    out[i] = std::move(m);
+  }
+  return out;
+}
+
+std::vector<std::vector<uint32_t>> str_list(py::handle seq, const std::string& name) {
+  const int64_t n = sequence_length(seq, name);
+  std::vector<std::vector<uint32_t>> out(n);
+  for (int64_t i = 0; i < n; ++i) {
+    py::object item = py::reinterpret_steal<py::object>(PySequence_GetItem(seq.ptr(), i));
+    if (!item) throw py::error_already_set();
+    out[i] = code_points(item, name + "[" + std::to_string(i) + "]");
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "relate_fast native matcher (Aho-Corasick over code points and token ids)";
+  m.def("hardware_threads", &hardware_threads);
+
+  py::class_<TokenTable>(m, "TokenTable")
+      .def(py::init([](py::bytes blob, std::vector<int64_t> offsets, std::vector<uint8_t> valid) {
+             return new TokenTable(std::string(blob), std::move(offsets), std::move(valid));
+           }),
+           py::arg("blob"), py::arg("offsets"), py::arg("valid"))
+      .def_property_readonly("vocab_size", &TokenTable::vocab_size)
+      .def("valid", &TokenTable::valid)
+      .def("token_bytes", [](const TokenTable& t, int64_t id) {
+        if (!t.valid(id)) throw py::value_error("token id " + std::to_string(id) + " is not in the vocabulary (size " + std::to_string(t.vocab_size()) + ")");
+        auto b = t.bytes(id);
+        return py::bytes(b.data(), b.size());
+      })
+      .def("decode", [](const TokenTable& t, py::handle ids) {
+        // -> (code points uint32, first byte of each code point + total, first byte of each token + total)
+        py::list wrap;
+        wrap.append(ids);
+        PyIdBatch b(wrap, "token_ids");
+        t.check_ids(b.batch.data[0], b.batch.size[0], 0);
+        std::vector<uint32_t> cps;
+        std::vector<int64_t> cp_byte, tok_byte;
+        t.decode(b.batch.data[0], b.batch.size[0], cps, cp_byte, tok_byte);
+        py::array_t<uint32_t> a(cps.size());
+        std::copy(cps.begin(), cps.end(), a.mutable_data());
+        py::array_t<int64_t> c(cp_byte.size());
+        std::copy(cp_byte.begin(), cp_byte.end(), c.mutable_data());
+        py::array_t<int64_t> d(tok_byte.size());
+        std::copy(tok_byte.begin(), tok_byte.end(), d.mutable_data());
+        return py::make_tuple(a, c, d);
+      });
+
+  py::class_<Blacklist>(m, "Blacklist")
+      .def(py::init([](py::handle patterns, py::handle exemptions, bool normalize) {
+             auto p = str_list(patterns, "patterns");
+             auto x = str_list(exemptions, "exemptions");
+             py::gil_scoped_release nogil;
+             return new Blacklist(p, x, normalize);
+           }),
+           py::arg("patterns"), py::arg("exemptions"), py::arg("normalize"))
+      .def("find", [](const Blacklist& bl, py::handle text) {
+        const StrView v = str_view(text, "text");
+        std::vector<Hit> hits;
+        if (v.len > 4096) {
+          py::gil_scoped_release nogil;
+          find_in(bl, v, hits);
+        } else {
+          find_in(bl, v, hits);
+        }
+        return hits_to_list(hits);
+      }, py::arg("text"))
+      .def("find_batch", [](const Blacklist& bl, py::handle texts, int num_threads) {
+        const int64_t n = sequence_length(texts, "texts");
+        std::vector<py::object> keep(n);  // the strs stay alive while the GIL is released
+        std::vector<StrView> views(n);
+        for (int64_t i = 0; i < n; ++i) {
+          keep[i] = py::reinterpret_steal<py::object>(PySequence_GetItem(texts.ptr(), i));
+          if (!keep[i]) throw py::error_already_set();
+          views[i] = str_view(keep[i], "texts[" + std::to_string(i) + "]");
+        }
+        std::vector<std::vector<Hit>> hits(n);
+        {
+          py::gil_scoped_release nogil;
+          parallel_for(n, num_threads, [&](int64_t i) { find_in(bl, views[i], hits[i]); });
+        }
+        py::list out(n);
+        for (int64_t i = 0; i < n; ++i) out[i] = hits_to_list(hits[i]);
+        return out;
+      }, py::arg("texts"), py::arg("num_threads") = 0)
+      .def("token_mask", [](const Blacklist& bl, py::handle batch, const TokenTable& table, int num_threads) {
+        PyIdBatch b(batch, "batch_token_ids");
+        for (size_t i = 0; i < b.batch.data.size(); ++i) table.check_ids(b.batch.data[i], b.batch.size[i], static_cast<int64_t>(i));
+        std::vector<uint8_t*> ptrs;
+        py::list out = new_bool_arrays(b.batch, ptrs);
+        {
+          py::gil_scoped_release nogil;
+          parallel_for(static_cast<int64_t>(ptrs.size()), num_threads,
+                       [&](int64_t i) { bl.token_mask(table, b.batch.data[i], b.batch.size[i], ptrs[i]); });
+        }
+        return out;
+      }, py::arg("batch_token_ids"), py::arg("table"), py::arg("num_threads") = 0)
+      .def_property_readonly("num_patterns", &Blacklist::num_patterns)
+      .def_property_readonly("num_exemptions", &Blacklist::num_exemptions)
+      .def_property_readonly("normalize", &Blacklist::normalize)
+      .def_property_readonly("num_states", &Blacklist::num_states)
+      .def_property_readonly("memory_bytes", &Blacklist::memory_bytes)
+      .def("original", [](const Blacklist& bl, int64_t i) {
+        if (i < 0 || i >= bl.num_patterns() + bl.num_exemptions()) throw py::index_error("pattern index out of range");
+        return str_from_code_points(bl.original(i));
+      })
+      .def("serialize", [](const Blacklist& bl) {
+        std::string s;
+        {
+          py::gil_scoped_release nogil;
+          s = bl.serialize();
+        }
+        return py::bytes(s);
+      })
+      .def_static("deserialize", [](py::bytes data) {
+        std::string s(data);
+        py::gil_scoped_release nogil;
+        return new Blacklist(Blacklist::deserialize(s));
+      });
+
+  py::class_<NgramCounter>(m, "NgramCounter")
+      .def(py::init<int, int, bool, int64_t>(), py::arg("n_min"), py::arg("n_max"), py::arg("count_responses"),
+           py::arg("window"))
+      .def("update", [](NgramCounter& c, py::handle batch) {
+        PyIdBatch b(batch, "batch");
+        NgramCounter::validate_ids(b.batch);
+        py::gil_scoped_release nogil;
+        c.update(b.batch);
+      }, py::arg("batch"))
+      .def("count", [](const NgramCounter& c, py::handle ngram) {
+        py::list wrap;
+        wrap.append(ngram);
+        PyIdBatch b(wrap, "ngram");
+        return c.count(b.batch.data[0], static_cast<int>(b.batch.size[0]));
+      }, py::arg("ngram"))
+      .def("frequent", [](const NgramCounter& c, int64_t min_count) {
+        auto grams = c.frequent(min_count);
+        py::list out(grams.size());
+        for (size_t i = 0; i < grams.size(); ++i) {
+          py::tuple t(grams[i].size());
+          for (size_t k = 0; k < grams[i].size(); ++k) t[k] = py::int_(grams[i][k]);
+          out[i] = std::move(t);
+        }
+        return out;
+      }, py::arg("min_count"))
+      .def("mask", [](const NgramCounter& c, py::handle seqs, int64_t min_count, int num_threads) {
+        PyIdBatch b(seqs, "seqs");
+        std::vector<uint8_t*> ptrs;
+        py::list out = new_bool_arrays(b.batch, ptrs);
+        {
+          py::gil_scoped_release nogil;
+          c.mask(b.batch, min_count, ptrs, num_threads);
+        }
+        return out;
+      }, py::arg("seqs"), py::arg("min_count"), py::arg("num_threads") = 1)
+      .def_property_readonly("n_min", &NgramCounter::n_min)
+      .def_property_readonly("n_max", &NgramCounter::n_max)
+      .def_property_readonly("count_responses", &NgramCounter::count_responses)
+      .def_property_readonly("window", &NgramCounter::window)
+      .def_property_readonly("num_batches", &NgramCounter::num_batches)
+      .def_property_readonly("batches_seen", &NgramCounter::batches_seen)
+      .def_property_readonly("num_nodes", &NgramCounter::num_nodes)
+      .def_property_readonly("memory_bytes", &NgramCounter::memory_bytes)
+      .def("serialize", [](const NgramCounter& c) { return py::bytes(c.serialize()); })
+      .def_static("deserialize", [](py::bytes data) { return NgramCounter::deserialize(std::string(data)); });
+}
