@@ -27,7 +27,7 @@ struct StrView {
 StrView str_view(py::handle h, const std::string& what) {
   if (!PyUnicode_Check(h.ptr()))
     throw py::type_error(what + " must be str, got " + std::string(Py_TYPE(h.ptr())->tp_name));
-  return StrView{PyUnicode_KIND(h.ptr()), PyUnicode_DATA(h.ptr()), PyUnicode_GET_LENGTH(h.ptr())};
+  return StrView{static_cast<int>(PyUnicode_KIND(h.ptr())), PyUnicode_DATA(h.ptr()), PyUnicode_GET_LENGTH(h.ptr())};
 }
 
 std::vector<uint32_t> code_points(py::handle h, const std::string& what) {
@@ -117,6 +117,9 @@ struct PyIdBatch {
                              std::string(Py_TYPE(p)->tp_name));
       }
       const char kind = arr.dtype().kind();
+      if (kind == 'O')
+        throw py::type_error(where + " must be a list, tuple or integer array of token ids, got " +
+                             std::string(Py_TYPE(p)->tp_name));
       if (arr.ndim() != 1 || (kind != 'i' && kind != 'u' && !(arr.size() == 0)))
         throw py::type_error(where + " must be a 1-D integer array, got ndim=" + std::to_string(arr.ndim()) +
                              " dtype=" + std::string(py::str(arr.dtype())));
