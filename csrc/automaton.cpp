@@ -185,9 +185,11 @@ void DoubleArrayAC::build(const std::vector<std::vector<uint32_t>>& patterns,
   for (int32_t b : bases) max_base = std::max(max_base, b);
   const size_t n_units = std::max<size_t>(bases.size(), static_cast<size_t>(max_base) + alphabet_size + 1);
   units_.assign(n_units, DaUnit{});
+  out_.assign(n_units, -1);
   for (size_t i = 0; i < bases.size(); ++i) {
-    units_[i].base = bases[i];
+    units_[i].base = static_cast<uint32_t>(bases[i]);
     units_[i].check = checks[i];
+    if (checks[i] >= 0) units_[checks[i]].child_mask |= 1u << ((static_cast<uint32_t>(i) - static_cast<uint32_t>(bases[checks[i]])) & 31);
   }
   units_[kRoot].check = -1;
   root_next_.assign(static_cast<size_t>(alphabet_size) + 1, kRoot);
@@ -206,24 +208,20 @@ void DoubleArrayAC::build(const std::vector<std::vector<uint32_t>>& patterns,
       if (parent != kRoot) {
         const uint32_t c = trie[u].code;
         int32_t g = units_[parent].fail;
-        for (;;) {
-          if (g == kRoot) { f = root_next_[c]; break; }
-          const int32_t x = units_[g].base + static_cast<int32_t>(c);
-          if (units_[x].check == g) { f = x; break; }
-          g = units_[g].fail;
-        }
+        f = next(g, c);
       }
       units_[t].fail = f;
     }
-    int32_t next = (u == 0) ? -1 : units_[units_[t].fail].out;
+    int32_t chain = (u == 0) ? -1 : out(units_[t].fail);
     // own outputs pushed last-first so that every `next` points to an earlier entry
     std::vector<int32_t> own;
     for (int32_t k = trie[u].term_first; k >= 0; k = terminals[k].second) own.push_back(terminals[k].first);
     for (auto it = own.rbegin(); it != own.rend(); ++it) {
-      outputs_.push_back(DaOutput{*it, trie[u].depth, next});
-      next = static_cast<int32_t>(outputs_.size()) - 1;
+      outputs_.push_back(DaOutput{*it, trie[u].depth, chain});
+      chain = static_cast<int32_t>(outputs_.size()) - 1;
     }
-    units_[t].out = next;
+    out_[t] = chain;
+    if (chain >= 0) units_[t].base |= DaUnit::kHasOutput;
   }
 }
 
@@ -233,6 +231,7 @@ void DoubleArrayAC::serialize(std::string& out) const {
   bin::put<int64_t>(out, num_patterns_);
   bin::put<int64_t>(out, num_states_);
   bin::put_vec(out, units_);
+  bin::put_vec(out, out_);
   bin::put_vec(out, root_next_);
   bin::put_vec(out, outputs_);
 }
@@ -243,17 +242,19 @@ void DoubleArrayAC::deserialize(const std::string& in, size_t& pos) {
   num_patterns_ = bin::get<int64_t>(in, pos, "automaton header");
   num_states_ = bin::get<int64_t>(in, pos, "automaton header");
   bin::get_vec(in, pos, units_, "automaton states");
+  bin::get_vec(in, pos, out_, "automaton outputs");
   bin::get_vec(in, pos, root_next_, "automaton root");
   bin::get_vec(in, pos, outputs_, "automaton outputs");
   // Range checks: after these, next() and output walks cannot read out of bounds or loop.
   const int64_t nu = static_cast<int64_t>(units_.size());
   const int64_t no = static_cast<int64_t>(outputs_.size());
   auto bad = [](const char* what) { throw std::invalid_argument(std::string("corrupt automaton: ") + what); };
-  if (nu < 1 || root_next_.size() != static_cast<size_t>(alphabet_size_) + 1) bad("sizes");
-  for (const DaUnit& u : units_) {
-    if (u.base < 0 || static_cast<int64_t>(u.base) + alphabet_size_ >= nu) bad("base");
+  if (nu < 1 || out_.size() != units_.size() || root_next_.size() != static_cast<size_t>(alphabet_size_) + 1) bad("sizes");
+  for (int64_t s = 0; s < nu; ++s) {
+    const DaUnit& u = units_[s];
+    if (static_cast<int64_t>(u.base & ~DaUnit::kHasOutput) + alphabet_size_ >= nu) bad("base");
     if (u.check < -1 || u.check >= nu || u.fail < 0 || u.fail >= nu) bad("links");
-    if (u.out < -1 || u.out >= no) bad("outputs");
+    if (out_[s] < -1 || out_[s] >= no) bad("outputs");
   }
   for (int32_t r : root_next_) if (r < 0 || r >= nu) bad("root");
   for (int64_t i = 0; i < no; ++i) {

@@ -13,13 +13,15 @@
 
 namespace rf {
 
-// One double-array slot; a state is the index of its slot. 16 bytes, so the fields that one
-// transition reads (base, check) and the output test share a cache line.
+// One double-array slot; a state is the index of its slot. 16 bytes, so everything one step reads
+// about the current state sits in one cache line.
 struct DaUnit {
-  int32_t base = 0;    // children of this state live at base + code
-  int32_t check = -1;  // parent state of the state living in this slot; -1 = free slot
-  int32_t fail = 0;    // failure link (longest proper suffix that is a trie prefix)
-  int32_t out = -1;    // head of this state's output chain in outputs(); -1 = no output
+  static constexpr uint32_t kHasOutput = 0x80000000u;
+  uint32_t base = 0;         // children live at (base & ~kHasOutput) + code; top bit: has output
+  int32_t check = -1;        // parent state of the state living in this slot; -1 = free slot
+  int32_t fail = 0;          // failure link (longest proper suffix that is a trie prefix)
+  uint32_t child_mask = 0;   // bit (code & 31) set for each child: most failing transitions are
+                             // decided here, without touching the (usually uncached) target slot
 };
 
 // Output chains are linked lists through a shared pool; next < own index, so chains are acyclic.
@@ -40,14 +42,19 @@ class DoubleArrayAC {
   // Transition on code c in [1, alphabet_size]. The root's transitions are a dense table, so the
   // hot "nothing matched yet" state costs one load; other states use the double array.
   inline int32_t next(int32_t s, uint32_t c) const {
+    const uint32_t bit = 1u << (c & 31);
     for (;;) {
       if (s == kRoot) return root_next_[c];
-      const int32_t t = units_[s].base + static_cast<int32_t>(c);
-      if (units_[t].check == s) return t;
-      s = units_[s].fail;
+      const DaUnit& u = units_[s];
+      if (u.child_mask & bit) {
+        const uint32_t t = (u.base & ~DaUnit::kHasOutput) + c;
+        if (units_[t].check == s) return static_cast<int32_t>(t);
+      }
+      s = u.fail;
     }
   }
-  inline int32_t out(int32_t s) const { return units_[s].out; }
+  // Head of the output chain of state s (longest pattern first), -1 = none.
+  inline int32_t out(int32_t s) const { return (units_[s].base & DaUnit::kHasOutput) ? out_[s] : -1; }
   inline const DaOutput& output(int32_t o) const { return outputs_[o]; }
 
   uint32_t alphabet_size() const { return alphabet_size_; }
@@ -55,7 +62,8 @@ class DoubleArrayAC {
   int64_t num_patterns() const { return num_patterns_; }
   int64_t num_states() const { return num_states_; }
   size_t memory_bytes() const {
-    return units_.capacity() * sizeof(DaUnit) + root_next_.capacity() * sizeof(int32_t) +
+    return units_.capacity() * sizeof(DaUnit) + out_.capacity() * sizeof(int32_t) +
+           root_next_.capacity() * sizeof(int32_t) +
            outputs_.capacity() * sizeof(DaOutput);
   }
 
@@ -66,6 +74,7 @@ class DoubleArrayAC {
 
  private:
   std::vector<DaUnit> units_;
+  std::vector<int32_t> out_;        // per slot, read only when the unit's kHasOutput bit is set
   std::vector<int32_t> root_next_;  // [alphabet_size + 1], 0 = back to root
   std::vector<DaOutput> outputs_;
   uint32_t alphabet_size_ = 0;

@@ -1,11 +1,17 @@
 // pybind11 bindings: adapts Python objects (str buffers, id sequences, numpy arrays) to the pure
 // C++ matcher. Texts are read from the str's own buffer (1/2/4-byte kinds), never copied to UTF-8.
 #include <Python.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "blacklist.h"
@@ -24,14 +30,16 @@ struct StrView {
   int64_t len;
 };
 
-StrView str_view(py::handle h, const std::string& what) {
+// `what` names the argument in the error; a callable so the name is only built on error.
+template <typename What>
+StrView str_view(py::handle h, What&& what) {
   if (!PyUnicode_Check(h.ptr()))
-    throw py::type_error(what + " must be str, got " + std::string(Py_TYPE(h.ptr())->tp_name));
+    throw py::type_error(what() + " must be str, got " + std::string(Py_TYPE(h.ptr())->tp_name));
   return StrView{static_cast<int>(PyUnicode_KIND(h.ptr())), PyUnicode_DATA(h.ptr()), PyUnicode_GET_LENGTH(h.ptr())};
 }
 
 std::vector<uint32_t> code_points(py::handle h, const std::string& what) {
-  const StrView v = str_view(h, what);
+  const StrView v = str_view(h, [&] { return what; });
   std::vector<uint32_t> cps(static_cast<size_t>(v.len));
   for (int64_t i = 0; i < v.len; ++i) cps[i] = PyUnicode_READ(v.kind, v.data, i);
   return cps;
@@ -51,15 +59,29 @@ void find_in(const Blacklist& bl, const StrView& v, std::vector<Hit>& out) {
   }
 }
 
+// Ints below 2**16 are created once and shared (the GIL guards the cache): hit tuples are mostly
+// small offsets and pattern indices, and allocating a fresh int for each dominated find's cost.
+PyObject* cached_int(int64_t v) {
+  static std::vector<PyObject*> cache;
+  constexpr int64_t kMax = 1 << 16;
+  if (v < 0 || v >= kMax) return PyLong_FromLongLong(v);
+  if (cache.empty()) cache.assign(kMax, nullptr);
+  PyObject*& o = cache[static_cast<size_t>(v)];
+  if (o == nullptr) o = PyLong_FromLongLong(v);
+  Py_XINCREF(o);
+  return o;
+}
+
 py::list hits_to_list(const std::vector<Hit>& hits) {
   PyObject* list = PyList_New(static_cast<Py_ssize_t>(hits.size()));
   if (!list) throw py::error_already_set();
   for (size_t k = 0; k < hits.size(); ++k) {
     PyObject* t = PyTuple_New(3);
     if (!t) { Py_DECREF(list); throw py::error_already_set(); }
-    PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(hits[k].start));
-    PyTuple_SET_ITEM(t, 1, PyLong_FromLongLong(hits[k].end));
-    PyTuple_SET_ITEM(t, 2, PyLong_FromLong(hits[k].pattern));
+    PyTuple_SET_ITEM(t, 0, cached_int(hits[k].start));
+    PyTuple_SET_ITEM(t, 1, cached_int(hits[k].end));
+    PyTuple_SET_ITEM(t, 2, cached_int(hits[k].pattern));
+    PyObject_GC_UnTrack(t);  // ints only: can never be part of a cycle (CPython untracks such tuples too)
     PyList_SET_ITEM(list, static_cast<Py_ssize_t>(k), t);
   }
   return py::reinterpret_steal<py::list>(list);
@@ -195,11 +217,15 @@ PYBIND11_MODULE(_native, m) {
              auto p = str_list(patterns, "patterns");
              auto x = str_list(exemptions, "exemptions");
              py::gil_scoped_release nogil;
-             return new Blacklist(p, x, normalize);
+             auto* bl = new Blacklist(p, x, normalize);
+#if defined(__GLIBC__)
+             malloc_trim(0);  // hand the construction scratch (trie, sort buffers) back to the OS
+#endif
+             return bl;
            }),
            py::arg("patterns"), py::arg("exemptions"), py::arg("normalize"))
       .def("find", [](const Blacklist& bl, py::handle text) {
-        const StrView v = str_view(text, "text");
+        const StrView v = str_view(text, [] { return std::string("text"); });
         std::vector<Hit> hits;
         if (v.len > 4096) {
           py::gil_scoped_release nogil;
@@ -216,15 +242,43 @@ PYBIND11_MODULE(_native, m) {
         for (int64_t i = 0; i < n; ++i) {
           keep[i] = py::reinterpret_steal<py::object>(PySequence_GetItem(texts.ptr(), i));
           if (!keep[i]) throw py::error_already_set();
-          views[i] = str_view(keep[i], "texts[" + std::to_string(i) + "]");
+          views[i] = str_view(keep[i], [i] { return "texts[" + std::to_string(i) + "]"; });
         }
-        std::vector<std::vector<Hit>> hits(n);
+        // Helpers scan chunks of texts without the GIL; the calling thread turns each finished
+        // chunk into Python objects (briefly taking the GIL) while the helpers scan on, and scans
+        // chunks itself whenever the next one is not ready. One thread: scan, convert, repeat.
+        constexpr int64_t kChunk = 32;
+        const int64_t n_chunks = (n + kChunk - 1) / kChunk;
+        std::vector<std::vector<Hit>> hits(static_cast<size_t>(n));
+        std::unique_ptr<std::atomic<uint8_t>[]> done(new std::atomic<uint8_t>[static_cast<size_t>(n_chunks) + 1]);
+        for (int64_t c = 0; c < n_chunks; ++c) done[c].store(0, std::memory_order_relaxed);
+        std::atomic<int64_t> next_chunk{0};
+        auto scan_chunk = [&](int64_t c) {
+          for (int64_t i = c * kChunk, e = std::min(n, (c + 1) * kChunk); i < e; ++i) find_in(bl, views[i], hits[i]);
+          done[c].store(1, std::memory_order_release);
+        };
+        std::function<void()> helper = [&] {
+          for (int64_t c; (c = next_chunk.fetch_add(1)) < n_chunks;) scan_chunk(c);
+        };
+        py::list out(n);
+        std::function<void()> main = [&] {
+          for (int64_t c = 0; c < n_chunks; ++c) {
+            while (!done[c].load(std::memory_order_acquire)) {
+              const int64_t mine = next_chunk.fetch_add(1);
+              if (mine < n_chunks) scan_chunk(mine);
+              else std::this_thread::yield();
+            }
+            py::gil_scoped_acquire gil;
+            for (int64_t i = c * kChunk, e = std::min(n, (c + 1) * kChunk); i < e; ++i) {
+              out[i] = hits_to_list(hits[i]);
+              std::vector<Hit>().swap(hits[i]);
+            }
+          }
+        };
         {
           py::gil_scoped_release nogil;
-          parallel_for(n, num_threads, [&](int64_t i) { find_in(bl, views[i], hits[i]); });
+          run_with_helpers(num_threads, helper, main);
         }
-        py::list out(n);
-        for (int64_t i = 0; i < n; ++i) out[i] = hits_to_list(hits[i]);
         return out;
       }, py::arg("texts"), py::arg("num_threads") = 0)
       .def("token_mask", [](const Blacklist& bl, py::handle batch, const TokenTable& table, int num_threads) {

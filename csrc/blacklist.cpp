@@ -156,12 +156,17 @@ void Blacklist::scan(const CharT* text, int64_t n, std::vector<Hit>& out) const 
   bool any_exemption = false;
   // Normalize: original offsets of the last consumed (non-skipped) characters, so a hit's start
   // is reported in the original text even when separators were stepped over inside it.
-  thread_local std::vector<int64_t> ring;
+  int64_t small_ring[64];
+  std::vector<int64_t> big_ring;
+  int64_t* ring = small_ring;
   size_t rmask = 0;
   if constexpr (Normalize) {
     size_t r = 1;
     while (r < static_cast<size_t>(std::max<int32_t>(ac_.max_length(), 1))) r <<= 1;
-    if (ring.size() < r) ring.resize(r);
+    if (r > 64) {
+      big_ring.resize(r);
+      ring = big_ring.data();
+    }
     rmask = r - 1;
   }
   int64_t k = 0;

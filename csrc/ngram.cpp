@@ -14,9 +14,14 @@ NgramCounter::NgramCounter(int n_min, int n_max, bool count_responses, int64_t w
                                 ", n_max=" + std::to_string(n_max));
   parent_.push_back(-1);
   token_.push_back(0);
-  count_.push_back(0);
   depth_.push_back(0);
-  stamp_.push_back(0);
+}
+
+void NgramCounter::next_epoch() {
+  if (++epoch_ == 0) {  // wrapped after 2**32 responses: forget old stamps
+    edges_.for_each([](uint64_t, Edge& e) { e.stamp = 0; });
+    epoch_ = 1;
+  }
 }
 
 void NgramCounter::validate_ids(const IdBatch& batch) {
@@ -36,17 +41,13 @@ int32_t NgramCounter::new_node(int32_t parent, uint32_t token, int depth) {
     free_.pop_back();
     parent_[id] = parent;
     token_[id] = token;
-    count_[id] = 0;
     depth_[id] = static_cast<uint8_t>(depth);
-    stamp_[id] = 0;
   } else {
     if (parent_.size() >= static_cast<size_t>(INT32_MAX)) throw std::length_error("n-gram trie too large");
     id = static_cast<int32_t>(parent_.size());
     parent_.push_back(parent);
     token_.push_back(token);
-    count_.push_back(0);
     depth_.push_back(static_cast<uint8_t>(depth));
-    stamp_.push_back(0);
   }
   return id;
 }
@@ -59,31 +60,34 @@ void NgramCounter::add_sequences(const StoredBatch& b, int sign) {
   for (size_t q = 0; q < nseq; ++q) {
     const uint32_t* ids = b.ids.data() + b.offsets[q];
     const int64_t L = b.offsets[q + 1] - b.offsets[q];
-    ++epoch_;
+    next_epoch();
     for (int64_t i = 0; i < L; ++i) {
       int32_t node = 0;
       const int64_t dmax = std::min<int64_t>(n_max_, L - i);
       for (int64_t d = 1; d <= dmax; ++d) {
         const uint32_t tok = ids[i + d - 1];
-        int32_t child;
+        Edge* e;
         if (sign > 0) {
-          child = edges_.find_or_insert(key(node, tok), [&] { return new_node(node, tok, static_cast<int>(d)); });
+          e = &edges_.find_or_insert(key(node, tok), [&] {
+            return Edge{new_node(node, tok, static_cast<int>(d)), 0, 0};
+          });
         } else {
-          child = edges_.find(key(node, tok));
-          if (child < 0) throw std::logic_error("n-gram window out of sync");
+          e = edges_.find(key(node, tok));
+          if (e == nullptr) throw std::logic_error("n-gram window out of sync");
         }
-        if (!count_responses_ || stamp_[child] != epoch_) {
-          stamp_[child] = epoch_;
-          count_[child] += sign;
-          if (sign < 0 && count_[child] == 0) zeroed.push_back(child);
+        if (!count_responses_ || e->stamp != epoch_) {
+          e->stamp = epoch_;
+          e->count += sign;
+          if (sign < 0 && e->count == 0) zeroed.push_back(e->node);
         }
-        node = child;
+        node = e->node;
       }
     }
   }
   // Remove dead nodes only after the whole batch: during the walk they must stay reachable.
   for (int32_t id : zeroed) {
-    if (count_[id] != 0) continue;
+    const Edge* e = edges_.find(key(parent_[id], token_[id]));
+    if (e == nullptr || e->count != 0) continue;
     edges_.erase(key(parent_[id], token_[id]));
     parent_[id] = -2;  // marks a free slot
     free_.push_back(id);
@@ -118,21 +122,24 @@ int64_t NgramCounter::count(const int64_t* ngram, int n) const {
   int32_t node = 0;
   for (int k = 0; k < n; ++k) {
     if (ngram[k] < 0 || ngram[k] >= 0xFFFFFFFFll) return 0;
-    node = edges_.find(key(node, static_cast<uint32_t>(ngram[k])));
-    if (node < 0) return 0;
+    const Edge* e = edges_.find(key(node, static_cast<uint32_t>(ngram[k])));
+    if (e == nullptr) return 0;
+    node = e->node;
+    if (k == n - 1) return e->count;
   }
-  return count_[node];
+  return 0;
 }
 
 std::vector<std::vector<uint32_t>> NgramCounter::frequent(int64_t min_count) const {
   std::vector<std::vector<uint32_t>> result;
-  for (size_t id = 1; id < parent_.size(); ++id) {
-    if (parent_[id] < 0 || depth_[id] < n_min_ || count_[id] < min_count || count_[id] <= 0) continue;
+  edges_.for_each([&](uint64_t, const Edge& e) {
+    const int32_t id = e.node;
+    if (depth_[id] < n_min_ || e.count < min_count || e.count <= 0) return;
     std::vector<uint32_t> g(depth_[id]);
-    int32_t x = static_cast<int32_t>(id);
+    int32_t x = id;
     for (int k = depth_[id] - 1; k >= 0; --k, x = parent_[x]) g[k] = token_[x];
     result.push_back(std::move(g));
-  }
+  });
   std::sort(result.begin(), result.end(), [](const auto& a, const auto& b) {
     return a.size() != b.size() ? a.size() < b.size() : a < b;
   });
@@ -147,9 +154,11 @@ std::shared_ptr<const NgramCounter::GHigh> NgramCounter::ghigh(int64_t min_count
   g->min_count = min_count;
   auto grams = frequent(min_count);
   g->empty = grams.empty();
+  // token ids -> dense codes 1..A, then the n-grams rewritten as code sequences
   uint32_t next_code = 0;
   for (auto& gram : grams)
-    for (auto& tok : gram) tok = static_cast<uint32_t>(g->code_of.find_or_insert(tok, [&] { return static_cast<int32_t>(++next_code); }));
+    for (auto& tok : gram)
+      tok = static_cast<uint32_t>(g->code_of.find_or_insert(tok, [&] { return static_cast<int32_t>(++next_code); }));
   g->ac.build(grams, next_code);
   ghigh_ = g;
   return g;
@@ -173,9 +182,9 @@ void NgramCounter::mask(const IdBatch& batch, int64_t min_count, const std::vect
     int32_t s = DoubleArrayAC::kRoot;
     for (int64_t j = 0; j < n; ++j) {
       const int64_t v = ids[j];
-      const int32_t c = (v >= 0 && v < 0xFFFFFFFFll) ? g.code_of.find(static_cast<uint64_t>(v)) : -1;
-      if (c <= 0) { s = DoubleArrayAC::kRoot; continue; }
-      s = g.ac.next(s, static_cast<uint32_t>(c));
+      const int32_t* c = (v >= 0 && v < 0xFFFFFFFFll) ? g.code_of.find(static_cast<uint64_t>(v)) : nullptr;
+      if (c == nullptr) { s = DoubleArrayAC::kRoot; continue; }
+      s = g.ac.next(s, static_cast<uint32_t>(*c));
       const int32_t o = g.ac.out(s);
       if (o >= 0) start[j] = j + 1 - g.ac.output(o).length;
     }
@@ -189,7 +198,7 @@ void NgramCounter::mask(const IdBatch& batch, int64_t min_count, const std::vect
 }
 
 size_t NgramCounter::memory_bytes() const {
-  size_t b = edges_.memory_bytes() + parent_.capacity() * (4 + 4 + 8 + 1 + 8) + free_.capacity() * 4;
+  size_t b = edges_.memory_bytes() + parent_.capacity() * (4 + 4 + 1) + free_.capacity() * 4;
   for (const auto& sb : batches_) b += sb.ids.capacity() * 4 + sb.offsets.capacity() * 8;
   return b;
 }
@@ -209,9 +218,11 @@ std::string NgramCounter::serialize() const {
   bin::put<uint8_t>(out, count_responses_ ? 1 : 0);
   bin::put<int64_t>(out, window_);
   bin::put<int64_t>(out, batches_seen_);
+  std::vector<int64_t> counts(parent_.size(), 0);
+  edges_.for_each([&](uint64_t, const Edge& e) { counts[e.node] = e.count; });
   bin::put_vec(out, parent_);
   bin::put_vec(out, token_);
-  bin::put_vec(out, count_);
+  bin::put_vec(out, counts);
   bin::put_vec(out, depth_);
   bin::put<uint64_t>(out, batches_.size());
   for (const auto& b : batches_) {
@@ -238,20 +249,20 @@ std::unique_ptr<NgramCounter> NgramCounter::deserialize(const std::string& data)
   const int64_t window = bin::get<int64_t>(in, pos, "header");
   auto c = std::make_unique<NgramCounter>(n_min, n_max, responses, window);
   c->batches_seen_ = bin::get<int64_t>(in, pos, "header");
+  std::vector<int64_t> counts;
   bin::get_vec(in, pos, c->parent_, "nodes");
   bin::get_vec(in, pos, c->token_, "nodes");
-  bin::get_vec(in, pos, c->count_, "nodes");
+  bin::get_vec(in, pos, counts, "nodes");
   bin::get_vec(in, pos, c->depth_, "nodes");
   const size_t nn = c->parent_.size();
-  if (nn < 1 || c->token_.size() != nn || c->count_.size() != nn || c->depth_.size() != nn || c->parent_[0] != -1)
+  if (nn < 1 || c->token_.size() != nn || counts.size() != nn || c->depth_.size() != nn || c->parent_[0] != -1)
     throw std::invalid_argument("corrupt n-gram counter state (node arrays)");
-  c->stamp_.assign(nn, 0);
   for (size_t id = 1; id < nn; ++id) {
     const int32_t p = c->parent_[id];
     if (p == -2) { c->free_.push_back(static_cast<int32_t>(id)); continue; }
     if (p < 0 || static_cast<size_t>(p) >= nn || c->depth_[id] != c->depth_[p] + 1 || c->depth_[id] > n_max)
       throw std::invalid_argument("corrupt n-gram counter state (node links)");
-    c->edges_.insert(key(p, c->token_[id]), static_cast<int32_t>(id));
+    c->edges_.insert(key(p, c->token_[id]), Edge{static_cast<int32_t>(id), 0, counts[id]});
   }
   const uint64_t nb = bin::get<uint64_t>(in, pos, "window");
   for (uint64_t k = 0; k < nb; ++k) {

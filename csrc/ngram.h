@@ -59,7 +59,7 @@ class NgramCounter {
   struct GHigh {  // automaton over G_high, cached until the counts or min_count change
     uint64_t version = ~0ull;
     int64_t min_count = -1;
-    FlatMap code_of;
+    FlatMap<int32_t> code_of;
     DoubleArrayAC ac;
     bool empty = true;
   };
@@ -67,6 +67,7 @@ class NgramCounter {
     return (static_cast<uint64_t>(static_cast<uint32_t>(parent)) << 32) | token;
   }
   int32_t new_node(int32_t parent, uint32_t token, int depth);
+  void next_epoch();
   void add_sequences(const StoredBatch& b, int sign);
   void evict_oldest();
   std::shared_ptr<const GHigh> ghigh(int64_t min_count) const;
@@ -76,14 +77,19 @@ class NgramCounter {
   int64_t window_;
   int64_t batches_seen_ = 0;
   uint64_t version_ = 0;
-  FlatMap edges_{16};
-  // per node (0 = root)
+  // An edge (parent node, token) -> child node, with the child's count stored in the same entry:
+  // the hot update loop then touches one cache line per n-gram.
+  struct Edge {
+    int32_t node;
+    uint32_t stamp;  // last response that counted the node (count="responses")
+    int64_t count;
+  };
+  FlatMap<Edge> edges_{16};
+  // per node (0 = root), written once at creation: to rebuild n-grams and remove dead nodes
   std::vector<int32_t> parent_;
   std::vector<uint32_t> token_;
-  std::vector<int64_t> count_;
   std::vector<uint8_t> depth_;
-  std::vector<uint64_t> stamp_;  // last response that counted the node (count="responses")
-  uint64_t epoch_ = 0;
+  uint32_t epoch_ = 0;
   std::vector<int32_t> free_;
   std::deque<StoredBatch> batches_;
   mutable std::mutex ghigh_mu_;

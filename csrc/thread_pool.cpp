@@ -20,8 +20,8 @@ class Pool {
   pid_t pid() const { return pid_; }
   std::mutex& call_mutex() { return call_mu_; }
 
-  // Caller holds call_mutex(). Runs job on `extra` workers plus the caller.
-  void run(int extra, const std::function<void()>& job) {
+  // Caller holds call_mutex(). Runs job on `extra` workers and main_job on the caller.
+  void run(int extra, const std::function<void()>& job, const std::function<void()>& main_job) {
     {
       std::unique_lock<std::mutex> lk(mu_);
       while (static_cast<int>(workers_.size()) < extra) {
@@ -34,10 +34,18 @@ class Pool {
       ++generation_;
     }
     cv_.notify_all();
-    job();
-    std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [&] { return active_ == 0; });
-    job_ = nullptr;
+    std::exception_ptr error;
+    try {
+      main_job();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      done_cv_.wait(lk, [&] { return active_ == 0; });
+      job_ = nullptr;
+    }
+    if (error) std::rethrow_exception(error);
   }
 
  private:
@@ -112,8 +120,18 @@ void parallel_for(int64_t n, int num_threads, const std::function<void(int64_t)>
   Pool& p = pool();
   std::unique_lock<std::mutex> lk(p.call_mutex(), std::try_to_lock);
   if (threads <= 1 || !lk.owns_lock()) job();
-  else p.run(threads - 1, job);
+  else p.run(threads - 1, job, job);
   if (error) std::rethrow_exception(error);
+}
+
+void run_with_helpers(int num_threads, const std::function<void()>& helper_job,
+                      const std::function<void()>& main_job) {
+  const int threads = num_threads <= 0 ? hardware_threads() : num_threads;
+  if (threads <= 1) return main_job();
+  Pool& p = pool();
+  std::unique_lock<std::mutex> lk(p.call_mutex(), std::try_to_lock);
+  if (!lk.owns_lock()) return main_job();
+  p.run(threads - 1, helper_job, main_job);
 }
 
 }  // namespace rf

@@ -16,4 +16,11 @@ namespace rf {
 void parallel_for(int64_t n, int num_threads, const std::function<void(int64_t)>& fn);
 int hardware_threads();
 
+// Runs helper_job on up to num_threads - 1 pool threads while the calling thread runs main_job,
+// and returns when all are done. main_job must be able to finish the whole work alone: when the
+// pool is busy (another caller) or num_threads <= 1, only main_job runs. Exceptions of main_job
+// are rethrown after the helpers stopped; helper_job must not throw.
+void run_with_helpers(int num_threads, const std::function<void()>& helper_job,
+                      const std::function<void()>& main_job);
+
 }  // namespace rf

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relate_fast.matcher import Blacklist
-from tests.textgen import SCRIPTS, SEPARATORS, SURROGATES, brute_find, random_text
+from tests.textgen import SCRIPTS, brute_find, random_text
 
 
 def sample_patterns(rng, texts, k, alphabet):
@@ -26,13 +26,11 @@ def sample_patterns(rng, texts, k, alphabet):
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 @pytest.mark.parametrize("normalize", [False, True])
 def test_find_equals_brute_force(script, normalize):
-    rng = random.Random(hash((script, normalize)) & 0xFFFF)
+    rng = random.Random(f"{script}-{normalize}")  # str seeds are stable across processes
     alphabet = SCRIPTS[script]
     texts = [random_text(rng, rng.randint(0, 120), alphabet) for _ in range(40)]
     patterns = sample_patterns(rng, texts, 60, alphabet)
-    if normalize:  # a pattern of only separators is rejected; keep those out of this test
-        patterns = [p for p in patterns if any(c not in SEPARATORS and c.isprintable() for c in p)
-                    and brute_find("x", [p], normalize=True) is not None]
+    if normalize:  # a pattern of only separators is rejected (tested elsewhere); keep those out
         patterns = [p for p in patterns if _has_content(p)]
     exemptions = sample_patterns(rng, texts, 5, alphabet)
     exemptions = [p for p in exemptions if not normalize or _has_content(p)]

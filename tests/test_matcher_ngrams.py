@@ -16,7 +16,7 @@ def random_batches(rng, n_batches, n_seqs=20, vocab=6, max_len=30):
 @pytest.mark.parametrize("count", ["responses", "occurrences"])
 @pytest.mark.parametrize("window", [None, 1, 3])
 def test_counts_frequent_and_masks_equal_brute_force(count, window):
-    rng = random.Random(hash((count, window)) & 0xFFFF)
+    rng = random.Random(f"{count}-{window}")
     n_min, n_max = 2, 5
     c = NgramCounter(n_min, n_max, count=count, window=window)
     batches = random_batches(rng, 6)
