@@ -72,20 +72,21 @@ PyObject* cached_int(int64_t v) {
   return o;
 }
 
-py::list hits_to_list(const std::vector<Hit>& hits) {
-  PyObject* list = PyList_New(static_cast<Py_ssize_t>(hits.size()));
+py::list hits_to_list(const std::vector<Hit>& hits, size_t begin, size_t end) {
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(end - begin));
   if (!list) throw py::error_already_set();
-  for (size_t k = 0; k < hits.size(); ++k) {
+  for (size_t k = begin; k < end; ++k) {
     PyObject* t = PyTuple_New(3);
     if (!t) { Py_DECREF(list); throw py::error_already_set(); }
     PyTuple_SET_ITEM(t, 0, cached_int(hits[k].start));
     PyTuple_SET_ITEM(t, 1, cached_int(hits[k].end));
     PyTuple_SET_ITEM(t, 2, cached_int(hits[k].pattern));
     PyObject_GC_UnTrack(t);  // ints only: can never be part of a cycle (CPython untracks such tuples too)
-    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(k), t);
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(k - begin), t);
   }
   return py::reinterpret_steal<py::list>(list);
 }
+py::list hits_to_list(const std::vector<Hit>& hits) { return hits_to_list(hits, 0, hits.size()); }
 
 int64_t sequence_length(py::handle h, const std::string& what) {
   if (PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr()) || !PySequence_Check(h.ptr()))
@@ -247,14 +248,22 @@ PYBIND11_MODULE(_native, m) {
         // Helpers scan chunks of texts without the GIL; the calling thread turns each finished
         // chunk into Python objects (briefly taking the GIL) while the helpers scan on, and scans
         // chunks itself whenever the next one is not ready. One thread: scan, convert, repeat.
+        // Hits go to one flat buffer per chunk (allocated here, on the calling thread): per-text
+        // vectors allocated by a helper and freed by the caller cost cross-thread malloc traffic.
         constexpr int64_t kChunk = 32;
         const int64_t n_chunks = (n + kChunk - 1) / kChunk;
-        std::vector<std::vector<Hit>> hits(static_cast<size_t>(n));
+        std::vector<std::vector<Hit>> chunk_hits(static_cast<size_t>(n_chunks));
+        for (auto& v : chunk_hits) v.reserve(256);
+        std::vector<size_t> text_end(static_cast<size_t>(n));
         std::unique_ptr<std::atomic<uint8_t>[]> done(new std::atomic<uint8_t>[static_cast<size_t>(n_chunks) + 1]);
         for (int64_t c = 0; c < n_chunks; ++c) done[c].store(0, std::memory_order_relaxed);
         std::atomic<int64_t> next_chunk{0};
         auto scan_chunk = [&](int64_t c) {
-          for (int64_t i = c * kChunk, e = std::min(n, (c + 1) * kChunk); i < e; ++i) find_in(bl, views[i], hits[i]);
+          std::vector<Hit>& v = chunk_hits[c];
+          for (int64_t i = c * kChunk, e = std::min(n, (c + 1) * kChunk); i < e; ++i) {
+            find_in(bl, views[i], v);
+            text_end[i] = v.size();
+          }
           done[c].store(1, std::memory_order_release);
         };
         std::function<void()> helper = [&] {
@@ -269,9 +278,10 @@ PYBIND11_MODULE(_native, m) {
               else std::this_thread::yield();
             }
             py::gil_scoped_acquire gil;
+            size_t begin = 0;
             for (int64_t i = c * kChunk, e = std::min(n, (c + 1) * kChunk); i < e; ++i) {
-              out[i] = hits_to_list(hits[i]);
-              std::vector<Hit>().swap(hits[i]);
+              out[i] = hits_to_list(chunk_hits[c], begin, text_end[i]);
+              begin = text_end[i];
             }
           }
         };
