@@ -57,30 +57,44 @@ int32_t NgramCounter::new_node(int32_t parent, uint32_t token, int depth) {
 void NgramCounter::add_sequences(const StoredBatch& b, int sign) {
   std::vector<int32_t> zeroed;
   const size_t nseq = b.offsets.size() - 1;
+  // Walks from K neighbouring start positions advance in lockstep, one depth at a time: each round
+  // first prefetches the K hash slots, then resolves them, so K cache misses overlap instead of
+  // forming one dependent chain per walk.
+  constexpr int64_t K = 8;
+  int32_t node[K];
+  uint64_t keys[K];
   for (size_t q = 0; q < nseq; ++q) {
     const uint32_t* ids = b.ids.data() + b.offsets[q];
     const int64_t L = b.offsets[q + 1] - b.offsets[q];
     next_epoch();
-    for (int64_t i = 0; i < L; ++i) {
-      int32_t node = 0;
-      const int64_t dmax = std::min<int64_t>(n_max_, L - i);
+    for (int64_t i0 = 0; i0 < L; i0 += K) {
+      const int64_t kn = std::min<int64_t>(K, L - i0);
+      for (int64_t k = 0; k < kn; ++k) node[k] = 0;
+      const int64_t dmax = std::min<int64_t>(n_max_, L - i0);
       for (int64_t d = 1; d <= dmax; ++d) {
-        const uint32_t tok = ids[i + d - 1];
-        Edge* e;
-        if (sign > 0) {
-          e = &edges_.find_or_insert(key(node, tok), [&] {
-            return Edge{new_node(node, tok, static_cast<int>(d)), 0, 0};
-          });
-        } else {
-          e = edges_.find(key(node, tok));
-          if (e == nullptr) throw std::logic_error("n-gram window out of sync");
+        // walk k starts at i0 + k and is still going while i0 + k + d <= L
+        const int64_t live = std::min<int64_t>(kn, L - i0 - d + 1);
+        for (int64_t k = 0; k < live; ++k) {
+          keys[k] = key(node[k], ids[i0 + k + d - 1]);
+          edges_.prefetch(keys[k]);
         }
-        if (!count_responses_ || e->stamp != epoch_) {
-          e->stamp = epoch_;
-          e->count += sign;
-          if (sign < 0 && e->count == 0) zeroed.push_back(e->node);
+        for (int64_t k = 0; k < live; ++k) {
+          Edge* e;
+          if (sign > 0) {
+            const int32_t parent = node[k];
+            const uint32_t tok = ids[i0 + k + d - 1];
+            e = &edges_.find_or_insert(keys[k], [&] { return Edge{new_node(parent, tok, static_cast<int>(d)), 0, 0}; });
+          } else {
+            e = edges_.find(keys[k]);
+            if (e == nullptr) throw std::logic_error("n-gram window out of sync");
+          }
+          if (!count_responses_ || e->stamp != epoch_) {
+            e->stamp = epoch_;
+            e->count += sign;
+            if (sign < 0 && e->count == 0) zeroed.push_back(e->node);
+          }
+          node[k] = e->node;
         }
-        node = e->node;
       }
     }
   }
