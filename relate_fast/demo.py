@@ -55,6 +55,26 @@ def mark(text, spans, left="⟦", right="⟧"):
     return "".join(out + [text[pos:]])
 
 
+def render_rewards(aligner, ids, row) -> str:
+    import numpy as np
+
+    cps, cp_byte, tok_byte = aligner._table.decode(ids)
+    # token index holding the first and the last byte of each character
+    first = np.searchsorted(tok_byte, cp_byte[:-1], side="right") - 1
+    last = np.searchsorted(tok_byte, cp_byte[1:] - 1, side="right") - 1
+    out, run, run_r = [], [], 0.0
+    for k, cp in enumerate(cps):
+        r = float(min(row[first[k]:last[k] + 1].min(), 0.0))
+        if r != run_r and run:
+            out.append("".join(run) if run_r == 0 else f"[{''.join(run)}|{run_r:g}]")
+            run = []
+        run_r = r
+        run.append(chr(cp))
+    if run:
+        out.append("".join(run) if run_r == 0 else f"[{''.join(run)}|{run_r:g}]")
+    return "".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--texts", help="UTF-8 file, one ad text per line (default: the shipped sample)")
@@ -93,14 +113,11 @@ def main(argv=None):
     frequent = counter.frequent(args.min_count)
     print(f"\nTokens ({aligner.kind} tokenizer, {aligner.vocab_size} ids): r_tok = -1·blacklist - 0.5·frequent n-gram "
           f"(G_high: {len(frequent)} n-grams in >= {args.min_count} texts)")
+    print("  (shown per character: a character takes the lowest reward of the tokens holding its bytes, so a\n"
+          "   character split across tokens shows once; [text|r] marks runs with reward r)")
     rows = []
     for text, ids, row in zip(texts, batch, r_tok):
-        pieces = []
-        for t, tid in enumerate(ids):
-            piece = aligner.token_bytes(tid).decode("utf-8", "replace")
-            r = float(row[t])
-            pieces.append(piece if r == 0 else f"[{piece}|{r:g}]")
-        print("  " + "".join(pieces))
+        print("  " + render_rewards(aligner, ids, row) + f"   ({int((row[:len(ids)] != 0).sum())}/{len(ids)} tokens)")
         rows.append({"text": text, "token_ids": list(map(int, ids)), "r_tok": [float(x) for x in row[:len(ids)]]})
 
     out = Path(args.out)
