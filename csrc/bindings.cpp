@@ -97,6 +97,24 @@ int64_t sequence_length(py::handle h, const std::string& what) {
   return n;
 }
 
+// Token ids are small ints: read single-digit ints directly (one load instead of a call that
+// checks for overflow), the general conversion otherwise. Same value either way.
+inline bool read_small_int(PyObject* o, int64_t& v) {
+#if PY_VERSION_HEX >= 0x030C0000
+  if (PyUnstable_Long_IsCompact(reinterpret_cast<PyLongObject*>(o))) {
+    v = static_cast<int64_t>(PyUnstable_Long_CompactValue(reinterpret_cast<PyLongObject*>(o)));
+    return true;
+  }
+#else
+  const Py_ssize_t size = Py_SIZE(o);
+  if (size == 0 || size == 1) {
+    v = size == 0 ? 0 : static_cast<int64_t>(reinterpret_cast<PyLongObject*>(o)->ob_digit[0]);
+    return true;
+  }
+#endif
+  return false;
+}
+
 // A batch of token-id sequences from Python: lists/tuples of ints, 1-D integer numpy arrays (zero
 // copy when int64 and contiguous), or anything numpy converts (torch CPU tensors, 2-D arrays).
 struct PyIdBatch {
@@ -110,7 +128,7 @@ struct PyIdBatch {
     batch.size.resize(n);
     owned.resize(n);
     for (int64_t i = 0; i < n; ++i) {
-      const std::string where = name + "[" + std::to_string(i) + "]";
+      const auto where_of = [&] { return name + "[" + std::to_string(i) + "]"; };
       py::object item = py::reinterpret_steal<py::object>(PySequence_GetItem(obj.ptr(), i));
       if (!item) throw py::error_already_set();
       PyObject* p = item.ptr();
@@ -121,30 +139,31 @@ struct PyIdBatch {
         v.resize(m);
         for (Py_ssize_t j = 0; j < m; ++j) {
           if (!PyLong_Check(elems[j]))
-            throw py::type_error(where + "[" + std::to_string(j) + "] must be an int token id, got " +
+            throw py::type_error(where_of() + "[" + std::to_string(j) + "] must be an int token id, got " +
                                  std::string(Py_TYPE(elems[j])->tp_name));
+          if (read_small_int(elems[j], v[j])) continue;
           int overflow = 0;
           v[j] = PyLong_AsLongLongAndOverflow(elems[j], &overflow);
-          if (overflow) throw py::value_error(where + "[" + std::to_string(j) + "] is out of the int64 range");
+          if (overflow) throw py::value_error(where_of() + "[" + std::to_string(j) + "] is out of the int64 range");
         }
         batch.data[i] = v.data();
         batch.size[i] = m;
         continue;
       }
       if (PyUnicode_Check(p) || PyBytes_Check(p))
-        throw py::type_error(where + " must be a sequence of int token ids, got " + std::string(Py_TYPE(p)->tp_name));
+        throw py::type_error(where_of() + " must be a sequence of int token ids, got " + std::string(Py_TYPE(p)->tp_name));
       py::array arr = py::array::ensure(item);
       if (!arr) {
         PyErr_Clear();
-        throw py::type_error(where + " must be a list, tuple or integer array of token ids, got " +
+        throw py::type_error(where_of() + " must be a list, tuple or integer array of token ids, got " +
                              std::string(Py_TYPE(p)->tp_name));
       }
       const char kind = arr.dtype().kind();
       if (kind == 'O')
-        throw py::type_error(where + " must be a list, tuple or integer array of token ids, got " +
+        throw py::type_error(where_of() + " must be a list, tuple or integer array of token ids, got " +
                              std::string(Py_TYPE(p)->tp_name));
       if (arr.ndim() != 1 || (kind != 'i' && kind != 'u' && !(arr.size() == 0)))
-        throw py::type_error(where + " must be a 1-D integer array, got ndim=" + std::to_string(arr.ndim()) +
+        throw py::type_error(where_of() + " must be a 1-D integer array, got ndim=" + std::to_string(arr.ndim()) +
                              " dtype=" + std::string(py::str(arr.dtype())));
       auto a = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
       if (!a) throw py::error_already_set();
