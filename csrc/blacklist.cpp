@@ -53,6 +53,30 @@ TokenTable::TokenTable(std::string blob, std::vector<int64_t> offsets, std::vect
     throw std::invalid_argument("token table: offsets do not span the byte blob");
   for (size_t i = 0; i + 1 < offsets_.size(); ++i)
     if (offsets_[i + 1] < offsets_[i]) throw std::invalid_argument("token table: offsets must not decrease");
+  const size_t V = valid_.size();
+  complete_.assign(V, 0);
+  cp_offsets_.assign(V + 1, 0);
+  std::vector<uint32_t> cps;
+  std::vector<int64_t> at;
+  for (size_t id = 0; id < V; ++id) {
+    cp_offsets_[id] = static_cast<int64_t>(cp_blob_.size());
+    const std::string_view b = bytes(static_cast<int64_t>(id));
+    if (!valid_[id] || b.empty() || b.size() > 255 || (static_cast<unsigned char>(b[0]) & 0xC0) == 0x80) continue;
+    cps.clear();
+    at.clear();
+    unicode::decode_utf8(b, 0, cps, at);
+    // complete iff decoding produced no replacement that the bytes did not spell out (EF BF BD)
+    bool ok = true;
+    for (size_t k = 0; k < cps.size() && ok; ++k) {
+      const int64_t len = (k + 1 < cps.size() ? at[k + 1] : static_cast<int64_t>(b.size())) - at[k];
+      ok = !(cps[k] == unicode::kReplacement && len != 3);
+    }
+    if (!ok) continue;
+    complete_[id] = 1;
+    cp_blob_.insert(cp_blob_.end(), cps.begin(), cps.end());
+    for (int64_t a : at) cp_off_blob_.push_back(static_cast<uint8_t>(a));
+  }
+  cp_offsets_[V] = static_cast<int64_t>(cp_blob_.size());
 }
 
 void TokenTable::check_ids(const int64_t* ids, int64_t n, int64_t seq_index) const {
@@ -65,19 +89,38 @@ void TokenTable::check_ids(const int64_t* ids, int64_t n, int64_t seq_index) con
 
 void TokenTable::decode(const int64_t* ids, int64_t n, std::vector<uint32_t>& cps, std::vector<int64_t>& cp_byte,
                         std::vector<int64_t>& tok_byte) const {
-  thread_local std::string buf;
-  buf.clear();
+  // Tokens that are complete UTF-8 contribute their precomputed code points. Others (a character
+  // cut between tokens) collect in `pending` and are decoded together; UTF-8 re-synchronises at a
+  // complete token (it starts with a non-continuation byte), so this equals decoding the
+  // concatenation of all the tokens' bytes.
+  thread_local std::string pending;
+  pending.clear();
+  int64_t pending_base = 0;
   tok_byte.resize(static_cast<size_t>(n) + 1);
-  for (int64_t t = 0; t < n; ++t) {
-    tok_byte[t] = static_cast<int64_t>(buf.size());
-    buf.append(bytes(ids[t]));
-  }
-  tok_byte[n] = static_cast<int64_t>(buf.size());
   cps.clear();
   cp_byte.clear();
-  // Decode the concatenation, not token by token: a character's bytes often span two tokens.
-  unicode::decode_utf8(buf, 0, cps, cp_byte);
-  cp_byte.push_back(static_cast<int64_t>(buf.size()));
+  int64_t pos = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t id = ids[t];
+    tok_byte[t] = pos;
+    const int64_t len = offsets_[id + 1] - offsets_[id];
+    if (complete_[id]) {
+      if (!pending.empty()) {
+        unicode::decode_utf8(pending, pending_base, cps, cp_byte);
+        pending.clear();
+      }
+      const int64_t c0 = cp_offsets_[id], c1 = cp_offsets_[id + 1];
+      cps.insert(cps.end(), cp_blob_.begin() + c0, cp_blob_.begin() + c1);
+      for (int64_t k = c0; k < c1; ++k) cp_byte.push_back(pos + cp_off_blob_[k]);
+    } else if (len > 0) {
+      if (pending.empty()) pending_base = pos;
+      pending.append(blob_.data() + offsets_[id], static_cast<size_t>(len));
+    }
+    pos += len;
+  }
+  if (!pending.empty()) unicode::decode_utf8(pending, pending_base, cps, cp_byte);
+  tok_byte[n] = pos;
+  cp_byte.push_back(pos);
 }
 
 void TokenTable::mark_byte_range(const std::vector<int64_t>& tok_byte, int64_t b0, int64_t b1, std::vector<int32_t>& diff) {
@@ -221,10 +264,14 @@ template void Blacklist::find<uint16_t>(const uint16_t*, int64_t, std::vector<Hi
 template void Blacklist::find<uint32_t>(const uint32_t*, int64_t, std::vector<Hit>&) const;
 
 void Blacklist::token_mask(const TokenTable& table, const int64_t* ids, int64_t n, uint8_t* mask) const {
-  thread_local std::vector<uint32_t> cps;
-  thread_local std::vector<int64_t> cp_byte, tok_byte;
-  thread_local std::vector<Hit> hits;
-  thread_local std::vector<int32_t> diff;
+  struct Scratch {  // one thread_local lookup per call instead of one per buffer
+    std::vector<uint32_t> cps;
+    std::vector<int64_t> cp_byte, tok_byte;
+    std::vector<Hit> hits;
+    std::vector<int32_t> diff;
+  };
+  thread_local Scratch scratch;
+  auto& [cps, cp_byte, tok_byte, hits, diff] = scratch;
   table.decode(ids, n, cps, cp_byte, tok_byte);
   hits.clear();
   find<uint32_t>(cps.data(), static_cast<int64_t>(cps.size()), hits);

@@ -60,6 +60,12 @@ class TokenTable {
   std::string blob_;
   std::vector<int64_t> offsets_;
   std::vector<uint8_t> valid_;
+  // Per token that is complete UTF-8 on its own (most tokens): its code points and each one's
+  // byte offset within the token, so decode() copies them instead of decoding bytes.
+  std::vector<uint32_t> cp_blob_;
+  std::vector<uint8_t> cp_off_blob_;
+  std::vector<int64_t> cp_offsets_;  // [vocab + 1]
+  std::vector<uint8_t> complete_;
 };
 
 class Blacklist {

@@ -142,3 +142,22 @@ def test_token_rewards_compose_and_pad(qwen_tokenizer):
         token_rewards(batch, ngram_counter=counter)
     with pytest.raises(ValueError, match="through an aligner"):
         token_rewards(batch, blacklist=bl)
+
+
+def test_decode_equals_decoding_the_concatenated_bytes(tokenizer):
+    """The native decode (precomputed code points for whole-character tokens, byte decoding for
+    the rest) must equal decoding the concatenation with one U+FFFD per invalid byte."""
+    al = TokenAligner(tokenizer)
+    rng = random.Random(11)
+    seqs = [tokenizer.encode(t, add_special_tokens=False) for t in TEXTS]
+    seqs += [[rng.randrange(len(tokenizer)) for _ in range(rng.randint(0, 60))] for _ in range(200)]
+    seqs += [s[1:] for s in seqs[:40]] + [s[:-1] for s in seqs[:40]]
+    for ids in seqs:
+        cps, cp_byte, tok_byte = al._table.decode(ids)
+        data = b"".join(al.token_bytes(i) for i in ids)
+        raw = data.decode("utf-8", "surrogateescape")
+        expected = [0xFFFD if 0xDC80 <= ord(c) <= 0xDCFF else ord(c) for c in raw]
+        assert cps.tolist() == expected
+        lengths = [1 if 0xDC80 <= ord(c) <= 0xDCFF else len(c.encode("utf-8")) for c in raw]
+        assert cp_byte.tolist() == list(np.cumsum([0] + lengths))
+        assert tok_byte.tolist() == list(np.cumsum([0] + [len(al.token_bytes(i)) for i in ids]))
