@@ -127,20 +127,18 @@ def _byte_level_decoder() -> dict:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
-def _backend(tokenizer):
-    """The `tokenizers.Tokenizer` behind a transformers tokenizer, or the object itself."""
-    return getattr(tokenizer, "backend_tokenizer", None) or (tokenizer if hasattr(tokenizer, "get_vocab") and hasattr(tokenizer, "decoder") else None)
-
-
-def _decoder_types(tokenizer) -> str:
-    backend = _backend(tokenizer)
-    dec = getattr(backend, "decoder", None) if backend is not None else None
-    if dec is None:
+def _decoder_description(tokenizer) -> str:
+    """The JSON of the decoder of a transformers tokenizer's backend, or of a `tokenizers.Tokenizer`
+    ("" when there is none): it says whether the vocabulary is byte-level."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    decoder = getattr(backend, "decoder", None)
+    if decoder is None:
         return ""
     try:
-        return dec.__getstate__().decode() if isinstance(dec.__getstate__(), bytes) else str(dec.__getstate__())
-    except Exception:  # pragma: no cover - exotic decoders
-        return type(dec).__name__
+        state = decoder.__getstate__()
+        return state.decode() if isinstance(state, bytes) else str(state)
+    except Exception:  # pragma: no cover - decoders without a serialised state
+        return type(decoder).__name__
 
 
 class TokenAligner:
@@ -173,7 +171,7 @@ class TokenAligner:
         size = max(vocab.values()) + 1
         table: List[Optional[bytes]] = [None] * size
         added = self._added_tokens(tokenizer)
-        dec = _decoder_types(tokenizer)
+        dec = _decoder_description(tokenizer)
         if "ByteLevel" in dec:
             self._kind = "byte_level"
             # str.translate + latin-1 maps each byte-level character to its byte in C speed

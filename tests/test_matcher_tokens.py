@@ -161,3 +161,10 @@ def test_decode_equals_decoding_the_concatenated_bytes(tokenizer):
         lengths = [1 if 0xDC80 <= ord(c) <= 0xDCFF else len(c.encode("utf-8")) for c in raw]
         assert cp_byte.tolist() == list(np.cumsum([0] + lengths))
         assert tok_byte.tolist() == list(np.cumsum([0] + [len(al.token_bytes(i)) for i in ids]))
+
+
+def test_aligner_accepts_a_raw_tokenizers_object(small_bpe):
+    raw = small_bpe.backend_tokenizer  # tokenizers.Tokenizer, not a transformers tokenizer
+    al, ref = TokenAligner(raw), TokenAligner(small_bpe)
+    assert al.kind == "byte_level"
+    assert all(al.token_bytes(i) == ref.token_bytes(i) for i in range(ref.vocab_size))
