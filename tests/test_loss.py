@@ -1,0 +1,204 @@
+"""The chunked GRPO loss against a plain float64 torch reference (full logits + autograd)."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from relate_fast import fused_grpo_loss, fused_logprobs, group_advantages
+from relate_fast.loss import LOSS_TYPES
+
+
+def reference(hidden, weight, targets, mask, advantages, *, token_rewards=None, alpha=1.0, old_logprobs=None,
+              ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2, temperature=1.0, loss_type="grpo",
+              max_completion_length=None, num_items=None):
+    """Straight from the method's equations, in float64 with materialised logits."""
+    h = hidden.detach().double().requires_grad_(True)
+    w = weight.detach().double().requires_grad_(weight.requires_grad)
+    logits = h @ w.t() / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    B, T = targets.shape
+    A = advantages.double()
+    A = A[:, None].expand(B, T) if A.dim() == 1 else A
+    if token_rewards is not None:
+        A = A + alpha * token_rewards.double()
+    old = logp.detach() if old_logprobs is None else old_logprobs.double()
+    ratio = torch.exp(logp - old)
+    per = -torch.minimum(ratio * A, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * A)
+    if beta != 0.0:
+        d = ref_logprobs.double() - logp
+        per = per + beta * (torch.exp(d) - d - 1)
+    m = mask.double()
+    if loss_type == "grpo":
+        loss = ((per * m).sum(1) / m.sum(1).clamp(min=1)).mean()
+    elif loss_type == "bnpo":
+        loss = (per * m).sum() / m.sum().clamp(min=1)
+    elif loss_type == "dr_grpo":
+        loss = (per * m).sum() / (B * (max_completion_length or T))
+    elif loss_type == "dapo":
+        loss = (per * m).sum() / (num_items if num_items is not None else m.sum().clamp(min=1))
+    else:
+        loss = (per * m).sum() / B
+    loss.backward()
+    return loss.detach(), h.grad, (w.grad if weight.requires_grad else None), logp.detach()
+
+
+def make(B=3, T=7, H=16, V=37, dtype=torch.float32, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = (torch.randn(B, T, H, generator=g) * scale).to(dtype)
+    weight = (torch.randn(V, H, generator=g) / H**0.5).to(dtype)
+    targets = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.rand(B, T, generator=g) > 0.25
+    mask[-1] = False  # a sequence with no tokens
+    mask[0, :2] = True
+    return hidden, weight, targets, mask, g
+
+
+def run_both(hidden, weight, targets, mask, adv, tol, chunk_size=4, **kw):
+    h = hidden.clone().requires_grad_(True)
+    w = weight.clone().requires_grad_(True)
+    loss, metrics = fused_grpo_loss(h, w, targets, mask, adv, chunk_size=chunk_size, **kw)
+    loss.backward()
+    ref_loss, ref_gh, ref_gw, _ = reference(hidden, w, targets, mask, adv, **kw)
+    assert torch.isfinite(loss) and torch.isfinite(h.grad).all() and torch.isfinite(w.grad).all()
+    for got, want in ((loss, ref_loss), (h.grad, ref_gh), (w.grad, ref_gw)):
+        # absolute tolerance relative to the tensor's scale (gradients reach the hundreds at extreme logits)
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * max(1.0, want.abs().max().item()))
+    return loss, metrics
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("per_token", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_matches_reference_fp32(loss_type, per_token, beta):
+    hidden, weight, targets, mask, g = make()
+    B, T = targets.shape
+    adv = torch.randn(B, T, generator=g) if per_token else torch.randn(B, generator=g)
+    ref_lp = fused_logprobs(hidden, weight, targets) + 0.3 * torch.randn(B, T, generator=g)
+    old_lp = fused_logprobs(hidden, weight, targets) + 0.4 * torch.randn(B, T, generator=g)  # some ratios clip
+    run_both(hidden, weight, targets, mask, adv, 1e-5, token_rewards=-(torch.rand(B, T, generator=g) > 0.7).float(),
+             alpha=0.5, old_logprobs=old_lp, ref_logprobs=ref_lp, beta=beta, eps_low=0.2, eps_high=0.28,
+             temperature=0.7, loss_type=loss_type, max_completion_length=11, num_items=23)
+
+
+def test_on_policy_default_and_chunking_does_not_matter():
+    hidden, weight, targets, mask, g = make(B=2, T=9, V=53)
+    adv = torch.randn(2, generator=g)
+    losses = [run_both(hidden, weight, targets, mask, adv, 1e-5, chunk_size=c)[0] for c in (1, 5, 18, 1000)]
+    assert all(torch.allclose(losses[0], x, atol=1e-6) for x in losses)
+
+
+def test_bf16_inputs_match_fp32_reference_on_the_same_inputs():
+    hidden, weight, targets, mask, g = make(dtype=torch.bfloat16, V=61)
+    adv = torch.randn(3, 7, generator=g)
+    old_lp = fused_logprobs(hidden, weight, targets).float() + 0.3 * torch.randn(3, 7, generator=g)
+    run_both(hidden, weight, targets, mask, adv, 2e-2, old_logprobs=old_lp, loss_type="bnpo")
+
+
+def test_extreme_logits_stay_finite():
+    hidden, weight, targets, mask, g = make(scale=300.0)  # logits in the thousands: naive softmax overflows
+    lp = fused_logprobs(hidden, weight, targets)
+    assert torch.isfinite(lp).all() and lp.min() < -100
+    loss, metrics = run_both(hidden, weight, targets, mask, torch.randn(3, generator=g), 1e-4,
+                             old_logprobs=lp + 0.1, beta=0.05, ref_logprobs=lp - 0.1)
+    assert all(torch.isfinite(v) for k, v in metrics.items() if k != "ratio_max")
+
+
+def test_padding_never_poisons_the_loss():
+    hidden, weight, targets, mask, g = make()
+    old = fused_logprobs(hidden, weight, targets)
+    ref = old.clone()
+    ref[~mask] = 1e4  # garbage in padding: k3 = inf there
+    loss, metrics = run_both(hidden, weight, targets, mask, torch.randn(3, generator=g), 1e-5,
+                             old_logprobs=old, ref_logprobs=torch.where(mask, ref, old), beta=0.1)
+    h = hidden.clone().requires_grad_(True)
+    loss2, metrics2 = fused_grpo_loss(h, weight, targets, mask, torch.randn(3, generator=g), old_logprobs=old,
+                                      ref_logprobs=ref, beta=0.1)
+    loss2.backward()
+    assert torch.isfinite(loss2) and torch.isfinite(h.grad).all() and torch.isfinite(metrics2["kl"])
+
+
+def test_metrics_are_masked_means_and_detached():
+    hidden, weight, targets, mask, g = make()
+    adv = torch.randn(3, generator=g)
+    old_lp = fused_logprobs(hidden, weight, targets) + 0.5 * torch.randn(3, 7, generator=g)
+    ref_lp = old_lp - 0.1
+    _, metrics = fused_grpo_loss(hidden.requires_grad_(), weight, targets, mask, adv, old_logprobs=old_lp,
+                                 ref_logprobs=ref_lp, beta=0.1, return_entropy=True)
+    lp = fused_logprobs(hidden.detach(), weight, targets)
+    ratio = torch.exp(lp - old_lp)
+    A = adv[:, None].expand(3, 7)
+    m = mask.float()
+    high = ((A > 0) & (ratio > 1.2)).float()
+    low = ((A < 0) & (ratio < 0.8)).float()
+    mean = lambda x: (x * m).sum() / m.sum()  # noqa: E731
+    d = ref_lp - lp
+    torch.testing.assert_close(metrics["clip_high"], mean(high))
+    torch.testing.assert_close(metrics["clip_low"], mean(low))
+    torch.testing.assert_close(metrics["clip_ratio"], mean(high + low))
+    torch.testing.assert_close(metrics["ratio_mean"], mean(ratio))
+    torch.testing.assert_close(metrics["kl"], mean(torch.exp(d) - d - 1))
+    torch.testing.assert_close(metrics["ratio_max"], ratio[mask].max())
+    _, ent = fused_logprobs(hidden.detach(), weight, targets, return_entropy=True)
+    torch.testing.assert_close(metrics["entropy"], mean(ent))
+    assert all(not v.requires_grad for v in metrics.values())
+
+
+def test_no_weight_grad_when_frozen():
+    hidden, weight, targets, mask, g = make()
+    h = hidden.clone().requires_grad_(True)
+    loss, _ = fused_grpo_loss(h, weight, targets, mask, torch.randn(3, generator=g))
+    loss.backward()
+    assert h.grad is not None and weight.grad is None
+    _, ref_gh, _, _ = reference(hidden, weight, targets, mask, torch.randn(3, generator=torch.Generator().manual_seed(0)))
+
+
+def test_fused_logprobs_and_entropy_equal_reference():
+    hidden, weight, targets, _, _ = make(V=41)
+    lp, ent = fused_logprobs(hidden, weight, targets, temperature=0.8, return_entropy=True, chunk_size=5)
+    logits = hidden.double() @ weight.double().t() / 0.8
+    ref = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(lp.double(), ref.gather(-1, targets[..., None]).squeeze(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent.double(), -(ref.exp() * ref).sum(-1), rtol=1e-5, atol=1e-5)
+    assert lp.dtype == torch.float32 and not lp.requires_grad
+
+
+def test_group_advantages_eq8():
+    r = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0, 0.0, 10.0])
+    a = group_advantages(r, 5)
+    g1 = r[:5]
+    torch.testing.assert_close(a[:5], (g1 - g1.mean()) / (g1.std(unbiased=True) + 1e-6))
+    torch.testing.assert_close(group_advantages(r, 5, scale=False)[5:], r[5:] - r[5:].mean())
+    assert torch.equal(group_advantages(torch.tensor([3.0, 4.0]), 1), torch.zeros(2))
+    with pytest.raises(ValueError, match="not a multiple of group_size=3"):
+        group_advantages(r, 3)
+
+
+def test_bad_input_is_named():
+    hidden, weight, targets, mask, g = make()
+    adv = torch.randn(3)
+    with pytest.raises(ValueError, match="beta != 0 needs ref_logprobs"):
+        fused_grpo_loss(hidden, weight, targets, mask, adv, beta=0.1)
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        fused_grpo_loss(hidden, weight, targets, mask, adv, loss_type="ppo")
+    with pytest.raises(ValueError, match=r"advantages must have shape \[3\] or \[3, 7\]"):
+        fused_grpo_loss(hidden, weight, targets, mask, torch.randn(4))
+    with pytest.raises(ValueError, match=r"mask must have shape \(3, 7\)"):
+        fused_grpo_loss(hidden, weight, targets, mask[:, :3], adv)
+    with pytest.raises(TypeError, match="targets must be an integer tensor"):
+        fused_grpo_loss(hidden, weight, targets.float(), mask, adv)
+    with pytest.raises(TypeError, match="weight has dtype torch.bfloat16 but hidden has torch.float32"):
+        fused_grpo_loss(hidden, weight.bfloat16(), targets, mask, adv)
+    with pytest.raises(ValueError, match=r"weight must have shape \[V, 16\]"):
+        fused_grpo_loss(hidden, weight[:, :5], targets, mask, adv)
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 37\)"):
+        fused_grpo_loss(hidden, weight, targets + 100, mask, adv)
+    with pytest.raises(TypeError, match="hidden must be a torch.Tensor"):
+        fused_logprobs(hidden.numpy(), weight, targets)
+    with pytest.raises(ValueError, match=r"old_logprobs must have shape \(3, 7\)"):
+        fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=torch.zeros(3))
+
+
+def test_matcher_import_does_not_import_torch():
+    code = "import sys, relate_fast.matcher; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
