@@ -10,9 +10,9 @@ Public contract (see the project's DESIGN notes)::
     logprobs = fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False)
     adv = group_advantages(rewards, group_size, *, scale=True, eps=1e-6)
 
-Implementation status: this module holds the chunked torch implementation, which runs on any device
-(CPU and CUDA). The Triton kernels of issue 3 (relate_fast.kernels) are not written yet; when they
-are, CUDA inputs will dispatch to them. Nothing here pretends to be the Triton path.
+Implementation status: `fused_logprobs` runs the Triton kernel of relate_fast.kernels.logprobs on
+CUDA inputs and the chunked torch path elsewhere. `fused_grpo_loss` is the chunked torch
+implementation on every device; its Triton kernels are not written yet (issue 3, part 2).
 
 Algorithm: every loss type is a weighted sum of per-token terms, loss = Σ_t per[t]·c[t], with
 weights c[t] known before the pass (see `_token_weights`). So each chunk of tokens computes its
@@ -280,6 +280,13 @@ def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=F
     h = hidden.reshape(-1, H)
     t = targets.reshape(-1).long()
     N = h.shape[0]
+    if dev.type == "cuda" and chunk_size is None:  # the Triton kernel: one pass, logits never stored
+        from relate_fast.kernels.logprobs import logprobs as triton_logprobs
+
+        res = triton_logprobs(h, weight, t, temperature, return_entropy)
+        if return_entropy:
+            return res[0].reshape(targets.shape), res[1].reshape(targets.shape)
+        return res.reshape(targets.shape)
     out = torch.empty(N, dtype=torch.float32, device=dev)
     ent = torch.empty(N, dtype=torch.float32, device=dev) if return_entropy else None
     chunk = _chunk_rows(V, N, chunk_size)
