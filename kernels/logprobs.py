@@ -55,7 +55,7 @@ def _logprobs_kernel(H_ptr, W_ptr, T_ptr, LP_ptr, ENT_ptr, N, V, HID, stride_hn,
         e = tl.exp(z - m_new[:, None])
         s = s * scale + tl.sum(e, axis=1)
         if WANT_ENTROPY:
-            t = t * scale + tl.sum(tl.where(col_ok[None, :], e * z, 0.0), axis=1)
+            t = t * scale + tl.sum(e * tl.where(col_ok[None, :], z, 0.0), axis=1)  # e = 0 off the vocabulary
         m = m_new
         z_tgt += tl.sum(tl.where(cols[None, :] == tgt[:, None], z, 0.0), axis=1)
     lse = m + tl.log(s)
