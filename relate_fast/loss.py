@@ -10,10 +10,10 @@ Public contract (see the project's DESIGN notes)::
     logprobs = fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False)
     adv = group_advantages(rewards, group_size, *, scale=True, eps=1e-6)
 
-Implementation status: both functions run the chunked torch path on every device. A first Triton
-kernel for `fused_logprobs` exists (relate_fast.kernels.logprobs, correct, tested) but is slower
-than the torch path below 16k tokens on an H100, so CUDA uses it only with
-RELATE_FAST_TRITON_LOGPROBS=1. The Triton kernels of `fused_grpo_loss` are not written yet.
+Implementation status: on CUDA, `fused_logprobs` runs the Triton kernel of
+relate_fast.kernels.logprobs (1.4-1.65x one lm_head product on an H100; the target is 1.10x);
+elsewhere, and for `fused_grpo_loss` on every device, the chunked torch path runs. The Triton
+kernels of `fused_grpo_loss` are not written yet.
 
 Algorithm: every loss type is a weighted sum of per-token terms, loss = Σ_t per[t]·c[t], with
 weights c[t] known before the pass (see `_token_weights`). So each chunk of tokens computes its
@@ -282,9 +282,9 @@ def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=F
     h = hidden.reshape(-1, H)
     t = targets.reshape(-1).long()
     N = h.shape[0]
-    # The Triton kernel is correct but, in its first version, slower than the chunked torch path
-    # below 16k tokens (benchmarks/NOTES_loss.md): opt-in until a faster version lands.
-    if dev.type == "cuda" and chunk_size is None and os.environ.get("RELATE_FAST_TRITON_LOGPROBS") == "1":
+    # CUDA: the Triton kernel (one pass, logits never stored; faster than the chunked torch path at
+    # every size measured, benchmarks/RESULTS.md). RELATE_FAST_TRITON_LOGPROBS=0 turns it off.
+    if dev.type == "cuda" and chunk_size is None and os.environ.get("RELATE_FAST_TRITON_LOGPROBS", "1") != "0":
         from relate_fast.kernels.logprobs import logprobs as triton_logprobs
 
         res = triton_logprobs(h, weight, t, temperature, return_entropy)

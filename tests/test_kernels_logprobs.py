@@ -19,12 +19,14 @@ def reference(hidden, weight, targets, temperature):
 @pytest.mark.parametrize("N,V,H", [(1, 5, 3), (67, 131, 40), (130, 257, 70)])  # none a multiple of the blocks
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_logprobs_and_entropy_match_float64(N, V, H, dtype, temperature):
+@pytest.mark.parametrize("splits", [1, 3])
+def test_logprobs_and_entropy_match_float64(N, V, H, dtype, temperature, splits):
     g = torch.Generator().manual_seed(N * V + H)
     hidden = torch.randn(N, H, generator=g).to(dtype)
     weight = (torch.randn(V, H, generator=g) * 0.3).to(dtype)
     targets = torch.randint(0, V, (N,), generator=g)
-    lp, ent = logprobs(hidden, weight, targets, temperature, return_entropy=True)
+    lp, ent = logprobs(hidden, weight, targets, temperature, return_entropy=True, splits=splits,
+                       block_n=64, block_v=128, block_h=64)  # small tiles: several tiles per slice
     ref_lp, ref_ent = reference(hidden, weight, targets, temperature)
     assert torch.isfinite(lp).all() and torch.isfinite(ent).all()
     torch.testing.assert_close(lp.double(), ref_lp, rtol=1e-4, atol=1e-4)
@@ -37,7 +39,7 @@ def test_extreme_logits_and_empty_input():
     hidden = torch.randn(9, 16, generator=g) * 200
     weight = torch.randn(50, 16, generator=g)
     targets = torch.randint(0, 50, (9,), generator=g)
-    lp = logprobs(hidden, weight, targets)
+    lp = logprobs(hidden, weight, targets, splits=2, block_n=64, block_v=32, block_h=16)
     ref, _ = reference(hidden, weight, targets, 1.0)
     assert torch.isfinite(lp).all()
     torch.testing.assert_close(lp.double(), ref, rtol=1e-4, atol=1e-2)
