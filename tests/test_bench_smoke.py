@@ -1,0 +1,18 @@
+"""CI smoke run of the loss benchmark's CPU mode: it must run and its correctness columns must hold."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_loss_quick(tmp_path):
+    out = tmp_path / "loss.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_loss.py"), "--quick", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["info"]["device"] == "cpu" and len(result["rows"]) == 2
+    for row in result["rows"]:
+        assert row["rel_err_loss"] < 1e-5 and row["rel_err_grad_hidden"] < 1e-5 and row["rel_err_grad_weight"] < 1e-5
+        assert row["ours_ms"] > 0 and row["floor_ms"] > 0
