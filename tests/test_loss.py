@@ -146,11 +146,14 @@ def test_metrics_are_masked_means_and_detached():
 
 def test_no_weight_grad_when_frozen():
     hidden, weight, targets, mask, g = make()
+    adv = torch.randn(3, generator=g)
     h = hidden.clone().requires_grad_(True)
-    loss, _ = fused_grpo_loss(h, weight, targets, mask, torch.randn(3, generator=g))
+    loss, _ = fused_grpo_loss(h, weight, targets, mask, adv, chunk_size=4)
     loss.backward()
     assert h.grad is not None and weight.grad is None
-    _, ref_gh, _, _ = reference(hidden, weight, targets, mask, torch.randn(3, generator=torch.Generator().manual_seed(0)))
+    _, ref_gh, ref_gw, _ = reference(hidden, weight, targets, mask, adv)
+    assert ref_gw is None
+    torch.testing.assert_close(h.grad.double(), ref_gh, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_logprobs_and_entropy_equal_reference():
