@@ -1,25 +1,31 @@
 """Benchmark of the GRPO loss at Qwen3-8B head shapes (H=4096, V=151,936, bf16), forward+backward.
 
     python benchmarks/bench_loss.py                 # on a CUDA GPU: N = 4096, 8192, 16384 (32768 with --big)
-    python benchmarks/bench_loss.py --quick         # CPU smoke run at tiny shapes (what CI could run)
+    python benchmarks/bench_loss.py --quick         # CPU smoke run at tiny shapes (what CI runs)
 
-In one run, on the same inputs (random, never zeros), it times:
+In one run, on the same inputs (random, never zeros), it times forward+backward of:
 - floor: the three lm_head matrix products alone (logits = h·Wᵀ, dh = dz·W, dW = dzᵀ·h), bf16;
 - naive: torch GRPO math on materialised fp32 logits, autograd backward;
-- relate_fast: `fused_grpo_loss` (the implementation installed: at present the chunked torch path);
-- fused_logprobs against one forward product.
-It also checks the fused loss against the naive one on the same bf16 inputs (relative error of the
-loss and of both gradients). Times: median of CUDA-event timings after warm-up; memory: peak
-allocated beyond the inputs, minus the two gradients themselves. Prints a table and writes JSON.
+- relate_fast: `fused_grpo_loss` (backend "triton" on CUDA: cuBLAS products + Triton row kernels),
+  and its recompute path (`recompute=True`, four products);
+- cce: log-probs from cut-cross-entropy's `linear_cross_entropy(reduction="none")` + the same torch
+  GRPO math (package cut-cross-entropy; its default gradient filtering is left on);
+- liger: liger-kernel's `LigerFusedLinearGRPOLoss` (per-sequence advantages only);
+and, without grad, `fused_logprobs` (default and the single-kernel "split" variant) against one product.
 
-Still to add with the Triton kernels (issue 3, part 2): the CCE and Liger anchors (carried wheels).
+Correctness in the same run: loss and both gradients of each implementation against an fp32
+reference on the same bf16 inputs (logits and products in IEEE fp32, chunked). Times: median of
+CUDA-event timings after warm-up. Memory: peak allocated during forward+backward beyond the inputs,
+minus the two gradients themselves. Prints a table and writes JSON (--out).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,40 +35,82 @@ sys.path.insert(0, str(ROOT))
 
 from relate_fast import fused_grpo_loss, fused_logprobs  # noqa: E402
 
+EPS = 0.2
 
-def naive_loss(hidden, weight, targets, mask, adv, old):
-    logits = (hidden @ weight.t()).float()
-    logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)
+
+def grpo_from_logp(logp, old, adv, mask):
+    """The objective both anchors share with us: loss_type grpo, β = 0, [B] advantages."""
     ratio = torch.exp(logp - old)
-    per = -torch.minimum(ratio * adv[:, None], ratio.clamp(0.8, 1.2) * adv[:, None])
+    a = adv[:, None]
+    per = -torch.minimum(ratio * a, ratio.clamp(1 - EPS, 1 + EPS) * a)
     m = mask.float()
     return ((per * m).sum(1) / m.sum(1).clamp(min=1)).mean()
 
 
-def timed(fn, device, warmup=3, reps=10):
+def naive_loss(hidden, weight, targets, mask, adv, old):
+    logits = (hidden @ weight.t()).float()
+    logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)
+    return grpo_from_logp(logp, old, adv, mask)
+
+
+def fp32_reference(hidden, weight, targets, mask, adv, old, chunk=1024):
+    """Loss and gradients in IEEE fp32 from the (bf16) inputs, chunked so it fits; plain torch."""
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        B, T, H = hidden.shape
+        h = hidden.detach().reshape(-1, H).float()
+        w = weight.detach().float()
+        t = targets.reshape(-1)
+        logp = torch.empty(h.shape[0], device=h.device)
+        for s in range(0, h.shape[0], chunk):
+            z = h[s:s + chunk] @ w.t()
+            logp[s:s + chunk] = z.gather(1, t[s:s + chunk, None]).squeeze(1) - torch.logsumexp(z, 1)
+        lp = logp.view(B, T).requires_grad_(True)
+        loss = grpo_from_logp(lp, old, adv, mask)
+        loss.backward()
+        gl = lp.grad.reshape(-1)
+        gh = torch.empty_like(h)
+        gw = torch.zeros_like(w)
+        for s in range(0, h.shape[0], chunk):
+            z = h[s:s + chunk] @ w.t()
+            dz = -torch.softmax(z, 1) * gl[s:s + chunk, None]
+            dz.scatter_add_(1, t[s:s + chunk, None], gl[s:s + chunk, None])
+            gh[s:s + chunk] = dz @ w
+            gw += dz.t() @ h[s:s + chunk]
+        return loss.detach(), gh.view(B, T, H), gw
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+def timed(fn, device, reset=lambda: None, warmup=3, reps=10):
+    """Median milliseconds of fn, and its peak memory (GiB) above what was allocated before it."""
     if device.type != "cuda":
-        import time
         ts = []
         for i in range(warmup + reps):
+            reset()
             t0 = time.perf_counter()
             fn()
             if i >= warmup:
                 ts.append((time.perf_counter() - t0) * 1e3)
         return sorted(ts)[len(ts) // 2], 0.0
     for _ in range(warmup):
+        reset()
         fn()
     torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    ts = []
+    ts, peak = [], 0.0
     for _ in range(reps):
+        reset()  # frees last run's gradients before the baseline is read
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         fn()
         b.record()
         torch.cuda.synchronize()
         ts.append(a.elapsed_time(b))
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+        peak = max(peak, (torch.cuda.max_memory_allocated() - base) / 2**30)
     return sorted(ts)[len(ts) // 2], peak
 
 
@@ -70,7 +118,33 @@ def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
 
 
-def bench(N, H, V, device, dtype, reps):
+def anchors():
+    out = {}
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+
+        def cce(hidden, weight, targets, mask, adv, old):
+            B, T, H = hidden.shape
+            ce = linear_cross_entropy(hidden.reshape(-1, H), weight, targets.reshape(-1), reduction="none", impl="cce")
+            return grpo_from_logp(-ce.float().view(B, T), old, adv, mask)
+        out["cce"] = cce
+    except ImportError as e:
+        print(f"# cce anchor not available: {e}")
+    try:
+        from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
+
+        liger_mod = LigerFusedLinearGRPOLoss(beta=0.0, use_ref_model=False, loss_type="grpo", epsilon_low=EPS,
+                                             epsilon_high=EPS)
+
+        def liger(hidden, weight, targets, mask, adv, old):
+            return liger_mod(hidden, weight, targets, mask, adv, old_per_token_logps=old)[0]
+        out["liger"] = liger
+    except ImportError as e:
+        print(f"# liger anchor not available: {e}")
+    return out
+
+
+def bench(N, H, V, device, dtype, reps, skip=()):
     g = torch.Generator(device=device).manual_seed(N)
     B = max(1, N // 512)
     T = N // B
@@ -81,48 +155,79 @@ def bench(N, H, V, device, dtype, reps):
     adv = torch.randn(B, device=device, generator=g)
     with torch.no_grad():
         old = fused_logprobs(hidden, weight, targets) + 0.05 * torch.randn(B, T, device=device, generator=g)
+    row = {"N": N, "B": B, "T": T}
+    grads_GiB = (hidden.numel() + weight.numel()) * hidden.element_size() / 2**30
+
+    def reset():
+        hidden.grad = None
+        weight.grad = None
+
+    # floor: the three products with the shapes (and dtype) of the loss's own
     h2, dz = hidden.detach().reshape(N, H), torch.randn(N, V, device=device, generator=g).to(dtype)
 
     def floor():
         torch.mm(h2, weight.detach().t())
         torch.mm(dz, weight.detach())
         torch.mm(dz.t(), h2)
-
-    def run(loss_fn):
-        def f():
-            hidden.grad = None
-            weight.grad = None
-            loss_fn().backward()
-        return f
-
-    ours = lambda: fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]  # noqa: E731
-    naive = lambda: naive_loss(hidden, weight, targets, mask, adv, old)  # noqa: E731
-    row = {"N": N, "B": B, "T": T}
     row["floor_ms"], _ = timed(floor, device, reps=reps)
     del dz
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    row["ours_ms"], row["ours_extra_GiB"] = timed(run(ours), device, reps=reps)
-    ours_grads = (hidden.grad.clone(), weight.grad.clone())
-    ours_loss = ours().detach()
-    try:
-        row["naive_ms"], row["naive_extra_GiB"] = timed(run(naive), device, reps=reps)
-        naive_loss_v = naive().detach()
-        row["rel_err_loss"] = rel(ours_loss, naive_loss_v)
-        row["rel_err_grad_hidden"] = rel(ours_grads[0], hidden.grad)
-        row["rel_err_grad_weight"] = rel(ours_grads[1], weight.grad)
-    except torch.OutOfMemoryError:
-        row["naive_ms"] = None
+    ref = fp32_reference(hidden, weight, targets, mask, adv, old)
+
+    impls = {
+        "ours": lambda: fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0],
+        "ours_recompute": lambda: fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old,
+                                                  recompute=True)[0],
+        "naive": lambda: naive_loss(hidden, weight, targets, mask, adv, old),
+    }
+    if device.type == "cuda":
+        impls.update({k: (lambda f=f: f(hidden, weight, targets, mask, adv, old)) for k, f in anchors().items()})
+    for name, loss_fn in impls.items():
+        if name in skip:
+            continue
+
+        def f():
+            loss_fn().backward()
+        try:
+            ms, peak = timed(f, device, reset=reset, reps=reps)
+            row[f"{name}_ms"] = ms
+            row[f"{name}_extra_GiB"] = max(0.0, peak - grads_GiB)
+            row[f"{name}_vs_floor"] = ms / row["floor_ms"]
+            reset()
+            loss = loss_fn()
+            loss.backward()
+            row[f"{name}_err_loss"] = rel(loss.detach(), ref[0])
+            row[f"{name}_err_grad_hidden"] = rel(hidden.grad, ref[1])
+            row[f"{name}_err_grad_weight"] = rel(weight.grad, ref[2])
+        except Exception as e:  # an anchor that fails (OOM, compile error) is reported, not fatal
+            row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            print(f"# {name} at N={N}: {row[f'{name}_error']}", flush=True)
+        reset()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    row["ours_TFLOPs"] = 6 * N * H * V / row["ours_ms"] / 1e9 if "ours_ms" in row else None
+
     with torch.no_grad():
-        row["logprobs_ms"], _ = timed(lambda: fused_logprobs(hidden, weight, targets), device, reps=reps)
         row["one_product_ms"], _ = timed(lambda: torch.mm(h2, weight.detach().t()), device, reps=reps)
-    row["ours_vs_floor"] = row["ours_ms"] / row["floor_ms"]
-    row["logprobs_vs_product"] = row["logprobs_ms"] / row["one_product_ms"]
-    row["ours_TFLOPs"] = 6 * N * H * V / row["ours_ms"] / 1e9
-    grads_GiB = (hidden.numel() + weight.numel()) * hidden.element_size() / 2**30
-    for k in ("ours_extra_GiB", "naive_extra_GiB"):  # peak beyond inputs, minus the gradients themselves
-        if row.get(k) is not None:
-            row[k] = max(0.0, row[k] - grads_GiB)
+        row["logprobs_ms"], row["logprobs_extra_GiB"] = timed(lambda: fused_logprobs(hidden, weight, targets),
+                                                              device, reps=reps)
+        row["logprobs_vs_product"] = row["logprobs_ms"] / row["one_product_ms"]
+        lp = fused_logprobs(hidden, weight, targets)
+        ref_lp = fused_logprobs(hidden.float(), weight.float(), targets, backend="torch") if device.type != "cuda" \
+            else None
+        if device.type == "cuda":
+            os.environ["RELATE_FAST_LOGPROBS"] = "split"
+            try:
+                row["logprobs_split_ms"], _ = timed(lambda: fused_logprobs(hidden, weight, targets), device, reps=reps)
+                row["logprobs_split_vs_product"] = row["logprobs_split_ms"] / row["one_product_ms"]
+            finally:
+                del os.environ["RELATE_FAST_LOGPROBS"]
+            prev = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
+            ref_lp = fused_logprobs(hidden.detach().float(), weight.detach().float(), targets, backend="torch")
+            torch.backends.cuda.matmul.allow_tf32 = prev
+        row["logprobs_err"] = rel(lp, ref_lp)
     return row
 
 
@@ -130,6 +235,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny shapes on CPU")
     ap.add_argument("--big", action="store_true", help="also N = 32768")
+    ap.add_argument("--sizes", type=str, default=None, help="comma-separated N values (overrides the defaults)")
+    ap.add_argument("--skip", type=str, default="", help="comma-separated implementations to skip, e.g. liger,naive")
+    ap.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement (default 10, 3 quick)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "loss.json"))
     args = ap.parse_args()
     if args.quick:
@@ -139,18 +247,44 @@ def main():
             raise SystemExit("bench_loss.py needs a CUDA GPU (or --quick for the CPU smoke run)")
         device, dtype, H, V, reps = torch.device("cuda"), torch.bfloat16, 4096, 151936, 10
         Ns = [4096, 8192, 16384] + ([32768] if args.big else [])
+    if args.sizes:
+        Ns = [int(x) for x in args.sizes.split(",")]
+    reps = args.reps or reps
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "H": H, "V": V,
-            "dtype": str(dtype), "implementation": "chunked torch (relate_fast.loss)"}
-    print(json.dumps(info))
+            "dtype": str(dtype), "backend": "triton" if device.type == "cuda" else "torch"}
+    print(json.dumps(info), flush=True)
     rows = []
     for N in Ns:
-        r = bench(N, H, V, device, dtype, reps)
+        r = bench(N, H, V, device, dtype, reps, skip=set(filter(None, args.skip.split(","))))
         rows.append(r)
         print(json.dumps({k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+    print_table(rows)
     print(f"wrote {args.out}")
+
+
+def print_table(rows):
+    names = ["floor", "ours", "ours_recompute", "naive", "cce", "liger"]
+    print("\nforward+backward, ms (× floor) [extra GiB] {rel. err loss / grad_h / grad_W vs fp32}")
+    for r in rows:
+        cells = []
+        for n in names:
+            if f"{n}_ms" in r:
+                c = f"{n} {r[f'{n}_ms']:.1f}"
+                if n != "floor":
+                    c += f" ({r[f'{n}_vs_floor']:.2f}x) [{r[f'{n}_extra_GiB']:.2f}]"
+                    c += " {%.1e/%.1e/%.1e}" % (r[f"{n}_err_loss"], r[f"{n}_err_grad_hidden"], r[f"{n}_err_grad_weight"])
+                cells.append(c)
+            elif f"{n}_error" in r:
+                cells.append(f"{n} FAILED")
+        print(f"N={r['N']}: " + " | ".join(cells))
+        lp = f"  logprobs {r['logprobs_ms']:.2f} ms = {r['logprobs_vs_product']:.2f}x one product " \
+             f"({r['one_product_ms']:.2f} ms), err {r['logprobs_err']:.1e}"
+        if "logprobs_split_ms" in r:
+            lp += f"; split kernel {r['logprobs_split_ms']:.2f} ms = {r['logprobs_split_vs_product']:.2f}x"
+        print(lp)
 
 
 if __name__ == "__main__":

@@ -10,31 +10,46 @@ Public contract (see the project's DESIGN notes)::
     logprobs = fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False)
     adv = group_advantages(rewards, group_size, *, scale=True, eps=1e-6)
 
-Implementation status: on CUDA, `fused_logprobs` runs the Triton kernel of
-relate_fast.kernels.logprobs (1.4-1.65x one lm_head product on an H100; the target is 1.10x);
-elsewhere, and for `fused_grpo_loss` on every device, the chunked torch path runs. The Triton
-kernels of `fused_grpo_loss` are not written yet.
-
 Algorithm: every loss type is a weighted sum of per-token terms, loss = Σ_t per[t]·c[t], with
-weights c[t] known before the pass (see `_token_weights`). So each chunk of tokens computes its
-logits (one chunk only), log-sum-exp, the target log-prob, the per-token objective and its
-derivative dL/dlogp, turns that into dlogits in place, and immediately accumulates grad_hidden and
-grad_weight: 3 matrix products per chunk in total, no recomputation in backward.
+weights c[t] known before the pass (`_token_weights`). So one pass over chunks of tokens does it all:
+
+    z = h_chunk @ Wᵀ                      fp32 [C, V], the only vocabulary-sized buffer
+    lse, z_tgt (, entropy)                row statistics of z/T            ─┐ the two "row ops": Triton
+    logp = z_tgt - lse; per, g = dL/dlogp  `_token_terms`, on [C] vectors    │ kernels (relate_fast.kernels.
+    dz = g·(onehot - softmax(z/T))/T       written over z                  ─┘ grpo_loss) or plain torch
+    grad_h[chunk] = dz @ W;  grad_W += dzᵀ @ h_chunk
+
+three matrix products per chunk, no recomputation in backward (backward only scales the gradients
+it was handed). `recompute=True` instead keeps only lse and g from the forward pass and redoes the
+logits in backward (four products; for callers that must not hold the gradients between the passes).
+
+Backends: "triton" (the default on CUDA: cuBLAS products with fp32 output + the Triton row kernels;
+under TRITON_INTERPRET=1 it also runs on CPU tensors, which is how CI tests it) and "torch" (the
+default elsewhere: the same chunked algorithm with torch row ops). RELATE_FAST_BACKEND=torch|triton
+overrides the default.
 """
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
 
-__all__ = ["fused_grpo_loss", "fused_logprobs", "group_advantages", "LOSS_TYPES"]
+__all__ = ["fused_grpo_loss", "fused_logprobs", "group_advantages", "LOSS_TYPES", "BACKENDS"]
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "seq_sum")
+BACKENDS = ("torch", "triton")
 
-# Logits of one chunk are at most this many bytes in fp32 (plus the same again for dlogits).
-_CHUNK_BYTES = 256 * 2**20
+# fp32 logits of one chunk stay under these many bytes. The Triton backend writes dlogits over the
+# logits in place, so this is its whole vocabulary-sized workspace (1.25 GiB: 2,048 tokens at
+# Qwen3's 151,936 vocabulary; fewer, larger chunks mean fewer read-modify-writes of grad_W). The
+# torch backend keeps a few temporaries of the same size, hence its smaller budget.
+_CHUNK_BYTES = {"triton": 5 * 2**28, "torch": 2**28}
+# grad_W is accumulated across chunks in fp32 when that buffer is small, else in the weight's own
+# dtype (each chunk's product still accumulates in fp32; one rounding per chunk, not per token).
+_FP32_GRAD_W_BYTES = 2**26
 
 
 # --------------------------------------------------------------------------- advantages
@@ -104,101 +119,265 @@ def _token_weights(mask: torch.Tensor, loss_type: str, max_completion_length, nu
     return m / B  # seq_sum: the paper's eq. 6
 
 
+# --------------------------------------------------------------------------- per-token objective
+
+
+def _token_terms(logp, old, adv, ref, coef, beta: float, eps_low: float, eps_high: float):
+    """Per-token loss contribution per·c, its derivative g = c·d per/d logp, and the metric inputs.
+
+    The one place the objective (RELATE eq. 6) is written: ρ = exp(logp - old),
+    per = -min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A) + β·k3, k3 = exp(ref-logp) - (ref-logp) - 1.
+    """
+    o = logp if old is None else old
+    ratio = torch.exp(logp - o)
+    clip_high = (adv > 0) & (ratio > 1.0 + eps_high)
+    clip_low = (adv < 0) & (ratio < 1.0 - eps_low)
+    per = -torch.minimum(ratio * adv, ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv)
+    dper = torch.where(clip_high | clip_low, torch.zeros_like(ratio), -adv * ratio)
+    k3 = None
+    if beta != 0.0:
+        delta = ref - logp
+        e = torch.exp(delta)
+        k3 = e - delta - 1.0
+        per = per + beta * k3
+        dper = dper + beta * (1.0 - e)
+    live = coef != 0
+    # padding may hold anything (an inf k3 against a garbage reference): where, not multiply
+    zero = torch.zeros_like(per)
+    return torch.where(live, per * coef, zero), torch.where(live, dper * coef, zero), ratio, k3, clip_low, clip_high
+
+
+def _metrics(coef, ratio, k3, clip_low, clip_high, entropy) -> Dict[str, torch.Tensor]:
+    """Masked means over the tokens that count (c > 0), as detached tensors, without a host sync."""
+    m = coef > 0
+    mf = m.float()
+    mass = mf.sum().clamp(min=1.0)
+    mean = lambda x: torch.where(m, x, torch.zeros_like(x)).sum() / mass  # noqa: E731
+    out = {"kl": mean(k3) if k3 is not None else torch.zeros((), device=coef.device),
+           "clip_ratio": mean((clip_low | clip_high).float()), "clip_low": mean(clip_low.float()),
+           "clip_high": mean(clip_high.float()), "ratio_mean": mean(ratio),
+           "ratio_max": torch.where(m, ratio, torch.full_like(ratio, -math.inf)).max()
+           if ratio.numel() else torch.full((), -math.inf, device=coef.device)}
+    if entropy is not None:
+        out["entropy"] = mean(entropy)
+    return out
+
+
+# --------------------------------------------------------------------------- row ops (two backends)
+
+
+class _TorchRows:
+    """Row statistics and dlogits of a chunk of raw fp32 logits z, in plain torch (any device)."""
+
+    @staticmethod
+    def stats(z, tgt, inv_t, want_entropy):
+        zs = z * inv_t if inv_t != 1.0 else z
+        lse = torch.logsumexp(zs, dim=1)
+        z_tgt = zs.gather(1, tgt[:, None]).squeeze(1)
+        ent = None
+        if want_entropy:
+            ent = lse - (torch.exp(zs - lse[:, None]) * zs).sum(dim=1)
+        return lse, z_tgt, ent
+
+    @staticmethod
+    def dlogits(z, tgt, lse, g, inv_t, dtype):
+        gs = g * inv_t
+        dz = (z * inv_t - lse[:, None]).exp_().mul_(-gs[:, None])
+        dz.scatter_add_(1, tgt[:, None], gs[:, None])
+        # rows with g = 0 (padding, clipped tokens) are exact zeros, whatever their logits hold
+        return torch.where((g != 0)[:, None], dz, torch.zeros((), dtype=dz.dtype, device=dz.device)).to(dtype)
+
+
+class _TritonRows:
+    """The same through the Triton row kernels of relate_fast.kernels.grpo_loss (dlogits in place)."""
+
+    @staticmethod
+    def stats(z, tgt, inv_t, want_entropy):
+        from relate_fast.kernels.grpo_loss import row_stats
+
+        return row_stats(z, tgt, inv_t, want_entropy)
+
+    @staticmethod
+    def dlogits(z, tgt, lse, g, inv_t, dtype):
+        from relate_fast.kernels.grpo_loss import dlogits_buffer, row_dlogits
+
+        return row_dlogits(z, tgt, lse, g, inv_t, dlogits_buffer(z, dtype))
+
+
+_ROWS = {"torch": _TorchRows, "triton": _TritonRows}
+
+
+def _resolve_backend(backend: Optional[str], device: torch.device) -> str:
+    if backend is None:
+        backend = os.environ.get("RELATE_FAST_BACKEND") or ("triton" if device.type == "cuda" else "torch")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise ValueError(f"backend='triton' needs CUDA tensors (hidden is on {device}) or TRITON_INTERPRET=1")
+    return backend
+
+
 # --------------------------------------------------------------------------- the chunked pass
 
 
-def _chunk_rows(V: int, N: int, chunk_size: Optional[int]) -> int:
+def _chunk_rows(V: int, N: int, chunk_size: Optional[int], backend: str) -> int:
+    """Tokens per chunk: the largest that fits the byte budget, then evened out over the chunks
+    (N = 4,096 at V = 151,936 gives 2 × 2,048 rather than 2,176 + 1,920)."""
     if chunk_size is not None:
-        return max(1, chunk_size)
-    return max(1, min(N, _CHUNK_BYTES // (4 * max(V, 1))))
+        return max(1, int(chunk_size))
+    cap = max(1, _CHUNK_BYTES[backend] // (4 * max(V, 1)))
+    n_chunks = max(1, -(-N // cap))
+    rows = -(-N // n_chunks)
+    return min(cap, -(-rows // 64) * 64) if rows > 64 else rows
 
 
-def _logits(h: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
-    # operands in their own dtype (bf16 products accumulate in fp32), result upcast once
-    z = (h @ weight.t()).float()
-    return z / temperature if temperature != 1.0 else z
+class _Products:
+    """The three lm_head products of the chunked pass, in fp32 output where the row ops need it."""
+
+    def __init__(self, weight: torch.Tensor, need_dw: bool, dw_dtype):
+        self.weight = weight
+        self.cuda = weight.device.type == "cuda"
+        # cuBLAS takes 16-bit operands with an fp32 output directly; elsewhere use an fp32 copy
+        self.w32 = weight if (self.cuda or weight.dtype == torch.float32) else weight.float()
+        self.grad_w = None
+        self.need_dw = need_dw
+        self.dw_dtype = dw_dtype
+
+    def logits(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if h.dtype == torch.float32 or not self.cuda:
+            return torch.mm(h.float() if h.dtype != torch.float32 else h, self.w32.t(), out=out)
+        return torch.mm(h, self.weight.t(), out_dtype=torch.float32, out=out)
+
+    def grads(self, dz: torch.Tensor, h: torch.Tensor, grad_h_rows: Optional[torch.Tensor]):
+        if grad_h_rows is not None:
+            torch.mm(dz, self.weight, out=grad_h_rows)
+        if self.need_dw:
+            hh = h if h.dtype == self.dw_dtype else h.to(self.dw_dtype)
+            dd = dz if dz.dtype == self.dw_dtype else dz.to(self.dw_dtype)
+            if self.grad_w is None:
+                self.grad_w = torch.mm(dd.t(), hh)
+            else:
+                self.grad_w.addmm_(dd.t(), hh)
+
+
+def _dw_dtype(weight: torch.Tensor) -> torch.dtype:
+    small = weight.numel() * 4 <= _FP32_GRAD_W_BYTES
+    return torch.float32 if (small or weight.dtype == torch.float32) else weight.dtype
+
+
+def _chunked_forward(hidden, weight, targets, coef, adv, old, ref, cfg, need_dh, need_dw):
+    """One pass: per-token log-probs and objective terms, and (if asked) both gradients."""
+    N, H = hidden.shape
+    V = weight.shape[0]
+    dev = hidden.device
+    rows = _ROWS[cfg.backend]
+    inv_t = 1.0 / cfg.temperature
+    prod = _Products(weight, need_dw, _dw_dtype(weight))
+    grad_h = torch.empty_like(hidden) if need_dh else None
+    f32 = dict(dtype=torch.float32, device=dev)
+    logp_all, g_all, lse_all = (torch.empty(N, **f32) for _ in range(3))
+    ratio_all = torch.empty(N, **f32)
+    k3_all = torch.empty(N, **f32) if cfg.beta != 0.0 else None
+    ent_all = torch.empty(N, **f32) if cfg.want_entropy else None
+    low_all = torch.empty(N, dtype=torch.bool, device=dev)
+    high_all = torch.empty_like(low_all)
+    loss = torch.zeros((), **f32)
+    chunk = cfg.chunk
+    zbuf = torch.empty(min(chunk, N), V, **f32) if N else None
+    for s in range(0, N, chunk):
+        e = min(N, s + chunk)
+        h, tgt = hidden[s:e], targets[s:e]
+        z = prod.logits(h, zbuf[: e - s])
+        lse, z_tgt, ent = rows.stats(z, tgt, inv_t, cfg.want_entropy)
+        logp = z_tgt - lse
+        loss_tok, g, ratio, k3, low, high = _token_terms(
+            logp, None if old is None else old[s:e], adv[s:e], None if ref is None else ref[s:e], coef[s:e],
+            cfg.beta, cfg.eps_low, cfg.eps_high)
+        loss += loss_tok.sum()
+        logp_all[s:e], g_all[s:e], lse_all[s:e], ratio_all[s:e] = logp, g, lse, ratio
+        low_all[s:e], high_all[s:e] = low, high
+        if k3 is not None:
+            k3_all[s:e] = k3
+        if ent is not None:
+            ent_all[s:e] = ent
+        if need_dh or need_dw:
+            dz = rows.dlogits(z, tgt, lse, g, inv_t, hidden.dtype)
+            prod.grads(dz, h, grad_h[s:e] if need_dh else None)
+            del dz
+    metrics = _metrics(coef, ratio_all, k3_all, low_all, high_all, ent_all)
+    grad_w = None
+    if need_dw:
+        grad_w = prod.grad_w if prod.grad_w is not None else torch.zeros_like(weight)
+        grad_w = grad_w if grad_w.dtype == weight.dtype else grad_w.to(weight.dtype)
+    return loss, logp_all, metrics, grad_h, grad_w, lse_all, g_all
+
+
+def _chunked_grads(hidden, weight, targets, lse, g, cfg, need_dh, need_dw):
+    """The recompute path: logits again, then dlogits from the saved lse and g, then the products."""
+    N, _ = hidden.shape
+    V = weight.shape[0]
+    rows = _ROWS[cfg.backend]
+    prod = _Products(weight, need_dw, _dw_dtype(weight))
+    grad_h = torch.empty_like(hidden) if need_dh else None
+    zbuf = torch.empty(min(cfg.chunk, N), V, dtype=torch.float32, device=hidden.device) if N else None
+    for s in range(0, N, cfg.chunk):
+        e = min(N, s + cfg.chunk)
+        z = prod.logits(hidden[s:e], zbuf[: e - s])
+        dz = rows.dlogits(z, targets[s:e], lse[s:e], g[s:e], 1.0 / cfg.temperature, hidden.dtype)
+        prod.grads(dz, hidden[s:e], grad_h[s:e] if need_dh else None)
+    grad_w = None
+    if need_dw:
+        grad_w = prod.grad_w if prod.grad_w is not None else torch.zeros_like(weight)
+        grad_w = grad_w.to(weight.dtype)
+    return grad_h, grad_w
+
+
+@dataclass(frozen=True)
+class _PassConfig:
+    backend: str
+    chunk: int
+    beta: float
+    eps_low: float
+    eps_high: float
+    temperature: float
+    want_entropy: bool
+    recompute: bool
 
 
 class _FusedGRPO(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, coef, adv, old, ref, beta, eps_low, eps_high, temperature,
-                chunk, want_entropy):
-        N, H = hidden.shape
-        V = weight.shape[0]
-        need_dw = ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_dw else None
-        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        logp_all = torch.empty(N, dtype=torch.float32, device=hidden.device)
-        stats = torch.zeros(7, dtype=torch.float32, device=hidden.device)  # kl, clip, low, high, ratio, entropy, mass
-        ratio_max = torch.full((), -math.inf, dtype=torch.float32, device=hidden.device)
-        for s in range(0, N, chunk):
-            e = min(N, s + chunk)
-            h = hidden[s:e]
-            z = _logits(h, weight, temperature)  # [C, V] fp32: the only vocab-sized buffer
-            lse = torch.logsumexp(z, dim=1)
-            tgt = targets[s:e]
-            logp = z.gather(1, tgt[:, None]).squeeze(1) - lse
-            logp_all[s:e] = logp
-            a = adv[s:e]
-            c = coef[s:e]
-            o = logp if old is None else old[s:e]
-            ratio = torch.exp(logp - o)
-            clip_high = (a > 0) & (ratio > 1.0 + eps_high)
-            clip_low = (a < 0) & (ratio < 1.0 - eps_low)
-            clipped = clip_high | clip_low
-            ratio_c = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
-            per = -torch.minimum(ratio * a, ratio_c * a)
-            dper = torch.where(clipped, torch.zeros_like(ratio), -a * ratio)  # d per / d logp
-            m = (c > 0).float()
-            if beta != 0.0:
-                delta = ref[s:e] - logp
-                k3 = torch.exp(delta) - delta - 1.0
-                per = per + beta * k3
-                dper = dper + beta * (1.0 - torch.exp(delta))
-                stats[0] += torch.where(m > 0, k3, torch.zeros_like(k3)).sum()
-            live = c != 0
-            # padding may hold anything (inf k3 against a garbage reference): where, not multiply
-            loss += torch.where(live, per * c, torch.zeros_like(per)).sum()
-            stats[1] += (clipped.float() * m).sum()
-            stats[2] += (clip_low.float() * m).sum()
-            stats[3] += (clip_high.float() * m).sum()
-            stats[4] += torch.where(m > 0, ratio, torch.zeros_like(ratio)).sum()
-            stats[6] += m.sum()
-            ratio_max = torch.maximum(ratio_max, torch.where(m > 0, ratio, torch.full_like(ratio, -math.inf)).max())
-            # softmax in place of z, then dlogits = g·(onehot - softmax)/T, still in place
-            z.sub_(lse[:, None]).exp_()
-            if want_entropy:
-                # H = lse - Σ p·z  (z the scaled logits) = -Σ p·log p
-                zl = torch.log(z.clamp_min(1e-38))
-                stats[5] += (-(z * zl).sum(dim=1) * m).sum()
-                del zl
-            g = torch.where(live, dper * c, torch.zeros_like(dper))  # dL/dlogp
-            z.mul_(-g[:, None])
-            z.scatter_add_(1, tgt[:, None], g[:, None])
-            if temperature != 1.0:
-                z.div_(temperature)
-            dz = z.to(hidden.dtype)
-            if grad_h is not None:
-                grad_h[s:e] = dz @ weight
-            if need_dw:
-                grad_w += (dz.t() @ h).float()
-            del z, dz
-        ctx.save_for_backward(grad_h if grad_h is not None else torch.empty(0),
-                              grad_w if grad_w is not None else torch.empty(0))
-        ctx.weight_dtype = weight.dtype
-        ctx.has_gh, ctx.has_gw = grad_h is not None, grad_w is not None
-        mass = stats[6].clamp(min=1.0)
-        metrics = torch.cat([stats[:6] / mass, ratio_max.reshape(1)])
-        ctx.mark_non_differentiable(logp_all, metrics)
-        return loss, logp_all, metrics
+    def forward(ctx, hidden, weight, targets, coef, adv, old, ref, cfg: _PassConfig):
+        need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        now = not cfg.recompute
+        loss, logp, metrics, grad_h, grad_w, lse, g = _chunked_forward(
+            hidden, weight, targets, coef, adv, old, ref, cfg, need_dh and now, need_dw and now)
+        ctx.cfg, ctx.need = cfg, (need_dh, need_dw)
+        ctx.consumed = False
+        if cfg.recompute:
+            ctx.save_for_backward(hidden, weight, targets, lse, g)
+        else:
+            ctx.grads = (grad_h, grad_w)  # not saved tensors: backward scales them in place, once
+        ctx.mark_non_differentiable(logp, *metrics.values())
+        ctx.metric_names = tuple(metrics)
+        return (loss, logp, *metrics.values())
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_logp, _grad_metrics):
-        grad_h, grad_w = ctx.saved_tensors
-        gh = grad_h * grad_loss.to(grad_h.dtype) if ctx.has_gh else None
-        gw = (grad_w * grad_loss).to(ctx.weight_dtype) if ctx.has_gw else None
-        return gh, gw, None, None, None, None, None, None, None, None, None, None, None
+    def backward(ctx, grad_loss, *_unused):
+        cfg = ctx.cfg
+        need_dh, need_dw = ctx.need
+        if cfg.recompute:
+            hidden, weight, targets, lse, g = ctx.saved_tensors
+            gh, gw = _chunked_grads(hidden, weight, targets, lse, g * grad_loss, cfg, need_dh, need_dw)
+        else:
+            if ctx.consumed:
+                raise RuntimeError("fused_grpo_loss: backward twice through one forward needs recompute=True")
+            ctx.consumed = True
+            gh, gw = ctx.grads
+            ctx.grads = None
+            # in place: a scaled copy of grad_W would be another vocabulary × hidden buffer
+            gh = gh.mul_(grad_loss.to(gh.dtype)) if gh is not None else None
+            gw = gw.mul_(grad_loss.to(gw.dtype)) if gw is not None else None
+        return gh, gw, None, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------- public functions
@@ -207,13 +386,17 @@ class _FusedGRPO(torch.autograd.Function):
 def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=None, alpha=1.0,
                     old_logprobs=None, ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2,
                     temperature=1.0, loss_type="grpo", max_completion_length=None, num_items=None,
-                    return_entropy=False, chunk_size=None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                    return_entropy=False, chunk_size=None, backend=None,
+                    recompute=False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Clipped GRPO objective (RELATE eq. 6) with A = advantages + alpha·token_rewards and β·k3 KL.
 
     Returns (loss, metrics); metrics holds detached tensors (no host sync): kl, clip_ratio,
     clip_low, clip_high, ratio_mean, ratio_max (masked over tokens), entropy when return_entropy.
     Gradients flow to hidden and weight (none to weight when it does not require grad).
-    chunk_size: tokens per chunk (default: logits of a chunk stay under 256 MiB).
+    chunk_size: tokens per chunk (default: a chunk's fp32 logits stay within the backend's budget).
+    backend: "triton" | "torch" (default: triton on CUDA, torch elsewhere; see the module notes).
+    recompute: keep only per-token statistics from the forward pass and recompute the logits in
+    backward (one more product), instead of computing the gradients during the forward pass.
     """
     _check_tensor(hidden, "hidden", dims=(3,), floating=True)
     dev = hidden.device
@@ -241,6 +424,7 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
     if max_completion_length is not None and max_completion_length <= 0:
         raise ValueError(f"max_completion_length must be > 0, got {max_completion_length!r}")
+    backend = _resolve_backend(backend, dev)
     V = weight.shape[0]
     _check_target_range(targets, V)
 
@@ -251,21 +435,22 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     coef = _token_weights(mask, loss_type, max_completion_length, num_items)
     N = B * T
     flat = lambda x: None if x is None else x.reshape(N).float()  # noqa: E731
-    loss, _, m = _FusedGRPO.apply(
-        hidden.reshape(N, H), weight, targets.reshape(N).long(), coef.reshape(N), adv.reshape(N),
-        flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None, float(beta), float(eps_low),
-        float(eps_high), float(temperature), _chunk_rows(V, N, chunk_size), bool(return_entropy))
-    metrics = {"kl": m[0], "clip_ratio": m[1], "clip_low": m[2], "clip_high": m[3], "ratio_mean": m[4],
-               "ratio_max": m[6]}
-    if return_entropy:
-        metrics["entropy"] = m[5]
-    return loss, metrics
+    cfg = _PassConfig(backend=backend, chunk=_chunk_rows(V, N, chunk_size, backend), beta=float(beta),
+                      eps_low=float(eps_low), eps_high=float(eps_high), temperature=float(temperature),
+                      want_entropy=bool(return_entropy), recompute=bool(recompute))
+    out = _FusedGRPO.apply(hidden.reshape(N, H), weight, targets.reshape(N).long(), coef.reshape(N),
+                           adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None, cfg)
+    names = ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
+        ("entropy",) if return_entropy else ())
+    return out[0], dict(zip(names, out[2:]))
 
 
 @torch.no_grad()
-def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False, chunk_size=None):
+def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False, chunk_size=None,
+                   backend=None):
     """Log-probs of targets under logits = hidden @ weight.T / temperature, fp32, shape of targets;
-    with return_entropy also the entropy of each position. One pass, no grad (old/reference log-probs)."""
+    with return_entropy also the entropy of each position. One pass, no grad (old/reference log-probs).
+    backend: as for fused_grpo_loss."""
     _check_tensor(hidden, "hidden", dims=(2, 3), floating=True)
     dev = hidden.device
     H = hidden.shape[-1]
@@ -277,30 +462,33 @@ def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=F
     _check_tensor(targets, "targets", shape=hidden.shape[:-1], floating=False, device=dev)
     if not (temperature > 0):
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    backend = _resolve_backend(backend, dev)
     V = weight.shape[0]
     _check_target_range(targets, V)
     h = hidden.reshape(-1, H)
     t = targets.reshape(-1).long()
     N = h.shape[0]
-    # CUDA: the Triton kernel (one pass, logits never stored; faster than the chunked torch path at
-    # every size measured, benchmarks/RESULTS.md). RELATE_FAST_TRITON_LOGPROBS=0 turns it off.
-    if dev.type == "cuda" and chunk_size is None and os.environ.get("RELATE_FAST_TRITON_LOGPROBS", "1") != "0":
-        from relate_fast.kernels.logprobs import logprobs as triton_logprobs
+    # RELATE_FAST_LOGPROBS=split selects the single-kernel variant (kernels/logprobs.py: logits
+    # tiles in registers, vocabulary split across programs) for comparison in bench_loss.py.
+    if backend == "triton" and dev.type == "cuda" and os.environ.get("RELATE_FAST_LOGPROBS") == "split":
+        from relate_fast.kernels.logprobs import logprobs as split_logprobs
 
-        res = triton_logprobs(h, weight, t, temperature, return_entropy)
-        if return_entropy:
-            return res[0].reshape(targets.shape), res[1].reshape(targets.shape)
-        return res.reshape(targets.shape)
+        res = split_logprobs(h, weight, t, temperature, return_entropy)
+        res = res if return_entropy else (res,)
+        out = tuple(x.reshape(targets.shape) for x in res)
+        return out if return_entropy else out[0]
+    rows = _ROWS[backend]
+    prod = _Products(weight, False, None)
     out = torch.empty(N, dtype=torch.float32, device=dev)
     ent = torch.empty(N, dtype=torch.float32, device=dev) if return_entropy else None
-    chunk = _chunk_rows(V, N, chunk_size)
+    chunk = _chunk_rows(V, N, chunk_size, backend)
+    zbuf = torch.empty(min(chunk, N), V, dtype=torch.float32, device=dev) if N else None
     for s in range(0, N, chunk):
         e = min(N, s + chunk)
-        z = _logits(h[s:e], weight, temperature)
-        lse = torch.logsumexp(z, dim=1)
-        out[s:e] = z.gather(1, t[s:e, None]).squeeze(1) - lse
+        z = prod.logits(h[s:e], zbuf[: e - s])
+        lse, z_tgt, en = rows.stats(z, t[s:e], 1.0 / temperature, return_entropy)
+        out[s:e] = z_tgt - lse
         if return_entropy:
-            p = torch.softmax(z, dim=1)
-            ent[s:e] = lse - (p * z).sum(dim=1)
+            ent[s:e] = en
     out = out.reshape(targets.shape)
     return (out, ent.reshape(targets.shape)) if return_entropy else out

@@ -14,5 +14,8 @@ def test_bench_loss_quick(tmp_path):
     result = json.loads(out.read_text())
     assert result["info"]["device"] == "cpu" and len(result["rows"]) == 2
     for row in result["rows"]:
-        assert row["rel_err_loss"] < 1e-5 and row["rel_err_grad_hidden"] < 1e-5 and row["rel_err_grad_weight"] < 1e-5
-        assert row["ours_ms"] > 0 and row["floor_ms"] > 0
+        for impl in ("ours", "ours_recompute", "naive"):
+            assert row[f"{impl}_err_loss"] < 1e-5, (impl, row)
+            assert row[f"{impl}_err_grad_hidden"] < 1e-5 and row[f"{impl}_err_grad_weight"] < 1e-5, (impl, row)
+            assert row[f"{impl}_ms"] > 0
+        assert row["floor_ms"] > 0 and row["logprobs_err"] < 1e-5

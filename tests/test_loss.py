@@ -1,4 +1,7 @@
-"""The chunked GRPO loss against a plain float64 torch reference (full logits + autograd)."""
+"""The chunked GRPO loss against a plain float64 torch reference (full logits + autograd), for both
+backends: "torch" and "triton" (the Triton row kernels, run by the interpreter on CPU tensors:
+TRITON_INTERPRET=1 is set in conftest)."""
+import os
 import subprocess
 import sys
 
@@ -6,7 +9,12 @@ import pytest
 import torch
 
 from relate_fast import fused_grpo_loss, fused_logprobs, group_advantages
-from relate_fast.loss import LOSS_TYPES
+from relate_fast.loss import BACKENDS, LOSS_TYPES
+
+# CPU tensors reach the Triton kernels only through the interpreter (a GPU machine runs -m gpu instead)
+backends = pytest.mark.parametrize("backend", [
+    pytest.param(b, marks=pytest.mark.skipif(b == "triton" and os.environ.get("TRITON_INTERPRET") != "1",
+                                             reason="CPU tensors need TRITON_INTERPRET=1")) for b in BACKENDS])
 
 
 def reference(hidden, weight, targets, mask, advantages, *, token_rewards=None, alpha=1.0, old_logprobs=None,
@@ -54,10 +62,11 @@ def make(B=3, T=7, H=16, V=37, dtype=torch.float32, seed=0, scale=1.0):
     return hidden, weight, targets, mask, g
 
 
-def run_both(hidden, weight, targets, mask, adv, tol, chunk_size=4, **kw):
+def run_both(hidden, weight, targets, mask, adv, tol, chunk_size=4, backend="torch", recompute=False, **kw):
     h = hidden.clone().requires_grad_(True)
     w = weight.clone().requires_grad_(True)
-    loss, metrics = fused_grpo_loss(h, w, targets, mask, adv, chunk_size=chunk_size, **kw)
+    loss, metrics = fused_grpo_loss(h, w, targets, mask, adv, chunk_size=chunk_size, backend=backend,
+                                    recompute=recompute, **kw)
     loss.backward()
     ref_loss, ref_gh, ref_gw, _ = reference(hidden, w, targets, mask, adv, **kw)
     assert torch.isfinite(loss) and torch.isfinite(h.grad).all() and torch.isfinite(w.grad).all()
@@ -67,10 +76,11 @@ def run_both(hidden, weight, targets, mask, adv, tol, chunk_size=4, **kw):
     return loss, metrics
 
 
+@backends
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 @pytest.mark.parametrize("per_token", [False, True])
 @pytest.mark.parametrize("beta", [0.0, 0.1])
-def test_matches_reference_fp32(loss_type, per_token, beta):
+def test_matches_reference_fp32(loss_type, per_token, beta, backend):
     hidden, weight, targets, mask, g = make()
     B, T = targets.shape
     adv = torch.randn(B, T, generator=g) if per_token else torch.randn(B, generator=g)
@@ -78,53 +88,62 @@ def test_matches_reference_fp32(loss_type, per_token, beta):
     old_lp = fused_logprobs(hidden, weight, targets) + 0.4 * torch.randn(B, T, generator=g)  # some ratios clip
     run_both(hidden, weight, targets, mask, adv, 1e-5, token_rewards=-(torch.rand(B, T, generator=g) > 0.7).float(),
              alpha=0.5, old_logprobs=old_lp, ref_logprobs=ref_lp, beta=beta, eps_low=0.2, eps_high=0.28,
-             temperature=0.7, loss_type=loss_type, max_completion_length=11, num_items=23)
+             temperature=0.7, loss_type=loss_type, max_completion_length=11, num_items=23, backend=backend)
 
 
-def test_on_policy_default_and_chunking_does_not_matter():
+@backends
+def test_on_policy_default_and_chunking_does_not_matter(backend):
     hidden, weight, targets, mask, g = make(B=2, T=9, V=53)
     adv = torch.randn(2, generator=g)
-    losses = [run_both(hidden, weight, targets, mask, adv, 1e-5, chunk_size=c)[0] for c in (1, 5, 18, 1000)]
+    losses = [run_both(hidden, weight, targets, mask, adv, 1e-5, chunk_size=c, backend=backend)[0]
+              for c in (1, 5, 18, 1000)]
     assert all(torch.allclose(losses[0], x, atol=1e-6) for x in losses)
 
 
-def test_bf16_inputs_match_fp32_reference_on_the_same_inputs():
-    hidden, weight, targets, mask, g = make(dtype=torch.bfloat16, V=61)
+@backends
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16bit_inputs_match_fp32_reference_on_the_same_inputs(backend, dtype):
+    hidden, weight, targets, mask, g = make(dtype=dtype, V=61)
     adv = torch.randn(3, 7, generator=g)
     old_lp = fused_logprobs(hidden, weight, targets).float() + 0.3 * torch.randn(3, 7, generator=g)
-    run_both(hidden, weight, targets, mask, adv, 2e-2, old_logprobs=old_lp, loss_type="bnpo")
+    run_both(hidden, weight, targets, mask, adv, 2e-2, old_logprobs=old_lp, loss_type="bnpo", backend=backend)
 
 
-def test_extreme_logits_stay_finite():
+@backends
+def test_extreme_logits_stay_finite(backend):
     hidden, weight, targets, mask, g = make(scale=300.0)  # logits in the thousands: naive softmax overflows
-    lp = fused_logprobs(hidden, weight, targets)
+    lp = fused_logprobs(hidden, weight, targets, backend=backend)
     assert torch.isfinite(lp).all() and lp.min() < -100
     loss, metrics = run_both(hidden, weight, targets, mask, torch.randn(3, generator=g), 1e-4,
-                             old_logprobs=lp + 0.1, beta=0.05, ref_logprobs=lp - 0.1)
+                             old_logprobs=lp + 0.1, beta=0.05, ref_logprobs=lp - 0.1, backend=backend)
     assert all(torch.isfinite(v) for k, v in metrics.items() if k != "ratio_max")
 
 
-def test_padding_never_poisons_the_loss():
+@backends
+def test_padding_never_poisons_the_loss(backend):
     hidden, weight, targets, mask, g = make()
     old = fused_logprobs(hidden, weight, targets)
     ref = old.clone()
     ref[~mask] = 1e4  # garbage in padding: k3 = inf there
     loss, metrics = run_both(hidden, weight, targets, mask, torch.randn(3, generator=g), 1e-5,
-                             old_logprobs=old, ref_logprobs=torch.where(mask, ref, old), beta=0.1)
-    h = hidden.clone().requires_grad_(True)
+                             old_logprobs=old, ref_logprobs=torch.where(mask, ref, old), beta=0.1, backend=backend)
+    hidden_garbage = hidden.clone()
+    hidden_garbage[~mask] = 1e4  # padding rows with huge logits must not matter either
+    h = hidden_garbage.requires_grad_(True)
     loss2, metrics2 = fused_grpo_loss(h, weight, targets, mask, torch.randn(3, generator=g), old_logprobs=old,
-                                      ref_logprobs=ref, beta=0.1)
+                                      ref_logprobs=ref, beta=0.1, backend=backend)
     loss2.backward()
     assert torch.isfinite(loss2) and torch.isfinite(h.grad).all() and torch.isfinite(metrics2["kl"])
 
 
-def test_metrics_are_masked_means_and_detached():
+@backends
+def test_metrics_are_masked_means_and_detached(backend):
     hidden, weight, targets, mask, g = make()
     adv = torch.randn(3, generator=g)
     old_lp = fused_logprobs(hidden, weight, targets) + 0.5 * torch.randn(3, 7, generator=g)
     ref_lp = old_lp - 0.1
     _, metrics = fused_grpo_loss(hidden.requires_grad_(), weight, targets, mask, adv, old_logprobs=old_lp,
-                                 ref_logprobs=ref_lp, beta=0.1, return_entropy=True)
+                                 ref_logprobs=ref_lp, beta=0.1, return_entropy=True, backend=backend)
     lp = fused_logprobs(hidden.detach(), weight, targets)
     ratio = torch.exp(lp - old_lp)
     A = adv[:, None].expand(3, 7)
@@ -144,11 +163,12 @@ def test_metrics_are_masked_means_and_detached():
     assert all(not v.requires_grad for v in metrics.values())
 
 
-def test_no_weight_grad_when_frozen():
+@backends
+def test_no_weight_grad_when_frozen(backend):
     hidden, weight, targets, mask, g = make()
     adv = torch.randn(3, generator=g)
     h = hidden.clone().requires_grad_(True)
-    loss, _ = fused_grpo_loss(h, weight, targets, mask, adv, chunk_size=4)
+    loss, _ = fused_grpo_loss(h, weight, targets, mask, adv, chunk_size=4, backend=backend)
     loss.backward()
     assert h.grad is not None and weight.grad is None
     _, ref_gh, ref_gw, _ = reference(hidden, weight, targets, mask, adv)
@@ -156,9 +176,11 @@ def test_no_weight_grad_when_frozen():
     torch.testing.assert_close(h.grad.double(), ref_gh, rtol=1e-5, atol=1e-6)
 
 
-def test_fused_logprobs_and_entropy_equal_reference():
+@backends
+def test_fused_logprobs_and_entropy_equal_reference(backend):
     hidden, weight, targets, _, _ = make(V=41)
-    lp, ent = fused_logprobs(hidden, weight, targets, temperature=0.8, return_entropy=True, chunk_size=5)
+    lp, ent = fused_logprobs(hidden, weight, targets, temperature=0.8, return_entropy=True, chunk_size=5,
+                             backend=backend)
     logits = hidden.double() @ weight.double().t() / 0.8
     ref = torch.log_softmax(logits, -1)
     torch.testing.assert_close(lp.double(), ref.gather(-1, targets[..., None]).squeeze(-1), rtol=1e-5, atol=1e-5)
@@ -205,3 +227,51 @@ def test_bad_input_is_named():
 def test_matcher_import_does_not_import_torch():
     code = "import sys, relate_fast.matcher; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def trl_1_16_loss(per_token_logps, old_per_token_logps, ref_per_token_logps, advantages, mask, *, beta, epsilon_low,
+                  epsilon_high, loss_type, max_completion_length, num_items_in_batch):
+    """TRL 1.16.0's GRPOTrainer._compute_loss from the log-probs on (token-level importance sampling,
+    one process, no gradient accumulation, no vLLM correction), transcribed from trl/trainer/grpo_trainer.py.
+    The TRL integration (issue 7) checks against TRL itself; this pins the shared formulas here."""
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    coef_1 = torch.exp(per_token_logps - old_per_token_logps)
+    if beta != 0.0:
+        per_token_kl = torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1
+    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)
+    per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages)
+    if beta != 0.0:
+        per_token_loss = per_token_loss + beta * per_token_kl
+    if loss_type == "grpo":
+        return ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if loss_type == "bnpo":
+        return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+    if loss_type == "dr_grpo":
+        return (per_token_loss * mask).sum() / (per_token_loss.size(0) * max_completion_length)
+    if loss_type == "dapo":
+        return (per_token_loss * mask).sum() / num_items_in_batch.clamp(min=1.0)
+    raise ValueError(loss_type)
+
+
+@backends
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_trl_parity_of_the_per_token_loss(loss_type, beta, backend):
+    hidden, weight, targets, mask, g = make(B=4, T=6, V=45, seed=11)
+    adv = torch.randn(4, generator=g)
+    old = fused_logprobs(hidden, weight, targets) + 0.3 * torch.randn(4, 6, generator=g)
+    ref = old - 0.2 * torch.rand(4, 6, generator=g)
+    num_items = mask.sum().double() + 3  # the global count: other ranks' tokens included
+    h = hidden.clone().requires_grad_(True)
+    loss, _ = fused_grpo_loss(h, weight, targets, mask, adv, old_logprobs=old, ref_logprobs=ref, beta=beta,
+                              eps_low=0.2, eps_high=0.28, loss_type=loss_type, max_completion_length=9,
+                              num_items=num_items.item(), backend=backend)
+    loss.backward()
+    hd = hidden.double().requires_grad_(True)
+    logp = torch.log_softmax(hd @ weight.double().t(), -1).gather(-1, targets[..., None]).squeeze(-1)
+    want = trl_1_16_loss(logp, old.double(), ref.double(), adv.double(), mask.double(), beta=beta, epsilon_low=0.2,
+                         epsilon_high=0.28, loss_type=loss_type, max_completion_length=9, num_items_in_batch=num_items)
+    want.backward()
+    torch.testing.assert_close(loss.double(), want.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h.grad.double(), hd.grad, rtol=1e-5, atol=1e-6)
