@@ -85,6 +85,18 @@ def main():
     three = r["logits_bf16_out_ms"] + r["dh_contiguous_ms"] + r["dw_mm_ms"]
     ours = r["logits_fp32_out_ms"] + r["row_stats_ms"] + r["dlogits_ms"] + r["dh_strided_ms"] + r["dw_addmm_ms"]
     r["chunk_floor_ms"], r["chunk_ours_ms"], r["chunk_ratio"] = three, ours, ours / three
+    # tile sweep of the two row kernels (the defaults are BLOCK_V 2048, 8 warps)
+    sweep = {}
+    for bv in (1024, 2048, 4096, 8192):
+        for nw in (4, 8, 16):
+            if bv // (32 * nw) < 4:
+                continue
+            torch.mm(h, w.t(), out_dtype=torch.float32, out=z)  # fresh logits (dlogits wrote over them)
+            st = bench(lambda: row_stats(z, t, 1.0, False, block_v=bv, num_warps=nw))
+            buf = dlogits_buffer(z, torch.bfloat16)
+            dlg = bench(lambda: row_dlogits(z, t, lse, gl, 1.0, buf, block_v=bv, num_warps=nw))
+            sweep[f"{bv}x{nw}"] = [round(st, 3), round(dlg, 3)]
+    r["row_kernel_sweep_ms_stats_dlogits"] = sweep
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}, indent=1))
 
 

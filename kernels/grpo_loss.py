@@ -100,20 +100,21 @@ def _block_v(V: int) -> int:
     return max(16, min(2048, triton.next_power_of_2(V)))
 
 
-def _launch_opts(dev: torch.device) -> dict:
-    return {"num_warps": 8} if dev.type == "cuda" else {}
+def _launch_opts(dev: torch.device, num_warps) -> dict:
+    return {"num_warps": num_warps or 8} if dev.type == "cuda" else {}
 
 
-def row_stats(z: torch.Tensor, targets: torch.Tensor, inv_temp: float, want_entropy: bool):
+def row_stats(z: torch.Tensor, targets: torch.Tensor, inv_temp: float, want_entropy: bool, *, block_v=None,
+              num_warps=None):
     """z [C, V] fp32 raw logits (unit stride along V) -> (lse, z_tgt, entropy or None), fp32 [C],
-    all of the scaled logits z·inv_temp."""
+    all of the scaled logits z·inv_temp. block_v / num_warps: tile overrides (benchmarks)."""
     C, V = z.shape
     lse = torch.empty(C, dtype=torch.float32, device=z.device)
     zt = torch.empty_like(lse)
     ent = torch.empty_like(lse) if want_entropy else lse
     if C:
-        _row_stats_kernel[(C,)](z, z.stride(0), targets, lse, zt, ent, V, inv_temp, BLOCK_V=_block_v(V),
-                                WANT_ENTROPY=want_entropy, **_launch_opts(z.device))
+        _row_stats_kernel[(C,)](z, z.stride(0), targets, lse, zt, ent, V, inv_temp, BLOCK_V=block_v or _block_v(V),
+                                WANT_ENTROPY=want_entropy, **_launch_opts(z.device, num_warps))
     return lse, zt, (ent if want_entropy else None)
 
 
@@ -129,11 +130,11 @@ def dlogits_buffer(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def row_dlogits(z: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, g: torch.Tensor, inv_temp: float,
-                out: torch.Tensor) -> torch.Tensor:
+                out: torch.Tensor, *, block_v=None, num_warps=None) -> torch.Tensor:
     """dL/d(raw logits) = g·(onehot(target) - softmax(z·inv_temp))·inv_temp, written into `out` (from
     dlogits_buffer(z, dtype), which may alias z). Returns out."""
     C, V = z.shape
     if C:
         _row_dlogits_kernel[(C,)](z, z.stride(0), out, out.stride(0), targets, lse, g, V, inv_temp,
-                                  BLOCK_V=_block_v(V), **_launch_opts(z.device))
+                                  BLOCK_V=block_v or _block_v(V), **_launch_opts(z.device, num_warps))
     return out
