@@ -19,22 +19,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_loss import timed  # noqa: E402
 from relate_fast.kernels.grpo_loss import dlogits_buffer, row_dlogits, row_stats  # noqa: E402
 
 
 def bench(fn, reps=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
-    return sorted(ts)[len(ts) // 2]
+    """Median CUDA-event milliseconds (the timing loop of bench_loss.py)."""
+    return timed(fn, torch.device("cuda"), reps=reps)[0]
 
 
 def main():
