@@ -1,1 +1,5 @@
-"""Data shipped with relate_fast (the default compliance list; later the sample ad dataset)."""
+"""Data shipped with relate_fast: the default compliance list and the sample ad dataset.
+
+    from relate_fast.data import load_ads, sample_ads, AdPrompt
+"""
+from relate_fast.data.ads import AdPrompt, load_ads, sample_ads  # noqa: F401
