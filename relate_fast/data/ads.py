@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["AdPrompt", "load_ads", "sample_ads", "SAMPLE_ADS", "SPLITS", "LANGS",
-           "format_ad", "parse_ad", "ad_numbers"]
+           "format_ad", "parse_ad", "ad_body", "ad_numbers"]
 
 #: The sample dataset shipped with the package (built by ``python -m relate_fast.data.build_ads``).
 SAMPLE_ADS = "sample_ads.jsonl"
@@ -110,6 +110,12 @@ def parse_ad(text: str) -> Optional[Tuple[str, str]]:
     if m is None:
         return None
     return m.group("title").strip(), m.group("desc").strip()
+
+
+def ad_body(text: str) -> str:
+    """The ad's words without the labels: "title description" when `text` parses, else `text` stripped."""
+    parsed = parse_ad(text)
+    return f"{parsed[0]} {parsed[1]}" if parsed else text.strip()
 
 
 # A number: digits with optional thousands separators and decimals ("2,980", "3.5"). Digits glued to

@@ -1,0 +1,322 @@
+"""Combining components into RELATE's rewards: r_i (sentence) and r_tok[i, t] (token), the paper's
+five configurations as presets, and the shared context the components read.
+
+    reward_fn = RewardFunction.from_config(RewardConfig(preset="relate"), tokenizer=tok)
+    out = reward_fn(RolloutBatch(prompts, texts, token_ids, group_size=5))
+    out.sentence          # [B] r_i = Σ_k w_k · normalise_k(c_k)
+    out.token_matrix(T)   # [B, T] r_tok (zeros where no token component is active)
+    out.components        # name -> [B] raw values (token components: sum over the response)
+    out.compliant         # [B] no blacklist hit after exemptions
+
+Presets (Table 2 of the paper): model1 = structure (length, format); model2 = + CTCVR;
+model3 = + diversity (eq. 4, sentence level); model4 = + relevance, correctness, risk (sentence
+level); relate = model4's set with diversity (eq. 5) and risk moved to token level.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from relate_fast.rewards import components as _components  # noqa: F401  (registers the components)
+from relate_fast.rewards.base import SENTENCE, TOKEN, RolloutBatch, check_finite, get_component
+
+__all__ = ["ComponentSpec", "PRESETS", "RewardConfig", "RewardContext", "RewardFunction", "RewardOutput",
+           "NgramWindow", "preset_components"]
+
+NORMALIZERS = ("none", "batch_z", "group_z")
+
+
+@dataclass
+class ComponentSpec:
+    """One active component: registry name, weight in r_i (ignored for token components: their
+    scale is their λ), normalisation of its [B] values before weighting, and keyword params."""
+
+    name: str
+    weight: float = 1.0
+    normalize: str = "none"
+    params: Dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self):
+        get_component(self.name)  # unknown names fail here, naming the known ones
+        if self.normalize not in NORMALIZERS:
+            raise ValueError(f"component {self.name!r}: normalize must be one of {NORMALIZERS}, got {self.normalize!r}")
+
+
+_STRUCTURE = [ComponentSpec("length"), ComponentSpec("format")]
+_CTCVR = [ComponentSpec("ctcvr", normalize="batch_z")]
+_SEMANTIC = [ComponentSpec("relevance", normalize="batch_z"), ComponentSpec("correctness")]
+
+PRESETS: Dict[str, List[ComponentSpec]] = {
+    "model1": _STRUCTURE,
+    "model2": _STRUCTURE + _CTCVR,
+    "model3": _STRUCTURE + _CTCVR + [ComponentSpec("diversity")],
+    "model4": _STRUCTURE + _CTCVR + [ComponentSpec("diversity")] + _SEMANTIC + [ComponentSpec("risk")],
+    "relate": _STRUCTURE + _CTCVR + _SEMANTIC + [ComponentSpec("diversity_token"), ComponentSpec("risk_token")],
+}
+
+
+def preset_components(preset: str) -> List[ComponentSpec]:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown reward preset {preset!r}; known: {sorted(PRESETS)}")
+    return [ComponentSpec(c.name, c.weight, c.normalize, dict(c.params)) for c in PRESETS[preset]]
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class RewardConfig:
+    """Which reward components are active and the resources they read."""
+
+    preset: str = _help("Reward configuration of the paper's Table 2: model1, model2, model3, model4 or relate.",
+                        default="relate")
+    weights: Dict[str, float] = _help("Per-component weight overrides, e.g. {ctcvr: 2.0}.", default_factory=dict)
+    params: Dict[str, Dict[str, object]] = _help(
+        "Per-component keyword overrides, e.g. {risk_token: {lam: 2.0}, length: {target: {en: [50, 150]}}}.",
+        default_factory=dict)
+    extra: List[Dict[str, object]] = _help(
+        "Components added to the preset: a list of {name, weight, normalize, params}.", default_factory=list)
+    alpha: float = _help("α of eq. 9: A[i,t] = A_sent[i] + α·r_tok[i,t] (applied inside the loss).", default=1.0)
+    blacklist: Optional[str] = _help("Compliance list file (block/exempt TSV); None = the shipped bilingual list.",
+                                     default=None)
+    blacklist_normalize: bool = _help("Fold width/case and skip inserted separators when matching.", default=True)
+    ngram_n_min: int = _help("Shortest n-gram counted for diversity.", default=2)
+    ngram_n_max: int = _help("Longest n-gram counted for diversity.", default=10)
+    ngram_window: int = _help("How many recent rollout batches the n-gram counts cover.", default=4)
+    ngram_min_share: float = _help(
+        "G_high threshold as a share of the responses in the window (an n-gram is frequent when it occurs in "
+        "at least this share of them); used when ngram_min_count is None.", default=0.05)
+    ngram_min_count: Optional[int] = _help("Absolute G_high threshold (overrides ngram_min_share).", default=None)
+    ngram_unit: str = _help("'token' counts token-id n-grams (the paper); 'char' counts character n-grams.",
+                            default="token")
+    encoder: str = _help("Embedding model for relevance and CTCVR: 'minilm' (offline, English-only), "
+                         "'hashed' (character n-grams, any language), or a sentence-transformers path.",
+                         default="minilm")
+    ctcvr_model: Optional[str] = _help("Folder of a trained CTCVR model (python -m relate_fast.rewards.ctcvr train).",
+                                       default=None)
+
+    def component_specs(self) -> List[ComponentSpec]:
+        specs = preset_components(self.preset) + [ComponentSpec(**e) for e in self.extra]
+        names = {s.name for s in specs}
+        for name in list(self.weights) + list(self.params):
+            if name not in names:
+                raise ValueError(f"reward override for {name!r}, which is not active in preset {self.preset!r} "
+                                 f"(active: {sorted(names)})")
+        for s in specs:
+            s.weight = float(self.weights.get(s.name, s.weight))
+            s.params.update(self.params.get(s.name, {}))
+        return specs
+
+
+class NgramWindow:
+    """The rolling n-gram counts (G_high) of recent rollouts, with a threshold relative to the window."""
+
+    def __init__(self, counter, *, min_share: float = 0.05, min_count: Optional[int] = None):
+        self.counter, self.min_share, self.fixed_min_count = counter, min_share, min_count
+        self.sizes = deque(maxlen=counter.window or None)
+
+    def update(self, batch: RolloutBatch) -> None:
+        self.counter.update(self._seqs(batch))
+        self.sizes.append(len(batch))
+
+    def _seqs(self, batch):
+        if self.counter.unit == "char":
+            return list(batch.texts)
+        if batch.token_ids is None:
+            raise ValueError("n-gram diversity with ngram_unit='token' needs the batch's token ids")
+        return batch.token_ids
+
+    @property
+    def min_count(self) -> int:
+        if self.fixed_min_count is not None:
+            return self.fixed_min_count
+        return max(2, math.ceil(self.min_share * sum(self.sizes)))
+
+
+class RewardContext:
+    """Shared resources the components read, and per-batch caches (blacklist hits are found once
+    for risk, risk_token and the compliance metric)."""
+
+    def __init__(self, *, blacklist=None, aligner=None, ngrams: Optional[NgramWindow] = None, encoder=None,
+                 ctcvr=None, judge=None, num_threads: int = 0):
+        self.blacklist, self.aligner, self.ngrams = blacklist, aligner, ngrams
+        self.encoder, self.ctcvr, self.judge = encoder, ctcvr, judge
+        self.num_threads = num_threads
+        self._cache: dict = {}
+        self._batch_id = None
+
+    def begin(self, batch: RolloutBatch) -> None:
+        self._cache, self._batch_id = {}, id(batch)
+
+    def _cached(self, key, batch, make):
+        if self._batch_id != id(batch):
+            self.begin(batch)
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def blacklist_hits(self, batch):
+        return self._cached("hits", batch, lambda: self.blacklist.find_batch(list(batch.texts), self.num_threads))
+
+    def blacklist_token_masks(self, batch):
+        if batch.token_ids is None:
+            raise ValueError("risk_token needs the batch's token ids")
+        return self._cached("bl_tok", batch, lambda: self.blacklist.token_mask(batch.token_ids, self.aligner,
+                                                                                num_threads=self.num_threads))
+
+    def ngram_token_masks(self, batch):
+        """Per response, a bool per token (per character with ngram_unit='char' and no token ids)."""
+        def make():
+            c = self.ngrams.counter
+            if c.unit == "token":
+                return c.mask(batch.token_ids, self.ngrams.min_count)
+            if batch.token_ids is None:  # sentence-level diversity on texts alone: character masks
+                return c.mask(list(batch.texts), self.ngrams.min_count)
+            return c.token_mask(batch.token_ids, self.aligner, self.ngrams.min_count)
+        return self._cached("ng_tok", batch, make)
+
+
+@dataclass
+class RewardOutput:
+    sentence: np.ndarray  # [B] float64 r_i
+    token: Optional[List[np.ndarray]]  # B float32 arrays r_tok, or None when no token component is active
+    components: Dict[str, np.ndarray]  # name -> [B] raw values
+    compliant: Optional[np.ndarray]  # [B] bool, None without a blacklist
+    timings: Dict[str, float]  # seconds per component (+ "ngram_update", "compliance")
+
+    def token_matrix(self, width: Optional[int] = None) -> np.ndarray:
+        """r_tok as float32 [B, width] zero-padded (width = longest response by default)."""
+        lengths = [len(t) for t in self.token] if self.token is not None else [0] * len(self.sentence)
+        width = max(lengths, default=0) if width is None else width
+        out = np.zeros((len(self.sentence), width), dtype=np.float32)
+        if self.token is not None:
+            for i, t in enumerate(self.token):
+                if len(t) > width:
+                    raise ValueError(f"response {i} has {len(t)} token rewards, more than width={width}")
+                out[i, :len(t)] = t
+        return out
+
+    def metrics(self) -> Dict[str, float]:
+        """Batch means of every component, r_i, and the compliance rate (for metrics.jsonl)."""
+        m = {f"reward/{k}": float(np.mean(v)) for k, v in self.components.items()}
+        m["reward/total"] = float(np.mean(self.sentence))
+        if self.compliant is not None:
+            m["reward/compliance_rate"] = float(np.mean(self.compliant))
+        return m
+
+
+def _normalize(values: np.ndarray, how: str, group_size: int, eps: float = 1e-6) -> np.ndarray:
+    if how == "none":
+        return values
+    if how == "batch_z":
+        return (values - values.mean()) / (values.std() + eps)
+    g = values.reshape(-1, group_size)
+    return ((g - g.mean(1, keepdims=True)) / (g.std(1, keepdims=True) + eps)).reshape(-1)
+
+
+class RewardFunction:
+    """Computes every active component of a batch and combines them (see the module docstring)."""
+
+    def __init__(self, specs: List[ComponentSpec], ctx: RewardContext):
+        self.specs, self.ctx = list(specs), ctx
+        if not self.specs:
+            raise ValueError("no reward components are active")
+        for s in self.specs:
+            comp = get_component(s.name)
+            for need in comp.needs:
+                if need == "ngrams":
+                    ok = ctx.ngrams is not None
+                else:
+                    ok = getattr(ctx, need) is not None
+                if not ok:
+                    raise ValueError(f"reward component {s.name!r} needs the context resource {need!r}, which is not set")
+            if comp.granularity == TOKEN and ctx.ngrams is not None and ctx.ngrams.counter.unit == "char" \
+                    and "ngrams" in comp.needs and ctx.aligner is None:
+                raise ValueError(f"{s.name!r} with character n-grams needs a token aligner")
+
+    @classmethod
+    def from_config(cls, cfg: RewardConfig, *, tokenizer=None, encoder=None, ctcvr=None, judge=None,
+                    num_threads: int = 0) -> "RewardFunction":
+        """Builds the context the active components need: the blacklist, a TokenAligner of `tokenizer`,
+        the n-gram window, the encoder (loaded from cfg.encoder unless given), the CTCVR model (loaded from
+        cfg.ctcvr_model unless given) and the judge (must be given when correctness_judge is active)."""
+        from relate_fast.matcher import Blacklist, NgramCounter, TokenAligner
+
+        specs = cfg.component_specs()
+        needs = {n for s in specs for n in get_component(s.name).needs}
+        token_level = any(get_component(s.name).granularity == TOKEN for s in specs)
+        blacklist = (Blacklist.from_file(cfg.blacklist, normalize=cfg.blacklist_normalize) if cfg.blacklist
+                     else Blacklist.default(normalize=cfg.blacklist_normalize))
+        aligner = None
+        if tokenizer is not None:
+            aligner = TokenAligner(tokenizer)
+        elif token_level:
+            raise ValueError(f"preset {cfg.preset!r} has token-level components: pass the tokenizer")
+        ngrams = None
+        if "ngrams" in needs:
+            if cfg.ngram_unit not in ("token", "char"):
+                raise ValueError(f"ngram_unit must be 'token' or 'char', got {cfg.ngram_unit!r}")
+            counter = NgramCounter(cfg.ngram_n_min, cfg.ngram_n_max, count="responses", window=cfg.ngram_window,
+                                   unit=cfg.ngram_unit)
+            ngrams = NgramWindow(counter, min_share=cfg.ngram_min_share, min_count=cfg.ngram_min_count)
+        if ("encoder" in needs or "ctcvr" in needs) and encoder is None:
+            from relate_fast.rewards.embedding import make_encoder
+            encoder = make_encoder(cfg.encoder)
+        if "ctcvr" in needs and ctcvr is None:
+            if cfg.ctcvr_model is None:
+                raise ValueError(f"preset {cfg.preset!r} uses the CTCVR reward: set ctcvr_model to a trained model "
+                                 f"folder (python -m relate_fast.rewards.ctcvr train --help)")
+            from relate_fast.rewards.ctcvr import CTCVRModel
+            ctcvr = CTCVRModel.load(cfg.ctcvr_model, encoder=encoder)
+        if "judge" in needs and judge is None:
+            raise ValueError("correctness_judge needs a judge: pass judge=LLMJudge(generate_fn)")
+        ctx = RewardContext(blacklist=blacklist, aligner=aligner, ngrams=ngrams, encoder=encoder, ctcvr=ctcvr,
+                            judge=judge, num_threads=num_threads)
+        return cls(specs, ctx)
+
+    @property
+    def has_token_level(self) -> bool:
+        return any(get_component(s.name).granularity == TOKEN for s in self.specs)
+
+    def __call__(self, batch: RolloutBatch) -> RewardOutput:
+        ctx = self.ctx
+        ctx.begin(batch)
+        timings: Dict[str, float] = {}
+        if ctx.ngrams is not None:  # count this batch once, before any mask reads G_high
+            t = time.perf_counter()
+            ctx.ngrams.update(batch)
+            timings["ngram_update"] = time.perf_counter() - t
+        sentence = np.zeros(len(batch))
+        token: Optional[List[np.ndarray]] = None
+        values: Dict[str, np.ndarray] = {}
+        for s in self.specs:
+            comp = get_component(s.name)
+            t = time.perf_counter()
+            v = comp.fn(batch, ctx, **s.params)
+            timings[s.name] = time.perf_counter() - t
+            if comp.granularity == SENTENCE:
+                v = np.asarray(v, dtype=np.float64)
+                if v.shape != (len(batch),):
+                    raise ValueError(f"reward component {s.name!r} returned shape {v.shape}, expected ({len(batch)},)")
+                check_finite(s.name, v)
+                values[s.name] = v
+                sentence += s.weight * _normalize(v, s.normalize, batch.group_size)
+            else:
+                if len(v) != len(batch):
+                    raise ValueError(f"reward component {s.name!r} returned {len(v)} sequences for {len(batch)} responses")
+                check_finite(s.name, v)
+                values[s.name] = np.array([float(x.sum()) for x in v])
+                token = [np.asarray(x, dtype=np.float32).copy() for x in v] if token is None \
+                    else [a + np.asarray(x, dtype=np.float32) for a, x in zip(token, v)]
+        compliant = None
+        if ctx.blacklist is not None:
+            t = time.perf_counter()
+            compliant = np.array([not h for h in ctx.blacklist_hits(batch)], dtype=bool)
+            timings["compliance"] = time.perf_counter() - t
+        return RewardOutput(sentence, token, values, compliant, timings)

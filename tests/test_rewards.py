@@ -1,0 +1,215 @@
+"""Reward components on hand-written cases, the combiner's arithmetic, the presets of Table 2, and
+the boundary behaviour (NaN names the component, empty text, equal-reward groups)."""
+import numpy as np
+import pytest
+
+from relate_fast.data.ads import AdPrompt, format_ad
+from relate_fast.matcher import Blacklist, NgramCounter, TokenAligner
+from relate_fast.rewards import (COMPONENTS, PRESETS, ComponentSpec, RewardConfig, RewardContext, RewardFunction,
+                                 RolloutBatch, register_component)
+from relate_fast.rewards.combine import NgramWindow
+from relate_fast.rewards.components import format_violations
+from relate_fast.rewards.embedding import HashedNgramEncoder, SentenceEncoder
+from relate_fast.rewards.judge import LLMJudge, parse_judge_score
+
+ZH = AdPrompt(id="z", lang="zh", industry="education", query="杭州雅思培训哪家好", bidword="雅思培训",
+              selling_points=("小班教学", "免费试听"), facts=("课程价格2980元", "共8周课程", "每班不超过6人"))
+EN = AdPrompt(id="e", lang="en", industry="education", query="ielts course in london", bidword="ielts course",
+              selling_points=("small classes", "free trial lesson"), facts=("course fee $290", "8 weeks of lessons"))
+
+GOOD_ZH = format_ad("雅思冲刺班｜小班教学", "免费试听，课程价格2980元，共8周。立即咨询。", "zh")
+GOOD_EN = format_ad("IELTS prep course in London", "Small classes and a free trial lesson. Course fee $290 for 8 "
+                    "weeks of lessons. Book now.", "en")
+
+
+def run(name, rows, texts, ctx=None, token_ids=None, **params):
+    batch = RolloutBatch(rows, texts, token_ids)
+    return COMPONENTS[name].fn(batch, ctx or RewardContext(), **params)
+
+
+def test_length():
+    r = run("length", [ZH, ZH, ZH, EN, EN], [GOOD_ZH, format_ad("雅思", "试听", "zh"), "", GOOD_EN, "x" * 400])
+    assert r[0] == 1.0 and r[3] == 1.0
+    assert r[1] == pytest.approx(1 - 2 * (20 - 4) / 40)  # 4 characters, 16 short of 20 in a 40-wide interval
+    assert r[2] == -1.0 and r[4] == -1.0
+
+
+def test_format():
+    assert run("format", [ZH, EN], [GOOD_ZH, GOOD_EN]).tolist() == [1.0, 1.0]
+    cases = {
+        "雅思冲刺班 小班教学": -1.0,  # no labels
+        format_ad("雅思冲刺班" * 8, "免费试听。", "zh"): 0.5,  # title too long
+        format_ad("雅思冲刺班🔥", "免费试听！！", "zh"): 0.5,  # forbidden characters (one rule)
+        format_ad("雅思冲刺班。", "", "zh"): 0.0,  # ends with punctuation + empty description
+    }
+    got = run("format", [ZH] * len(cases), list(cases))
+    assert got.tolist() == list(cases.values()), [format_violations(t, "zh") for t in cases]
+
+
+def test_correctness_rule():
+    texts = [GOOD_ZH, format_ad("雅思", "课程价格2980元，共9周", "zh"), format_ad("雅思", "小班教学", "zh"),
+             format_ad("雅思", "价格3,980元", "zh")]
+    assert run("correctness", [ZH] * 4, texts).tolist() == [1.0, 0.0, 1.0, -1.0]
+    assert run("correctness", [ZH], [texts[2]], empty_score=0.25).tolist() == [0.25]
+
+
+def test_risk_sentence_and_token(small_bpe):
+    bl = Blacklist.default()
+    al = TokenAligner(small_bpe)
+    texts = [GOOD_ZH, format_ad("全网最低价雅思", "保证通过，考试必过", "zh"), format_ad("雅思", "最佳方法：先试听", "zh")]
+    ids = [small_bpe.encode(t) for t in texts]
+    ctx = RewardContext(blacklist=bl, aligner=al)
+    assert run("risk", [ZH] * 3, texts, ctx).tolist() == [0.0, -3.0, 0.0]  # 最低价, 全网... capped at 3; exemption
+    assert run("risk", [ZH] * 3, texts, ctx, cap=10)[1] == -len(bl.find(texts[1]))
+    tok = run("risk_token", [ZH] * 3, texts, RewardContext(blacklist=bl, aligner=al), token_ids=ids, lam=2.0)
+    assert [len(t) for t in tok] == [len(i) for i in ids]
+    assert not tok[0].any() and not tok[2].any()
+    flagged = np.flatnonzero(tok[1])
+    assert set(np.unique(tok[1])) == {0.0, -2.0}
+    # flagged tokens are exactly those whose bytes overlap a hit (brute force over byte ranges)
+    text = texts[1]
+    hit_bytes = set()
+    for s, e, _ in bl.find(text):
+        b0 = len(text[:s].encode()); b1 = len(text[:e].encode())
+        hit_bytes |= set(range(b0, b1))
+    pos, expect = 0, []
+    for k, t in enumerate(ids[1]):
+        n = len(al.token_bytes(t))
+        if hit_bytes & set(range(pos, pos + n)):
+            expect.append(k)
+        pos += n
+    assert flagged.tolist() == expect
+
+
+def test_diversity_sentence_and_token():
+    counter = NgramCounter(2, 4, count="responses", window=2)
+    window = NgramWindow(counter, min_count=3)
+    rows = [EN] * 4
+    # token ids: the phrase (7, 8, 9) repeats in three responses; response 3 repeats it twice
+    ids = [[1, 7, 8, 9, 2], [7, 8, 9, 3, 4], [5, 6, 10, 11, 12], [7, 8, 9, 0, 7, 8, 9]]
+    batch = RolloutBatch(rows, ["a"] * 4, ids)
+    window.update(batch)
+    ctx = RewardContext(ngrams=window)
+    sent = COMPONENTS["diversity"].fn(batch, ctx, delta=0.25)
+    assert sent.tolist() == [-0.25, -0.25, 0.0, -0.5]
+    tok = COMPONENTS["diversity_token"].fn(batch, ctx, lam=0.5)
+    assert tok[0].tolist() == [0, -0.5, -0.5, -0.5, 0]
+    assert tok[3].tolist() == [-0.5, -0.5, -0.5, 0, -0.5, -0.5, -0.5]
+    assert not tok[2].any()
+
+
+def test_relevance_minilm_and_hashed():
+    texts = [GOOD_EN, format_ad("Fresh sushi buffet", "Serves 4. Order online.", "en")]
+    for enc in (SentenceEncoder("minilm"), HashedNgramEncoder()):
+        r = run("relevance", [EN, EN, EN], texts + [""], RewardContext(encoder=enc))
+        assert r[0] > r[1] + 0.1, (enc.name, r)
+        assert r[2] == 0.0  # empty ad
+
+
+def test_judge_parser_and_scores():
+    cases = {"Score: 4": 4, "评分：5": 5, '{"score": 3}': 3, "I'd rate it 2/5.": 2, "4 out of 5": 4, "rating=3.5": 3.5,
+             "2": 2, "Score: 9": None, "no idea": None, "between 2 and 4": None, "评分: 1（严重错误）": 1}
+    for text, want in cases.items():
+        assert parse_judge_score(text) == want, text
+    replies = iter([["Score: 5", "Score: 1", "garbled"]])
+    judge = LLMJudge(lambda prompts: next(replies), fallback=0.5)  # a scripted judge: tests the plumbing only
+    got = run("correctness_judge", [EN] * 3, [GOOD_EN, "Title: x\nDescription: $999", "Title: y\nDescription: z"],
+              RewardContext(judge=judge))
+    assert got.tolist() == [1.0, 0.0, 0.5] and judge.unparsed == 1
+
+
+def test_presets_are_table_2():
+    def names(preset):
+        return {(s.name, COMPONENTS[s.name].granularity) for s in PRESETS[preset]}
+    structure = {("length", "sentence"), ("format", "sentence")}
+    assert names("model1") == structure
+    assert names("model2") == structure | {("ctcvr", "sentence")}
+    assert names("model3") == names("model2") | {("diversity", "sentence")}
+    assert names("model4") == names("model3") | {("relevance", "sentence"), ("correctness", "sentence"),
+                                                 ("risk", "sentence")}
+    assert names("relate") == (names("model4") - {("diversity", "sentence"), ("risk", "sentence")}) \
+        | {("diversity_token", "token"), ("risk_token", "token")}
+
+
+class _ConstantCTCVR:
+    """Stands in for a trained CTCVR model in combiner tests (the real one is tested in test_ctcvr.py)."""
+
+    def predict(self, rows, texts):
+        v = np.array([0.01 * (1 + len(t) % 7) for t in texts])
+        return {"ctr": v, "cvr": np.ones_like(v), "ctcvr": v}
+
+
+@pytest.fixture
+def relate_fn(small_bpe):
+    cfg = RewardConfig(preset="relate", ngram_min_count=2)
+    return RewardFunction.from_config(cfg, tokenizer=small_bpe, encoder=HashedNgramEncoder(), ctcvr=_ConstantCTCVR())
+
+
+def _batch(tok, texts, rows=None, g=2):
+    rows = rows or [ZH] * len(texts)
+    return RolloutBatch(rows, texts, [tok.encode(t) for t in texts], group_size=g)
+
+
+def test_combiner_arithmetic(relate_fn, small_bpe):
+    texts = [GOOD_ZH, format_ad("全网最低价雅思", "保证通过", "zh"), GOOD_ZH + "！", ""]
+    out = relate_fn(_batch(small_bpe, texts))
+    c = out.components
+    expect = (c["length"] + c["format"] + c["correctness"]
+              + (c["ctcvr"] - c["ctcvr"].mean()) / (c["ctcvr"].std() + 1e-6)
+              + (c["relevance"] - c["relevance"].mean()) / (c["relevance"].std() + 1e-6))
+    np.testing.assert_allclose(out.sentence, expect)
+    assert set(c) == {"length", "format", "ctcvr", "relevance", "correctness", "diversity_token", "risk_token"}
+    m = out.token_matrix()
+    assert m.shape == (4, max(len(small_bpe.encode(t)) for t in texts)) and m.dtype == np.float32
+    assert (m[1] <= -1).any() and out.compliant.tolist() == [True, False, True, True]
+    assert np.all(np.isfinite(out.sentence)) and out.sentence[3] < out.sentence[0]  # empty text: defined, low
+    assert out.metrics()["reward/compliance_rate"] == 0.75
+    assert {"ngram_update", "compliance", "risk_token"} <= set(out.timings)
+
+
+def test_nan_component_is_named(small_bpe):
+    name = "test_nan_component"
+
+    @register_component(name, "sentence")
+    def bad(batch, ctx):
+        return np.array([0.0, np.nan])
+
+    try:
+        fn = RewardFunction([ComponentSpec(name)], RewardContext())
+        with pytest.raises(FloatingPointError, match=f"'{name}'.*response 1"):
+            fn(RolloutBatch([EN, EN], ["a", "b"]))
+    finally:
+        del COMPONENTS[name]
+
+
+def test_equal_rewards_give_zero_advantages():
+    import torch
+
+    from relate_fast import group_advantages
+
+    fn = RewardFunction.from_config(RewardConfig(preset="model1"))
+    out = fn(RolloutBatch([EN] * 4, [GOOD_EN, GOOD_EN, GOOD_EN, GOOD_EN + " More."], group_size=2))
+    adv = group_advantages(torch.from_numpy(out.sentence), 2)
+    assert adv[:2].tolist() == [0.0, 0.0] and torch.isfinite(adv).all()
+
+
+def test_config_errors(small_bpe):
+    with pytest.raises(ValueError, match="unknown reward preset 'model9'"):
+        RewardConfig(preset="model9").component_specs()
+    with pytest.raises(ValueError, match="'risk_token', which is not active in preset 'model1'"):
+        RewardConfig(preset="model1", params={"risk_token": {"lam": 2}}).component_specs()
+    with pytest.raises(ValueError, match="unknown reward component 'lenght'"):
+        ComponentSpec("lenght")
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        ComponentSpec("length", normalize="z")
+    with pytest.raises(ValueError, match="token-level components: pass the tokenizer"):
+        RewardFunction.from_config(RewardConfig(preset="relate"), encoder=HashedNgramEncoder(), ctcvr=_ConstantCTCVR())
+    with pytest.raises(ValueError, match="set ctcvr_model"):
+        RewardFunction.from_config(RewardConfig(preset="model2"), encoder=HashedNgramEncoder())
+    with pytest.raises(ValueError, match="group_size 3 must be an int >= 1 dividing the batch size 4"):
+        RolloutBatch([EN] * 4, ["a"] * 4, group_size=3)
+    cfg = RewardConfig(preset="model4", weights={"ctcvr": 3.0}, ngram_unit="char")
+    fn = RewardFunction.from_config(cfg, encoder=HashedNgramEncoder(), ctcvr=_ConstantCTCVR())
+    assert {s.name: s.weight for s in fn.specs}["ctcvr"] == 3.0
+    out = fn(RolloutBatch([EN] * 2, [GOOD_EN, GOOD_EN]))  # character n-grams work without token ids
+    assert out.token is None and out.components["diversity"].shape == (2,)
