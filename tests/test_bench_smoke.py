@@ -19,3 +19,13 @@ def test_bench_loss_quick(tmp_path):
             assert row[f"{impl}_err_grad_hidden"] < 1e-5 and row[f"{impl}_err_grad_weight"] < 1e-5, (impl, row)
             assert row[f"{impl}_ms"] > 0
         assert row["floor_ms"] > 0 and row["logprobs_err"] < 1e-5
+
+
+def test_bench_rewards_quick(tmp_path):
+    out = tmp_path / "rewards.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_rewards.py"), "--quick", "--encoder", "hashed",
+                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["responses"] == 100 and result["pass_ms"] > 0
+    assert {"length", "format", "ctcvr", "relevance", "correctness", "risk_token", "diversity_token",
+            "ngram_update"} <= set(result["parts_ms"])

@@ -213,3 +213,23 @@ def test_config_errors(small_bpe):
     assert {s.name: s.weight for s in fn.specs}["ctcvr"] == 3.0
     out = fn(RolloutBatch([EN] * 2, [GOOD_EN, GOOD_EN]))  # character n-grams work without token ids
     assert out.token is None and out.components["diversity"].shape == (2,)
+
+
+def test_hf_generate_judge_backend_runs(small_bpe):
+    """The HF-generate judge backend end to end on a tiny random Qwen3 (its replies are noise: a
+    random model gives no score, so every reply falls back; the plumbing is what is tested)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from relate_fast.rewards.judge import hf_generate_fn
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=len(small_bpe), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=512)
+    model = Qwen3ForCausalLM(cfg).eval()
+    gen = hf_generate_fn(model, small_bpe, max_new_tokens=4, batch_size=2, chat=False)
+    replies = gen(["Score this ad: a", "Score this ad: bb", "c"])
+    assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+    judge = LLMJudge(gen, fallback=0.25)
+    s = judge.score([EN, EN], [GOOD_EN, GOOD_EN])
+    assert s.shape == (2,) and np.all((0 <= s) & (s <= 1))
