@@ -1,0 +1,297 @@
+"""The trainer's configuration: one dataclass tree with help text per field, YAML files, dotted
+command-line overrides, and the resolved config saved with every run.
+
+    cfg = load_config("configs/tiny_cpu.yaml", ["--rollout.group_size", "5", "--grpo.steps=20"])
+    python -m relate_fast.train --help          # every field with its help and default
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from relate_fast.rewards.combine import RewardConfig
+
+__all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "SFTConfig", "CTCVRConfig", "GRPOConfig",
+           "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "config_to_dict", "format_help"]
+
+
+def _f(default, help: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RunConfig:
+    name: str = _f("tiny_cpu", "Run name: outputs go to <out_dir>/<name>/.")
+    out_dir: str = _f("runs", "Folder holding one sub-folder per run.")
+    seed: int = _f(0, "Seed of every random choice (data order, sampling, initialisation).")
+    resume: bool = _f(True, "Continue from <run>/checkpoint when it exists (else start fresh).")
+    checkpoint_every: int = _f(5, "GRPO steps between checkpoints (a crash loses at most this many).")
+    max_nan_steps: int = _f(3, "Stop after this many consecutive steps with a non-finite loss (each is skipped).")
+    threads: int = _f(0, "torch CPU threads (0 = leave torch's default).")
+    progress: bool = _f(True, "Show progress bars.")
+
+
+@dataclass
+class TinyModelConfig:
+    vocab_size: int = _f(3000, "Byte-level BPE vocabulary trained on the sample dataset.")
+    hidden_size: int = _f(128, "Hidden size.")
+    num_hidden_layers: int = _f(2, "Decoder layers.")
+    num_attention_heads: int = _f(4, "Attention heads.")
+    num_key_value_heads: int = _f(2, "Key/value heads (GQA).")
+    head_dim: int = _f(32, "Head dimension (vLLM's CPU attention needs 32 or more).")
+    intermediate_size: int = _f(384, "MLP width.")
+    max_position_embeddings: int = _f(1024, "Longest sequence.")
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = _f(None, "Policy weights: a local folder or a model name. None builds the embedded tiny "
+                                   "Qwen3 and its tokenizer (cached under <out_dir>/_tiny_model).")
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "The embedded tiny model."})
+    dtype: str = _f("float32", "Training dtype: float32 or bfloat16.")
+    attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU, else sdpa), sdpa, eager, "
+                                          "flash_attention_2.")
+    gradient_checkpointing: bool = _f(False, "Non-reentrant activation checkpointing of the decoder layers.")
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = _f(None, "Ad dataset JSONL (None = the shipped sample, relate_fast/data/sample_ads.jsonl).")
+    langs: List[str] = _f(["zh", "en"], "Languages used from the dataset.")
+    max_prompt_tokens: int = _f(256, "Prompts longer than this many tokens are an error naming the prompt id.")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = _f("auto", "auto (vLLM when installed, else HF generate), vllm, or hf.")
+    group_size: int = _f(5, "G: responses sampled per prompt.")
+    prompts_per_step: int = _f(8, "Prompts per GRPO step on each rank (responses = prompts x G).")
+    max_new_tokens: int = _f(64, "Longest response.")
+    temperature: float = _f(1.0, "Sampling temperature (also divides the logits in the loss).")
+    top_p: float = _f(1.0, "Nucleus sampling (1 = off: the loss assumes the full distribution).")
+    vllm_kv_cache_gb: float = _f(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.")
+    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM's share of GPU memory on CUDA.")
+
+
+@dataclass
+class SFTConfig:
+    steps: int = _f(300, "Supervised cold-start steps on the reference ads (0 = skip).")
+    batch_size: int = _f(32, "Prompts per cold-start step.")
+    lr: float = _f(2e-3, "Cold-start learning rate (AdamW, cosine decay).")
+
+
+@dataclass
+class CTCVRConfig:
+    model: Optional[str] = _f(None, "A trained CTCVR model folder; None trains one on simulator logs.")
+    encoder: str = _f("minilm", "Embedding model for the CTCVR model and relevance: minilm, hashed, or a path.")
+    variants: int = _f(8, "Creatives per training prompt in the simulated logs.")
+    impressions: int = _f(8, "Impressions per creative.")
+    epochs: int = _f(12, "CTCVR training epochs.")
+
+
+@dataclass
+class GRPOConfig:
+    steps: int = _f(40, "GRPO steps (one rollout batch and one optimizer step each).")
+    lr: float = _f(5e-4, "Learning rate (AdamW, constant after warm-up).")
+    warmup_steps: int = _f(2, "Linear warm-up steps.")
+    beta: float = _f(0.02, "KL coefficient (k3 to the cold-start reference); 0 skips the reference entirely.")
+    eps_low: float = _f(0.2, "Lower clip range.")
+    eps_high: float = _f(0.28, "Upper clip range (clip-higher).")
+    loss_type: str = _f("grpo", "grpo, bnpo, dr_grpo, dapo or seq_sum (the paper's eq. 6).")
+    micro_batch_tokens: int = _f(4096, "Token budget of one micro-batch (prompt + response tokens, padded).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+
+
+@dataclass
+class DeepSpeedConfig:
+    enabled: bool = _f(True, "Wrap the policy in a DeepSpeed engine (ZeRO-2); False uses plain torch (DDP when distributed).")
+    zero_stage: int = _f(2, "ZeRO stage (2: optimizer states and gradients sharded, weights replicated).")
+    overlap_comm: bool = _f(True, "Overlap gradient reduction with backward.")
+    reduce_bucket_size: int = _f(50_000_000, "Elements per gradient-reduction bucket.")
+    allgather_bucket_size: int = _f(50_000_000, "Elements per parameter all-gather bucket.")
+
+
+@dataclass
+class EvalConfig:
+    split: str = _f("validation", "Dataset split evaluated before and after GRPO.")
+    prompts: int = _f(48, "Prompts evaluated (0 = the whole split).")
+    samples: int = _f(2, "Sampled responses per prompt (at the rollout temperature).")
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Run bookkeeping."})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The policy."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "The prompts."})
+    rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "Sampling."})
+    sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "Supervised cold start."})
+    ctcvr: CTCVRConfig = field(default_factory=CTCVRConfig, metadata={"help": "The CTCVR reward model."})
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "Reward components (Table 2)."})
+    grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata={"help": "The policy update."})
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig, metadata={"help": "DeepSpeed engine."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Baseline and final evaluation."})
+
+
+# --------------------------------------------------------------------------- loading and overrides
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is typing.Union:
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin in (list, List):
+        return isinstance(value, list) and all(_type_ok(v, typing.get_args(tp)[0]) for v in value)
+    if origin in (dict, Dict):
+        return isinstance(value, dict)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _hints(cls):
+    return typing.get_type_hints(cls)
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp, value, key = hints[f.name], data[f.name], f"{where}.{f.name}".lstrip(".")
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, value, key)
+        else:
+            if tp is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not _type_ok(value, tp):
+                raise ValueError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(tree: dict, dotted: str, raw: str, cls=Config) -> None:
+    parts = dotted.split(".")
+    node, c = tree, cls
+    for i, p in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(c)}
+        if p not in fields:
+            raise ValueError(f"--{dotted}: unknown option '{'.'.join(parts[:i + 1])}'; known at this level: "
+                             f"{sorted(fields)}")
+        tp = _hints(c)[p]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(tp):
+                raise ValueError(f"--{dotted} is a section; set one of its fields, e.g. --{dotted}."
+                                 f"{dataclasses.fields(tp)[0].name}")
+            value = yaml.safe_load(raw) if raw != "" else ""
+            wants_str = tp is str or (typing.get_origin(tp) is typing.Union and str in typing.get_args(tp))
+            if wants_str and value is not None and not isinstance(value, str):
+                value = raw  # --run.name 007 stays the string "007"
+            if isinstance(value, str) and _is_number(value) and (tp is float or (
+                    typing.get_origin(tp) is typing.Union and float in typing.get_args(tp))):
+                value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+            node[p] = value
+        else:
+            if not dataclasses.is_dataclass(tp):
+                raise ValueError(f"--{dotted}: '{p}' is not a section")
+            node = node.setdefault(p, {})
+            c = tp
+
+
+def parse_overrides(args: Sequence[str]) -> List[tuple]:
+    """["--a.b", "1", "--c=2"] -> [("a.b", "1"), ("c", "2")]."""
+    out, i, args = [], 0, list(args)
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--"):
+            raise ValueError(f"unexpected argument {a!r}: options look like --section.field VALUE")
+        if "=" in a:
+            k, v = a[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args) or (args[i + 1].startswith("--") and not _is_number(args[i + 1])):
+                raise ValueError(f"{a} needs a value")
+            k, v = a[2:], args[i + 1]
+            i += 2
+        out.append((k, v))
+    return out
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in (
+            "weights", "params") else v
+    return out
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file, then the dotted overrides; every key and type is checked."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"--config {path}: no such file")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"--config {path}: not valid YAML ({e})") from None
+        tree = _build_tree_check(loaded, str(path))
+    over: dict = {}
+    for k, v in parse_overrides(overrides):
+        _set_dotted(over, k, v)
+    tree = _merge(tree, over)
+    return _build(Config, tree, "")
+
+
+def _build_tree_check(loaded, where):
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{where}: the top level must be a mapping of sections")
+    _build(Config, loaded, where + ":")  # validate now so the error names the file
+    return loaded
+
+
+def format_help(cls=Config, prefix: str = "") -> str:
+    lines = []
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"\n[{key}] {f.metadata.get('help', '')}")
+            lines.append(format_help(tp, key + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  --{key} (default {default!r})\n      {f.metadata.get('help', '')}")
+    return "\n".join(lines)

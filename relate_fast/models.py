@@ -1,0 +1,105 @@
+"""The policy: the embedded tiny Qwen3 (built locally, no hub) or user weights, and prompt formatting.
+
+The tiny model is a Qwen3ForCausalLM from a Qwen3Config with a byte-level BPE of a few thousand
+tokens trained on the sample dataset (a 151k vocabulary would dominate CPU time). It is saved once
+as a Hugging Face folder (so vLLM can load it) under ``<out_dir>/_tiny_model/<key>`` and reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Tuple
+
+import torch
+
+__all__ = ["build_tiny_model", "load_policy", "prompt_ids", "attn_implementation", "EOS"]
+
+EOS = "<|endoftext|>"
+_SPECIALS = [EOS, "<|im_start|>", "<|im_end|>"]
+
+
+def _train_tokenizer(vocab_size: int, texts):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
+
+
+def attn_implementation(requested: str = "auto") -> str:
+    """flash_attention_2 where it is installed and a GPU is present, else PyTorch SDPA."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def build_tiny_model(tiny_cfg, cache_root, *, seed: int = 0) -> Path:
+    """Builds (once) and returns the folder of the tiny policy: config, random weights, tokenizer."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from relate_fast.data import sample_ads
+
+    key = hashlib.sha256(json.dumps({**asdict(tiny_cfg), "seed": seed, "v": 1}, sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(cache_root) / key
+    if (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file():
+        return folder
+    rows = sample_ads()
+    texts = [r.prompt for r in rows] + [r.reference for r in rows if r.reference]
+    tok = _train_tokenizer(tiny_cfg.vocab_size, texts)
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=tiny_cfg.hidden_size, intermediate_size=tiny_cfg.intermediate_size,
+                      num_hidden_layers=tiny_cfg.num_hidden_layers, num_attention_heads=tiny_cfg.num_attention_heads,
+                      num_key_value_heads=tiny_cfg.num_key_value_heads, head_dim=tiny_cfg.head_dim,
+                      max_position_embeddings=tiny_cfg.max_position_embeddings, tie_word_embeddings=False,
+                      bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id,
+                      torch_dtype="float32")
+    model = Qwen3ForCausalLM(cfg)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(folder)  # atomic: a half-written folder is never picked up
+    return folder
+
+
+def load_policy(path, *, dtype: str = "float32", attn: str = "auto", device="cpu") -> Tuple[object, object]:
+    """(model, tokenizer) from a local folder or a name; a missing folder is a clear error."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = str(path)
+    if not os.path.isdir(os.path.expanduser(p)):
+        looks_like_path = p.startswith((".", "/", "~")) or p.count("/") > 1
+        if looks_like_path or os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise FileNotFoundError(f"model.path {p}: no such folder")
+    p = os.path.expanduser(p)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
+    if torch_dtype is None:
+        raise ValueError(f"model.dtype must be float32 or bfloat16, got {dtype!r}")
+    try:
+        tok = AutoTokenizer.from_pretrained(p)
+        model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype, attn_implementation=attn_implementation(attn))
+    except OSError as e:
+        raise FileNotFoundError(f"model.path {p}: cannot load a model and tokenizer ({e})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model.to(device), tok
+
+
+def prompt_ids(tokenizer, text: str):
+    """Token ids of a prompt: the chat template (no thinking) when the tokenizer has one, else the raw
+    text followed by a newline (the tiny model's format)."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                            add_generation_prompt=True, enable_thinking=False)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    return tokenizer.encode(text + "\n", add_special_tokens=False)

