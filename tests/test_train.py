@@ -1,0 +1,229 @@
+"""The trainer: config loading, the packed layout against a plain HF forward, micro-batch loss
+scaling, ZeRO-2 across two processes, the vLLM weight push, learning on a fixed batch, and resume."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from relate_fast.config import Config, format_help, load_config
+from relate_fast.grpo import grpo_micro_loss, micro_batches, pack, sequence_logprobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_model(vocab=97, seed=0):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    return Qwen3ForCausalLM(Qwen3Config(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                        tie_word_embeddings=False)).eval()
+
+
+def random_batch(seed=0, rows=6, vocab=97):
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(1, vocab, (int(n),), generator=g).tolist() for n in torch.randint(2, 9, (rows,), generator=g)]
+    comps = [torch.randint(1, vocab, (int(n),), generator=g).tolist() for n in torch.randint(0, 7, (rows,), generator=g)]
+    comps[0] = []  # an empty response (EOS-less, zero tokens) must be handled
+    return prompts, comps
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_shipped_configs_load_and_overrides():
+    tiny = load_config(str(ROOT / "configs" / "tiny_cpu.yaml"))
+    assert tiny.rollout.group_size == 5 and tiny.reward.preset == "relate" and tiny.deepspeed.zero_stage == 2
+    big = load_config(str(ROOT / "configs" / "qwen3_8b_8gpu.yaml"), ["--rollout.group_size", "4", "--grpo.lr=1e-6"])
+    assert big.rollout.group_size == 4 and big.grpo.lr == 1e-6 and big.model.dtype == "bfloat16"
+    assert "--rollout.group_size (default 5)" in format_help()
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout:\n  group_sise: 5\n")
+    with pytest.raises(ValueError, match=r"bad.yaml:.*rollout: unknown key\(s\) \['group_sise'\]"):
+        load_config(str(bad))
+    bad.write_text("grpo:\n  steps: many\n")
+    with pytest.raises(ValueError, match="grpo.steps: expected int, got 'many'"):
+        load_config(str(bad))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_config(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="--reward.presett: unknown option"):
+        load_config(None, ["--reward.presett", "relate"])
+    with pytest.raises(ValueError, match="needs a value"):
+        load_config(None, ["--grpo.steps"])
+
+
+def test_cli_help_and_bad_option(capsys):
+    from relate_fast.train import main
+
+    assert main(["--help"]) == 0
+    assert "--grpo.beta" in capsys.readouterr().out
+    assert main(["--grpo.stepz", "3"]) == 2
+    assert "unknown option" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- packed layout and loss scaling
+
+
+def test_packed_logprobs_equal_plain_hf_forward():
+    model = tiny_model()
+    prompts, comps = random_batch()
+    batch = pack(prompts, comps, pad_id=0)
+    got = sequence_logprobs(model, batch, token_budget=30)  # several micro-batches
+    for i, (p, c) in enumerate(zip(prompts, comps)):
+        if not c:
+            assert got[i].abs().sum() == 0
+            continue
+        with torch.no_grad():
+            logits = model(torch.tensor([p + c])).logits[0].float()
+        ref = torch.log_softmax(logits, -1)[len(p) - 1:len(p) - 1 + len(c)].gather(1, torch.tensor(c)[:, None])[:, 0]
+        torch.testing.assert_close(got[i, :len(c)], ref, atol=2e-5, rtol=1e-5)
+        assert got[i, len(c):].abs().sum() == 0
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "seq_sum"])
+def test_micro_batch_losses_and_grads_add_up(loss_type):
+    from relate_fast.loss import fused_grpo_loss
+
+    prompts, comps = random_batch(1)
+    batch = pack(prompts, comps, 0)
+    adv = torch.randn(6)
+    tr = torch.randn(batch.targets.shape) * batch.mask
+    old = torch.randn(batch.targets.shape) * 0.1 - 4
+
+    def run(budget):
+        model = tiny_model()
+        model.train()
+        total = 0.0
+        for s in micro_batches(batch, budget):
+            loss, _, _ = grpo_micro_loss(model, batch, s, adv, token_rewards=tr, old_logprobs=old, loss_type=loss_type,
+                                         total_rows=6, total_tokens=float(batch.mask.sum()), max_completion_length=8)
+            loss.backward()
+            total += loss.item()
+        return total, torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    whole, g_whole = run(10**6)
+    split, g_split = run(25)
+    assert len(micro_batches(batch, 25)) > 2
+    assert split == pytest.approx(whole, rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(g_split, g_whole, atol=1e-5, rtol=1e-4)
+
+
+def test_repeated_updates_on_a_fixed_batch_lower_the_loss():
+    from relate_fast.trainer import PolicyEngine
+
+    prompts, comps = random_batch(2, rows=10)
+    comps = [c or [5] for c in comps]
+    batch = pack(prompts, comps, 0)
+    model = tiny_model()
+    adv = torch.tensor([1.0, -1.0] * 5)
+    old = sequence_logprobs(model, batch, 10**6)
+    cfg = load_config(None, ["--grpo.lr", "0.003", "--deepspeed.enabled", "false"])
+    eng = PolicyEngine(model, cfg, world=1)
+    losses = []
+    for _ in range(6):
+        loss, _, _ = grpo_micro_loss(eng.module, batch, slice(0, 10), adv, old_logprobs=old, eps_high=10.0,
+                                     eps_low=0.9, total_rows=10, total_tokens=float(batch.mask.sum()),
+                                     max_completion_length=8)
+        eng.backward(loss, boundary=True)
+        eng.step()
+        losses.append(loss.item())
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+
+
+# --------------------------------------------------------------------------- distributed and rollout engines
+
+
+def test_zero2_two_processes_parameters_identical_and_updated(tmp_path):
+    pytest.importorskip("deepspeed")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29612",
+           str(ROOT / "tests" / "helpers" / "zero2_step.py"), str(tmp_path)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(r0["before"], r1["before"])
+    assert torch.equal(r0["after"], r1["after"])  # ZeRO-2: the update is the same on every rank
+    assert not torch.equal(r0["after"], r0["before"])
+
+
+def _tiny_folder(tmp_path):
+    from relate_fast.config import TinyModelConfig
+    from relate_fast.models import build_tiny_model
+
+    return build_tiny_model(TinyModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1, head_dim=32), tmp_path)
+
+
+def test_vllm_weight_push_matches_hf_generate(tmp_path):
+    pytest.importorskip("vllm")
+    from relate_fast.data import sample_ads
+    from relate_fast.models import load_policy, prompt_ids
+    from relate_fast.rollout.hf import HFEngine
+    from relate_fast.rollout.vllm_engine import VLLMEngine
+
+    folder = _tiny_folder(tmp_path)
+    model, tok = load_policy(folder)
+    pids = [prompt_ids(tok, r.prompt) for r in sample_ads("train")[:3]]
+    vllm_engine, hf = VLLMEngine(folder, tok, kv_cache_gb=0.1), HFEngine(model, tok)
+    kw = dict(max_new_tokens=12, temperature=0.0)
+    assert vllm_engine.generate(pids, 2, **kw) == hf.generate(pids, 2, **kw)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    before = vllm_engine.generate(pids, 1, **kw)
+    vllm_engine.push_weights(model)
+    after = vllm_engine.generate(pids, 1, **kw)
+    assert after == hf.generate(pids, 1, **kw) and after != before
+    sampled = vllm_engine.generate(pids, 3, max_new_tokens=40, temperature=1.0, seed=3)
+    stopped = [c for g in sampled for c in g if len(c) < 40]
+    assert all(c[-1] == tok.eos_token_id for c in stopped)  # EOS is kept: the loss trains the stop
+
+
+# --------------------------------------------------------------------------- end to end and resume
+
+SMALL = ["--run.out_dir", None, "--run.progress", "false", "--model.tiny.vocab_size", "500",
+         "--model.tiny.hidden_size", "64", "--model.tiny.intermediate_size", "128", "--model.tiny.num_hidden_layers", "1",
+         "--sft.steps", "3", "--sft.batch_size", "8", "--ctcvr.encoder", "hashed", "--reward.encoder", "hashed",
+         "--ctcvr.variants", "3", "--ctcvr.impressions", "3", "--ctcvr.epochs", "1", "--rollout.prompts_per_step", "2",
+         "--rollout.group_size", "3", "--rollout.max_new_tokens", "12", "--rollout.engine", "hf",
+         "--eval.prompts", "3", "--run.checkpoint_every", "1", "--reward.ngram_min_count", "2"]
+
+
+def _run(tmp_path, name, steps):
+    from relate_fast.train import main
+
+    args = [str(tmp_path) if a is None else a for a in SMALL] + ["--run.name", name, "--grpo.steps", str(steps)]
+    assert main(args) == 0
+    return [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+
+def _comparable(m):
+    return {k: v for k, v in m.items() if not k.startswith("time/") and k != "tokens_per_second"}
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs_and_resume_continues_identically(tmp_path):
+    full = _run(tmp_path, "a", 3)
+    run_dir = tmp_path / "a"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for part in ("baseline", "final"):
+        assert {"reward", "compliance_rate", "diversity", "ctcvr_model", "ctcvr_sim"} <= set(summary[part])
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "plots" / "rewards.png").is_file()
+    assert any((run_dir / "tensorboard").iterdir())
+    assert [m["step"] for m in full] == [1, 2, 3]
+    assert {"loss", "kl", "clip_ratio", "entropy", "reward/total", "reward/risk_token", "time/rollout",
+            "time/update"} <= set(full[0])
+    # a run stopped after step 2, then resumed to 3, continues exactly like the uninterrupted one
+    part = _run(tmp_path, "b", 2)
+    assert [_comparable(m) for m in part] == [_comparable(m) for m in full[:2]]
+    resumed = _run(tmp_path, "b", 3)
+    assert [m["step"] for m in resumed] == [1, 2, 3]
+    assert _comparable(resumed[2]) == _comparable(full[2])
