@@ -18,13 +18,17 @@ class VLLMEngine(RolloutEngine):
     name = "vllm"
 
     def __init__(self, folder, tokenizer, *, dtype: str = "float32", seed: int = 0, max_model_len: int = 1024,
-                 kv_cache_gb: float = 0.5, gpu_memory_utilization: float = 0.3):
+                 kv_cache_gb: float = 0.5, gpu_memory_utilization: float = 0.3,
+                 max_batched_tokens: int = 65536):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights push without pickling
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
+        # Whole prefills only: a partially prefilled seeded request rewinds its generator's offset,
+        # which CPU generators do not support (and per-request seeds keep resumed runs identical).
         kw = dict(model=str(folder), tokenizer=str(folder), dtype=dtype, max_model_len=max_model_len,
-                  enforce_eager=True, enable_prefix_caching=False, seed=seed)
+                  enforce_eager=True, enable_prefix_caching=False, seed=seed, enable_chunked_prefill=False,
+                  max_num_batched_tokens=max(max_batched_tokens, max_model_len))
         if torch.cuda.is_available():
             kw["gpu_memory_utilization"] = gpu_memory_utilization
         else:
