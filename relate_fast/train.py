@@ -51,6 +51,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("relate_fast.train: interrupted; the checkpoint holds the last finished step", file=sys.stderr)
         return 130
+    except (FileNotFoundError, ValueError, FloatingPointError) as e:
+        # bad input (model path, dataset row, config value) or repeated NaN losses: one clear line,
+        # the checkpoint untouched; RELATE_FAST_DEBUG=1 shows the traceback
+        if os.environ.get("RELATE_FAST_DEBUG") == "1":
+            raise
+        print(f"relate_fast.train: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

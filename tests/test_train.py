@@ -227,3 +227,15 @@ def test_end_to_end_outputs_and_resume_continues_identically(tmp_path):
     resumed = _run(tmp_path, "b", 3)
     assert [m["step"] for m in resumed] == [1, 2, 3]
     assert _comparable(resumed[2]) == _comparable(full[2])
+
+
+def test_bad_inputs_give_one_clear_error(tmp_path, capsys):
+    from relate_fast.train import main
+
+    base = [str(tmp_path) if a is None else a for a in SMALL]
+    assert main(base + ["--model.path", str(tmp_path / "no_model")]) == 2
+    assert "no_model: no such folder" in capsys.readouterr().err
+    bad = tmp_path / "ads.jsonl"
+    bad.write_text('{"id": "x", "lang": "en"}\n')
+    assert main(base + ["--data.path", str(bad), "--run.name", "baddata"]) == 2
+    assert "ads.jsonl:1: field 'industry': missing" in capsys.readouterr().err
