@@ -33,7 +33,9 @@ def evaluate_texts(rows: Sequence, texts: Sequence[str], token_ids: Optional[Seq
     if token_ids is None:
         unit = "char"
     counter = NgramCounter(reward_cfg.ngram_n_min, reward_cfg.ngram_n_max, count="responses", window=1, unit=unit)
-    ngrams = NgramWindow(counter, min_share=reward_cfg.ngram_min_share, min_count=reward_cfg.ngram_min_count)
+    stop = ctx.ngrams.stop_ids if ctx.ngrams is not None else ()
+    ngrams = NgramWindow(counter, min_share=reward_cfg.ngram_min_share, min_count=reward_cfg.ngram_min_count,
+                         stop_ids=stop)
     eval_ctx = RewardContext(blacklist=ctx.blacklist, aligner=ctx.aligner, ngrams=ngrams, encoder=ctx.encoder,
                              ctcvr=ctx.ctcvr, judge=ctx.judge, num_threads=ctx.num_threads)
     fn = RewardFunction(copy.deepcopy(reward_cfg.component_specs()), eval_ctx)

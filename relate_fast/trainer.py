@@ -45,7 +45,8 @@ def init_distributed():
     """torch.distributed from torchrun's environment, or a one-process group (DeepSpeed needs one)."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
+    if dist.is_initialized():  # e.g. by an in-process vLLM engine; DeepSpeed still reads LOCAL_RANK
+        os.environ.setdefault("LOCAL_RANK", "0" if dist.get_world_size() == 1 else str(dist.get_rank()))
         return dist.get_rank(), dist.get_world_size()
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",

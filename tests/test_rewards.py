@@ -233,3 +233,21 @@ def test_hf_generate_judge_backend_runs(small_bpe):
     judge = LLMJudge(gen, fallback=0.25)
     s = judge.score([EN, EN], [GOOD_EN, GOOD_EN])
     assert s.shape == (2,) and np.all((0 <= s) & (s <= 1))
+
+
+def test_diversity_never_flags_eos_or_template_labels(small_bpe):
+    """Every response ends in EOS and carries the labels; penalising them would teach the policy to
+    never stop and to break the format. The repeated body phrase is still flagged."""
+    cfg = RewardConfig(preset="model1", extra=[{"name": "diversity_token"}], ngram_min_count=2)
+    fn = RewardFunction.from_config(cfg, tokenizer=small_bpe)
+    text = "Title: Learn Python fast\nDescription: small classes every week"
+    other = "Title: Cheap flights\nDescription: book with us"
+    ids = [small_bpe.encode(t) + [small_bpe.eos_token_id] for t in (text, text, other)]
+    out = fn(RolloutBatch([EN] * 3, [text, text, other], ids, group_size=3))
+    al = TokenAligner(small_bpe)
+    for k in range(3):
+        flagged = b"".join(al.token_bytes(t) for t, f in zip(ids[k], out.token[k] != 0) if f).decode()
+        assert out.token[k][-1] == 0  # EOS
+        assert "Title" not in flagged and "Description" not in flagged, flagged
+        if k < 2:
+            assert "small classes every week" in flagged.replace("\n", "")

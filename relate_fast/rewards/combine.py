@@ -15,6 +15,7 @@ level); relate = model4's set with diversity (eq. 5) and risk moved to token lev
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ class RewardConfig:
     ngram_window: int = _help("How many recent rollout batches the n-gram counts cover.", default=4)
     ngram_min_share: float = _help(
         "G_high threshold as a share of the responses in the window (an n-gram is frequent when it occurs in "
-        "at least this share of them); used when ngram_min_count is None.", default=0.05)
+        "at least this share of them); used when ngram_min_count is None.", default=0.1)
     ngram_min_count: Optional[int] = _help("Absolute G_high threshold (overrides ngram_min_share).", default=None)
     ngram_unit: str = _help("'token' counts token-id n-grams (the paper); 'char' counts character n-grams.",
                             default="token")
@@ -117,9 +118,18 @@ class RewardConfig:
 class NgramWindow:
     """The rolling n-gram counts (G_high) of recent rollouts, with a threshold relative to the window."""
 
-    def __init__(self, counter, *, min_share: float = 0.05, min_count: Optional[int] = None):
+    def __init__(self, counter, *, min_share: float = 0.1, min_count: Optional[int] = None, stop_ids=()):
         self.counter, self.min_share, self.fixed_min_count = counter, min_share, min_count
+        self.stop_ids = frozenset(stop_ids)
         self.sizes = deque(maxlen=counter.window or None)
+
+    def strip(self, ids):
+        """A response without its trailing special tokens (EOS): "now.<eos>" is in every response, and
+        penalising it would teach the policy never to stop."""
+        ids = list(ids)
+        while ids and ids[-1] in self.stop_ids:
+            ids.pop()
+        return ids
 
     def update(self, batch: RolloutBatch) -> None:
         self.counter.update(self._seqs(batch))
@@ -130,7 +140,7 @@ class NgramWindow:
             return list(batch.texts)
         if batch.token_ids is None:
             raise ValueError("n-gram diversity with ngram_unit='token' needs the batch's token ids")
-        return batch.token_ids
+        return [self.strip(ids) for ids in batch.token_ids]
 
     @property
     def min_count(self) -> int:
@@ -173,13 +183,48 @@ class RewardContext:
     def ngram_token_masks(self, batch):
         """Per response, a bool per token (per character with ngram_unit='char' and no token ids)."""
         def make():
-            c = self.ngrams.counter
-            if c.unit == "token":
-                return c.mask(batch.token_ids, self.ngrams.min_count)
-            if batch.token_ids is None:  # sentence-level diversity on texts alone: character masks
-                return c.mask(list(batch.texts), self.ngrams.min_count)
-            return c.token_mask(batch.token_ids, self.aligner, self.ngrams.min_count)
+            c, w = self.ngrams.counter, self.ngrams
+            if c.unit == "char" and batch.token_ids is None:  # sentence-level diversity on texts alone
+                return [_unflag_labels_chars(m, t) for m, t in zip(c.mask(list(batch.texts), w.min_count), batch.texts)]
+            stripped = [w.strip(ids) for ids in batch.token_ids]
+            masks = (c.mask(stripped, w.min_count) if c.unit == "token"
+                     else c.token_mask(stripped, self.aligner, w.min_count))
+            out = []
+            for m, ids in zip(masks, batch.token_ids):
+                full = np.zeros(len(ids), dtype=bool)
+                full[:len(m)] = m
+                out.append(_unflag_labels_tokens(full, ids, self.aligner) if self.aligner is not None else full)
+            return out
         return self._cached("ng_tok", batch, make)
+
+
+# The output template's labels occur in every response by design; they are not a diversity failure.
+_LABEL_RE = re.compile(r"(?:^|\n)\s*(?:标题|描述|Title|Description)\s*[:：]\s*", re.IGNORECASE)
+
+
+def _unflag_labels_chars(mask: np.ndarray, text: str) -> np.ndarray:
+    mask = np.array(mask, dtype=bool)
+    for mt in _LABEL_RE.finditer(text):
+        mask[mt.start():mt.end()] = False
+    return mask
+
+
+def _unflag_labels_tokens(mask: np.ndarray, ids, aligner) -> np.ndarray:
+    if not mask.any():
+        return mask
+    pieces = [aligner.token_bytes(t) for t in ids]
+    data = b"".join(pieces)
+    text = data.decode("utf-8", errors="replace")
+    spans = [(len(text[:mt.start()].encode()), len(text[:mt.end()].encode())) for mt in _LABEL_RE.finditer(text)]
+    if not spans or "\ufffd" in text:  # byte offsets are exact only for valid UTF-8
+        return mask
+    pos = 0
+    for k, piece in enumerate(pieces):
+        end = pos + len(piece)
+        if mask[k] and any(pos < b and a < end for a, b in spans):
+            mask[k] = False  # the token overlaps a label
+        pos = end
+    return mask
 
 
 @dataclass
@@ -264,7 +309,8 @@ class RewardFunction:
                 raise ValueError(f"ngram_unit must be 'token' or 'char', got {cfg.ngram_unit!r}")
             counter = NgramCounter(cfg.ngram_n_min, cfg.ngram_n_max, count="responses", window=cfg.ngram_window,
                                    unit=cfg.ngram_unit)
-            ngrams = NgramWindow(counter, min_share=cfg.ngram_min_share, min_count=cfg.ngram_min_count)
+            stop = set(getattr(tokenizer, "all_special_ids", []) or []) if tokenizer is not None else set()
+            ngrams = NgramWindow(counter, min_share=cfg.ngram_min_share, min_count=cfg.ngram_min_count, stop_ids=stop)
         if ("encoder" in needs or "ctcvr" in needs) and encoder is None:
             from relate_fast.rewards.embedding import make_encoder
             encoder = make_encoder(cfg.encoder)
