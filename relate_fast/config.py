@@ -32,7 +32,8 @@ class RunConfig:
     out_dir: str = _f("runs", "Folder holding one sub-folder per run.")
     seed: int = _f(0, "Seed of every random choice (data order, sampling, initialisation).")
     resume: bool = _f(True, "Continue from <run>/checkpoint when it exists (else start fresh).")
-    checkpoint_every: int = _f(5, "GRPO steps between checkpoints (a crash loses at most this many).")
+    checkpoint_every: int = _f(5, "GRPO steps between checkpoints (a crash loses at most this many); 0 = only at "
+                                  "the end and on Ctrl-C.")
     max_nan_steps: int = _f(3, "Stop after this many consecutive steps with a non-finite loss (each is skipped).")
     threads: int = _f(0, "torch CPU threads (0 = leave torch's default).")
     progress: bool = _f(True, "Show progress bars.")
@@ -121,6 +122,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class EvalConfig:
+    enabled: bool = _f(True, "Evaluate the cold-start and the final policy (summary.json); off for benchmarks.")
     split: str = _f("validation", "Dataset split evaluated before and after GRPO.")
     prompts: int = _f(48, "Prompts evaluated (0 = the whole split).")
     samples: int = _f(2, "Sampled responses per prompt (at the rollout temperature).")
@@ -253,7 +255,7 @@ def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in (
-            "weights", "params") else v
+            "weights", "params", "normalize") else v
     return out
 
 

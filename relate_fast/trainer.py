@@ -336,7 +336,7 @@ class Trainer:
                                   seed=cfg.run.seed, max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens + 8)
         self._log(f"rollout engine: {self.engine.name}; reward preset {cfg.reward.preset}; world size {self.world}")
         self.policy = PolicyEngine(policy, cfg, self.world)
-        if self.rank == 0 and not self._phase_done("eval_baseline"):
+        if self.rank == 0 and cfg.eval.enabled and not self._phase_done("eval_baseline"):
             baseline = self.evaluate(self.policy.module, "baseline")
             self.state["baseline"] = baseline
         if not self._phase_done("eval_baseline"):
@@ -366,7 +366,8 @@ class Trainer:
                 self._write_metrics(metrics)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", loss=f"{metrics['loss']:.4f}")
-                if (step + 1) % cfg.run.checkpoint_every == 0 or step + 1 == cfg.grpo.steps:
+                every = cfg.run.checkpoint_every
+                if (every and (step + 1) % every == 0) or step + 1 == cfg.grpo.steps:
                     self.checkpoint()
         except KeyboardInterrupt:
             self._log("interrupted: writing a checkpoint before exiting")
@@ -374,10 +375,10 @@ class Trainer:
             raise
         summary = None
         if self.rank == 0:
-            final = self.evaluate(self.policy.module, "final")
-            summary = {"baseline": self.state.get("baseline"), "final": final,
-                       "steps": cfg.grpo.steps, "rollout_engine": self.engine.name, "preset": cfg.reward.preset,
-                       "seconds": round(time.time() - t_start, 1)}
+            summary = {"steps": cfg.grpo.steps, "rollout_engine": self.engine.name, "preset": cfg.reward.preset}
+            if cfg.eval.enabled:
+                summary.update(baseline=self.state.get("baseline"), final=self.evaluate(self.policy.module, "final"))
+            summary["seconds"] = round(time.time() - t_start, 1)
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             self.policy.module.save_pretrained(self.run_dir / "final")
             tok.save_pretrained(self.run_dir / "final")
@@ -386,9 +387,11 @@ class Trainer:
                 plot_rewards(self.run_dir / "metrics.jsonl", self.run_dir / "plots")
             except ImportError as e:
                 self._log(f"plots skipped: {e}")
-            b, f = summary["baseline"], final
-            self._log("summary (baseline -> final): " + ", ".join(
-                f"{k} {b[k]:.4f} -> {f[k]:.4f}" for k in ("reward", "compliance_rate", "diversity", "ctcvr_model", "ctcvr_sim")))
+            if cfg.eval.enabled:
+                b, f = summary["baseline"], summary["final"]
+                self._log("summary (baseline -> final): " + ", ".join(
+                    f"{k} {b[k]:.4f} -> {f[k]:.4f}" for k in ("reward", "compliance_rate", "diversity", "ctcvr_model",
+                                                               "ctcvr_sim")))
         self._barrier()
         return summary
 
@@ -478,6 +481,9 @@ class Trainer:
                    "eos_rate": float(np.mean([bool(c) and c[-1] == tok.eos_token_id for c in flat_comps])),
                    **{f"time/{k}": v for k, v in times.items()},
                    "tokens_per_second": float(packed.mask.sum() + sum(len(p) for p in flat_prompts)) / times["total"]}
+        if torch.cuda.is_available():
+            metrics["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.reset_peak_memory_stats()
         return metrics
 
     def _all_ranks(self, ok: bool) -> bool:

@@ -29,3 +29,13 @@ def test_bench_rewards_quick(tmp_path):
     assert result["responses"] == 100 and result["pass_ms"] > 0
     assert {"length", "format", "ctcvr", "relevance", "correctness", "risk_token", "diversity_token",
             "ngram_update"} <= set(result["parts_ms"])
+
+
+def test_bench_train_quick(tmp_path):
+    out = tmp_path / "train.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--quick", "--out", str(out)],
+                   check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["steps_measured"] == 2 and result["tokens_per_second"] > 0
+    assert {"time/rollout", "time/rewards", "time/old_logprobs", "time/update", "time/weight_push",
+            "time/total"} <= set(result["step_ms"])

@@ -78,6 +78,8 @@ class RewardConfig:
     preset: str = _help("Reward configuration of the paper's Table 2: model1, model2, model3, model4 or relate.",
                         default="relate")
     weights: Dict[str, float] = _help("Per-component weight overrides, e.g. {ctcvr: 2.0}.", default_factory=dict)
+    normalize: Dict[str, str] = _help("Per-component normalisation overrides (none, batch_z, group_z), "
+                                      "e.g. {ctcvr: none}.", default_factory=dict)
     params: Dict[str, Dict[str, object]] = _help(
         "Per-component keyword overrides, e.g. {risk_token: {lam: 2.0}, length: {target: {en: [50, 150]}}}.",
         default_factory=dict)
@@ -105,13 +107,16 @@ class RewardConfig:
     def component_specs(self) -> List[ComponentSpec]:
         specs = preset_components(self.preset) + [ComponentSpec(**e) for e in self.extra]
         names = {s.name for s in specs}
-        for name in list(self.weights) + list(self.params):
+        for name in list(self.weights) + list(self.params) + list(self.normalize):
             if name not in names:
                 raise ValueError(f"reward override for {name!r}, which is not active in preset {self.preset!r} "
                                  f"(active: {sorted(names)})")
         for s in specs:
             s.weight = float(self.weights.get(s.name, s.weight))
             s.params.update(self.params.get(s.name, {}))
+            s.normalize = self.normalize.get(s.name, s.normalize)
+            if s.normalize not in NORMALIZERS:
+                raise ValueError(f"reward.normalize[{s.name!r}] must be one of {NORMALIZERS}, got {s.normalize!r}")
         return specs
 
 
