@@ -91,7 +91,7 @@ def main(argv=None):
         steps = args.steps or 8
         over = common + ["--model.path", str(folder), "--model.dtype", "bfloat16", "--sft.steps", "0",
                          "--rollout.engine", "hf", "--rollout.max_new_tokens", "128", "--rollout.prompts_per_step", "16",
-                         "--ctcvr.encoder", "hashed", "--reward.encoder", "hashed", "--ctcvr.epochs", "2",
+                         "--ctcvr.encoder", "hashed", "--reward.encoder", "hashed",
                          "--grpo.micro_batch_tokens", "16384", "--grpo.steps", str(steps), "--data.max_prompt_tokens", "512"]
         config = None
     else:

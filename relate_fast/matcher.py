@@ -148,18 +148,25 @@ class TokenAligner:
 
     Supports byte-level BPE (GPT-2, Qwen, Llama-3), SentencePiece with byte fallback (``<0xNN>``,
     ``▁``), and falls back to per-token decoding otherwise (with a warning).
+    ``vocab_size`` (the model's embedding rows) gives ids past the tokenizer no bytes.
     ``special_tokens="empty"`` (default) gives special tokens no bytes, matching
     ``tokenizer.decode(ids, skip_special_tokens=True)``; ``"text"`` gives them their content.
     Non-special added tokens (Qwen's ``<think>``) always keep their content.
     """
 
-    def __init__(self, tokenizer, *, special_tokens: str = "empty"):
+    def __init__(self, tokenizer, *, special_tokens: str = "empty", vocab_size: Optional[int] = None):
         if special_tokens not in ("empty", "text"):
             raise ValueError(f"special_tokens must be 'empty' or 'text', got {special_tokens!r}")
         if not hasattr(tokenizer, "get_vocab"):
             raise TypeError(f"tokenizer must be a Hugging Face tokenizer (transformers or tokenizers), "
                             f"got {type(tokenizer).__name__}")
         table = self._read_tokenizer(tokenizer, special_tokens)
+        if vocab_size is not None:
+            # Models pad their embedding past the tokenizer (Qwen3: 151,936 rows, 151,669 tokens); a policy
+            # can sample a padding id, which decodes to nothing, like a special token.
+            if vocab_size < len(table):
+                raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer's {len(table)} ids")
+            table = list(table) + [b""] * (vocab_size - len(table))
         self._init_table(table)
         self.kind = self._kind
 

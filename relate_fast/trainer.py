@@ -324,7 +324,8 @@ class Trainer:
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.tok = tok
-        self.reward_fn = RewardFunction.from_config(cfg.reward, tokenizer=tok, encoder=encoder, ctcvr=ctcvr)
+        self.reward_fn = RewardFunction.from_config(cfg.reward, tokenizer=tok, encoder=encoder, ctcvr=ctcvr,
+                                                    vocab_size=policy.config.vocab_size)
         ref = None
         if cfg.grpo.beta != 0:
             ref, _ = load_policy(cold, dtype=cfg.model.dtype, attn=cfg.model.attn_implementation, device=_device())

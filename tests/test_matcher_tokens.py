@@ -168,3 +168,20 @@ def test_aligner_accepts_a_raw_tokenizers_object(small_bpe):
     al, ref = TokenAligner(raw), TokenAligner(small_bpe)
     assert al.kind == "byte_level"
     assert all(al.token_bytes(i) == ref.token_bytes(i) for i in range(ref.vocab_size))
+
+
+def test_aligner_vocab_size_pads_with_empty_tokens(qwen_tokenizer):
+    """Qwen3's embedding has 151,936 rows for 151,669 tokens: a sampled padding id decodes to nothing."""
+    import pytest
+
+    from relate_fast.matcher import Blacklist, TokenAligner
+
+    al = TokenAligner(qwen_tokenizer, vocab_size=151_936)
+    ids = qwen_tokenizer.encode("最佳选择", add_special_tokens=False)
+    assert al.token_bytes(151_900) == b""
+    masks = Blacklist(["最佳"]).token_mask([ids + [151_900]], al)
+    assert masks[0][-1] == False and masks[0][:-1].any()  # noqa: E712
+    with pytest.raises(ValueError, match="not in the aligner's vocabulary"):
+        Blacklist(["最佳"]).token_mask([ids + [151_900]], TokenAligner(qwen_tokenizer))
+    with pytest.raises(ValueError, match="smaller than the tokenizer"):
+        TokenAligner(qwen_tokenizer, vocab_size=10)

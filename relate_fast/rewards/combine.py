@@ -292,9 +292,9 @@ class RewardFunction:
 
     @classmethod
     def from_config(cls, cfg: RewardConfig, *, tokenizer=None, encoder=None, ctcvr=None, judge=None,
-                    num_threads: int = 0) -> "RewardFunction":
+                    num_threads: int = 0, vocab_size: Optional[int] = None) -> "RewardFunction":
         """Builds the context the active components need: the blacklist, a TokenAligner of `tokenizer`,
-        the n-gram window, the encoder (loaded from cfg.encoder unless given), the CTCVR model (loaded from
+        (padded to the model's `vocab_size`), the n-gram window, the encoder (loaded from cfg.encoder unless given), the CTCVR model (loaded from
         cfg.ctcvr_model unless given) and the judge (must be given when correctness_judge is active)."""
         from relate_fast.matcher import Blacklist, NgramCounter, TokenAligner
 
@@ -305,7 +305,7 @@ class RewardFunction:
                      else Blacklist.default(normalize=cfg.blacklist_normalize))
         aligner = None
         if tokenizer is not None:
-            aligner = TokenAligner(tokenizer)
+            aligner = TokenAligner(tokenizer, vocab_size=vocab_size)
         elif token_level:
             raise ValueError(f"preset {cfg.preset!r} has token-level components: pass the tokenizer")
         ngrams = None
