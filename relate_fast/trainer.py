@@ -355,16 +355,16 @@ class Trainer:
         try:
             for step in bar:
                 metrics = self.grpo_step(step, ref)
+                self._write_metrics(metrics)
                 if not math.isfinite(metrics["loss"]):
                     nan_run += 1
-                    warnings.warn(f"GRPO step {step}: non-finite loss, step skipped ({nan_run} in a row)")
+                    warnings.warn(f"GRPO step {step + 1}: non-finite loss, step skipped ({nan_run} in a row)")
                     if nan_run >= cfg.run.max_nan_steps:
                         raise FloatingPointError(f"{nan_run} consecutive non-finite losses (run.max_nan_steps); "
                                                  f"last checkpoint: {self.ckpt_dir}")
                 else:
                     nan_run = 0
                 self.state["step"] = step + 1
-                self._write_metrics(metrics)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", loss=f"{metrics['loss']:.4f}")
                 every = cfg.run.checkpoint_every

@@ -255,3 +255,24 @@ def test_trainer_under_torchrun_two_ranks(tmp_path):
     assert res.returncode == 0, res.stderr[-4000:]
     metrics = [json.loads(l) for l in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and "world size 2" in res.stderr
+
+
+def test_nan_loss_skips_steps_then_stops(tmp_path, monkeypatch, capsys):
+    import relate_fast.trainer as trainer_mod
+    from relate_fast.train import main
+
+    real = trainer_mod.grpo_micro_loss
+
+    def nan_loss(*a, **k):
+        loss, m, n = real(*a, **k)
+        return loss * float("nan"), m, n
+
+    monkeypatch.setattr(trainer_mod, "grpo_micro_loss", nan_loss)
+    args = [str(tmp_path) if a is None else a for a in SMALL]
+    with pytest.warns(UserWarning, match="non-finite loss, step skipped"):
+        rc = main(args + ["--run.name", "nan", "--grpo.steps", "5", "--run.max_nan_steps", "2",
+                          "--eval.enabled", "false"])
+    assert rc == 2 and "2 consecutive non-finite losses" in capsys.readouterr().err
+    metrics = [json.loads(l) for l in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and all(m["loss"] != m["loss"] for m in metrics)  # NaN recorded, steps skipped
+    assert all(m["grad_norm"] != m["grad_norm"] for m in metrics)  # no optimizer step was taken
