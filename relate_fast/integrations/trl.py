@@ -66,8 +66,8 @@ class RelateGRPOTrainer(GRPOTrainer):
             problems.append("off_policy_mask_threshold")
         if getattr(a, "delta", None) is not None:
             problems.append("delta (two-sided clipping)")
-        if getattr(a, "use_bias_correction_kl", False):
-            problems.append("use_bias_correction_kl")
+        if self.beta != 0.0 and getattr(a, "use_bias_correction_kl", False):
+            problems.append("use_bias_correction_kl with beta != 0 (set use_bias_correction_kl=False)")
         if getattr(self, "_entropy_bonus_enabled", False):
             problems.append("an entropy bonus")
         if problems:
