@@ -44,14 +44,14 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"relate_fast.train: {e}", file=sys.stderr)
         return 2
-    from relate_fast.trainer import Trainer
+    from relate_fast.trainer import RolloutError, Trainer
 
     try:
         Trainer(cfg).run()
     except KeyboardInterrupt:
         print("relate_fast.train: interrupted; the checkpoint holds the last finished step", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
+    except (FileNotFoundError, ValueError, FloatingPointError, RolloutError) as e:
         # bad input (model path, dataset row, config value) or repeated NaN losses: one clear line,
         # the checkpoint untouched; RELATE_FAST_DEBUG=1 shows the traceback
         if os.environ.get("RELATE_FAST_DEBUG") == "1":

@@ -38,6 +38,10 @@ from relate_fast.rewards import RewardFunction, RolloutBatch
 log = logging.getLogger("relate_fast")
 
 
+class RolloutError(RuntimeError):
+    """The rollout engine failed; the checkpoint holds the last finished step."""
+
+
 # --------------------------------------------------------------------------- distributed
 
 
@@ -428,9 +432,14 @@ class Trainer:
         rows = self._step_prompts(step)
         with _timer(times, "rollout"):
             pids = [self._prompt(r) for r in rows]
-            comps = self.engine.generate(pids, G, max_new_tokens=cfg.rollout.max_new_tokens,
-                                         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                                         seed=cfg.run.seed * 1_000_003 + step * self.world + self.rank)
+            try:
+                comps = self.engine.generate(pids, G, max_new_tokens=cfg.rollout.max_new_tokens,
+                                             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                                             seed=cfg.run.seed * 1_000_003 + step * self.world + self.rank)
+            except Exception as e:  # noqa: BLE001 - any engine failure ends the run the same way
+                raise RolloutError(f"rollout engine {self.engine.name!r} failed at GRPO step {step + 1}: "
+                                   f"{type(e).__name__}: {e}. The checkpoint in {self.ckpt_dir} holds step "
+                                   f"{self.state['step']}; run the same command again to resume.") from e
         flat_rows = [r for r in rows for _ in range(G)]
         flat_prompts = [p for p in pids for _ in range(G)]
         flat_comps = [c for group in comps for c in group]

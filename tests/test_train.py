@@ -276,3 +276,41 @@ def test_nan_loss_skips_steps_then_stops(tmp_path, monkeypatch, capsys):
     metrics = [json.loads(l) for l in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all(m["loss"] != m["loss"] for m in metrics)  # NaN recorded, steps skipped
     assert all(m["grad_norm"] != m["grad_norm"] for m in metrics)  # no optimizer step was taken
+
+
+def test_rollout_failure_and_ctrl_c_keep_the_checkpoint(tmp_path, monkeypatch, capsys):
+    import relate_fast.trainer as trainer_mod
+    from relate_fast.rollout.hf import HFEngine
+    from relate_fast.train import main
+
+    args = [str(tmp_path) if a is None else a for a in SMALL] + ["--eval.enabled", "false", "--grpo.steps", "4"]
+    real = HFEngine.generate
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("engine died")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(HFEngine, "generate", flaky)
+    assert main(args + ["--run.name", "crash"]) == 2
+    err = capsys.readouterr().err
+    assert "failed at GRPO step 3" in err and "engine died" in err and "holds step 2" in err
+    state = json.loads((tmp_path / "crash" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2
+    monkeypatch.setattr(HFEngine, "generate", real)
+    assert main(args + ["--run.name", "crash"]) == 0  # resumes from step 2 and finishes
+    assert [json.loads(l)["step"] for l in (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+    # Ctrl-C during a step: a checkpoint of the last finished step is written, exit code 130
+    real_step = trainer_mod.Trainer.grpo_step
+
+    def interrupt(self, step, ref):
+        if step == 1:
+            raise KeyboardInterrupt
+        return real_step(self, step, ref)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "grpo_step", interrupt)
+    assert main(args + ["--run.name", "ctrlc"]) == 130
+    assert json.loads((tmp_path / "ctrlc" / "checkpoint" / "state.json").read_text())["step"] == 1
