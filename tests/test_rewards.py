@@ -158,7 +158,8 @@ def test_combiner_arithmetic(relate_fn, small_bpe):
               + (c["ctcvr"] - c["ctcvr"].mean()) / (c["ctcvr"].std() + 1e-6)
               + (c["relevance"] - c["relevance"].mean()) / (c["relevance"].std() + 1e-6))
     np.testing.assert_allclose(out.sentence, expect)
-    assert set(c) == {"length", "format", "ctcvr", "relevance", "correctness", "diversity_token", "risk_token"}
+    assert set(c) == {"length", "format", "ctcvr", "relevance", "correctness", "diversity_token", "risk_token",
+                      "risk", "diversity"}  # the last two: weight-0 monitors (not in r_i, checked above)
     m = out.token_matrix()
     assert m.shape == (4, max(len(small_bpe.encode(t)) for t in texts)) and m.dtype == np.float32
     assert (m[1] <= -1).any() and out.compliant.tolist() == [True, False, True, True]
@@ -196,8 +197,11 @@ def test_equal_rewards_give_zero_advantages():
 def test_config_errors(small_bpe):
     with pytest.raises(ValueError, match="unknown reward preset 'model9'"):
         RewardConfig(preset="model9").component_specs()
-    with pytest.raises(ValueError, match="'risk_token', which is not active in preset 'model1'"):
-        RewardConfig(preset="model1", params={"risk_token": {"lam": 2}}).component_specs()
+    with pytest.raises(ValueError, match="unknown reward component 'risk_tokn'"):
+        RewardConfig(preset="model1", params={"risk_tokn": {"lam": 2}}).component_specs()
+    # an override of a component the preset leaves out is ignored (one config serves every preset)
+    assert "risk_token" not in {s.name for s in RewardConfig(preset="model1", monitor=False,
+                                                              params={"risk_token": {"lam": 2}}).component_specs()}
     with pytest.raises(ValueError, match="unknown reward component 'lenght'"):
         ComponentSpec("lenght")
     with pytest.raises(ValueError, match="normalize must be one of"):

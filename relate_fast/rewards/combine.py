@@ -30,6 +30,8 @@ __all__ = ["ComponentSpec", "PRESETS", "RewardConfig", "RewardContext", "RewardF
            "NgramWindow", "preset_components"]
 
 NORMALIZERS = ("none", "batch_z", "group_z")
+#: sentence-level components logged for every preset (weight 0 where the preset leaves them out)
+MONITORS = ("length", "format", "relevance", "correctness", "ctcvr", "risk", "diversity")
 
 
 @dataclass
@@ -103,20 +105,27 @@ class RewardConfig:
                          default="minilm")
     ctcvr_model: Optional[str] = _help("Folder of a trained CTCVR model (python -m relate_fast.rewards.ctcvr train).",
                                        default=None)
+    monitor: bool = _help("Also compute, with weight 0, the sentence-level components the preset leaves out "
+                          "(length, format, relevance, correctness, ctcvr, risk, diversity), for the metrics.",
+                          default=True)
 
-    def component_specs(self) -> List[ComponentSpec]:
+    def component_specs(self, *, monitors: Optional[bool] = None) -> List[ComponentSpec]:
+        """The preset's components with the overrides applied, plus (when `monitor` is on) weight-0
+        monitors: the sentence-level components the preset leaves out, computed for the metrics only
+        so that every preset logs the same curves (the paper's Figure 3)."""
         specs = preset_components(self.preset) + [ComponentSpec(**e) for e in self.extra]
-        names = {s.name for s in specs}
         for name in list(self.weights) + list(self.params) + list(self.normalize):
-            if name not in names:
-                raise ValueError(f"reward override for {name!r}, which is not active in preset {self.preset!r} "
-                                 f"(active: {sorted(names)})")
+            get_component(name)  # a typo fails here; an override for an inactive component is ignored
         for s in specs:
             s.weight = float(self.weights.get(s.name, s.weight))
             s.params.update(self.params.get(s.name, {}))
             s.normalize = self.normalize.get(s.name, s.normalize)
             if s.normalize not in NORMALIZERS:
                 raise ValueError(f"reward.normalize[{s.name!r}] must be one of {NORMALIZERS}, got {s.normalize!r}")
+        if self.monitor if monitors is None else monitors:
+            active = {s.name for s in specs}
+            specs += [ComponentSpec(name, weight=0.0, params=dict(self.params.get(name, {})))
+                      for name in MONITORS if name not in active]
         return specs
 
 
@@ -298,8 +307,18 @@ class RewardFunction:
         cfg.ctcvr_model unless given) and the judge (must be given when correctness_judge is active)."""
         from relate_fast.matcher import Blacklist, NgramCounter, TokenAligner
 
-        specs = cfg.component_specs()
+        specs = cfg.component_specs(monitors=False)
         needs = {n for s in specs for n in get_component(s.name).needs}
+        if cfg.monitor:  # weight-0 monitors, where their resources exist without loading anything new
+            have = {"blacklist"} | ({"ngrams"} if tokenizer is not None or "ngrams" in needs else set()) \
+                | ({"encoder"} if encoder is not None or "encoder" in needs else set()) \
+                | ({"ctcvr"} if ctcvr is not None or cfg.ctcvr_model is not None else set())
+            if "ctcvr" in have:
+                have.add("encoder")
+            monitors = [m for m in cfg.component_specs(monitors=True)[len(specs):]
+                        if set(get_component(m.name).needs) <= have]
+            specs += monitors
+            needs |= {n for s in monitors for n in get_component(s.name).needs}
         token_level = any(get_component(s.name).granularity == TOKEN for s in specs)
         blacklist = (Blacklist.from_file(cfg.blacklist, normalize=cfg.blacklist_normalize) if cfg.blacklist
                      else Blacklist.default(normalize=cfg.blacklist_normalize))
