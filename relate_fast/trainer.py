@@ -387,11 +387,12 @@ class Trainer:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             self.policy.module.save_pretrained(self.run_dir / "final")
             tok.save_pretrained(self.run_dir / "final")
-            try:
-                from relate_fast.plots import plot_rewards
-                plot_rewards(self.run_dir / "metrics.jsonl", self.run_dir / "plots")
-            except ImportError as e:
-                self._log(f"plots skipped: {e}")
+            if (self.run_dir / "metrics.jsonl").is_file():  # no GRPO step, no curves
+                try:
+                    from relate_fast.plots import plot_rewards
+                    plot_rewards(self.run_dir / "metrics.jsonl", self.run_dir / "plots")
+                except ImportError as e:
+                    self._log(f"plots skipped: {e}")
             if cfg.eval.enabled:
                 b, f = summary["baseline"], summary["final"]
                 self._log("summary (baseline -> final): " + ", ".join(
