@@ -204,6 +204,8 @@ def main(argv=None):
         if "peak_mem_gib" in o:
             result["ratios"]["peak_mem"] = o["peak_mem_gib"] / t["peak_mem_gib"]
     print(json.dumps(result, indent=2))
+    import shutil
+    shutil.rmtree(work, ignore_errors=True)  # model folders and checkpoints: GBs per run
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 
