@@ -30,7 +30,7 @@ import torch
 
 from relate_fast.config import Config, config_to_dict
 from relate_fast.data.ads import AdPrompt, load_ads
-from relate_fast.grpo import grpo_micro_loss, micro_batches, pack, sequence_logprobs
+from relate_fast.grpo import completion_hidden, grpo_micro_loss, micro_batches, pack, sequence_logprobs
 from relate_fast.loss import group_advantages
 from relate_fast.models import build_tiny_model, load_policy, prompt_ids
 from relate_fast.rewards import RewardFunction, RolloutBatch
@@ -229,8 +229,8 @@ class Trainer:
         if self.cfg.model.path is not None:
             return Path(self.cfg.model.path)
         cache = Path(self.cfg.run.out_dir) / "_tiny_model"
-        if self.rank == 0:
-            folder = build_tiny_model(self.cfg.model.tiny, cache, seed=self.cfg.run.seed)
+        if self.rank == 0:  # one rank builds; the others then find it cached
+            build_tiny_model(self.cfg.model.tiny, cache, seed=self.cfg.run.seed)
         self._barrier()
         return build_tiny_model(self.cfg.model.tiny, cache, seed=self.cfg.run.seed)
 
@@ -261,7 +261,6 @@ class Trainer:
                 p = [prompt_ids(tok, r.prompt) for r in batch]
                 c = [tok.encode(r.reference, add_special_tokens=False) + [tok.eos_token_id] for r in batch]
                 packed = pack(p, c, tok.pad_token_id)
-                from relate_fast.grpo import completion_hidden
                 h = completion_hidden(model, packed)
                 logits = torch.nn.functional.linear(h, model.lm_head.weight).float()
                 loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), packed.targets.to(h.device).flatten(),
@@ -322,8 +321,9 @@ class Trainer:
         cold = self.cold_start(base)
         from relate_fast.rewards.embedding import make_encoder
 
-        encoder = make_encoder(cfg.ctcvr.encoder if cfg.reward.encoder == cfg.ctcvr.encoder else cfg.reward.encoder)
-        ctcvr = self.ctcvr_model(encoder if cfg.reward.encoder == cfg.ctcvr.encoder else make_encoder(cfg.ctcvr.encoder))
+        encoder = make_encoder(cfg.reward.encoder)
+        same = cfg.ctcvr.encoder == cfg.reward.encoder  # one model in memory when both use the same
+        ctcvr = self.ctcvr_model(encoder if same else make_encoder(cfg.ctcvr.encoder))
         policy, tok = load_policy(cold, dtype=cfg.model.dtype, attn=cfg.model.attn_implementation, device=_device())
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -182,13 +182,20 @@ def _parse_row(obj, path, line_no) -> AdPrompt:
                     reference_title=title, reference_description=desc, split=split)
 
 
-def _read_lines(path) -> Iterable[Tuple[int, str]]:
+def iter_jsonl(path, what: str = "file") -> Iterable[Tuple[int, object]]:
+    """(line number, parsed object) for each non-blank line of a UTF-8 JSONL file; a missing file,
+    bad encoding or invalid JSON is an error naming `what`, the file and the line."""
     try:
         with open(path, encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
-                yield i, line
+                if not line.strip():
+                    continue
+                try:
+                    yield i, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{i}: invalid JSON ({e.msg} at column {e.colno})") from None
     except FileNotFoundError:
-        raise FileNotFoundError(f"ad dataset {path}: no such file") from None
+        raise FileNotFoundError(f"{what} {path}: no such file") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from None
 
@@ -208,13 +215,7 @@ def load_ads(path=None, *, split: Optional[str] = None, langs: Optional[Sequence
     if path is None:
         path = resources.files("relate_fast.data") / SAMPLE_ADS
     rows, seen = [], {}
-    for line_no, line in _read_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{line_no}: invalid JSON ({e.msg} at column {e.colno})") from None
+    for line_no, obj in iter_jsonl(path, "ad dataset"):
         row = _parse_row(obj, path, line_no)
         if row.id in seen:
             raise _row_error(path, line_no, "id", f"duplicate id {row.id!r} (first on line {seen[row.id]})")

@@ -226,18 +226,15 @@ def _unflag_labels_chars(mask: np.ndarray, text: str) -> np.ndarray:
 def _unflag_labels_tokens(mask: np.ndarray, ids, aligner) -> np.ndarray:
     if not mask.any():
         return mask
-    pieces = [aligner.token_bytes(t) for t in ids]
-    data = b"".join(pieces)
-    text = data.decode("utf-8", errors="replace")
-    spans = [(len(text[:mt.start()].encode()), len(text[:mt.end()].encode())) for mt in _LABEL_RE.finditer(text)]
-    if not spans or "\ufffd" in text:  # byte offsets are exact only for valid UTF-8
+    # the native decode gives the code points and, per code point and per token, its first byte
+    cps, cp_byte, tok_byte = aligner._table.decode(ids)
+    if (cps == 0xFFFD).any():  # invalid UTF-8: byte offsets of labels would not be exact
         return mask
-    pos = 0
-    for k, piece in enumerate(pieces):
-        end = pos + len(piece)
-        if mask[k] and any(pos < b and a < end for a, b in spans):
-            mask[k] = False  # the token overlaps a label
-        pos = end
+    text = cps.astype(np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
+    starts, ends = tok_byte[:-1], tok_byte[1:]
+    for mt in _LABEL_RE.finditer(text):
+        a, b = cp_byte[mt.start()], cp_byte[mt.end()]
+        mask &= ~((starts < b) & (a < ends))  # tokens overlapping a label
     return mask
 
 

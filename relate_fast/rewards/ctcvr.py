@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from relate_fast.data.ads import ad_body
+from relate_fast.data.ads import ad_body, iter_jsonl
 
 __all__ = ["CTCVRNet", "CTCVRModel", "ImpressionTable", "read_logs", "train_ctcvr", "auc", "log_loss"]
 
@@ -102,32 +102,21 @@ def row_record(row) -> dict:
 def read_logs(path) -> List[dict]:
     """Reads impression logs; a malformed record is a ValueError naming the file, line and field."""
     out = []
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"impression log {path}: no such file") from None
-    with f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object")
-            for name, typ in _LOG_FIELDS.items():
-                if name not in rec:
-                    raise ValueError(f"{path}:{i}: field '{name}': missing")
-                v = rec[name]
-                if typ is int:
-                    if v not in (0, 1) or isinstance(v, float):
-                        raise ValueError(f"{path}:{i}: field '{name}': must be 0 or 1, got {v!r}")
-                elif not isinstance(v, typ):
-                    raise ValueError(f"{path}:{i}: field '{name}': must be {typ.__name__}, got {type(v).__name__}")
-            if rec["conversion"] and not rec["click"]:
-                raise ValueError(f"{path}:{i}: field 'conversion': a conversion without a click")
-            out.append(rec)
+    for i, rec in iter_jsonl(path, "impression log"):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{i}: expected a JSON object")
+        for name, typ in _LOG_FIELDS.items():
+            if name not in rec:
+                raise ValueError(f"{path}:{i}: field '{name}': missing")
+            v = rec[name]
+            if typ is int:
+                if v not in (0, 1) or isinstance(v, float):
+                    raise ValueError(f"{path}:{i}: field '{name}': must be 0 or 1, got {v!r}")
+            elif not isinstance(v, typ):
+                raise ValueError(f"{path}:{i}: field '{name}': must be {typ.__name__}, got {type(v).__name__}")
+        if rec["conversion"] and not rec["click"]:
+            raise ValueError(f"{path}:{i}: field 'conversion': a conversion without a click")
+        out.append(rec)
     if not out:
         raise ValueError(f"{path}: no impressions")
     return out
