@@ -114,7 +114,7 @@ def main(argv=None):
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     res["info"] = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), device=device,
-                       torch=torch.__version__, rollout_engine=trainer.engine.name, world=trainer.world,
+                       torch=torch.__version__, rollout_engine=trainer.rollout.name, world=trainer.world,
                        policy="qwen3-0.6b-shaped random, real tokenizer" if args.gpu else "tiny default",
                        steps=steps, wall_s=round(wall, 1), overrides=over[len(common):] + extra)
     print(json.dumps(res, indent=2))

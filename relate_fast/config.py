@@ -17,7 +17,7 @@ import yaml
 from relate_fast.rewards.combine import RewardConfig
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "SFTConfig", "CTCVRConfig", "GRPOConfig",
-           "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "config_to_dict", "format_help"]
+           "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "config_to_dict", "format_help", "validate"]
 
 
 def _f(default, help: str):
@@ -62,6 +62,9 @@ class ModelConfig:
     attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU, else sdpa), sdpa, eager, "
                                           "flash_attention_2.")
     gradient_checkpointing: bool = _f(False, "Non-reentrant activation checkpointing of the decoder layers.")
+    init: str = _f("pretrained", "pretrained: the weights at model.path; random: the architecture of model.path's "
+                                 "config.json with seeded random weights (a model's shape without its weights, for "
+                                 "benchmarks; vLLM then starts from dummy weights and gets the policy's pushed).")
 
 
 @dataclass
@@ -81,7 +84,12 @@ class RolloutConfig:
     top_p: float = _f(1.0, "Nucleus sampling (1 = off: the loss assumes the full distribution).")
     vllm_kv_cache_gb: float = _f(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.")
     vllm_gpu_memory_utilization: float = _f(0.3, "vLLM's share of GPU memory on CUDA.")
-    vllm_sleep: bool = _f(True, "On CUDA, put vLLM to sleep (KV cache freed, weights offloaded) during the update.")
+    vllm_sleep: bool = _f(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed).")
+    vllm_sleep_level: int = _f(2, "vLLM sleep level: 2 discards the weights (the policy's are pushed after every "
+                                  "update anyway), 1 keeps a CPU copy of them.")
+    vllm_execution: str = _f("compiled", "On CUDA: compiled (vLLM's default: torch.compile + CUDA graphs), "
+                                         "cuda_graphs (full CUDA graphs for decoding, no compilation: starts faster), "
+                                         "or eager. The CPU always runs eager.")
 
 
 @dataclass
@@ -102,9 +110,14 @@ class CTCVRConfig:
 
 @dataclass
 class GRPOConfig:
-    steps: int = _f(40, "GRPO steps (one rollout batch and one optimizer step each).")
+    steps: int = _f(40, "GRPO steps (one rollout batch each, then mini_batches x epochs optimizer steps).")
+    mini_batches: int = _f(1, "Optimizer steps per pass over a rollout batch, each on an equal share of its groups "
+                              "(groups kept whole; must divide rollout.prompts_per_step). Like verl's PPO "
+                              "mini-batches. With one update per batch (mini_batches = epochs = 1) the policy is "
+                              "on-policy: no old log-probs are computed and the ratio is 1.")
+    epochs: int = _f(1, "Passes over each rollout batch (like TRL's num_iterations).")
     lr: float = _f(5e-4, "Learning rate (AdamW, constant after warm-up).")
-    warmup_steps: int = _f(2, "Linear warm-up steps.")
+    warmup_steps: int = _f(2, "Linear warm-up, in GRPO steps.")
     beta: float = _f(0.02, "KL coefficient (k3 to the cold-start reference); 0 skips the reference entirely.")
     eps_low: float = _f(0.2, "Lower clip range.")
     eps_high: float = _f(0.28, "Upper clip range (clip-higher).")
@@ -278,7 +291,42 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     for k, v in parse_overrides(overrides):
         _set_dotted(over, k, v)
     tree = _merge(tree, over)
-    return _build(Config, tree, "")
+    return validate(_build(Config, tree, ""))
+
+
+def validate(cfg: Config) -> Config:
+    """Ranges and constraints between fields, checked when the config loads; each error names the field."""
+    def need(ok: bool, field: str, msg: str):
+        if not ok:
+            raise ValueError(f"{field}: {msg}")
+
+    r, g = cfg.rollout, cfg.grpo
+    need(r.group_size >= 2, "rollout.group_size", f"must be >= 2 (GRPO compares responses within a group), got {r.group_size}")
+    need(r.prompts_per_step >= 1, "rollout.prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
+    need(r.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
+    need(r.engine in ("auto", "vllm", "hf"), "rollout.engine", f"must be auto, vllm or hf, got {r.engine!r}")
+    need(r.vllm_sleep_level in (1, 2), "rollout.vllm_sleep_level", f"must be 1 or 2, got {r.vllm_sleep_level}")
+    need(r.vllm_execution in ("compiled", "cuda_graphs", "eager"), "rollout.vllm_execution",
+         f"must be compiled, cuda_graphs or eager, got {r.vllm_execution!r}")
+    need(0 < r.vllm_gpu_memory_utilization < 1, "rollout.vllm_gpu_memory_utilization",
+         f"must be in (0, 1), got {r.vllm_gpu_memory_utilization}")
+    need(g.steps >= 0, "grpo.steps", f"must be >= 0, got {g.steps}")
+    need(g.mini_batches >= 1, "grpo.mini_batches", f"must be >= 1, got {g.mini_batches}")
+    need(g.epochs >= 1, "grpo.epochs", f"must be >= 1, got {g.epochs}")
+    need(r.prompts_per_step % g.mini_batches == 0, "grpo.mini_batches",
+         f"{g.mini_batches} must divide rollout.prompts_per_step ({r.prompts_per_step}): a mini-batch holds whole groups")
+    need(g.micro_batch_tokens >= 1, "grpo.micro_batch_tokens", f"must be >= 1, got {g.micro_batch_tokens}")
+    need(g.beta >= 0, "grpo.beta", f"must be >= 0, got {g.beta}")
+    from relate_fast.loss import LOSS_TYPES
+    from relate_fast.rewards.combine import PRESETS
+
+    need(g.loss_type in LOSS_TYPES, "grpo.loss_type", f"must be one of {LOSS_TYPES}, got {g.loss_type!r}")
+    need(cfg.reward.preset in PRESETS, "reward.preset", f"must be one of {sorted(PRESETS)}, got {cfg.reward.preset!r}")
+    need(cfg.model.init in ("pretrained", "random"), "model.init", f"must be pretrained or random, got {cfg.model.init!r}")
+    need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
+         "random needs model.path (a folder with the architecture's config.json and tokenizer)")
+    need(cfg.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {cfg.model.dtype!r}")
+    return cfg
 
 
 def _build_tree_check(loaded, where):

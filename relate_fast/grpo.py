@@ -25,23 +25,42 @@ class PackedBatch:
     targets: torch.Tensor  # [B, C] completion ids (0 where padded)
     mask: torch.Tensor  # [B, C] float, 1 on completion tokens
     prompt_width: int
+    prompt_lens: torch.Tensor  # [B] int64, always on the CPU: trimming never waits for the device
+    completion_lens: torch.Tensor  # [B] int64, CPU
+
+    def to(self, device) -> "PackedBatch":
+        """The token tensors on `device` (the lengths stay on the CPU)."""
+        return PackedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device),
+                           self.targets.to(device), self.mask.to(device), self.prompt_width, self.prompt_lens,
+                           self.completion_lens)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        """Completion tokens (counted on the CPU: no device sync)."""
+        return int(self.completion_lens.sum())
+
+    def widths(self, idx) -> tuple:
+        """(prompt width, completion width) of rows `idx` trimmed to their longest prompt and completion."""
+        return int(self.prompt_lens[idx].max()), max(int(self.completion_lens[idx].max()), 1)
 
     def rows(self, idx: slice) -> "PackedBatch":
         """Rows `idx`, trimmed to their longest prompt and completion (less padding per micro-batch)."""
-        am = self.attention_mask[idx]
         P = self.prompt_width
-        prompt_len = int(am[:, :P].sum(1).max())
-        comp_len = max(int(self.mask[idx].sum(1).max()), 1)
+        prompt_len, comp_len = self.widths(idx)
         cols = slice(P - prompt_len, P + comp_len)
-        return PackedBatch(self.input_ids[idx, cols], am[:, cols], self.position_ids[idx, cols],
-                           self.targets[idx, :comp_len], self.mask[idx, :comp_len], prompt_len)
+        return PackedBatch(self.input_ids[idx, cols], self.attention_mask[idx, cols], self.position_ids[idx, cols],
+                           self.targets[idx, :comp_len], self.mask[idx, :comp_len], prompt_len,
+                           self.prompt_lens[idx], self.completion_lens[idx])
 
 
 def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     B = len(prompts)
-    P = max(len(p) for p in prompts)
+    P = max((len(p) for p in prompts), default=1)
     C = max(max((len(c) for c in completions), default=0), 1)
     ids = torch.full((B, P + C), pad_id, dtype=torch.long)
     am = torch.zeros((B, P + C), dtype=torch.long)
@@ -55,7 +74,8 @@ def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
             targets[i, :len(c)] = torch.tensor(c, dtype=torch.long)
             mask[i, :len(c)] = 1
     pos = (am.cumsum(1) - 1).clamp(min=0)
-    return PackedBatch(ids, am, pos, targets, mask, P)
+    return PackedBatch(ids, am, pos, targets, mask, P, torch.tensor([len(p) for p in prompts], dtype=torch.long),
+                       torch.tensor([len(c) for c in completions], dtype=torch.long))
 
 
 def micro_batches(batch: PackedBatch, token_budget: int) -> List[slice]:
@@ -85,7 +105,8 @@ def completion_hidden(model, mb: PackedBatch) -> torch.Tensor:
 @torch.no_grad()
 def sequence_logprobs(model, batch: PackedBatch, token_budget: int, *, temperature: float = 1.0,
                       return_entropy: bool = False):
-    """Per-token log-probs [B, C] (fp32) of the completions under `model`, via fused_logprobs."""
+    """Per-token log-probs [B, C] (fp32, on the model's device: the loss reads them there) of the
+    completions under `model`, via fused_logprobs; zero where the mask is."""
     _, weight = _decoder(model)
     lps, ents = [], []
     C = batch.targets.shape[1]
@@ -95,11 +116,12 @@ def sequence_logprobs(model, batch: PackedBatch, token_budget: int, *, temperatu
         res = fused_logprobs(h, weight, mb.targets.to(h.device), temperature=temperature, return_entropy=return_entropy)
         lp, ent = res if return_entropy else (res, None)
         pad = C - lp.shape[1]
-        lps.append(torch.nn.functional.pad(lp.float().cpu(), (0, pad)))
+        lps.append(torch.nn.functional.pad(lp.float(), (0, pad)))
         if ent is not None:
-            ents.append(torch.nn.functional.pad(ent.float().cpu(), (0, pad)))
-    lp = torch.cat(lps) * batch.mask
-    return (lp, torch.cat(ents) * batch.mask) if return_entropy else lp
+            ents.append(torch.nn.functional.pad(ent.float(), (0, pad)))
+    mask = batch.mask.to(lps[0].device)
+    lp = torch.cat(lps) * mask
+    return (lp, torch.cat(ents) * mask) if return_entropy else lp
 
 
 def grpo_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Tensor, *, token_rewards=None,
@@ -128,4 +150,4 @@ def grpo_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Tenso
         loss, metrics = fused_grpo_loss(h, weight, mb.targets.to(dev), mb.mask.to(dev), adv, loss_type=loss_type,
                                         max_completion_length=max_completion_length, **kw)
         loss = loss * (mb.targets.shape[0] / total_rows)
-    return loss, metrics, float(mb.mask.sum())
+    return loss, metrics, mb.num_tokens

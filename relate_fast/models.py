@@ -16,7 +16,7 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["build_tiny_model", "load_policy", "prompt_ids", "attn_implementation", "EOS"]
+__all__ = ["build_tiny_model", "load_policy", "prompt_ids", "attn_implementation", "EOS", "INITS"]
 
 EOS = "<|endoftext|>"
 _SPECIALS = [EOS, "<|im_start|>", "<|im_end|>"]
@@ -68,13 +68,28 @@ def build_tiny_model(tiny_cfg, cache_root, *, seed: int = 0) -> Path:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.rename(folder)  # atomic: a half-written folder is never picked up
+    try:
+        tmp.rename(folder)  # atomic: a half-written folder is never picked up
+    except OSError:  # another process finished the same folder first
+        if not (folder / "config.json").is_file():
+            raise
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
-def load_policy(path, *, dtype: str = "float32", attn: str = "auto", device="cpu") -> Tuple[object, object]:
-    """(model, tokenizer) from a local folder or a name; a missing folder is a clear error."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+INITS = ("pretrained", "random")
+
+
+def load_policy(path, *, dtype: str = "float32", attn: str = "auto", device="cpu", init: str = "pretrained",
+                seed: int = 0) -> Tuple[object, object]:
+    """(model, tokenizer) from a local folder or a name; a missing folder is a clear error.
+
+    init="random" builds the architecture of the folder's config.json with freshly initialised
+    weights (seeded: every call and every rank gets the same ones) directly on `device`: the shape of a
+    model without its weights (benchmarks of Qwen3-8B with only its config and tokenizer)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     p = str(path)
     if not os.path.isdir(os.path.expanduser(p)):
@@ -85,9 +100,19 @@ def load_policy(path, *, dtype: str = "float32", attn: str = "auto", device="cpu
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
         raise ValueError(f"model.dtype must be float32 or bfloat16, got {dtype!r}")
+    if init not in INITS:
+        raise ValueError(f"model.init must be one of {INITS}, got {init!r}")
     try:
         tok = AutoTokenizer.from_pretrained(p)
-        model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype, attn_implementation=attn_implementation(attn))
+        if init == "random":
+            config = AutoConfig.from_pretrained(p)
+            torch.manual_seed(seed)
+            with torch.device(device):
+                model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype,
+                                                         attn_implementation=attn_implementation(attn))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype,
+                                                         attn_implementation=attn_implementation(attn))
     except OSError as e:
         raise FileNotFoundError(f"model.path {p}: cannot load a model and tokenizer ({e})") from None
     if tok.pad_token is None:

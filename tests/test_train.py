@@ -116,7 +116,7 @@ def test_micro_batch_losses_and_grads_add_up(loss_type):
 
 
 def test_repeated_updates_on_a_fixed_batch_lower_the_loss():
-    from relate_fast.trainer import PolicyEngine
+    from relate_fast.policy import PolicyUpdater
 
     prompts, comps = random_batch(2, rows=10)
     comps = [c or [5] for c in comps]
@@ -125,10 +125,10 @@ def test_repeated_updates_on_a_fixed_batch_lower_the_loss():
     adv = torch.tensor([1.0, -1.0] * 5)
     old = sequence_logprobs(model, batch, 10**6)
     cfg = load_config(None, ["--grpo.lr", "0.003", "--deepspeed.enabled", "false"])
-    eng = PolicyEngine(model, cfg, world=1)
+    eng = PolicyUpdater(model, cfg, world=1)
     losses = []
     for _ in range(6):
-        loss, _, _ = grpo_micro_loss(eng.module, batch, slice(0, 10), adv, old_logprobs=old, eps_high=10.0,
+        loss, _, _ = grpo_micro_loss(eng.model, batch, slice(0, 10), adv, old_logprobs=old, eps_high=10.0,
                                      eps_low=0.9, total_rows=10, total_tokens=float(batch.mask.sum()),
                                      max_completion_length=8)
         eng.backward(loss, boundary=True)
@@ -206,7 +206,7 @@ def _run(tmp_path, name, steps):
 
 
 def _comparable(m):
-    return {k: v for k, v in m.items() if not k.startswith("time/") and k != "tokens_per_second"}
+    return {k: v for k, v in m.items() if not k.startswith(("time/", "tokens_per_second"))}
 
 
 @pytest.mark.slow
@@ -258,16 +258,16 @@ def test_trainer_under_torchrun_two_ranks(tmp_path):
 
 
 def test_nan_loss_skips_steps_then_stops(tmp_path, monkeypatch, capsys):
-    import relate_fast.trainer as trainer_mod
+    import relate_fast.step as step_mod
     from relate_fast.train import main
 
-    real = trainer_mod.grpo_micro_loss
+    real = step_mod.grpo_micro_loss
 
     def nan_loss(*a, **k):
         loss, m, n = real(*a, **k)
         return loss * float("nan"), m, n
 
-    monkeypatch.setattr(trainer_mod, "grpo_micro_loss", nan_loss)
+    monkeypatch.setattr(step_mod, "grpo_micro_loss", nan_loss)
     args = [str(tmp_path) if a is None else a for a in SMALL]
     with pytest.warns(UserWarning, match="non-finite loss, step skipped"):
         rc = main(args + ["--run.name", "nan", "--grpo.steps", "5", "--run.max_nan_steps", "2",
@@ -306,10 +306,10 @@ def test_rollout_failure_and_ctrl_c_keep_the_checkpoint(tmp_path, monkeypatch, c
     # Ctrl-C during a step: a checkpoint of the last finished step is written, exit code 130
     real_step = trainer_mod.Trainer.grpo_step
 
-    def interrupt(self, step, ref):
+    def interrupt(self, step):
         if step == 1:
             raise KeyboardInterrupt
-        return real_step(self, step, ref)
+        return real_step(self, step)
 
     monkeypatch.setattr(trainer_mod.Trainer, "grpo_step", interrupt)
     assert main(args + ["--run.name", "ctrlc"]) == 130

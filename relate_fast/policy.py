@@ -1,0 +1,107 @@
+"""The trainable policy: the HF model, its optimizer, and the DeepSpeed ZeRO-2 engine around them.
+
+Three objects are easily confused in an RL trainer; here each has one name:
+
+- the **rollout engine** (`relate_fast.rollout`): vLLM or HF generate, samples completions;
+- the **policy updater** (`PolicyUpdater`, this module): owns the trainable model and its optimizer;
+  `updater.model` is the plain HF module (what the loss reads and what is pushed to the rollout engine);
+- the **DeepSpeed engine** (`updater.ds_engine`): DeepSpeed's wrapper that shards optimizer states and
+  gradients (ZeRO-2); None when deepspeed.enabled is false (then plain torch: gradients averaged
+  across ranks by an all-reduce before each optimizer step).
+
+Accumulation boundaries are explicit: micro-batches come from a token budget, so their number
+changes from step to step and DeepSpeed's fixed gradient_accumulation_steps cannot describe them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+__all__ = ["PolicyUpdater"]
+
+
+class PolicyUpdater:
+    def __init__(self, model, cfg, world: int):
+        self.cfg, self.world = cfg, world
+        self.model = model
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.grpo.lr, weight_decay=cfg.grpo.weight_decay,
+                                betas=(0.9, 0.99))
+        self.ds_engine = None
+        if cfg.deepspeed.enabled:
+            import importlib
+
+            import deepspeed
+
+            # The CPU shared-memory comm op JIT-compiles for minutes; gloo is enough. (`import
+            # deepspeed.comm.torch as m` would bind the torch package: deepspeed.comm imports torch.)
+            importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+            ds = cfg.deepspeed
+            ds_cfg = {
+                "train_micro_batch_size_per_gpu": 1,
+                "gradient_accumulation_steps": 1,  # boundaries are set explicitly (token-budget micro-batches)
+                "gradient_clipping": cfg.grpo.max_grad_norm,
+                "zero_optimization": {"stage": ds.zero_stage, "overlap_comm": ds.overlap_comm and torch.cuda.is_available(),
+                                      "reduce_bucket_size": ds.reduce_bucket_size,
+                                      "allgather_bucket_size": ds.allgather_bucket_size, "contiguous_gradients": True},
+                "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
+                "zero_allow_untested_optimizer": True,
+                "steps_per_print": 10**9,
+                "wall_clock_breakdown": False,
+            }
+            self.ds_engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_cfg)
+            self.model = self.ds_engine.module
+        else:
+            self.optimizer = opt
+
+    def set_lr(self, lr: float):
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    def backward(self, loss, boundary: bool):
+        if self.ds_engine is not None:
+            self.ds_engine.set_gradient_accumulation_boundary(boundary)
+            self.ds_engine.backward(loss)
+        else:
+            loss.backward()
+
+    def step(self) -> float:
+        """One optimizer step on the accumulated gradients; returns the global gradient norm."""
+        if self.ds_engine is not None:
+            self.ds_engine.step()
+            gn = self.ds_engine.get_global_grad_norm()
+            return float(gn) if gn is not None else float("nan")
+        if self.world > 1:  # the loss calls the trunk directly, so no DDP hook would see it: reduce here
+            import torch.distributed as dist
+
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(self.world)
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grpo.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(gn)
+
+    def discard_gradients(self):
+        if self.ds_engine is not None:
+            self.ds_engine.zero_grad()
+            self.ds_engine.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def save(self, folder: Path, client_state: dict):
+        if self.ds_engine is not None:
+            self.ds_engine.save_checkpoint(str(folder), tag="policy", client_state=client_state)
+        else:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "client_state": client_state}, folder / "policy.pt")
+
+    def load(self, folder: Path) -> dict:
+        if self.ds_engine is not None:
+            _, client = self.ds_engine.load_checkpoint(str(folder), tag="policy")
+            return client
+        state = torch.load(folder / "policy.pt", map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        return state["client_state"]

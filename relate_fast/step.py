@@ -1,0 +1,283 @@
+"""One GRPO step as a chain of stages over one typed batch that stays on the device.
+
+    sample ──► score ──► advantages ──► log-probs ──► update ──► push
+    rollout    sentence    eq. 8 + α·r_tok  old (only with    mini-batches ×   new weights
+    engine     + token     (on the device)  several updates)  epochs of whole  into the
+               rewards                      and reference     groups           rollout engine
+
+`GRPOStep` holds what a step needs (the config, the rollout engine, the policy updater, the reward
+function, the tokenizer, the reference model when β > 0) and knows nothing of phases, checkpoints or
+files: `relate_fast.trainer.Trainer` drives it. Each stage is a method that fills a `StepBatch`, so
+a stage can be run and tested on its own; `run` chains them and times them.
+
+Token ids and texts live on the host (the rewards read them there); once scored, the batch's tensors
+(packed ids, advantages, token rewards, old and reference log-probs) are on the policy's device and
+stay there until the update has consumed them. The only host syncs of the update are one per
+optimizer step (the all-ranks finite check and the gradient norm) and the metrics at the end.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from relate_fast.distributed import all_gather_objects, all_ranks_true, device
+from relate_fast.grpo import PackedBatch, grpo_micro_loss, micro_batches, pack, sequence_logprobs
+from relate_fast.loss import group_advantages
+from relate_fast.rewards import RolloutBatch
+
+__all__ = ["StepBatch", "GRPOStep", "RolloutError", "lr_at"]
+
+
+class RolloutError(RuntimeError):
+    """The rollout engine failed during a step."""
+
+
+@dataclass
+class StepBatch:
+    """The responses of one step on this rank: `group_size` consecutive rows per prompt."""
+
+    prompts: Sequence  # [B] AdPrompt each response answers
+    prompt_ids: List[List[int]]  # [B]
+    completion_ids: List[List[int]]  # [B], EOS included where the policy stopped
+    group_size: int
+    packed: Optional[PackedBatch] = None  # on the device after `score`
+    rewards: Optional[object] = None  # RewardOutput (host): r_i, components, compliance
+    advantages: Optional[torch.Tensor] = None  # [B] A_sent, device
+    token_rewards: Optional[torch.Tensor] = None  # [B, C] r_tok, device (None: no token component)
+    old_logprobs: Optional[torch.Tensor] = None  # [B, C] device; None: on-policy (ρ ≡ 1)
+    ref_logprobs: Optional[torch.Tensor] = None  # [B, C] device; None: β = 0
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self) // self.group_size
+
+    def select(self, rows: slice) -> "StepBatch":
+        """Rows `rows` (whole groups), every [B, C] tensor trimmed to the rows' longest completion."""
+        packed = self.packed.rows(rows)
+        C = packed.targets.shape[1]
+
+        def cut(x):
+            return None if x is None else x[rows, :C]
+
+        return replace(self, prompts=self.prompts[rows], prompt_ids=self.prompt_ids[rows],
+                       completion_ids=self.completion_ids[rows], packed=packed,
+                       advantages=None if self.advantages is None else self.advantages[rows],
+                       token_rewards=cut(self.token_rewards), old_logprobs=cut(self.old_logprobs),
+                       ref_logprobs=cut(self.ref_logprobs))
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class GRPOStep:
+    def __init__(self, cfg, *, rollout, updater, reward_fn, tokenizer, reference=None, rank: int = 0, world: int = 1):
+        self.cfg, self.rollout, self.updater, self.reward_fn, self.tok = cfg, rollout, updater, reward_fn, tokenizer
+        self.reference, self.rank, self.world = reference, rank, world
+        if cfg.grpo.beta != 0 and reference is None:
+            raise ValueError("grpo.beta > 0 needs the reference policy")
+
+    @property
+    def updates_per_batch(self) -> int:
+        return self.cfg.grpo.mini_batches * self.cfg.grpo.epochs
+
+    # -- stages -----------------------------------------------------------------------------------
+    def sample(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> StepBatch:
+        """G completions per prompt from the rollout engine, with a seed per (step, rank)."""
+        cfg, G = self.cfg, self.cfg.rollout.group_size
+        try:
+            groups = self.rollout.generate(prompt_ids, G, max_new_tokens=cfg.rollout.max_new_tokens,
+                                           temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                                           seed=cfg.run.seed * 1_000_003 + index * self.world + self.rank)
+        except Exception as e:  # noqa: BLE001 - any engine failure ends the step the same way
+            raise RolloutError(f"rollout engine {self.rollout.name!r} failed at GRPO step {index + 1}: "
+                               f"{type(e).__name__}: {e}") from e
+        return StepBatch(prompts=[r for r in prompts for _ in range(G)],
+                         prompt_ids=[list(p) for p in prompt_ids for _ in range(G)],
+                         completion_ids=[list(c) for group in groups for c in group], group_size=G)
+
+    def score(self, b: StepBatch) -> None:
+        """Sentence rewards r_i and token rewards r_tok; packs the batch onto the device. Under data
+        parallelism the n-gram window counts every rank's responses, so G_high is the same everywhere
+        (groups themselves never leave their rank)."""
+        texts = self.tok.batch_decode(b.completion_ids, skip_special_tokens=True)
+        local = RolloutBatch(b.prompts, texts, b.completion_ids, group_size=b.group_size)
+        everyone = None
+        if self.world > 1:
+            parts = all_gather_objects((list(b.prompts), list(texts), b.completion_ids))
+            everyone = RolloutBatch([r for p in parts for r in p[0]], [t for p in parts for t in p[1]],
+                                    [x for p in parts for x in p[2]], group_size=b.group_size)
+        b.rewards = self.reward_fn(local, ngram_batch=everyone)
+        b.packed = pack(b.prompt_ids, b.completion_ids, self.tok.pad_token_id).to(device())
+        if b.rewards.token is not None:
+            C = b.packed.targets.shape[1]
+            b.token_rewards = torch.from_numpy(b.rewards.token_matrix(C)).to(device())
+
+    def compute_advantages(self, b: StepBatch) -> None:
+        """A_sent = z-score of r_i within each group (eq. 8), on the device; the loss adds α·r_tok."""
+        r = torch.from_numpy(np.asarray(b.rewards.sentence, dtype=np.float32)).to(device())
+        b.advantages = group_advantages(r, b.group_size)
+
+    def compute_logprobs_old(self, b: StepBatch) -> None:
+        """Old log-probs, needed only when the batch is updated more than once: with one update ρ ≡ 1
+        and the loss takes old = logp detached (no extra forward)."""
+        b.old_logprobs = sequence_logprobs(self.updater.model, b.packed, self.cfg.grpo.micro_batch_tokens,
+                                           temperature=self.cfg.rollout.temperature)
+
+    def compute_logprobs_ref(self, b: StepBatch) -> None:
+        """Reference log-probs for the k3 KL term (β > 0)."""
+        b.ref_logprobs = sequence_logprobs(self.reference, b.packed, self.cfg.grpo.micro_batch_tokens,
+                                           temperature=self.cfg.rollout.temperature)
+
+    def update(self, b: StepBatch, lr: float) -> List[Dict[str, object]]:
+        """mini_batches × epochs optimizer steps, each on a share of whole groups; returns one record
+        per optimizer step (device tensors and floats)."""
+        g = self.cfg.grpo
+        self.updater.set_lr(lr)
+        self.updater.model.train()
+        rows = (b.num_groups // g.mini_batches) * b.group_size
+        records = []
+        for _ in range(g.epochs):
+            for k in range(g.mini_batches):
+                records.append(self._optimizer_step(b.select(slice(k * rows, (k + 1) * rows))))
+        return records
+
+    def _optimizer_step(self, mb: StepBatch) -> Dict[str, object]:
+        cfg = self.cfg
+        slices = micro_batches(mb.packed, cfg.grpo.micro_batch_tokens)
+        total_tokens = float(mb.packed.num_tokens)
+        dev = mb.advantages.device
+        loss_sum = torch.zeros((), device=dev)
+        bad = torch.zeros((), dtype=torch.bool, device=dev)
+        sums: Dict[str, torch.Tensor] = {}
+        ntok = 0
+        for i, s in enumerate(slices):
+            loss, m, n = grpo_micro_loss(
+                self.updater.model, mb.packed, s, mb.advantages, token_rewards=mb.token_rewards,
+                alpha=cfg.reward.alpha, old_logprobs=mb.old_logprobs, ref_logprobs=mb.ref_logprobs,
+                beta=cfg.grpo.beta, eps_low=cfg.grpo.eps_low, eps_high=cfg.grpo.eps_high,
+                temperature=cfg.rollout.temperature, loss_type=cfg.grpo.loss_type, total_rows=len(mb),
+                total_tokens=total_tokens, max_completion_length=cfg.rollout.max_new_tokens)
+            bad |= ~torch.isfinite(loss.detach())
+            # backward even when non-finite: every rank must reach the boundary; the step is discarded
+            self.updater.backward(loss, boundary=i == len(slices) - 1)
+            loss_sum += loss.detach().float()
+            for key, v in m.items():
+                sums[key] = sums.get(key, 0.0) + v.detach().float() * n
+            ntok += n
+        finite = all_ranks_true(~bad)
+        if finite:
+            grad_norm = self.updater.step()
+        else:
+            self.updater.discard_gradients()
+            grad_norm = float("nan")
+        return {"loss": loss_sum, "finite": finite, "grad_norm": grad_norm,
+                **{k: v / max(ntok, 1) for k, v in sums.items()}}
+
+    def push(self) -> None:
+        self.rollout.push_weights(self.updater.model)
+
+    # -- the chain ----------------------------------------------------------------------------------
+    def run(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]], lr: float) -> dict:
+        """Runs every stage for GRPO step `index` (0-based) on this rank's prompts; returns its metrics."""
+        times: Dict[str, float] = {}
+        mem = _DeviceMemory()
+
+        @contextmanager
+        def stage(name):
+            t = time.perf_counter()
+            yield
+            _sync()
+            times[name] = times.get(name, 0.0) + time.perf_counter() - t
+            mem.sample()
+
+        t0 = time.perf_counter()
+        with stage("rollout"):
+            b = self.sample(index, prompts, prompt_ids)
+        with stage("rewards"):
+            self.score(b)
+            self.compute_advantages(b)
+        if self.updates_per_batch > 1:
+            with stage("old_logprobs"):
+                self.compute_logprobs_old(b)
+        if self.reference is not None:
+            with stage("ref_logprobs"):
+                self.compute_logprobs_ref(b)
+        with stage("update"):
+            records = self.update(b, lr)
+        changed = any(r["finite"] for r in records)
+        if changed or self.rollout.needs_weights:
+            with stage("weight_push"):
+                self.push()
+        times["total"] = time.perf_counter() - t0
+        return self._metrics(b, records, times, lr, mem)
+
+    def _metrics(self, b: StepBatch, records, times, lr, mem) -> dict:
+        finite = [r for r in records if r["finite"]]
+        scalar = {k for r in records for k in r if k not in ("finite",)}
+        per_update = [{k: float(r[k]) for k in sorted(scalar)} for r in records]
+        mean = {k: float(np.mean([u[k] for u in per_update])) for k in sorted(scalar)}
+        comp = sum(len(c) for c in b.completion_ids)
+        tokens = comp + sum(len(p) for p in b.prompt_ids)
+        counts = torch.tensor([tokens, len(b)], dtype=torch.float64, device=device())
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(counts)
+        eos = self.tok.eos_token_id
+        m = {"loss": mean["loss"] if len(finite) == len(records) else float("nan"), "lr": lr,
+             "grad_norm": mean["grad_norm"],
+             **{k: v for k, v in mean.items() if k not in ("loss", "grad_norm")},
+             **b.rewards.metrics(),
+             "adv_abs_mean": float(b.advantages.abs().mean()),
+             "response_tokens_mean": comp / max(len(b), 1),
+             "eos_rate": float(np.mean([bool(c) and c[-1] == eos for c in b.completion_ids])),
+             "updates": len(records), "skipped_updates": len(records) - len(finite),
+             **{f"time/{k}": v for k, v in times.items()},
+             "tokens_per_second": float(counts[0]) / times["total"],
+             "tokens_per_second_per_gpu": float(counts[0]) / times["total"] / self.world,
+             "responses_global": int(counts[1])}
+        if len(records) > 1:  # with several updates the clip binds: show each one
+            m["per_update"] = per_update
+        m.update(mem.report(self.world))
+        return m
+
+
+class _DeviceMemory:
+    """Peak GPU memory of a step: PyTorch's allocator peak (the policy, its gradients and optimizer
+    states, activations) and the device's used memory sampled at each stage's end, which also sees
+    vLLM's weights and KV cache (they live outside PyTorch's allocator). Max over ranks."""
+
+    def __init__(self):
+        self.used = 0.0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def sample(self):
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            self.used = max(self.used, (total - free) / 2**30)
+
+    def report(self, world: int) -> dict:
+        if not torch.cuda.is_available():
+            return {}
+        t = torch.tensor([torch.cuda.max_memory_allocated() / 2**30, self.used], device=device())
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return {"gpu_mem_peak_gib": float(t[0]), "gpu_mem_device_used_gib": float(t[1])}
+
+
+def lr_at(cfg, index: int) -> float:
+    """Learning rate of GRPO step `index` (0-based): linear warm-up, then constant."""
+    return cfg.grpo.lr * min(1.0, (index + 1) / max(cfg.grpo.warmup_steps, 1))

@@ -1,0 +1,138 @@
+"""One GRPO step on its own (relate_fast.step): stages, the typed batch, mini-batches x epochs, and
+the on-policy shortcut (no old log-probs with one update per batch)."""
+import copy
+
+import pytest
+import torch
+
+from relate_fast.config import load_config
+from relate_fast.grpo import grpo_micro_loss, micro_batches, sequence_logprobs
+from relate_fast.policy import PolicyUpdater
+from relate_fast.rewards import RewardFunction
+from relate_fast.rollout.hf import HFEngine
+from relate_fast.step import GRPOStep, StepBatch
+
+G = 3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from relate_fast.config import TinyModelConfig
+    from relate_fast.models import build_tiny_model, load_policy
+
+    folder = build_tiny_model(TinyModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                              num_attention_heads=2, num_key_value_heads=1, head_dim=32),
+                              tmp_path_factory.mktemp("tiny"))
+    return load_policy(folder)
+
+
+def make_step(tiny, *over):
+    from relate_fast.data import sample_ads
+    from relate_fast.models import prompt_ids
+
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    cfg = load_config(None, ["--deepspeed.enabled", "false", "--rollout.group_size", str(G), "--rollout.prompts_per_step",
+                             "4", "--rollout.max_new_tokens", "10", "--reward.preset", "model1", "--grpo.beta", "0",
+                             "--grpo.micro_batch_tokens", "60", "--reward.encoder", "hashed", *over])
+    updater = PolicyUpdater(model, cfg, world=1)
+    step = GRPOStep(cfg, rollout=HFEngine(updater.model, tok), updater=updater,
+                    reward_fn=RewardFunction.from_config(cfg.reward, tokenizer=tok), tokenizer=tok)
+    rows = sample_ads("train", langs=["en"])[:4]
+    return step, rows, [prompt_ids(tok, r.prompt) for r in rows]
+
+
+def scored(step, rows, pids, index=0):
+    torch.manual_seed(index)
+    b = step.sample(index, rows, pids)
+    step.score(b)
+    step.compute_advantages(b)
+    return b
+
+
+def test_stages_fill_a_typed_batch(tiny):
+    step, rows, pids = make_step(tiny)
+    b = step.sample(0, rows, pids)
+    assert isinstance(b, StepBatch) and len(b) == 4 * G and b.num_groups == 4
+    assert [r.id for r in b.prompts] == [r.id for r in rows for _ in range(G)]
+    assert b.packed is None and b.advantages is None
+    step.score(b)
+    step.compute_advantages(b)
+    assert b.packed.targets.shape[0] == len(b) and b.rewards.sentence.shape == (len(b),)
+    # eq. 8 within each group: zero mean, unit unbiased std (or all zero when the group is tied)
+    a = b.advantages.view(-1, G)
+    torch.testing.assert_close(a.mean(1), torch.zeros(4), atol=1e-5, rtol=0)
+    # select keeps every [B, C] tensor aligned with its rows, trimmed to their longest completion
+    half = b.select(slice(G, 3 * G))
+    assert len(half) == 2 * G and half.prompts == b.prompts[G:3 * G]
+    C = half.packed.targets.shape[1]
+    assert C == max(max(len(c) for c in half.completion_ids), 1)
+    torch.testing.assert_close(half.packed.targets, b.packed.targets[G:3 * G, :C])
+    torch.testing.assert_close(half.advantages, b.advantages[G:3 * G])
+
+
+def test_one_update_per_batch_computes_no_old_logprobs(tiny, monkeypatch):
+    import relate_fast.step as step_mod
+
+    calls = []
+    real = step_mod.sequence_logprobs
+    monkeypatch.setattr(step_mod, "sequence_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    step, rows, pids = make_step(tiny)
+    m = step.run(0, rows, pids, lr=1e-3)
+    assert calls == [] and "time/old_logprobs" not in m
+    assert m["updates"] == 1 and m["ratio_mean"] == pytest.approx(1.0) and m["clip_ratio"] == 0.0
+    assert "per_update" not in m
+
+
+def test_mini_batches_and_epochs_equal_a_manual_loop(tiny):
+    """mini_batches=2, epochs=2: four optimizer steps, each on half the groups, against old log-probs
+    taken once before the first; the parameters equal a hand-written loop over the same halves."""
+    step, rows, pids = make_step(tiny, "--grpo.mini_batches", "2", "--grpo.epochs", "2", "--grpo.lr", "0.01")
+    b = scored(step, rows, pids)
+    reference = copy.deepcopy(step.updater.model)
+    step.compute_logprobs_old(b)
+    records = step.update(b, lr=0.01)
+    assert len(records) == 4 and all(r["finite"] for r in records)
+
+    # by hand: AdamW with the same settings, halves of whole groups in order, twice
+    cfg = step.cfg
+    model = reference
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=cfg.grpo.weight_decay, betas=(0.9, 0.99))
+    old = sequence_logprobs(model, b.packed, 10**6)
+    torch.testing.assert_close(old, b.old_logprobs)
+    model.train()
+    for _ in range(2):
+        for k in range(2):
+            rows_k = slice(k * 2 * G, (k + 1) * 2 * G)
+            mb = b.select(rows_k)
+            for s in micro_batches(mb.packed, cfg.grpo.micro_batch_tokens):
+                loss, _, _ = grpo_micro_loss(model, mb.packed, s, mb.advantages, old_logprobs=old[rows_k, :mb.packed.targets.shape[1]],
+                                             eps_low=cfg.grpo.eps_low, eps_high=cfg.grpo.eps_high,
+                                             total_rows=2 * G, total_tokens=float(mb.packed.num_tokens),
+                                             max_completion_length=cfg.rollout.max_new_tokens)
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grpo.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for p, q in zip(step.updater.model.parameters(), model.parameters()):
+        torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4)  # Adam amplifies rounding-order noise
+
+
+def test_several_updates_make_the_clip_bind_and_log_each_update(tiny):
+    step, rows, pids = make_step(tiny, "--grpo.mini_batches", "2", "--grpo.epochs", "3", "--grpo.lr", "0.05",
+                                 "--grpo.eps_high", "0.2")
+    m = step.run(0, rows, pids, lr=0.05)
+    assert m["updates"] == 6 and len(m["per_update"]) == 6 and "time/old_logprobs" in m
+    first, later = m["per_update"][0], m["per_update"][1:]
+    assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-4)  # same policy as the old log-probs
+    assert max(u["clip_ratio"] for u in later) > 0  # the policy moved: the clip binds
+    assert m["clip_ratio"] == pytest.approx(sum(u["clip_ratio"] for u in m["per_update"]) / 6)
+
+
+def test_mini_batches_must_divide_the_groups():
+    with pytest.raises(ValueError, match=r"grpo.mini_batches: 3 must divide rollout.prompts_per_step \(8\)"):
+        load_config(None, ["--grpo.mini_batches", "3"])
+    for args, field in ((["--grpo.epochs", "0"], "grpo.epochs"), (["--rollout.group_size", "1"], "rollout.group_size"),
+                        (["--grpo.loss_type", "ppo"], "grpo.loss_type"), (["--rollout.vllm_execution", "fast"],
+                                                                           "rollout.vllm_execution")):
+        with pytest.raises(ValueError, match=field):
+            load_config(None, args)
