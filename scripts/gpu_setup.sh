@@ -9,10 +9,12 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if [ ! -f /tmp/site/.installed ]; then
   wheels=()
-  if ls .gpu-vllm/part.* >/dev/null 2>&1; then
-    n=$(ls .gpu-vllm/part.* | wc -l)
+  # each call's carry replaces .gpu-vllm/, so the calls that bring the pieces copy them to /tmp/parts
+  mkdir -p /tmp/parts; cp .gpu-vllm/part.* /tmp/parts/ 2>/dev/null
+  if ls /tmp/parts/part.* >/dev/null 2>&1; then
+    n=$(ls /tmp/parts/part.* | wc -l)
     [ "$n" -ge 9 ] || { echo "gpu_setup: only $n of the 9 vLLM pieces are here"; return 1 2>/dev/null || exit 1; }
-    cat .gpu-vllm/part.* | tar xf - -C /tmp && wheels+=(/tmp/w/*.whl)
+    cat /tmp/parts/part.* | tar xf - -C /tmp && wheels+=(/tmp/w/*.whl)
   fi
   ls .whl/*.whl >/dev/null 2>&1 && wheels+=(.whl/*.whl)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}" \
