@@ -71,7 +71,7 @@ for job in "$@"; do
     python3 benchmarks/bench_vs_trl.py --combine $R/vs_trl_ours.json $R/vs_trl_trl.json --out $R/vs_trl.json \
       > $L/vs_trl_combine.log 2>&1; cp $W/resume2/resume_2gpu.json $R/ 2>/dev/null ;;
   diag8b)  # start-up of the 8B random-init policy and its vLLM engine on GPU 0, tracebacks every 30 s
-    CUDA_VISIBLE_DEVICES=0 VLLM_LOGGING_LEVEL=INFO run diag8b 170 python3 benchmarks/diag_init.py --shape 8b
+    CUDA_VISIBLE_DEVICES=0 VLLM_LOGGING_LEVEL=INFO run diag8b 100 python3 benchmarks/diag_init.py --shape 8b
     grep -v "^\s*$" $L/diag8b.log | grep -E "^(folder|random init|vllm init|push) |took|seconds|Thread 0x|File \"/" | head -60 ;;
   resume2)
     CUDA_VISIBLE_DEVICES=0,1 run resume2 420 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_rollout.py \
