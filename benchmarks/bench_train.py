@@ -15,8 +15,9 @@ weights rarely stop, so almost every response runs to --max-new-tokens (the heav
 It runs the real trainer (`relate_fast.trainer.Trainer`) with evaluation off and reads the run's
 metrics.jsonl: per stage (rollout, rewards, old/ref log-probs, update, weight push) the median over
 the steps after the first `--warmup`, tokens per second (prompt + response tokens of all ranks over
-the step's wall time) and per GPU, and on GPU the peak memory per GPU (PyTorch's allocator peak, and
-the device's used memory at stage ends, which includes vLLM). Under torchrun rank 0 writes the JSON
+the step's wall time) and per GPU, and on GPU the peak memory per GPU (PyTorch's allocator peak,
+which includes vLLM's weights and KV cache in sleep mode, and the device's used memory at stage ends,
+with vLLM asleep). Under torchrun rank 0 writes the JSON
 (default benchmarks/out/train_{cpu,gpu}.json), stamped with commit, versions, device and date.
 Results: benchmarks/RESULTS.md.
 """
@@ -28,7 +29,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.common import provenance, qwen3_folder, write_json  # noqa: E402
+from benchmarks.common import provenance, qwen3_folder, shared_workdir, write_json  # noqa: E402
 
 
 def summarize(run_dir: Path, warmup: int) -> dict:
@@ -71,19 +71,20 @@ def main(argv=None):
     ap.add_argument("--keep", default=None, help="keep the run folder here (else a temporary folder, removed)")
     args, extra = ap.parse_known_args(argv)
     from relate_fast.config import load_config
+    from relate_fast.distributed import barrier, init_distributed
     from relate_fast.trainer import Trainer
 
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_train_"))
+    rank, _ = init_distributed()  # the trainer reuses this process group
+    work = shared_workdir("bench_train", args.keep)  # the same folder on every rank
+    if rank == 0 and not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     common = ["--run.out_dir", str(work), "--run.name", "bench", "--eval.enabled", "false", "--run.progress", "false",
               "--run.checkpoint_every", "0", "--run.resume", "false"]
     if args.gpu:
-        rank = int(os.environ.get("RANK", "0"))
         folder = work / f"qwen3_{args.shape}"
-        if rank == 0:  # before the process group exists: the other ranks wait for the marker
+        if rank == 0:
             qwen3_folder(folder, args.shape, weights=False)
-            (folder / ".ready").touch()
-        while not (folder / ".ready").is_file():
-            time.sleep(0.5)
+        barrier()
         steps = args.steps or 6
         over = common + ["--model.path", str(folder), "--model.init", "random", "--model.dtype", "bfloat16",
                          "--model.gradient_checkpointing", "true", "--sft.steps", "0",

@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.common import provenance, qwen3_folder, write_json  # noqa: E402
+from benchmarks.common import provenance, qwen3_folder, shared_workdir, write_json  # noqa: E402
 
 G = 5
 
@@ -218,7 +217,7 @@ def main(argv=None):
         return result
     if not args.side:
         ap.error("--side ours|trl or --combine OURS TRL")
-    work = Path(args.work or tempfile.mkdtemp(prefix="vs_trl_"))
+    work = shared_workdir("vs_trl", args.work)  # the same folder on every rank
     folder = shared_policy(work, args.shape)
     t = time.time()
     res = (run_ours if args.side == "ours" else run_trl)(folder, args, work)

@@ -67,6 +67,16 @@ def qwen3_folder(out: Path, shape: str, *, weights: bool = True) -> Path:
     return out
 
 
+def shared_workdir(name: str, given=None) -> Path:
+    """A work folder every rank of one torchrun job agrees on (`given` when set). A per-process
+    temporary folder would give each rank its own: the ranks would then wait for files, or write
+    checkpoints, in different places."""
+    if given:
+        return Path(given)
+    job = os.environ.get("TORCHELASTIC_RUN_ID", "") + os.environ.get("MASTER_PORT", "") or str(os.getpid())
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"relate_fast_{name}_{job}"
+
+
 def _version(name: str):
     try:
         return importlib.metadata.version(name)
@@ -88,7 +98,8 @@ def provenance() -> dict:
         dev = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
     else:
         dev = f"cpu ({os.cpu_count()} cores)"
-    return {"commit": git("rev-parse", "HEAD") or os.environ.get("RELATE_FAST_COMMIT", "unknown"),
+    # RELATE_FAST_COMMIT first: the lent GPU machine's copy of the tree carries a stale .git
+    return {"commit": os.environ.get("RELATE_FAST_COMMIT") or git("rev-parse", "HEAD") or "unknown",
             "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": dev,

@@ -5,6 +5,7 @@
 #   bash scripts/gpu_issue14.sh engines multinode scaling   # one call
 #   bash scripts/gpu_issue14.sh paper8b                     # next call, same warm machine
 #   bash scripts/gpu_issue14.sh vs_trl                      # ...
+# Pass RELATE_FAST_COMMIT=$(git rev-parse HEAD) from the checkout: the machine's copy of .git is stale.
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" || exit 1
 W=/tmp/issue14; R=$W/results; L=$W/logs; mkdir -p "$R" "$L"

@@ -40,3 +40,21 @@ def test_bench_train_quick(tmp_path):
     assert {"time/rollout", "time/rewards", "time/update", "time/weight_push", "time/total"} <= set(result["step_ms"])
     assert "time/old_logprobs" not in result["step_ms"]  # one update per batch: on-policy, no extra forward
     assert result["info"]["commit"] and result["info"]["date"] and result["info"]["device"].startswith("cpu")
+
+
+def test_bench_train_qwen3_shape_under_torchrun(tmp_path):
+    """The GPU benchmark's code path (Qwen3 shape, random init, several ranks) on 2 CPU ranks: every
+    rank must find the same work folder (a per-rank temporary folder once left ranks 1..N waiting)."""
+    import os
+
+    out = tmp_path / "train.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29614",
+                          str(ROOT / "benchmarks" / "bench_train.py"), "--gpu", "--shape", "tiny", "--engine", "hf",
+                          "--prompts", "1", "--max-new-tokens", "6", "--steps", "2", "--warmup", "0", "--out", str(out),
+                          "--model.dtype", "float32", "--grpo.micro_batch_tokens", "4096"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["info"]["world_size"] == 2 and result["responses_per_step"] == 10  # 2 ranks x 1 prompt x G=5
+    assert result["steps_measured"] == 2 and result["tokens_per_second_per_gpu"] > 0
