@@ -102,6 +102,19 @@ def _check_target_range(targets, V):
         raise ValueError(f"targets must lie in [0, {V}) (the rows of weight)")
 
 
+def _check_finite_on_mask(mask, **tensors):
+    """ValueError naming the first argument with a NaN/inf where mask != 0 (one host sync)."""
+    counted = mask != 0
+    present = [(name, x if x.dim() == 2 else x[:, None].expand_as(mask)) for name, x in tensors.items() if x is not None]
+    if not present:
+        return
+    bad = [(~torch.isfinite(x)) & counted for _, x in present]
+    for (name, _), b, any_bad in zip(present, bad, torch.stack([b.any() for b in bad]).tolist()):
+        if any_bad:
+            row, pos = b.nonzero()[0].tolist()
+            raise ValueError(f"{name} has a non-finite value on a counted token (row {row}, position {pos})")
+
+
 def _token_weights(mask: torch.Tensor, loss_type: str, max_completion_length, num_items) -> torch.Tensor:
     """c[b, t] such that loss = Σ per[b, t]·c[b, t] for each reduction (m = mask)."""
     m = mask.float()
@@ -228,7 +241,7 @@ def _chunk_rows(V: int, N: int, chunk_size: Optional[int], backend: str) -> int:
     cap = max(1, _CHUNK_BYTES[backend] // (4 * max(V, 1)))
     n_chunks = max(1, -(-N // cap))
     rows = -(-N // n_chunks)
-    return min(cap, -(-rows // 64) * 64) if rows > 64 else rows
+    return min(cap, -(-rows // 64) * 64) if rows > 64 else max(rows, 1)  # >= 1: an empty batch has no chunk
 
 
 class _Products:
@@ -387,7 +400,7 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
                     old_logprobs=None, ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2,
                     temperature=1.0, loss_type="grpo", max_completion_length=None, num_items=None,
                     return_entropy=False, chunk_size=None, backend=None,
-                    recompute=False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                    recompute=False, check_finite=False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Clipped GRPO objective (RELATE eq. 6) with A = advantages + alpha·token_rewards and β·k3 KL.
 
     Returns (loss, metrics); metrics holds detached tensors (no host sync): kl, clip_ratio,
@@ -397,6 +410,10 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     backend: "triton" | "torch" (default: triton on CUDA, torch elsewhere; see the module notes).
     recompute: keep only per-token statistics from the forward pass and recompute the logits in
     backward (one more product), instead of computing the gradients during the forward pass.
+    check_finite: refuse NaN/inf in advantages, token_rewards, old_logprobs and ref_logprobs on
+    counted tokens (mask != 0) with a ValueError naming the argument; off by default because it
+    costs a host sync (the trainer checks its whole batch once per step instead).
+    An empty batch (B = 0 or T = 0) gives a zero loss whose gradients are zeros.
     """
     _check_tensor(hidden, "hidden", dims=(3,), floating=True)
     dev = hidden.device
@@ -427,6 +444,14 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     backend = _resolve_backend(backend, dev)
     V = weight.shape[0]
     _check_target_range(targets, V)
+    if check_finite:
+        _check_finite_on_mask(mask, advantages=advantages, token_rewards=token_rewards, old_logprobs=old_logprobs,
+                              ref_logprobs=ref_logprobs if beta != 0.0 else None)
+    names = ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
+        ("entropy",) if return_entropy else ())
+    if B * T == 0:  # nothing counts: zero loss, zero gradients (graph kept so backward() works)
+        zero = hidden.sum() * 0.0 + (weight.sum() * 0.0 if weight.requires_grad else 0.0)
+        return zero.float(), {k: torch.zeros((), device=dev) for k in names}
 
     adv = advantages.float()
     adv = adv[:, None].expand(B, T) if adv.dim() == 1 else adv
@@ -440,8 +465,6 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
                       want_entropy=bool(return_entropy), recompute=bool(recompute))
     out = _FusedGRPO.apply(hidden.reshape(N, H), weight, targets.reshape(N).long(), coef.reshape(N),
                            adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None, cfg)
-    names = ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
-        ("entropy",) if return_entropy else ())
     return out[0], dict(zip(names, out[2:]))
 
 

@@ -275,3 +275,43 @@ def test_trl_parity_of_the_per_token_loss(loss_type, beta, backend):
     want.backward()
     torch.testing.assert_close(loss.double(), want.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(h.grad.double(), hd.grad, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- degenerate and bad input
+
+
+@pytest.mark.parametrize("B,T", [(0, 5), (3, 0), (0, 0)])
+def test_empty_batch_gives_zero_loss_and_zero_grads(B, T):
+    hidden = torch.randn(B, T, 16, requires_grad=True)
+    weight = torch.randn(37, 16, requires_grad=True)
+    targets = torch.zeros(B, T, dtype=torch.long)
+    mask = torch.ones(B, T)
+    for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo", "seq_sum"):
+        loss, metrics = fused_grpo_loss(hidden, weight, targets, mask, torch.zeros(B), loss_type=loss_type)
+        assert float(loss) == 0.0 and float(metrics["clip_ratio"]) == 0.0
+        loss.backward()
+        assert hidden.grad.shape == hidden.shape and weight.grad is not None and not weight.grad.any()
+    assert fused_logprobs(hidden.detach(), weight.detach(), targets).shape == (B, T)
+
+
+@pytest.mark.parametrize("arg", ["advantages", "token_rewards", "old_logprobs", "ref_logprobs"])
+def test_check_finite_names_the_argument(arg):
+    g = torch.Generator().manual_seed(0)
+    B, T, H, V = 3, 4, 8, 11
+    kw = dict(token_rewards=torch.zeros(B, T), old_logprobs=-torch.rand(B, T, generator=g),
+              ref_logprobs=-torch.rand(B, T, generator=g), beta=0.1)
+    adv = torch.randn(B, generator=g)
+    mask = torch.ones(B, T)
+    mask[2, 3] = 0
+    args = (torch.randn(B, T, H, generator=g), torch.randn(V, H, generator=g), torch.randint(0, V, (B, T), generator=g), mask)
+    # a NaN where the mask is 0 is padding: allowed
+    if arg != "advantages":
+        kw[arg][2, 3] = float("nan")
+        fused_grpo_loss(*args, adv, check_finite=True, **kw)
+        kw[arg][1, 2] = float("nan")
+    else:
+        adv[1] = float("nan")
+    with pytest.raises(ValueError, match=f"{arg} has a non-finite value on a counted token \\(row 1"):
+        fused_grpo_loss(*args, adv, check_finite=True, **kw)
+    loss, _ = fused_grpo_loss(*args, adv, **kw)  # unchecked: the NaN flows into the loss, as documented
+    assert not torch.isfinite(loss)
