@@ -17,7 +17,8 @@ import yaml
 from relate_fast.rewards.combine import RewardConfig
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "SFTConfig", "CTCVRConfig", "GRPOConfig",
-           "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "config_to_dict", "format_help", "validate"]
+           "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "config_to_dict", "format_help", "validate",
+           "SAFE_CHANGES", "config_diff", "meaning_hash"]
 
 
 def _f(default, help: str):
@@ -34,6 +35,7 @@ class RunConfig:
     resume: bool = _f(True, "Continue from <run>/checkpoint when it exists (else start fresh).")
     checkpoint_every: int = _f(5, "GRPO steps between checkpoints (a crash loses at most this many); 0 = only at "
                                   "the end and on Ctrl-C.")
+    keep_checkpoints: int = _f(2, "Checkpoints kept (the newest); a damaged one falls back to the one before.")
     max_nan_steps: int = _f(3, "Stop after this many consecutive steps with a non-finite loss (each is skipped).")
     threads: int = _f(0, "torch CPU threads (0 = leave torch's default).")
     check_replicas_every: int = _f(0, "Every this many steps, check that all ranks hold identical parameters "
@@ -294,6 +296,41 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     return validate(_build(Config, tree, ""))
 
 
+#: Settings that may change when a run resumes: they change how it runs or how long, not what it
+#: computes. Any other difference makes the resumed run a different run, which is refused.
+SAFE_CHANGES = frozenset({
+    "run.checkpoint_every", "run.keep_checkpoints", "run.max_nan_steps", "run.threads", "run.check_replicas_every",
+    "run.progress", "run.resume", "grpo.steps", "rollout.vllm_execution", "rollout.vllm_gpu_memory_utilization",
+    "rollout.vllm_kv_cache_gb", "rollout.vllm_sleep", "rollout.vllm_sleep_level", "deepspeed.overlap_comm",
+    "deepspeed.reduce_bucket_size", "deepspeed.allgather_bucket_size"})
+
+
+def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k not in ("weights", "params", "normalize"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff(old: dict, new: dict) -> List[tuple]:
+    """[(field, old value, new value)] of the dotted fields that differ between two config dicts."""
+    a, b = _flatten(old), _flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def meaning_hash(cfg_dict: dict) -> str:
+    """A hash of the settings that define what a run computes (everything but SAFE_CHANGES)."""
+    import hashlib
+    import json
+
+    kept = {k: v for k, v in _flatten(cfg_dict).items() if k not in SAFE_CHANGES}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def validate(cfg: Config) -> Config:
     """Ranges and constraints between fields, checked when the config loads; each error names the field."""
     def need(ok: bool, field: str, msg: str):
@@ -311,6 +348,17 @@ def validate(cfg: Config) -> Config:
     need(0 < r.vllm_gpu_memory_utilization < 1, "rollout.vllm_gpu_memory_utilization",
          f"must be in (0, 1), got {r.vllm_gpu_memory_utilization}")
     need(g.steps >= 0, "grpo.steps", f"must be >= 0, got {g.steps}")
+    need(cfg.run.checkpoint_every >= 0, "run.checkpoint_every", f"must be >= 0, got {cfg.run.checkpoint_every}")
+    need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints", f"must be >= 1, got {cfg.run.keep_checkpoints}")
+    need(cfg.run.max_nan_steps >= 1, "run.max_nan_steps", f"must be >= 1, got {cfg.run.max_nan_steps}")
+    need(cfg.sft.steps >= 0, "sft.steps", f"must be >= 0, got {cfg.sft.steps}")
+    need(cfg.eval.prompts >= 0 and cfg.eval.samples >= 1, "eval.prompts",
+         f"eval.prompts must be >= 0 and eval.samples >= 1, got {cfg.eval.prompts}, {cfg.eval.samples}")
+    need(cfg.rollout.temperature > 0, "rollout.temperature", f"must be > 0, got {cfg.rollout.temperature}")
+    need(0 < cfg.rollout.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {cfg.rollout.top_p}")
+    need(g.lr > 0, "grpo.lr", f"must be > 0, got {g.lr}")
+    need(0 <= g.eps_low < 1 and g.eps_high >= 0, "grpo.eps_low",
+         f"need 0 <= grpo.eps_low < 1 and grpo.eps_high >= 0, got {g.eps_low}, {g.eps_high}")
     need(g.mini_batches >= 1, "grpo.mini_batches", f"must be >= 1, got {g.mini_batches}")
     need(g.epochs >= 1, "grpo.epochs", f"must be >= 1, got {g.epochs}")
     need(r.prompts_per_step % g.mini_batches == 0, "grpo.mini_batches",

@@ -90,16 +90,20 @@ class PolicyUpdater:
         else:
             self.optimizer.zero_grad(set_to_none=True)
 
-    def save(self, folder: Path, client_state: dict):
+    def save(self, folder: Path, client_state: dict, *, rank: int = 0):
+        """Weights and optimizer state into `folder` (collective under DeepSpeed: every rank writes its
+        shards of folder/policy/; without it rank 0 writes folder/policy.pt, the replicas being equal)."""
         if self.ds_engine is not None:
-            self.ds_engine.save_checkpoint(str(folder), tag="policy", client_state=client_state)
-        else:
+            self.ds_engine.save_checkpoint(str(folder), tag="policy", client_state=client_state, save_latest=False)
+        elif rank == 0:
             torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                         "client_state": client_state}, folder / "policy.pt")
 
     def load(self, folder: Path) -> dict:
         if self.ds_engine is not None:
-            _, client = self.ds_engine.load_checkpoint(str(folder), tag="policy")
+            path, client = self.ds_engine.load_checkpoint(str(folder), tag="policy")
+            if path is None:
+                raise FileNotFoundError(f"{folder}/policy: DeepSpeed found no checkpoint to load")
             return client
         state = torch.load(folder / "policy.pt", map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])

@@ -16,8 +16,19 @@ from pathlib import Path
 
 
 def default_config_path() -> str:
+    """configs/tiny_cpu.yaml, shipped inside the package as relate_fast.configs (the same file in a
+    checkout and in an installed package)."""
+    try:
+        path = resources.files("relate_fast.configs") / "tiny_cpu.yaml"
+        if path.is_file():
+            return str(path)
+    except ModuleNotFoundError:
+        pass
     repo = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
-    return str(repo) if repo.is_file() else None
+    if repo.is_file():
+        return str(repo)
+    raise FileNotFoundError("the default config tiny_cpu.yaml is missing from the installed package "
+                            "(relate_fast.configs); pass --config")
 
 
 def main(argv=None) -> int:
@@ -31,7 +42,6 @@ def main(argv=None) -> int:
         print("Options (section.field):")
         print(format_help())
         return 0
-    config = default_config_path()
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -39,19 +49,22 @@ def main(argv=None) -> int:
             return 2
         config = argv[i + 1]
         del argv[i:i + 2]
+    else:
+        config = default_config_path()
     try:
         cfg = load_config(config, argv)
     except (ValueError, FileNotFoundError) as e:
         print(f"relate_fast.train: {e}", file=sys.stderr)
         return 2
+    from relate_fast.checkpoint import CheckpointError
     from relate_fast.trainer import RolloutError, Trainer
 
     try:
         Trainer(cfg).run()
     except KeyboardInterrupt:
-        print("relate_fast.train: interrupted; the checkpoint holds the last finished step", file=sys.stderr)
+        print("relate_fast.train: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, FloatingPointError, RolloutError) as e:
+    except (FileNotFoundError, ValueError, FloatingPointError, RolloutError, CheckpointError) as e:
         # bad input (model path, dataset row, config value) or repeated NaN losses: one clear line,
         # the checkpoint untouched; RELATE_FAST_DEBUG=1 shows the traceback
         if os.environ.get("RELATE_FAST_DEBUG") == "1":

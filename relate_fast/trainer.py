@@ -1,22 +1,31 @@
 """The RELATE trainer: runs the phases of a run and checkpoints between GRPO steps.
 
-Phases (each resumable; finished phases are recorded in <run>/checkpoint/state.json):
+Phases (each resumable; finished phases are recorded in <run>/checkpoint/phases.json):
   1. policy: the embedded tiny Qwen3 (built once, cached) or model.path (its weights, or with
      model.init=random its architecture with seeded random weights);
   2. cold start (`relate_fast.phases.cold_start`): SFT on the reference ads -> <run>/cold_start, the
      reference policy of the KL term and the rollout engine's starting weights (sft.steps 0: the base);
   3. CTCVR model (`relate_fast.phases.ctcvr`) on click-simulator logs -> <run>/ctcvr (unless ctcvr.model);
-  4. GRPO: one `relate_fast.step.GRPOStep` per step (sample -> score -> advantages -> update -> push);
+  4. GRPO: one `relate_fast.step.GRPOStep` per step (sample -> score -> advantages -> update -> push),
+     checkpointed between steps (`relate_fast.checkpoint`);
   5. evaluation of the cold-start and the final policy -> summary.json, plots.
+
+A run's resolved settings are its identity (<run>/config.yaml): resuming with settings that change
+what it computes is refused; starting over (run.resume false) moves the old run aside. Every input
+is checked before anything is written (`relate_fast.preflight`).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import pickle
 import random
+import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -25,11 +34,13 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from relate_fast.config import Config, config_to_dict
-from relate_fast.data.ads import AdPrompt, load_ads
-from relate_fast.distributed import barrier, device, init_distributed, replicas_identical
+from relate_fast.checkpoint import CheckpointError, CheckpointStore, atomic_write_text, fsync_path
+from relate_fast.config import SAFE_CHANGES, Config, config_diff, config_to_dict, meaning_hash
+from relate_fast.data.ads import AdPrompt
+from relate_fast.distributed import all_ranks_true, barrier, device, init_distributed, replicas_identical
 from relate_fast.models import build_tiny_model, load_policy, prompt_ids
 from relate_fast.policy import PolicyUpdater
+from relate_fast.preflight import check_inputs
 from relate_fast.rewards import RewardFunction
 from relate_fast.step import GRPOStep, RolloutError, lr_at
 
@@ -50,13 +61,58 @@ def _progress(it, cfg: Config, rank: int, **kw):
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
 
 
 def _set_rng_state(s: dict):
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
     torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _seed_all(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+
+
+class _StopRequests:
+    """SIGINT (Ctrl-C) or SIGTERM during GRPO: the first one lets the current step finish and a
+    checkpoint be written; a second SIGINT stops at once (the last complete checkpoint is kept:
+    checkpoints are written atomically)."""
+
+    def __init__(self, log):
+        self.count, self._log, self._old = 0, log, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            self._log(f"{signal.Signals(signum).name}: finishing this GRPO step, then writing a checkpoint "
+                      f"(Ctrl-C again stops at once; the last checkpoint is kept)")
+        else:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
 
 
 class Trainer:
@@ -67,24 +123,56 @@ class Trainer:
         self.rank, self.world = init_distributed()
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
+        inputs = check_inputs(cfg)  # every input, before anything is written or moved
+        self.rows, self.eval_rows = inputs.rows, inputs.eval_rows
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
-        self.ckpt_dir = self.run_dir / "checkpoint"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.state: dict = {"phases": [], "step": 0}
-        if cfg.run.resume and (self.ckpt_dir / "state.json").is_file():
-            self.state = json.loads((self.ckpt_dir / "state.json").read_text())
-            self._log(f"resuming {self.run_dir}: phases done {self.state['phases']}, GRPO step {self.state['step']}")
-        elif self.rank == 0:
-            for stale in ("metrics.jsonl", "summary.json"):
-                (self.run_dir / stale).unlink(missing_ok=True)
-        if self.rank == 0:
-            (self.run_dir / "config.yaml").write_text(_yaml(config_to_dict(cfg)), encoding="utf-8")
-        random.seed(cfg.run.seed)
-        np.random.seed(cfg.run.seed)
-        torch.manual_seed(cfg.run.seed)
-        self.rows = load_ads(cfg.data.path, split="train", langs=cfg.data.langs)
-        self.eval_rows = load_ads(cfg.data.path, split=cfg.eval.split, langs=cfg.data.langs)
+        self.config_dict = config_to_dict(cfg)
+        self.config_hash = meaning_hash(self.config_dict)
+        self.ckpt = CheckpointStore(self.run_dir / "checkpoint", rank=self.rank, world=self.world,
+                                    keep=cfg.run.keep_checkpoints)
+        self._prepare_run_dir()
+        self.state = self.ckpt.read_phases()
+        self.saved_step = 0  # the step of the newest complete checkpoint (0: none yet)
+        _seed_all(cfg.run.seed)
         self._prompt_cache: Dict[str, List[int]] = {}
+
+    # -- the run folder and its identity ----------------------------------------------------------
+    def _prepare_run_dir(self):
+        cfg, run_dir = self.cfg, self.run_dir
+        saved = run_dir / "config.yaml"
+        if saved.is_file() and cfg.run.resume:
+            if (run_dir / "checkpoint" / "state.json").is_file() and not (run_dir / "checkpoint" / "phases.json").is_file():
+                raise ValueError(f"{run_dir}: its checkpoint was written by an older relate_fast and cannot be "
+                                 f"resumed; start over with --run.resume false (the old run is moved aside)")
+            import yaml
+
+            try:
+                old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+            except yaml.YAMLError as e:
+                raise ValueError(f"{saved}: not valid YAML ({e})") from None
+            diff = config_diff(old, self.config_dict)
+            changed = [d for d in diff if d[0] not in SAFE_CHANGES]
+            if changed:
+                raise ValueError(f"run {run_dir} was started with other settings: " + "; ".join(
+                    f"{k} {a!r} -> {b!r}" for k, a, b in changed) + ". Keep them, choose another --run.name, or pass "
+                    "--run.resume false to start over (the old run is moved aside)")
+            if diff and self.rank == 0:  # allowed changes: recorded, and config.yaml says what runs now
+                with open(run_dir / "config_changes.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                        "changes": {k: [a, b] for k, a, b in diff}}) + "\n")
+                atomic_write_text(saved, _yaml(self.config_dict))
+                self._log("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in diff))
+        else:
+            if run_dir.exists() and any(run_dir.iterdir()) and self.rank == 0:
+                stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+                run_dir.rename(aside)
+                self._log(f"starting over: the previous run {run_dir} was moved to {aside}")
+            barrier()
+            if self.rank == 0:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(saved, _yaml(self.config_dict))
+        barrier()
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _log(self, msg: str):
@@ -99,14 +187,7 @@ class Trainer:
 
     def _mark(self, name: str):
         self.state["phases"].append(name)
-        self._write_state()
-
-    def _write_state(self):
-        if self.rank == 0:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.ckpt_dir / "state.json.tmp"
-            tmp.write_text(json.dumps(self.state, indent=1))
-            tmp.replace(self.ckpt_dir / "state.json")
+        self.ckpt.write_phases(self.state)
 
     # -- phase 1: the policy ----------------------------------------------------------------------
     def base_model_folder(self) -> Path:
@@ -155,13 +236,16 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         t_start = time.time()
+        summary_path = self.run_dir / "summary.json"
         base = self.base_model_folder()
         cold = self.cold_start(base)
         from relate_fast.rewards.embedding import make_encoder
 
         encoder = make_encoder(cfg.reward.encoder)
         same = cfg.ctcvr.encoder == cfg.reward.encoder  # one model in memory when both use the same
-        ctcvr = self.ctcvr_model(encoder if same else make_encoder(cfg.ctcvr.encoder))
+        ctcvr_encoder = encoder if same else make_encoder(cfg.ctcvr.encoder)
+        self.encoders = [encoder] if same else [encoder, ctcvr_encoder]
+        ctcvr = self.ctcvr_model(ctcvr_encoder)
         policy, tok = self._load(cold)
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -186,44 +270,42 @@ class Trainer:
             self.rollout.push_weights(self.updater.model)
         self.step = GRPOStep(cfg, rollout=self.rollout, updater=self.updater, reward_fn=self.reward_fn, tokenizer=tok,
                              reference=reference, rank=self.rank, world=self.world)
-        if self.rank == 0 and cfg.eval.enabled and not self._phase_done("eval_baseline"):
-            self.state["baseline"] = self.evaluate(self.updater.model, "baseline")
         if not self._phase_done("eval_baseline"):
+            if self.rank == 0 and cfg.eval.enabled:
+                self.state["baseline"] = self.evaluate(self.updater.model, "baseline")
             self._mark("eval_baseline")
-        if self.state["step"] > 0:
-            client = self.updater.load(self.ckpt_dir)
-            _set_rng_state(client["rng"])
-            if client.get("ngrams"):
-                self.reward_fn.ctx.ngrams = pickle.loads(client["ngrams"])
-            self.rollout.push_weights(self.updater.model)
-            self._log(f"restored GRPO step {self.state['step']} from {self.ckpt_dir}")
-        elif self.rollout.needs_weights:  # the evaluation's sleep discarded them
-            self.rollout.push_weights(self.updater.model)
-        self._truncate_metrics(self.state["step"])
+        start = self._restore()
+        if start >= cfg.grpo.steps and summary_path.is_file():
+            self._log(f"{self.run_dir} has finished its {cfg.grpo.steps} GRPO steps ({summary_path}); nothing to do")
+            return json.loads(summary_path.read_text()) if self.rank == 0 else None
+        self._truncate_metrics(start)
         nan_run = 0
-        bar = self._progress(range(self.state["step"], cfg.grpo.steps), desc="GRPO", initial=self.state["step"],
-                             total=cfg.grpo.steps)
+        bar = self._progress(range(start, cfg.grpo.steps), desc="GRPO", initial=start, total=cfg.grpo.steps)
         try:
-            for step in bar:
-                metrics = self.grpo_step(step)
-                self._write_metrics(metrics)
-                if not math.isfinite(metrics["loss"]):
-                    nan_run += 1
-                    warnings.warn(f"GRPO step {step + 1}: non-finite loss, step skipped ({nan_run} in a row)")
-                    if nan_run >= cfg.run.max_nan_steps:
-                        raise FloatingPointError(f"{nan_run} consecutive non-finite losses (run.max_nan_steps); "
-                                                 f"last checkpoint: {self.ckpt_dir}")
-                else:
-                    nan_run = 0
-                self.state["step"] = step + 1
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", loss=f"{metrics['loss']:.4f}")
-                every = cfg.run.checkpoint_every
-                if (every and (step + 1) % every == 0) or step + 1 == cfg.grpo.steps:
-                    self.checkpoint()
+            with _StopRequests(self._log) as stop:
+                for step in bar:
+                    metrics = self.grpo_step(step)
+                    self._write_metrics(metrics)
+                    if not math.isfinite(metrics["loss"]):
+                        nan_run += 1
+                        warnings.warn(f"GRPO step {step + 1}: non-finite loss, step skipped ({nan_run} in a row)")
+                        if nan_run >= cfg.run.max_nan_steps:
+                            raise FloatingPointError(
+                                f"{nan_run} consecutive non-finite losses (run.max_nan_steps); the checkpoint of "
+                                f"step {self.saved_step} in {self.ckpt.root} is kept")
+                    else:
+                        nan_run = 0
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", loss=f"{metrics['loss']:.4f}")
+                    stopping = not all_ranks_true(stop.count == 0)
+                    every = cfg.run.checkpoint_every
+                    if stopping or (every and (step + 1) % every == 0) or step + 1 == cfg.grpo.steps:
+                        self.checkpoint(step + 1)
+                    if stopping:
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
-            self._log("interrupted: writing a checkpoint before exiting")
-            self.checkpoint()
+            self._log(f"stopped; the run resumes from the checkpoint of step {self.saved_step} "
+                      f"({self.ckpt.folder(self.saved_step) if self.saved_step else 'none yet: from the start of GRPO'})")
             raise
         summary = None
         if self.rank == 0:
@@ -232,9 +314,14 @@ class Trainer:
             if cfg.eval.enabled:
                 summary.update(baseline=self.state.get("baseline"), final=self.evaluate(self.updater.model, "final"))
             summary["seconds"] = round(time.time() - t_start, 1)
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-            self.updater.model.save_pretrained(self.run_dir / "final")
-            tok.save_pretrained(self.run_dir / "final")
+            final = self.run_dir / "final"
+            tmp = self.run_dir / ".final.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.updater.model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            atomic_write_text(summary_path, json.dumps(summary, indent=2))
             if (self.run_dir / "metrics.jsonl").is_file():  # no GRPO step, no curves
                 try:
                     from relate_fast.plots import plot_rewards
@@ -248,6 +335,34 @@ class Trainer:
                                                                "ctcvr_sim")))
         barrier()
         return summary
+
+    def _restore(self) -> int:
+        """The GRPO phase starts from the same RNG state and empty embedding caches whatever ran before in
+        this process; then the newest intact checkpoint, if any, restores everything that changes the next
+        step's numbers. Returns the step to continue from."""
+        _seed_all(self.cfg.run.seed + 7_919)
+        for enc in self.encoders:
+            enc.clear_cache()
+        self.ckpt.clean_partial()
+        step, folder = self.ckpt.latest_valid(config_hash=self.config_hash, log=self._log)
+        if folder is None:
+            if self.ckpt.steps():
+                raise CheckpointError(f"no checkpoint in {self.ckpt.root} is intact (see above); move the folder "
+                                      f"aside to start GRPO over")
+            if self.rollout.needs_weights:  # the evaluation's sleep discarded them
+                self.rollout.push_weights(self.updater.model)
+            return 0
+        self.updater.load(folder)
+        state = self.ckpt.read_rank_state(folder)
+        _set_rng_state(state["rng"])
+        if state.get("ngrams") is not None:
+            self.reward_fn.ctx.ngrams = pickle.loads(state["ngrams"])
+        for enc, cache in zip(self.encoders, state.get("encoder_caches", [])):
+            enc.load_cache_state(cache)
+        self.rollout.push_weights(self.updater.model)
+        self.saved_step = step
+        self._log(f"restored GRPO step {step} from {folder}")
+        return step
 
     def _prompt(self, row: AdPrompt) -> List[int]:
         ids = self._prompt_cache.get(row.id)
@@ -279,7 +394,7 @@ class Trainer:
         try:
             metrics = self.step.run(step, rows, [self._prompt(r) for r in rows], lr_at(self.cfg, step))
         except RolloutError as e:
-            raise RolloutError(f"{e}. The checkpoint in {self.ckpt_dir} holds step {self.state['step']}; run the "
+            raise RolloutError(f"{e}. The checkpoint in {self.ckpt.root} holds step {self.saved_step}; run the "
                                f"same command again to resume.") from e.__cause__
         every = self.cfg.run.check_replicas_every
         if every and (step + 1) % every == 0:
@@ -289,18 +404,25 @@ class Trainer:
         return {"step": step + 1, **metrics}
 
     # -- checkpoints, metrics ---------------------------------------------------------------------
-    def checkpoint(self):
-        client = {"rng": _rng_state(), "ngrams": pickle.dumps(self.reward_fn.ctx.ngrams) if self.reward_fn.ctx.ngrams else None,
-                  "step": self.state["step"]}
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        self.updater.save(self.ckpt_dir, client)
-        self._write_state()  # state.json last: a crash before it leaves the previous step's state consistent
+    def checkpoint(self, step: int):
+        """The state after GRPO step `step`, written atomically (relate_fast.checkpoint)."""
+        state = {"step": step, "rng": _rng_state(),
+                 "ngrams": pickle.dumps(self.reward_fn.ctx.ngrams) if self.reward_fn.ctx.ngrams is not None else None,
+                 "encoder_caches": [enc.cache_state() for enc in self.encoders]}
+
+        def write(folder: Path):
+            self.updater.save(folder, {"step": step}, rank=self.rank)
+            self.ckpt.write_rank_state(folder, state)
+
+        self.ckpt.save(step, write, config_hash=self.config_hash)
+        self.saved_step = step
 
     def _write_metrics(self, m: dict):
         if self.rank != 0:
             return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(m) + "\n")
+            f.flush()
         if getattr(self, "_tb", None) is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -314,11 +436,27 @@ class Trainer:
             self._tb.flush()
 
     def _truncate_metrics(self, step: int):
+        """Keeps the lines of steps <= `step`. A partial last line (what a crash mid-write leaves) is cut;
+        a malformed line elsewhere is an error naming the file and line."""
         path = self.run_dir / "metrics.jsonl"
         if self.rank != 0 or not path.is_file():
             return
-        keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        path.write_text("".join(l + "\n" for l in keep))
+        lines = path.read_text(encoding="utf-8").split("\n")
+        complete = lines[:-1]  # the text after the last newline is never a complete line
+        if lines[-1].strip():
+            self._log(f"{path}: cutting a partial last line ({len(lines[-1])} characters)")
+        keep = []
+        for i, line in enumerate(complete, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg}, column {e.colno})") from None
+            if row["step"] <= step:
+                keep.append(line)
+        atomic_write_text(path, "".join(l + "\n" for l in keep))
+        fsync_path(path)
 
     # -- phase 5: evaluation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -328,23 +466,18 @@ class Trainer:
         cfg = self.cfg
         rows = self.eval_rows[:cfg.eval.prompts] if cfg.eval.prompts else self.eval_rows
         pids = [self._prompt(r) for r in rows]
+        if self.rollout.needs_weights:
+            self.rollout.push_weights(self.updater.model)
         comps = self.rollout.generate(pids, cfg.eval.samples, max_new_tokens=cfg.rollout.max_new_tokens,
-                                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, seed=10**9 + 7)
+                                      temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, seed=10**9 + 7)
         flat_rows = [r for r in rows for _ in range(cfg.eval.samples)]
         flat = [c for g in comps for c in g]
         texts = self.tok.batch_decode(flat, skip_special_tokens=True)
         res = evaluate_texts(flat_rows, texts, flat, cfg.reward, self.reward_fn.ctx, group_size=cfg.eval.samples,
                              sim_seed=cfg.run.seed)
         if self.rank == 0:
-            (self.run_dir / f"eval_{name}.json").write_text(json.dumps(res, indent=2))
-            with open(self.run_dir / f"samples_{name}.jsonl", "w", encoding="utf-8") as f:
-                for r, t in zip(flat_rows, texts):
-                    f.write(json.dumps({"id": r.id, "text": t}, ensure_ascii=False) + "\n")
+            atomic_write_text(self.run_dir / f"eval_{name}.json", json.dumps(res, indent=2))
+            atomic_write_text(self.run_dir / f"samples_{name}.jsonl", "".join(
+                json.dumps({"id": r.id, "text": t}, ensure_ascii=False) + "\n" for r, t in zip(flat_rows, texts)))
         self._log(f"eval {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if isinstance(v, float)))
         return res
-
-
-def _yaml(d: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)

@@ -278,7 +278,16 @@ def test_nan_loss_skips_steps_then_stops(tmp_path, monkeypatch, capsys):
     assert all(m["grad_norm"] != m["grad_norm"] for m in metrics)  # no optimizer step was taken
 
 
+def _checkpoints(run_dir):
+    from relate_fast.checkpoint import CheckpointStore
+
+    return CheckpointStore(run_dir / "checkpoint", rank=0, world=1).steps()
+
+
 def test_rollout_failure_and_ctrl_c_keep_the_checkpoint(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
     import relate_fast.trainer as trainer_mod
     from relate_fast.rollout.hf import HFEngine
     from relate_fast.train import main
@@ -297,20 +306,29 @@ def test_rollout_failure_and_ctrl_c_keep_the_checkpoint(tmp_path, monkeypatch, c
     assert main(args + ["--run.name", "crash"]) == 2
     err = capsys.readouterr().err
     assert "failed at GRPO step 3" in err and "engine died" in err and "holds step 2" in err
-    state = json.loads((tmp_path / "crash" / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 2
+    assert _checkpoints(tmp_path / "crash") == [2, 1]  # the last two are kept
     monkeypatch.setattr(HFEngine, "generate", real)
     assert main(args + ["--run.name", "crash"]) == 0  # resumes from step 2 and finishes
     assert [json.loads(l)["step"] for l in (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
-    # Ctrl-C during a step: a checkpoint of the last finished step is written, exit code 130
     real_step = trainer_mod.Trainer.grpo_step
 
-    def interrupt(self, step):
-        if step == 1:
-            raise KeyboardInterrupt
-        return real_step(self, step)
+    def press(times):
+        def step_with_ctrl_c(self, step):
+            if step == 1:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)
+            return real_step(self, step)
+        return step_with_ctrl_c
 
-    monkeypatch.setattr(trainer_mod.Trainer, "grpo_step", interrupt)
+    # one Ctrl-C during step 2: the step finishes, its checkpoint is written, exit code 130
+    monkeypatch.setattr(trainer_mod.Trainer, "grpo_step", press(1))
     assert main(args + ["--run.name", "ctrlc"]) == 130
-    assert json.loads((tmp_path / "ctrlc" / "checkpoint" / "state.json").read_text())["step"] == 1
+    assert "finishing this GRPO step" in capsys.readouterr().err
+    assert _checkpoints(tmp_path / "ctrlc")[0] == 2
+    # two: the step is abandoned at once, nothing is written, the checkpoint of step 1 is kept
+    monkeypatch.setattr(trainer_mod.Trainer, "grpo_step", press(2))
+    assert main(args + ["--run.name", "ctrlc2"]) == 130
+    assert _checkpoints(tmp_path / "ctrlc2") == [1]
+    monkeypatch.setattr(trainer_mod.Trainer, "grpo_step", real_step)
+    assert main(args + ["--run.name", "ctrlc2"]) == 0

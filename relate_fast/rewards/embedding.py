@@ -36,6 +36,17 @@ class TextEncoder:
     def _encode(self, texts: List[str]) -> np.ndarray:
         raise NotImplementedError
 
+    # The memo changes numbers slightly: a text's vector depends on the batch it was first encoded in
+    # (padding, BLAS blocking). A resumed run restores it so that it computes what the original did.
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def cache_state(self) -> list:
+        return list(self._cache.items())
+
+    def load_cache_state(self, state: list) -> None:
+        self._cache = OrderedDict(state)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
