@@ -299,7 +299,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
 #: Settings that may change when a run resumes: they change how it runs or how long, not what it
 #: computes. Any other difference makes the resumed run a different run, which is refused.
 SAFE_CHANGES = frozenset({
-    "run.checkpoint_every", "run.keep_checkpoints", "run.max_nan_steps", "run.threads", "run.check_replicas_every",
+    "run.name", "run.out_dir", "run.checkpoint_every", "run.keep_checkpoints", "run.max_nan_steps", "run.threads", "run.check_replicas_every",
     "run.progress", "run.resume", "grpo.steps", "rollout.vllm_execution", "rollout.vllm_gpu_memory_utilization",
     "rollout.vllm_kv_cache_gb", "rollout.vllm_sleep", "rollout.vllm_sleep_level", "deepspeed.overlap_comm",
     "deepspeed.reduce_bucket_size", "deepspeed.allgather_bucket_size"})

@@ -138,6 +138,21 @@ class GRPOStep:
         b.ref_logprobs = sequence_logprobs(self.reference, b.packed, self.cfg.grpo.micro_batch_tokens,
                                            temperature=self.cfg.rollout.temperature)
 
+    @staticmethod
+    def check_finite(b: StepBatch, index: int) -> None:
+        """Advantages, token rewards and log-probs must be finite on the tokens that count: one check of
+        the whole batch per step (one host sync), where the loss would check each micro-batch."""
+        mask = b.packed.mask != 0
+        named = [("advantages", b.advantages[:, None].expand_as(mask)), ("token_rewards", b.token_rewards),
+                 ("old_logprobs", b.old_logprobs), ("ref_logprobs", b.ref_logprobs)]
+        named = [(n, x) for n, x in named if x is not None]
+        bad = torch.stack([((~torch.isfinite(x)) & mask).any() for _, x in named]).tolist()
+        for (name, x), is_bad in zip(named, bad):
+            if is_bad:
+                row = int(((~torch.isfinite(x)) & mask).any(1).nonzero()[0])
+                raise FloatingPointError(f"GRPO step {index + 1}: {name} has a non-finite value (response {row}); "
+                                         f"the policy or a reward produced NaN/inf")
+
     def update(self, b: StepBatch, lr: float) -> List[Dict[str, object]]:
         """mini_batches × epochs optimizer steps, each on a share of whole groups; returns one record
         per optimizer step (device tensors and floats)."""
@@ -212,6 +227,7 @@ class GRPOStep:
         if self.reference is not None:
             with stage("ref_logprobs"):
                 self.compute_logprobs_ref(b)
+        self.check_finite(b, index)
         with stage("update"):
             records = self.update(b, lr)
         changed = any(r["finite"] for r in records)

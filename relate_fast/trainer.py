@@ -237,6 +237,11 @@ class Trainer:
         cfg = self.cfg
         t_start = time.time()
         summary_path = self.run_dir / "summary.json"
+        done = self.ckpt.steps()
+        if summary_path.is_file() and done and done[0] >= cfg.grpo.steps and \
+                self.ckpt.verify(done[0], config_hash=self.config_hash) is None:
+            self._log(f"{self.run_dir} has finished its {cfg.grpo.steps} GRPO steps ({summary_path}); nothing to do")
+            return json.loads(summary_path.read_text()) if self.rank == 0 else None
         base = self.base_model_folder()
         cold = self.cold_start(base)
         from relate_fast.rewards.embedding import make_encoder
@@ -275,9 +280,6 @@ class Trainer:
                 self.state["baseline"] = self.evaluate(self.updater.model, "baseline")
             self._mark("eval_baseline")
         start = self._restore()
-        if start >= cfg.grpo.steps and summary_path.is_file():
-            self._log(f"{self.run_dir} has finished its {cfg.grpo.steps} GRPO steps ({summary_path}); nothing to do")
-            return json.loads(summary_path.read_text()) if self.rank == 0 else None
         self._truncate_metrics(start)
         nan_run = 0
         bar = self._progress(range(start, cfg.grpo.steps), desc="GRPO", initial=start, total=cfg.grpo.steps)

@@ -136,3 +136,13 @@ def test_mini_batches_must_divide_the_groups():
                                                                            "rollout.vllm_execution")):
         with pytest.raises(ValueError, match=field):
             load_config(None, args)
+
+
+def test_a_non_finite_batch_is_refused_before_the_update(tiny):
+    step, rows, pids = make_step(tiny, "--grpo.mini_batches", "2")
+    b = scored(step, rows, pids)
+    step.compute_logprobs_old(b)
+    GRPOStep.check_finite(b, 0)  # a healthy batch passes
+    b.old_logprobs[4, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"GRPO step 1: old_logprobs has a non-finite value \(response 4\)"):
+        GRPOStep.check_finite(b, 0)
