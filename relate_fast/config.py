@@ -104,7 +104,8 @@ class SFTConfig:
 @dataclass
 class CTCVRConfig:
     model: Optional[str] = _f(None, "A trained CTCVR model folder; None trains one on simulator logs.")
-    encoder: str = _f("minilm", "Embedding model for the CTCVR model and relevance: minilm, hashed, or a path.")
+    encoder: str = _f("minilm", "Embedding model of the CTCVR model (its inputs): minilm, hashed, or a path. The "
+                                "relevance reward uses reward.encoder; when both are the same, one model is loaded.")
     variants: int = _f(8, "Creatives per training prompt in the simulated logs.")
     impressions: int = _f(8, "Impressions per creative.")
     epochs: int = _f(12, "CTCVR training epochs.")
@@ -374,6 +375,10 @@ def validate(cfg: Config) -> Config:
     need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
          "random needs model.path (a folder with the architecture's config.json and tokenizer)")
     need(cfg.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {cfg.model.dtype!r}")
+    # one field per setting: the trainer's CTCVR model is ctcvr.model (reward.ctcvr_model serves
+    # RewardFunction.from_config outside the trainer)
+    need(cfg.reward.ctcvr_model is None, "reward.ctcvr_model",
+         "the trainer reads the CTCVR model from ctcvr.model; set that instead")
     return cfg
 
 

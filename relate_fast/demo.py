@@ -58,7 +58,7 @@ def mark(text, spans, left="⟦", right="⟧"):
 def render_rewards(aligner, ids, row) -> str:
     import numpy as np
 
-    cps, cp_byte, tok_byte = aligner._table.decode(ids)
+    cps, cp_byte, tok_byte = aligner.decode_offsets(ids)
     # token index holding the first and the last byte of each character
     first = np.searchsorted(tok_byte, cp_byte[:-1], side="right") - 1
     last = np.searchsorted(tok_byte, cp_byte[1:] - 1, side="right") - 1

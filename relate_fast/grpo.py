@@ -14,7 +14,8 @@ import torch
 
 from relate_fast.loss import fused_grpo_loss, fused_logprobs
 
-__all__ = ["PackedBatch", "pack", "micro_batches", "completion_hidden", "sequence_logprobs", "grpo_micro_loss"]
+__all__ = ["PackedBatch", "pack", "micro_batches", "trunk_and_head", "completion_hidden", "sequence_logprobs",
+           "grpo_micro_loss"]
 
 
 @dataclass
@@ -86,14 +87,15 @@ def micro_batches(batch: PackedBatch, token_budget: int) -> List[slice]:
     return [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
 
 
-def _decoder(model):
-    """The transformer trunk (returns last hidden states after the final norm) and the lm_head weight."""
-    module = getattr(model, "module", model)  # DeepSpeed engine / DDP wrap the HF model
+def trunk_and_head(model):
+    """(trunk, lm_head weight) of a causal LM: the trunk returns the last hidden states (after the final
+    norm) that the fused loss multiplies by the lm_head weight. Unwraps DeepSpeed/DDP (`.module`)."""
+    module = getattr(model, "module", model)
     return module.get_decoder() if hasattr(module, "get_decoder") else module.model, module.lm_head.weight
 
 
 def completion_hidden(model, mb: PackedBatch) -> torch.Tensor:
-    trunk, _ = _decoder(model)
+    trunk, _ = trunk_and_head(model)
     dev = next(trunk.parameters()).device
     out = trunk(input_ids=mb.input_ids.to(dev), attention_mask=mb.attention_mask.to(dev),
                 position_ids=mb.position_ids.to(dev), use_cache=False)
@@ -107,7 +109,7 @@ def sequence_logprobs(model, batch: PackedBatch, token_budget: int, *, temperatu
                       return_entropy: bool = False):
     """Per-token log-probs [B, C] (fp32, on the model's device: the loss reads them there) of the
     completions under `model`, via fused_logprobs; zero where the mask is."""
-    _, weight = _decoder(model)
+    _, weight = trunk_and_head(model)
     lps, ents = [], []
     C = batch.targets.shape[1]
     for s in micro_batches(batch, token_budget):
@@ -132,7 +134,7 @@ def grpo_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Tenso
     mb = batch.rows(s)
     C = mb.targets.shape[1]
     h = completion_hidden(model, mb)
-    _, weight = _decoder(model)
+    _, weight = trunk_and_head(model)
     dev = h.device
 
     def cut(x):

@@ -1,7 +1,7 @@
 """RELATE's clipped GRPO objective with per-token KL and combined advantages, straight from the last
 hidden states and the lm_head weight, never materialising the [tokens × vocab] logits.
 
-Public contract (see the project's DESIGN notes)::
+Public contract (importable into other GRPO stacks; keep these signatures)::
 
     loss, metrics = fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=None,
                                     alpha=1.0, old_logprobs=None, ref_logprobs=None, beta=0.0,
@@ -69,7 +69,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, *, scale: bool = Tr
         raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
     if rewards.numel() % group_size != 0:
         raise ValueError(f"rewards has {rewards.numel()} entries, not a multiple of group_size={group_size}")
-    r = rewards.float().view(-1, group_size)
+    r = rewards.view(-1, group_size).to(torch.float64 if rewards.dtype == torch.float64 else torch.float32)
     centred = r - r.mean(dim=1, keepdim=True)
     if scale:
         std = r.std(dim=1, keepdim=True, unbiased=True) if group_size > 1 else torch.zeros_like(r[:, :1])

@@ -268,6 +268,12 @@ class TokenAligner:
         """The text of a token sequence (invalid UTF-8 becomes U+FFFD), as the matcher sees it."""
         return b"".join(self.token_bytes(t) for t in token_ids).decode("utf-8", errors="replace")
 
+    def decode_offsets(self, token_ids):
+        """(code points, cp_byte, tok_byte) of a token sequence, decoded natively: the int32 code points
+        of its text (U+FFFD for invalid UTF-8), the byte offset where each code point starts (plus the
+        end), and the byte offset where each token starts (plus the end). Maps characters to tokens."""
+        return self._table.decode(token_ids)
+
 
 def _aligner_from_state(blob, offsets, valid, kind):
     self = TokenAligner.__new__(TokenAligner)
@@ -516,7 +522,7 @@ class NgramCounter:
             return self.mask(batch_token_ids, min_count, num_threads=num_threads)
         _check_aligner(aligner)
         min_count = _check_min_count(min_count)
-        decoded = [aligner._table.decode(ids) for ids in batch_token_ids]
+        decoded = [aligner.decode_offsets(ids) for ids in batch_token_ids]
         char_masks = self._impl.mask([d[0] for d in decoded], min_count, _check_num_threads(num_threads))
         return [_char_mask_to_tokens(m, cp_byte, tok_byte) for m, (_, cp_byte, tok_byte) in zip(char_masks, decoded)]
 

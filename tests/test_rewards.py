@@ -155,8 +155,8 @@ def test_combiner_arithmetic(relate_fn, small_bpe):
     out = relate_fn(_batch(small_bpe, texts))
     c = out.components
     expect = (c["length"] + c["format"] + c["correctness"]
-              + (c["ctcvr"] - c["ctcvr"].mean()) / (c["ctcvr"].std() + 1e-6)
-              + (c["relevance"] - c["relevance"].mean()) / (c["relevance"].std() + 1e-6))
+              + (c["ctcvr"] - c["ctcvr"].mean()) / (c["ctcvr"].std(ddof=1) + 1e-6)
+              + (c["relevance"] - c["relevance"].mean()) / (c["relevance"].std(ddof=1) + 1e-6))
     np.testing.assert_allclose(out.sentence, expect)
     assert set(c) == {"length", "format", "ctcvr", "relevance", "correctness", "diversity_token", "risk_token",
                       "risk", "diversity"}  # the last two: weight-0 monitors (not in r_i, checked above)
@@ -255,3 +255,18 @@ def test_diversity_never_flags_eos_or_template_labels(small_bpe):
         assert "Title" not in flagged and "Description" not in flagged, flagged
         if k < 2:
             assert "small classes every week" in flagged.replace("\n", "")
+
+
+def test_group_and_batch_z_are_eq8():
+    """One z-score in the library: the combiner's group_z/batch_z equal group_advantages (unbiased std)."""
+    import torch
+
+    from relate_fast.loss import group_advantages
+    from relate_fast.rewards.combine import _normalize
+
+    v = np.random.default_rng(0).normal(size=12)
+    np.testing.assert_allclose(_normalize(v, "group_z", 3), group_advantages(torch.from_numpy(v), 3).numpy())
+    g = v.reshape(-1, 3)
+    np.testing.assert_allclose(_normalize(v, "group_z", 3),
+                               ((g - g.mean(1, keepdims=True)) / (g.std(1, ddof=1, keepdims=True) + 1e-6)).reshape(-1))
+    np.testing.assert_allclose(_normalize(v, "batch_z", 3), (v - v.mean()) / (v.std(ddof=1) + 1e-6))

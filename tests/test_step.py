@@ -146,3 +146,8 @@ def test_a_non_finite_batch_is_refused_before_the_update(tiny):
     b.old_logprobs[4, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"GRPO step 1: old_logprobs has a non-finite value \(response 4\)"):
         GRPOStep.check_finite(b, 0)
+
+
+def test_one_field_per_setting():
+    with pytest.raises(ValueError, match="reward.ctcvr_model: the trainer reads the CTCVR model from ctcvr.model"):
+        load_config(None, ["--reward.ctcvr_model", "runs/ctcvr"])

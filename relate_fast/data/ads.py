@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["AdPrompt", "load_ads", "sample_ads", "SAMPLE_ADS", "SPLITS", "LANGS",
-           "format_ad", "parse_ad", "ad_body", "ad_numbers"]
+           "format_ad", "parse_ad", "ad_body", "ad_numbers", "LABEL_RE"]
 
 #: The sample dataset shipped with the package (built by ``python -m relate_fast.data.build_ads``).
 SAMPLE_ADS = "sample_ads.jsonl"
@@ -30,6 +30,9 @@ SPLITS = ("train", "validation", "test")
 LANGS = ("zh", "en")
 
 _LABELS = {"zh": ("标题：", "描述："), "en": ("Title: ", "Description: ")}
+_TITLE, _DESC = "(?:标题|Title)", "(?:描述|Description)"  # either language's label words
+#: A template label at the start of a line ("Title:", "描述："): in every response by design.
+LABEL_RE = re.compile(rf"(?:^|\n)\s*(?:{_TITLE}|{_DESC})\s*[:：]\s*", re.IGNORECASE)
 
 _INSTRUCTION = {
     "zh": ("为下面的搜索广告写一条标题和一条描述。只使用给出的事实，不要使用绝对化或承诺效果的用语。\n"
@@ -100,8 +103,8 @@ def format_ad(title: str, description: str, lang: str) -> str:
     return f"{t}{title}\n{d}{description}"
 
 
-_AD_RE = re.compile(r"^\s*(?:标题|Title)\s*[:：]\s*(?P<title>[^\n]*)\n\s*(?:描述|Description)\s*[:：]\s*"
-                    r"(?P<desc>[^\n]*)\s*$", re.IGNORECASE)
+_AD_RE = re.compile(rf"^\s*{_TITLE}\s*[:：]\s*(?P<title>[^\n]*)\n\s*{_DESC}\s*[:：]\s*(?P<desc>[^\n]*)\s*$",
+                    re.IGNORECASE)
 
 
 def parse_ad(text: str) -> Optional[Tuple[str, str]]:

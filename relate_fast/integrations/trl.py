@@ -89,12 +89,13 @@ class RelateGRPOTrainer(GRPOTrainer):
 
     # -- the loss --------------------------------------------------------------------------------------
     def _last_hidden(self, model, input_ids, attention_mask, logits_to_keep):
-        base = _unwrap(model)
-        trunk = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+        from relate_fast.grpo import trunk_and_head
+
+        trunk, head = trunk_and_head(_unwrap(model))
         with self.accelerator.autocast():
             h = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         # the state at position p predicts token p + 1: keep the ones that predict the completion
-        return h[:, -logits_to_keep - 1:-1], base.lm_head.weight
+        return h[:, -logits_to_keep - 1:-1], head
 
     def _compute_loss(self, model, inputs):
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]

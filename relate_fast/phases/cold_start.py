@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from relate_fast.distributed import barrier, device
-from relate_fast.grpo import completion_hidden, pack
+from relate_fast.grpo import completion_hidden, pack, trunk_and_head
 from relate_fast.models import load_policy, prompt_ids
 
 __all__ = ["run_cold_start"]
@@ -43,7 +43,7 @@ def run_cold_start(cfg, rows: Sequence, base: Path, out: Path, *, rank: int, pro
             c = [tok.encode(r.reference, add_special_tokens=False) + [tok.eos_token_id] for r in batch]
             packed = pack(p, c, tok.pad_token_id)
             h = completion_hidden(model, packed)
-            logits = torch.nn.functional.linear(h, model.lm_head.weight).float()
+            logits = torch.nn.functional.linear(h, trunk_and_head(model)[1]).float()
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), packed.targets.to(h.device).flatten(),
                                                      reduction="none")
             loss = (loss * packed.mask.to(h.device).flatten()).sum() / packed.mask.sum()

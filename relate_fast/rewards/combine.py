@@ -23,6 +23,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from relate_fast.data.ads import LABEL_RE
 from relate_fast.rewards import components as _components  # noqa: F401  (registers the components)
 from relate_fast.rewards.base import SENTENCE, TOKEN, RolloutBatch, check_finite, get_component
 
@@ -100,11 +101,13 @@ class RewardConfig:
     ngram_min_count: Optional[int] = _help("Absolute G_high threshold (overrides ngram_min_share).", default=None)
     ngram_unit: str = _help("'token' counts token-id n-grams (the paper); 'char' counts character n-grams.",
                             default="token")
-    encoder: str = _help("Embedding model for relevance and CTCVR: 'minilm' (offline, English-only), "
-                         "'hashed' (character n-grams, any language), or a sentence-transformers path.",
-                         default="minilm")
-    ctcvr_model: Optional[str] = _help("Folder of a trained CTCVR model (python -m relate_fast.rewards.ctcvr train).",
-                                       default=None)
+    encoder: str = _help("Embedding model of the relevance reward: 'minilm' (offline, English-only), 'hashed' "
+                         "(character n-grams, any language), or a sentence-transformers path. Standalone "
+                         "(RewardFunction.from_config) it also encodes for the CTCVR model; the trainer's CTCVR "
+                         "model uses ctcvr.encoder.", default="minilm")
+    ctcvr_model: Optional[str] = _help("Folder of a trained CTCVR model, for RewardFunction.from_config outside the "
+                                       "trainer (python -m relate_fast.rewards.ctcvr train); the trainer uses "
+                                       "ctcvr.model instead.", default=None)
     monitor: bool = _help("Also compute, with weight 0, the sentence-level components the preset leaves out "
                           "(length, format, relevance, correctness, ctcvr, risk, diversity), for the metrics.",
                           default=True)
@@ -212,13 +215,13 @@ class RewardContext:
         return self._cached("ng_tok", batch, make)
 
 
-# The output template's labels occur in every response by design; they are not a diversity failure.
-_LABEL_RE = re.compile(r"(?:^|\n)\s*(?:标题|描述|Title|Description)\s*[:：]\s*", re.IGNORECASE)
+# The output template's labels (relate_fast.data.ads.LABEL_RE) occur in every response by design;
+# they are not a diversity failure.
 
 
 def _unflag_labels_chars(mask: np.ndarray, text: str) -> np.ndarray:
     mask = np.array(mask, dtype=bool)
-    for mt in _LABEL_RE.finditer(text):
+    for mt in LABEL_RE.finditer(text):
         mask[mt.start():mt.end()] = False
     return mask
 
@@ -227,12 +230,12 @@ def _unflag_labels_tokens(mask: np.ndarray, ids, aligner) -> np.ndarray:
     if not mask.any():
         return mask
     # the native decode gives the code points and, per code point and per token, its first byte
-    cps, cp_byte, tok_byte = aligner._table.decode(ids)
+    cps, cp_byte, tok_byte = aligner.decode_offsets(ids)
     if (cps == 0xFFFD).any():  # invalid UTF-8: byte offsets of labels would not be exact
         return mask
     text = cps.astype(np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
     starts, ends = tok_byte[:-1], tok_byte[1:]
-    for mt in _LABEL_RE.finditer(text):
+    for mt in LABEL_RE.finditer(text):
         a, b = cp_byte[mt.start()], cp_byte[mt.end()]
         mask &= ~((starts < b) & (a < ends))  # tokens overlapping a label
     return mask
@@ -270,10 +273,14 @@ class RewardOutput:
 def _normalize(values: np.ndarray, how: str, group_size: int, eps: float = 1e-6) -> np.ndarray:
     if how == "none":
         return values
-    if how == "batch_z":
-        return (values - values.mean()) / (values.std() + eps)
-    g = values.reshape(-1, group_size)
-    return ((g - g.mean(1, keepdims=True)) / (g.std(1, keepdims=True) + eps)).reshape(-1)
+    if how == "batch_z":  # the whole batch as one group
+        group_size = len(values)
+    # one z-score for the whole library: eq. 8 (unbiased std), as the advantages use it
+    import torch
+
+    from relate_fast.loss import group_advantages
+
+    return group_advantages(torch.from_numpy(np.asarray(values, dtype=np.float64)), group_size, eps=eps).numpy()
 
 
 class RewardFunction:
