@@ -40,6 +40,12 @@ def test_shipped_configs_load_and_overrides():
     assert tiny.rollout.group_size == 5 and tiny.reward.preset == "relate" and tiny.deepspeed.zero_stage == 2
     big = load_config(str(ROOT / "configs" / "qwen3_8b_8gpu.yaml"), ["--rollout.group_size", "4", "--grpo.lr=1e-6"])
     assert big.rollout.group_size == 4 and big.grpo.lr == 1e-6 and big.model.dtype == "bfloat16"
+    # the paper configs follow eq. 6: symmetric clip 0.2, KL on, (1/G) Σ_i Σ_t, G = 5, 1,440 responses
+    for name, ranks in (("qwen3_8b_8gpu.yaml", 8), ("qwen3_8b_4gpu.yaml", 4)):
+        c = load_config(str(ROOT / "configs" / name))
+        assert (c.grpo.eps_low, c.grpo.eps_high, c.grpo.loss_type) == (0.2, 0.2, "seq_sum"), name
+        assert c.grpo.beta > 0 and c.rollout.group_size == 5, name
+        assert ranks * c.rollout.prompts_per_step * c.rollout.group_size == 1440, name
     assert "--rollout.group_size (default 5)" in format_help()
 
 
