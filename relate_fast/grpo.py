@@ -8,7 +8,7 @@ the [tokens × vocab] logits never exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 
