@@ -250,7 +250,9 @@ def main():
     if args.sizes:
         Ns = [int(x) for x in args.sizes.split(",")]
     reps = args.reps or reps
-    info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
+    from benchmarks.common import provenance
+
+    info = {**provenance(), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "H": H, "V": V,
             "dtype": str(dtype), "backend": "triton" if device.type == "cuda" else "torch"}
     print(json.dumps(info), flush=True)

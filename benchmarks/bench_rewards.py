@@ -106,8 +106,10 @@ def main(argv=None):
         for k, v in out.timings.items():
             parts.setdefault(k, []).append(v)
     total = statistics.median(passes)
+    from benchmarks.common import provenance
+
     result = dict(
-        info=dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        info=dict(provenance(), date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), python=platform.python_version(),
                   tokenizer=tok_name, encoder=encoder.name, preset=args.preset),
         responses=len(texts), tokens=sum(map(len, ids)), pass_ms=round(1000 * total, 2),
