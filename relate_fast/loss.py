@@ -37,7 +37,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-__all__ = ["fused_grpo_loss", "fused_logprobs", "group_advantages", "LOSS_TYPES", "BACKENDS"]
+__all__ = ["fused_grpo_loss", "fused_logprobs", "group_advantages", "non_finite_on_mask", "LOSS_TYPES", "BACKENDS"]
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "seq_sum")
 BACKENDS = ("torch", "triton")
@@ -102,17 +102,26 @@ def _check_target_range(targets, V):
         raise ValueError(f"targets must lie in [0, {V}) (the rows of weight)")
 
 
-def _check_finite_on_mask(mask, **tensors):
-    """ValueError naming the first argument with a NaN/inf where mask != 0 (one host sync)."""
+def non_finite_on_mask(mask, **tensors):
+    """(name, row, position) of the first named tensor with a NaN/inf where mask != 0, else None.
+    Tensors are [B, T] or [B] (one value per row); None entries are skipped. One host sync."""
     counted = mask != 0
     present = [(name, x if x.dim() == 2 else x[:, None].expand_as(mask)) for name, x in tensors.items() if x is not None]
     if not present:
-        return
+        return None
     bad = [(~torch.isfinite(x)) & counted for _, x in present]
     for (name, _), b, any_bad in zip(present, bad, torch.stack([b.any() for b in bad]).tolist()):
         if any_bad:
             row, pos = b.nonzero()[0].tolist()
-            raise ValueError(f"{name} has a non-finite value on a counted token (row {row}, position {pos})")
+            return name, row, pos
+    return None
+
+
+def _check_finite_on_mask(mask, **tensors):
+    found = non_finite_on_mask(mask, **tensors)
+    if found is not None:
+        name, row, pos = found
+        raise ValueError(f"{name} has a non-finite value on a counted token (row {row}, position {pos})")
 
 
 def _token_weights(mask: torch.Tensor, loss_type: str, max_completion_length, num_items) -> torch.Tensor:

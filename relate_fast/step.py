@@ -27,7 +27,7 @@ import torch
 
 from relate_fast.distributed import all_gather_objects, all_ranks_true, device
 from relate_fast.grpo import PackedBatch, grpo_micro_loss, micro_batches, pack, sequence_logprobs
-from relate_fast.loss import group_advantages
+from relate_fast.loss import group_advantages, non_finite_on_mask
 from relate_fast.rewards import RolloutBatch
 
 __all__ = ["StepBatch", "GRPOStep", "RolloutError", "lr_at"]
@@ -142,16 +142,12 @@ class GRPOStep:
     def check_finite(b: StepBatch, index: int) -> None:
         """Advantages, token rewards and log-probs must be finite on the tokens that count: one check of
         the whole batch per step (one host sync), where the loss would check each micro-batch."""
-        mask = b.packed.mask != 0
-        named = [("advantages", b.advantages[:, None].expand_as(mask)), ("token_rewards", b.token_rewards),
-                 ("old_logprobs", b.old_logprobs), ("ref_logprobs", b.ref_logprobs)]
-        named = [(n, x) for n, x in named if x is not None]
-        bad = torch.stack([((~torch.isfinite(x)) & mask).any() for _, x in named]).tolist()
-        for (name, x), is_bad in zip(named, bad):
-            if is_bad:
-                row = int(((~torch.isfinite(x)) & mask).any(1).nonzero()[0])
-                raise FloatingPointError(f"GRPO step {index + 1}: {name} has a non-finite value (response {row}); "
-                                         f"the policy or a reward produced NaN/inf")
+        found = non_finite_on_mask(b.packed.mask, advantages=b.advantages, token_rewards=b.token_rewards,
+                                   old_logprobs=b.old_logprobs, ref_logprobs=b.ref_logprobs)
+        if found is not None:
+            name, row, _ = found
+            raise FloatingPointError(f"GRPO step {index + 1}: {name} has a non-finite value (response {row}); "
+                                     f"the policy or a reward produced NaN/inf")
 
     def update(self, b: StepBatch, lr: float) -> List[Dict[str, object]]:
         """mini_batches × epochs optimizer steps, each on a share of whole groups; returns one record

@@ -34,7 +34,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from relate_fast.checkpoint import CheckpointError, CheckpointStore, atomic_write_text, fsync_path
+from relate_fast.checkpoint import CheckpointError, CheckpointStore, atomic_write_text
 from relate_fast.config import SAFE_CHANGES, Config, config_diff, config_to_dict, meaning_hash
 from relate_fast.data.ads import AdPrompt
 from relate_fast.distributed import all_ranks_true, barrier, device, init_distributed, replicas_identical
@@ -457,8 +457,7 @@ class Trainer:
                 raise ValueError(f"{path}:{i}: not valid JSON ({e.msg}, column {e.colno})") from None
             if row["step"] <= step:
                 keep.append(line)
-        atomic_write_text(path, "".join(l + "\n" for l in keep))
-        fsync_path(path)
+        atomic_write_text(path, "".join(l + "\n" for l in keep))  # fsyncs the file and its folder
 
     # -- phase 5: evaluation ----------------------------------------------------------------------
     @torch.no_grad()

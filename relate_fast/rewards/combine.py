@@ -15,7 +15,6 @@ level); relate = model4's set with diversity (eq. 5) and risk moved to token lev
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
