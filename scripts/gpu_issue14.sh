@@ -53,6 +53,15 @@ for job in "$@"; do
       run scaling_$n 420 $TR --nproc_per_node $n --master_port 2952$n benchmarks/bench_vs_trl.py --side ours \
         --shape 1.7b --work $W/vs --out $R/scaling_$n.json
     done ;;
+  scaling12)  # 1 GPU (GPU 0, vLLM at DEBUG to time its start-up) beside 2 GPUs (GPUs 2,3), at once: disjoint GPUs
+    CUDA_VISIBLE_DEVICES=0 VLLM_LOGGING_LEVEL=DEBUG run scaling_1 420 $TR --nproc_per_node 1 --master_port 29521 \
+      benchmarks/bench_vs_trl.py --side ours --shape 1.7b --work $W/vs1 --out $R/scaling_1.json &
+    CUDA_VISIBLE_DEVICES=2,3 run scaling_2 420 $TR --nproc_per_node 2 --master_port 29522 \
+      benchmarks/bench_vs_trl.py --side ours --shape 1.7b --work $W/vs2 --out $R/scaling_2.json &
+    wait ;;
+  scaling4)
+    run scaling_4 420 $TR --nproc_per_node 4 --master_port 29524 benchmarks/bench_vs_trl.py --side ours \
+      --shape 1.7b --work $W/vs4 --out $R/scaling_4.json ;;
   paper8b)  # the paper's shape: Qwen3-8B config, random weights, 4 x 72 prompts x G=5 = 1,440 responses
     run paper8b 560 $TR --nproc_per_node 4 --master_port 29530 benchmarks/bench_train.py --gpu --shape 8b \
       --prompts 72 --max-new-tokens 256 --steps 3 --warmup 1 --out $R/paper8b.json \
