@@ -10,7 +10,7 @@ from typing import Any, List
 
 import torch
 
-__all__ = ["init_distributed", "device", "barrier", "all_ranks_true", "all_gather_objects", "replicas_identical"]
+__all__ = ["init_distributed", "device", "barrier", "all_ranks_true", "max_over_ranks", "all_gather_objects", "replicas_identical"]
 
 
 def init_distributed():
@@ -59,6 +59,17 @@ def all_ranks_true(ok) -> bool:
     if _world() > 1:
         dist.all_reduce(bad, op=dist.ReduceOp.MAX)
     return bool(bad.item() == 0)
+
+
+def max_over_ranks(n: int) -> int:
+    """The largest of every rank's integer `n` (one host sync; `n` itself without a process group)."""
+    import torch.distributed as dist
+
+    if _world() == 1:
+        return int(n)
+    t = torch.tensor([int(n)], dtype=torch.int64, device=device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def all_gather_objects(obj: Any) -> List[Any]:

@@ -8,7 +8,7 @@ the [tokens × vocab] logits never exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -79,12 +79,23 @@ def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                        torch.tensor([len(c) for c in completions], dtype=torch.long))
 
 
-def micro_batches(batch: PackedBatch, token_budget: int) -> List[slice]:
-    """Consecutive row ranges whose padded size (rows × width) stays within `token_budget` (≥ 1 row each)."""
+def micro_batches(batch: PackedBatch, token_budget: int, count: Optional[int] = None) -> List[slice]:
+    """Consecutive row ranges whose padded size (rows × width) stays within `token_budget` (≥ 1 row each).
+
+    `count` asks for exactly that many ranges, rows spread evenly: under data parallel every rank must
+    run the same number of backward passes per optimizer step, or DeepSpeed's gradient collectives
+    pair up wrongly and the ranks hang. Ranks differ in padded width (their longest prompt), so their
+    natural counts differ; the trainer passes the largest, which keeps every range within budget."""
     width = batch.input_ids.shape[1]
     rows = max(1, token_budget // max(width, 1))
     B = batch.input_ids.shape[0]
-    return [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
+    if count is None:
+        return [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
+    if not -(-B // rows) <= count <= B:
+        raise ValueError(f"micro_batches: cannot split {B} rows into {count} ranges of at most {rows} rows "
+                         f"({token_budget} tokens at width {width})")
+    bounds = [B * k // count for k in range(count + 1)]
+    return [slice(bounds[k], bounds[k + 1]) for k in range(count)]
 
 
 def trunk_and_head(model):

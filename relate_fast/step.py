@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from relate_fast.distributed import all_gather_objects, all_ranks_true, device
+from relate_fast.distributed import all_gather_objects, all_ranks_true, device, max_over_ranks
 from relate_fast.grpo import PackedBatch, grpo_micro_loss, micro_batches, pack, sequence_logprobs
 from relate_fast.loss import group_advantages, non_finite_on_mask
 from relate_fast.rewards import RolloutBatch
@@ -165,6 +165,8 @@ class GRPOStep:
     def _optimizer_step(self, mb: StepBatch) -> Dict[str, object]:
         cfg = self.cfg
         slices = micro_batches(mb.packed, cfg.grpo.micro_batch_tokens)
+        if self.world > 1:  # the same number of backward passes on every rank (see micro_batches)
+            slices = micro_batches(mb.packed, cfg.grpo.micro_batch_tokens, count=max_over_ranks(len(slices)))
         total_tokens = float(mb.packed.num_tokens)
         dev = mb.advantages.device
         loss_sum = torch.zeros((), device=dev)

@@ -121,6 +121,22 @@ def test_micro_batch_losses_and_grads_add_up(loss_type):
     torch.testing.assert_close(g_split, g_whole, atol=1e-5, rtol=1e-4)
 
 
+def test_micro_batches_of_a_given_count_stay_within_the_budget():
+    prompts, comps = random_batch(3, rows=10)
+    batch = pack(prompts, comps, 0)
+    width = batch.input_ids.shape[1]
+    natural = micro_batches(batch, 3 * width)
+    assert [s.stop - s.start for s in natural] == [3, 3, 3, 1]
+    for count in range(len(natural), 11):  # what another rank's wider batch may ask for
+        ranges = micro_batches(batch, 3 * width, count=count)
+        sizes = [s.stop - s.start for s in ranges]
+        assert len(ranges) == count and sum(sizes) == 10 and 1 <= min(sizes) and max(sizes) <= 3
+        assert all(a.stop == b.start for a, b in zip(ranges, ranges[1:]))
+    for bad in (3, 11):
+        with pytest.raises(ValueError, match="cannot split 10 rows"):
+            micro_batches(batch, 3 * width, count=bad)
+
+
 def test_repeated_updates_on_a_fixed_batch_lower_the_loss():
     from relate_fast.policy import PolicyUpdater
 
@@ -268,7 +284,9 @@ def test_trainer_under_torchrun_two_ranks(tmp_path):
     args = [str(tmp_path) if a is None else a for a in SMALL]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
            "-m", "relate_fast.train", *args, "--run.name", "ddp", "--grpo.steps", "2",
-           "--run.check_replicas_every", "1", "--eval.enabled", "false"]
+           "--run.check_replicas_every", "1", "--eval.enabled", "false",
+           # a few rows per micro-batch: the ranks' padded widths differ, so would their micro-batch counts
+           "--grpo.micro_batch_tokens", "64"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
