@@ -79,7 +79,7 @@ def main(argv=None):
     if rank == 0 and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     common = ["--run.out_dir", str(work), "--run.name", "bench", "--eval.enabled", "false", "--run.progress", "false",
-              "--run.checkpoint_every", "0", "--run.resume", "false"]
+              "--run.checkpoint_every", "0", "--run.save_final", "false", "--run.resume", "false"]
     if args.gpu:
         folder = work / f"qwen3_{args.shape}"
         if rank == 0:

@@ -81,7 +81,7 @@ def run_ours(folder, args, work) -> dict:
 
     width = 512 + args.max_new_tokens
     over = ["--run.out_dir", str(work), "--run.name", "ours", "--run.progress", "false", "--eval.enabled", "false",
-            "--run.checkpoint_every", "0", "--run.resume", "false", "--model.path", str(folder),
+            "--run.checkpoint_every", "0", "--run.save_final", "false", "--run.resume", "false", "--model.path", str(folder),
             "--model.dtype", "bfloat16", "--model.gradient_checkpointing", "true", "--sft.steps", "0",
             "--rollout.engine", args.engine, "--rollout.group_size", str(G), "--rollout.prompts_per_step",
             str(args.prompts), "--rollout.max_new_tokens", str(args.max_new_tokens), "--rollout.temperature", "1.0",

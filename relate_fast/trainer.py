@@ -34,7 +34,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from relate_fast.checkpoint import CheckpointError, CheckpointStore, atomic_write_text
+from relate_fast.checkpoint import MANIFEST, CheckpointError, CheckpointStore, atomic_write_text
 from relate_fast.config import SAFE_CHANGES, Config, config_diff, config_to_dict, meaning_hash
 from relate_fast.data.ads import AdPrompt
 from relate_fast.distributed import all_ranks_true, barrier, device, init_distributed, replicas_identical
@@ -301,7 +301,8 @@ class Trainer:
                         bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", loss=f"{metrics['loss']:.4f}")
                     stopping = not all_ranks_true(stop.count == 0)
                     every = cfg.run.checkpoint_every
-                    if stopping or (every and (step + 1) % every == 0) or step + 1 == cfg.grpo.steps:
+                    last = step + 1 == cfg.grpo.steps and cfg.run.save_final
+                    if stopping or (every and (step + 1) % every == 0) or last:
                         self.checkpoint(step + 1)
                     if stopping:
                         raise KeyboardInterrupt
@@ -316,13 +317,14 @@ class Trainer:
             if cfg.eval.enabled:
                 summary.update(baseline=self.state.get("baseline"), final=self.evaluate(self.updater.model, "final"))
             summary["seconds"] = round(time.time() - t_start, 1)
-            final = self.run_dir / "final"
-            tmp = self.run_dir / ".final.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.updater.model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            if cfg.run.save_final:
+                final = self.run_dir / "final"
+                tmp = self.run_dir / ".final.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.updater.model.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+                shutil.rmtree(final, ignore_errors=True)
+                tmp.rename(final)
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
             if (self.run_dir / "metrics.jsonl").is_file():  # no GRPO step, no curves
                 try:
@@ -416,8 +418,13 @@ class Trainer:
             self.updater.save(folder, {"step": step}, rank=self.rank)
             self.ckpt.write_rank_state(folder, state)
 
-        self.ckpt.save(step, write, config_hash=self.config_hash)
+        t = time.time()
+        folder = self.ckpt.save(step, write, config_hash=self.config_hash)
         self.saved_step = step
+        if self.rank == 0:  # a large policy's checkpoint takes minutes: say what it cost
+            files = json.loads((folder / MANIFEST).read_text())["files"]
+            self._log(f"checkpoint of step {step}: {sum(f['bytes'] for f in files.values()) / 2**30:.2f} GiB "
+                      f"in {time.time() - t:.1f} s ({folder})")
 
     def _write_metrics(self, m: dict):
         if self.rank != 0:

@@ -64,9 +64,10 @@ for job in "$@"; do
       --shape 1.7b --work $W/vs4 --out $R/scaling_4.json ;;
   paper8b)  # the paper's shape: Qwen3-8B config, random weights, 4 x 72 prompts x G=5 = 1,440 responses
     run paper8b 560 $TR --nproc_per_node 4 --master_port 29530 benchmarks/bench_train.py --gpu --shape 8b \
-      --prompts 72 --max-new-tokens 256 --steps 3 --warmup 1 --out $R/paper8b.json \
+      --prompts 72 --max-new-tokens 256 --steps 3 --warmup 1 --out $R/paper8b.json --keep $W/paper8b_run \
       --rollout.vllm_gpu_memory_utilization $VLLM8B --deepspeed.reduce_bucket_size 200000000 \
-      --deepspeed.allgather_bucket_size 200000000 ;;
+      --deepspeed.allgather_bucket_size 200000000
+    cp $W/paper8b_run/bench/metrics.jsonl $R/paper8b_metrics.jsonl 2>/dev/null ;;  # the steps, even if killed
   vs_trl)  # ours and TRL on GPUs 0,1; the 2-GPU resume test beside ours on GPUs 2,3 (if there): ours
            # pays for that neighbour, TRL runs alone
     CUDA_VISIBLE_DEVICES=0,1 run vs_trl_ours 420 $TR --nproc_per_node 2 --master_port 29540 benchmarks/bench_vs_trl.py \

@@ -285,13 +285,26 @@ def test_trainer_under_torchrun_two_ranks(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
            "-m", "relate_fast.train", *args, "--run.name", "ddp", "--grpo.steps", "2",
            "--run.check_replicas_every", "1", "--eval.enabled", "false",
-           # a few rows per micro-batch: the ranks' padded widths differ, so would their micro-batch counts
-           "--grpo.micro_batch_tokens", "64"]
+           # 1-2 rows per micro-batch: the ranks' padded widths differ (164-194 tokens), so their natural
+           # micro-batch counts do (3 vs 6); unequal counts hang DeepSpeed's gradient collectives
+           "--grpo.micro_batch_tokens", "360"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # ~40 s; a hang fails
     assert res.returncode == 0, res.stderr[-4000:]
     metrics = [json.loads(l) for l in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and "world size 2" in res.stderr
+
+
+def test_save_final_false_writes_no_checkpoint_and_no_model(tmp_path, capsys):
+    from relate_fast.train import main
+
+    args = [str(tmp_path) if a is None else a for a in SMALL]
+    assert main(args + ["--run.name", "nosave", "--grpo.steps", "2", "--run.checkpoint_every", "0",
+                        "--run.save_final", "false", "--eval.enabled", "false"]) == 0
+    run = tmp_path / "nosave"
+    assert (run / "summary.json").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not _checkpoints(run) and not (run / "final").exists()
+    assert "checkpoint of step" not in capsys.readouterr().err
 
 
 def test_nan_loss_skips_steps_then_stops(tmp_path, monkeypatch, capsys):
