@@ -380,6 +380,16 @@ PYBIND11_MODULE(_native, m) {
         }
         return out;
       }, py::arg("seqs"), py::arg("min_count"), py::arg("num_threads") = 1)
+      .def("occurrences", [](const NgramCounter& c, py::handle seqs, int64_t min_count, int num_threads) {
+        PyIdBatch b(seqs, "seqs");
+        py::array_t<int64_t> out(static_cast<py::ssize_t>(b.batch.data.size()));
+        int64_t* p = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          c.occurrences(b.batch, min_count, p, num_threads);
+        }
+        return out;
+      }, py::arg("seqs"), py::arg("min_count"), py::arg("num_threads") = 1)
       .def_property_readonly("n_min", &NgramCounter::n_min)
       .def_property_readonly("n_max", &NgramCounter::n_max)
       .def_property_readonly("count_responses", &NgramCounter::count_responses)

@@ -211,6 +211,30 @@ void NgramCounter::mask(const IdBatch& batch, int64_t min_count, const std::vect
   });
 }
 
+void NgramCounter::occurrences(const IdBatch& batch, int64_t min_count, int64_t* out, int num_threads) const {
+  const std::shared_ptr<const GHigh> held = ghigh(min_count);
+  const GHigh& g = *held;
+  const int64_t nseq = static_cast<int64_t>(batch.data.size());
+  if (g.empty) {
+    std::fill(out, out + nseq, 0);
+    return;
+  }
+  parallel_for(nseq, num_threads, [&](int64_t i) {
+    const int64_t* ids = batch.data[i];
+    int64_t found = 0;
+    int32_t s = DoubleArrayAC::kRoot;
+    for (int64_t j = 0; j < batch.size[i]; ++j) {
+      const int64_t v = ids[j];
+      const int32_t* c = (v >= 0 && v < 0xFFFFFFFFll) ? g.code_of.find(static_cast<uint64_t>(v)) : nullptr;
+      if (c == nullptr) { s = DoubleArrayAC::kRoot; continue; }
+      s = g.ac.next(s, static_cast<uint32_t>(*c));
+      // every G_high n-gram ending at j: the state's output chain (longest first, each a suffix)
+      for (int32_t o = g.ac.out(s); o >= 0; o = g.ac.output(o).next) ++found;
+    }
+    out[i] = found;
+  });
+}
+
 size_t NgramCounter::memory_bytes() const {
   size_t b = edges_.memory_bytes() + parent_.capacity() * (4 + 4 + 1) + free_.capacity() * 4;
   for (const auto& sb : batches_) b += sb.ids.capacity() * 4 + sb.offsets.capacity() * 8;

@@ -36,6 +36,9 @@ class NgramCounter {
   std::vector<std::vector<uint32_t>> frequent(int64_t min_count) const;
   // mask[i][t] = 1 iff token t of sequence i lies inside an occurrence of a frequent n-gram.
   void mask(const IdBatch& batch, int64_t min_count, const std::vector<uint8_t*>& out, int num_threads) const;
+  // out[i] = number of occurrences of frequent n-grams in sequence i: every (start, length) whose
+  // n-gram is in G_high counts once (eq. 4 of RELATE sums Δd over them).
+  void occurrences(const IdBatch& batch, int64_t min_count, int64_t* out, int num_threads) const;
 
   int n_min() const { return n_min_; }
   int n_max() const { return n_max_; }

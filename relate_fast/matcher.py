@@ -9,7 +9,7 @@ arguments at the boundary, reads tokenizers and list files, and keeps the public
     bl.token_mask(batch_token_ids, aligner) -> [np.ndarray[bool]]
     al = TokenAligner(tokenizer); al.token_bytes(token_id) -> bytes
     c = NgramCounter(n_min=2, n_max=10, count="responses", window=None)
-    c.update(batch); c.count(ngram); c.frequent(min_count); c.mask(seqs, min_count)
+    c.update(batch); c.count(ngram); c.frequent(min_count); c.mask(seqs, min_count); c.occurrences(seqs, min_count)
     token_rewards(batch_token_ids, blacklist=..., aligner=..., ngram_counter=..., min_count=...)
 
 This module never imports torch, so reward workers stay light.
@@ -514,6 +514,13 @@ class NgramCounter:
     def mask(self, seqs, min_count: int, *, num_threads: int = 1) -> List[np.ndarray]:
         """Per sequence, bool per token (or character): inside an occurrence of a G_high n-gram."""
         return self._impl.mask(self._seqs(seqs, "seqs"), _check_min_count(min_count), _check_num_threads(num_threads))
+
+    def occurrences(self, seqs, min_count: int, *, num_threads: int = 1) -> np.ndarray:
+        """Per sequence, how many occurrences of G_high n-grams it holds: every (start, length) whose
+        n-gram has count >= min_count counts once, so a repeated 4-token phrase with n from 2 holds
+        3 + 2 + 1 = 6 (eq. 4 of RELATE sums Δd over them). int64 array, one entry per sequence."""
+        return self._impl.occurrences(self._seqs(seqs, "seqs"), _check_min_count(min_count),
+                                      _check_num_threads(num_threads))
 
     def token_mask(self, batch_token_ids, aligner: TokenAligner, min_count: int, *, num_threads: int = 1) -> List[np.ndarray]:
         """Token masks for a batch of token ids; with unit="char", character n-gram hits are mapped

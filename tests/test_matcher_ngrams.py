@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from relate_fast.matcher import NgramCounter
-from tests.textgen import brute_ngram_counts, brute_ngram_mask
+from tests.textgen import brute_ngram_counts, brute_ngram_mask, brute_ngram_occurrences
 
 
 def random_batches(rng, n_batches, n_seqs=20, vocab=6, max_len=30):
@@ -33,6 +33,9 @@ def test_counts_frequent_and_masks_equal_brute_force(count, window):
             for seq, m in zip(batch, masks):
                 assert m.tolist() == brute_ngram_mask(seq, freq, n_min, n_max)
             assert [m.tolist() for m in c.mask(batch, min_count, num_threads=2)] == [m.tolist() for m in masks]
+            occ = c.occurrences(batch, min_count)
+            assert occ.tolist() == [brute_ngram_occurrences(seq, freq, n_min, n_max) for seq in batch]
+            assert c.occurrences(batch, min_count, num_threads=2).tolist() == occ.tolist()
 
 
 def test_window_releases_memory_exactly():

@@ -10,6 +10,7 @@ from relate_fast.rewards import (COMPONENTS, PRESETS, ComponentSpec, RewardConfi
 from relate_fast.rewards.combine import NgramWindow
 from relate_fast.rewards.components import format_violations
 from relate_fast.rewards.embedding import HashedNgramEncoder, SentenceEncoder
+from tests.textgen import brute_ngram_occurrences
 from relate_fast.rewards.judge import LLMJudge, parse_judge_score
 
 ZH = AdPrompt(id="z", lang="zh", industry="education", query="杭州雅思培训哪家好", bidword="雅思培训",
@@ -90,12 +91,32 @@ def test_diversity_sentence_and_token():
     batch = RolloutBatch(rows, ["a"] * 4, ids)
     window.update(batch)
     ctx = RewardContext(ngrams=window)
+    # eq. 4: every frequent n-gram occurrence: (7,8), (8,9), (7,8,9) = 3 per copy of the phrase
     sent = COMPONENTS["diversity"].fn(batch, ctx, delta=0.25)
-    assert sent.tolist() == [-0.25, -0.25, 0.0, -0.5]
+    assert sent.tolist() == [-0.75, -0.75, 0.0, -1.5]
+    assert COMPONENTS["diversity"].fn(batch, ctx, delta=0.25, cap=4).tolist() == [-0.75, -0.75, 0.0, -1.0]
+    # the option: one Δd per repeated phrase (maximal covered run)
+    phrases = COMPONENTS["diversity"].fn(batch, ctx, delta=0.25, count="phrases")
+    assert phrases.tolist() == [-0.25, -0.25, 0.0, -0.5]
+    with pytest.raises(ValueError, match="diversity.count"):
+        COMPONENTS["diversity"].fn(batch, ctx, count="tokens")
     tok = COMPONENTS["diversity_token"].fn(batch, ctx, lam=0.5)
     assert tok[0].tolist() == [0, -0.5, -0.5, -0.5, 0]
     assert tok[3].tolist() == [-0.5, -0.5, -0.5, 0, -0.5, -0.5, -0.5]
     assert not tok[2].any()
+
+
+def test_diversity_counts_no_ngram_across_a_template_label():
+    # character n-grams of texts: the labels ("Title: ", "Description: ") are in every ad by design
+    counter = NgramCounter(2, 3, count="responses", window=1, unit="char")
+    window = NgramWindow(counter, min_count=2)
+    texts = [format_ad("xyz", "xyq", "en"), format_ad("xyz", "pqr", "en"), format_ad("abc", "def", "en")]
+    batch = RolloutBatch([EN] * 3, texts, None)
+    window.update(batch)
+    occ = RewardContext(ngrams=window).ngram_occurrences(batch)
+    # frequent and label-free: "xy", "yz", "xyz" in ads 0 and 1, plus "xy" again in ad 0's description;
+    # the labels' own n-grams, and those reaching into a label (e.g. "z\n"), do not count
+    assert occ.tolist() == [4, 3, 0]
 
 
 def test_relevance_minilm_and_hashed():
@@ -247,7 +268,28 @@ def test_diversity_never_flags_eos_or_template_labels(small_bpe):
     text = "Title: Learn Python fast\nDescription: small classes every week"
     other = "Title: Cheap flights\nDescription: book with us"
     ids = [small_bpe.encode(t) + [small_bpe.eos_token_id] for t in (text, text, other)]
-    out = fn(RolloutBatch([EN] * 3, [text, text, other], ids, group_size=3))
+    batch = RolloutBatch([EN] * 3, [text, text, other], ids, group_size=3)
+    out = fn(batch)
+    # eq. 4's count on token ids equals brute force over the label-free pieces (labels found here
+    # from the tokenizer's own offsets) with the window's G_high; EOS is never part of one
+    from relate_fast.data.ads import LABEL_RE
+
+    w = fn.ctx.ngrams
+    freq = set(w.counter.frequent(w.min_count))
+    occ = fn.ctx.ngram_occurrences(batch)
+    for t, o in zip([text, text, other], occ):
+        enc = small_bpe(t, return_offsets_mapping=True)
+        spans = [m.span() for m in LABEL_RE.finditer(t)]
+        keep = [not any(a < e and s < b for s, e in spans) for a, b in enc["offset_mapping"]]
+        pieces, cur = [], []
+        for tid, k in zip(enc["input_ids"], keep):
+            if k:
+                cur.append(tid)
+            elif cur:
+                pieces, cur = pieces + [cur], []
+        pieces += [cur] if cur else []
+        assert o == sum(brute_ngram_occurrences(p, freq, 2, 10) for p in pieces)
+    assert occ[0] == occ[1] > 3 * occ[2]
     al = TokenAligner(small_bpe)
     for k in range(3):
         flagged = b"".join(al.token_bytes(t) for t, f in zip(ids[k], out.token[k] != 0) if f).decode()

@@ -112,3 +112,10 @@ def brute_ngram_mask(seq, frequent_set, n_min, n_max):
                 for t in range(i, i + n):
                     mask[t] = True
     return mask
+
+
+def brute_ngram_occurrences(seq, frequent_set, n_min, n_max):
+    """Eq. 4's count: every (start, length) window of the sequence whose n-gram is frequent."""
+    seq = list(seq)
+    return sum(tuple(seq[i:i + n]) in frequent_set
+               for n in range(n_min, n_max + 1) for i in range(len(seq) - n + 1))

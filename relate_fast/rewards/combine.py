@@ -214,8 +214,68 @@ class RewardContext:
         return self._cached("ng_tok", batch, make)
 
 
+    def ngram_occurrences(self, batch) -> np.ndarray:
+        """Per response, the number of occurrences of G_high n-grams (eq. 4: every (start, length)
+        whose n-gram is frequent counts once); none that overlaps an output-template label counts."""
+        def make():
+            c, w = self.ngrams.counter, self.ngrams
+            if c.unit == "char":
+                seqs = list(batch.texts) if batch.token_ids is None else [_decoded_text(w.strip(ids), self.aligner)
+                                                                           for ids in batch.token_ids]
+            else:
+                seqs = [w.strip(ids) for ids in batch.token_ids]
+            counts = c.occurrences(seqs, w.min_count)
+            # only a response with a hit can hold one across a label: count its label-free pieces again
+            hit = np.flatnonzero(counts)
+            pieces, owner = [], []
+            for i in hit:
+                for piece in _label_free_pieces(seqs[i], c.unit, self.aligner):
+                    pieces.append(piece)
+                    owner.append(i)
+            counts[hit] = 0
+            if pieces:
+                np.add.at(counts, owner, c.occurrences(pieces, w.min_count))
+            return counts
+        return self._cached("ng_occ", batch, make)
+
+
 # The output template's labels (relate_fast.data.ads.LABEL_RE) occur in every response by design;
 # they are not a diversity failure.
+
+
+def _decoded_text(ids, aligner) -> str:
+    cps = aligner.decode_offsets(ids)[0]
+    return cps.astype(np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def _label_free_pieces(seq, unit: str, aligner) -> list:
+    """The parts of a response (a text, or token ids) between the template's labels."""
+    if unit == "char":
+        keep = np.ones(len(seq), dtype=bool)
+        for m in LABEL_RE.finditer(seq):
+            keep[m.start():m.end()] = False
+    elif aligner is not None:
+        keep = ~_label_tokens(seq, aligner)
+    else:
+        return [seq]
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+    return [seq[a:b] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _label_tokens(ids, aligner) -> np.ndarray:
+    """Per token, whether it overlaps a template label (none where the bytes are not valid UTF-8:
+    byte offsets of labels would not be exact)."""
+    # the native decode gives the code points and, per code point and per token, its first byte
+    cps, cp_byte, tok_byte = aligner.decode_offsets(ids)
+    out = np.zeros(len(tok_byte) - 1, dtype=bool)
+    if (cps == 0xFFFD).any():
+        return out
+    text = cps.astype(np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
+    starts, ends = tok_byte[:-1], tok_byte[1:]
+    for mt in LABEL_RE.finditer(text):
+        a, b = cp_byte[mt.start()], cp_byte[mt.end()]
+        out |= (starts < b) & (a < ends)
+    return out
 
 
 def _unflag_labels_chars(mask: np.ndarray, text: str) -> np.ndarray:
@@ -228,16 +288,7 @@ def _unflag_labels_chars(mask: np.ndarray, text: str) -> np.ndarray:
 def _unflag_labels_tokens(mask: np.ndarray, ids, aligner) -> np.ndarray:
     if not mask.any():
         return mask
-    # the native decode gives the code points and, per code point and per token, its first byte
-    cps, cp_byte, tok_byte = aligner.decode_offsets(ids)
-    if (cps == 0xFFFD).any():  # invalid UTF-8: byte offsets of labels would not be exact
-        return mask
-    text = cps.astype(np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
-    starts, ends = tok_byte[:-1], tok_byte[1:]
-    for mt in LABEL_RE.finditer(text):
-        a, b = cp_byte[mt.start()], cp_byte[mt.end()]
-        mask &= ~((starts < b) & (a < ends))  # tokens overlapping a label
-    return mask
+    return mask & ~_label_tokens(ids, aligner)
 
 
 @dataclass

@@ -10,7 +10,7 @@ Every component defines the value of an empty response (the policy can emit EOS 
 from __future__ import annotations
 
 import re
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -152,14 +152,29 @@ def _runs(mask: np.ndarray) -> int:
     return int(m[0] + np.count_nonzero(np.diff(m) == 1))
 
 
-@register_component("diversity", SENTENCE, needs=("ngrams",))
-def diversity_reward(batch: RolloutBatch, ctx, *, delta: float = 0.2, cap: int = 5) -> np.ndarray:
-    """Eq. 4: −Δd per frequent phrase (a maximal run of tokens covered by G_high n-grams), capped.
+DIVERSITY_COUNTS = ("ngrams", "phrases")
 
-    Counting runs rather than every covered n-gram keeps the penalty linear in the number of
-    repeated phrases: one repeated 10-token phrase contains 45 frequent 2..10-grams.
+
+@register_component("diversity", SENTENCE, needs=("ngrams",))
+def diversity_reward(batch: RolloutBatch, ctx, *, delta: float = 0.2, count: str = "ngrams",
+                     cap: Optional[int] = None) -> np.ndarray:
+    """Eq. 4: −Δd for each of the response's n-grams that is in G_high.
+
+    count="ngrams" (the paper): every occurrence of a frequent n-gram counts, so one repeated
+    10-token phrase costs 45 Δd (its 2..10-grams). count="phrases": one Δd per maximal run of
+    tokens covered by frequent n-grams, which keeps the penalty linear in the number of repeated
+    phrases (a departure, for small models whose template fragments repeat). `cap` bounds the count
+    (none by default).
     """
-    return np.array([-delta * min(_runs(m), cap) for m in ctx.ngram_token_masks(batch)], dtype=np.float64)
+    if count not in DIVERSITY_COUNTS:
+        raise ValueError(f"reward.params.diversity.count must be one of {DIVERSITY_COUNTS}, got {count!r}")
+    if count == "ngrams":
+        n = ctx.ngram_occurrences(batch).astype(np.float64)
+    else:
+        n = np.array([_runs(m) for m in ctx.ngram_token_masks(batch)], dtype=np.float64)
+    if cap is not None:
+        n = np.minimum(n, cap)
+    return -delta * n
 
 
 @register_component("diversity_token", TOKEN, needs=("ngrams",))
