@@ -29,10 +29,22 @@ def run(name, rows, texts, ctx=None, token_ids=None, **params):
 
 
 def test_length():
-    r = run("length", [ZH, ZH, ZH, EN, EN], [GOOD_ZH, format_ad("雅思", "试听", "zh"), "", GOOD_EN, "x" * 400])
+    texts = [GOOD_ZH, format_ad("雅思", "试听", "zh"), "", GOOD_EN, "x" * 400]
+    r = run("length", [ZH, ZH, ZH, EN, EN], texts, unit="chars")
     assert r[0] == 1.0 and r[3] == 1.0
     assert r[1] == pytest.approx(1 - 2 * (20 - 4) / 40)  # 4 characters, 16 short of 20 in a 40-wide interval
     assert r[2] == -1.0 and r[4] == -1.0
+    # the default unit: the response's tokens, Qwen3 intervals [20, 50] in both languages
+    ids = [[1] * 35, [1] * 5, [], [1] * 50, [1] * 140]
+    r = run("length", [ZH, ZH, ZH, EN, EN], texts, token_ids=ids)
+    assert r[0] == 1.0 and r[3] == 1.0
+    assert r[1] == pytest.approx(1 - 2 * (20 - 5) / 30)  # 5 tokens, 15 short of 20 in a 30-wide interval
+    assert r[2] == -1.0 and r[4] == -1.0
+    assert run("length", [EN], ["x"], token_ids=[[1] * 10], target={"en": [5, 15]}).tolist() == [1.0]
+    with pytest.raises(ValueError, match="needs the batch's token ids"):
+        run("length", [EN], [GOOD_EN])
+    with pytest.raises(ValueError, match="length.unit"):
+        run("length", [EN], [GOOD_EN], unit="words")
 
 
 def test_format():
@@ -209,7 +221,7 @@ def test_equal_rewards_give_zero_advantages():
 
     from relate_fast import group_advantages
 
-    fn = RewardFunction.from_config(RewardConfig(preset="model1"))
+    fn = RewardFunction.from_config(RewardConfig(preset="model1", params={"length": {"unit": "chars"}}))
     out = fn(RolloutBatch([EN] * 4, [GOOD_EN, GOOD_EN, GOOD_EN, GOOD_EN + " More."], group_size=2))
     adv = group_advantages(torch.from_numpy(out.sentence), 2)
     assert adv[:2].tolist() == [0.0, 0.0] and torch.isfinite(adv).all()
@@ -233,7 +245,7 @@ def test_config_errors(small_bpe):
         RewardFunction.from_config(RewardConfig(preset="model2"), encoder=HashedNgramEncoder())
     with pytest.raises(ValueError, match="group_size 3 must be an int >= 1 dividing the batch size 4"):
         RolloutBatch([EN] * 4, ["a"] * 4, group_size=3)
-    cfg = RewardConfig(preset="model4", weights={"ctcvr": 3.0}, ngram_unit="char")
+    cfg = RewardConfig(preset="model4", weights={"ctcvr": 3.0}, ngram_unit="char", params={"length": {"unit": "chars"}})
     fn = RewardFunction.from_config(cfg, encoder=HashedNgramEncoder(), ctcvr=_ConstantCTCVR())
     assert {s.name: s.weight for s in fn.specs}["ctcvr"] == 3.0
     out = fn(RolloutBatch([EN] * 2, [GOOD_EN, GOOD_EN]))  # character n-grams work without token ids

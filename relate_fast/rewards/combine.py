@@ -83,7 +83,7 @@ class RewardConfig:
     normalize: Dict[str, str] = _help("Per-component normalisation overrides (none, batch_z, group_z), "
                                       "e.g. {ctcvr: none}.", default_factory=dict)
     params: Dict[str, Dict[str, object]] = _help(
-        "Per-component keyword overrides, e.g. {risk_token: {lam: 2.0}, length: {target: {en: [50, 150]}}}.",
+        "Per-component keyword overrides, e.g. {risk_token: {lam: 2.0}, length: {unit: chars, target: {en: [50, 150]}}}.",
         default_factory=dict)
     extra: List[Dict[str, object]] = _help(
         "Components added to the preset: a list of {name, weight, normalize, params}.", default_factory=list)
