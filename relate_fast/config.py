@@ -380,6 +380,14 @@ def validate(cfg: Config) -> Config:
     need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
          "random needs model.path (a folder with the architecture's config.json and tokenizer)")
     need(cfg.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {cfg.model.dtype!r}")
+    rw = cfg.reward
+    need(rw.judge_engine in ("hf", "vllm"), "reward.judge_engine", f"must be hf or vllm, got {rw.judge_engine!r}")
+    need(not rw.judge_relevance or rw.judge_model is not None, "reward.judge_relevance",
+         "needs reward.judge_model (the judge that scores relevance)")
+    need(0 < rw.judge_gpu_memory_utilization < 1, "reward.judge_gpu_memory_utilization",
+         f"must be in (0, 1), got {rw.judge_gpu_memory_utilization}")
+    need(rw.judge_batch_size >= 1, "reward.judge_batch_size", f"must be >= 1, got {rw.judge_batch_size}")
+    need(rw.judge_max_new_tokens >= 1, "reward.judge_max_new_tokens", f"must be >= 1, got {rw.judge_max_new_tokens}")
     # one field per setting: the trainer's CTCVR model is ctcvr.model (reward.ctcvr_model serves
     # RewardFunction.from_config outside the trainer)
     need(cfg.reward.ctcvr_model is None, "reward.ctcvr_model",

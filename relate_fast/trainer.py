@@ -255,8 +255,15 @@ class Trainer:
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.tok = tok
+        from relate_fast.rewards.judge import judge_from_config
+
+        t = time.time()
+        judge = judge_from_config(cfg.reward, device=device(), dtype=cfg.model.dtype)
+        if judge is not None:
+            self._log(f"judge: {cfg.reward.judge_model} on {cfg.reward.judge_engine} ({time.time() - t:.1f} s); "
+                      f"judged: correctness{', relevance' if cfg.reward.judge_relevance else ''}")
         self.reward_fn = RewardFunction.from_config(cfg.reward, tokenizer=tok, encoder=encoder, ctcvr=ctcvr,
-                                                    vocab_size=policy.config.vocab_size)
+                                                    judge=judge, vocab_size=policy.config.vocab_size)
         reference = None
         if cfg.grpo.beta != 0:
             reference, _ = self._load(cold)

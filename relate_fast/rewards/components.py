@@ -1,7 +1,8 @@
 """RELATE's reward components, one registered function each (see base.py for the protocol).
 
 Sentence level ([B] floats): length, format, relevance, correctness (rule-based fact check),
-correctness_judge (LLM-as-judge), risk (blacklist hit count, Model 4), diversity (eq. 4), ctcvr.
+correctness_judge and relevance_judge (LLM-as-judge), risk (blacklist hit count, Model 4),
+diversity (eq. 4), ctcvr.
 Token level (B arrays of per-token floats): risk_token (−λ1 on blacklist-hit tokens) and
 diversity_token (eq. 5: −λ2 on tokens inside frequent n-grams).
 
@@ -133,7 +134,13 @@ def correctness_reward(batch: RolloutBatch, ctx, *, empty_score: float = 1.0) ->
 @register_component("correctness_judge", SENTENCE, needs=("judge",))
 def correctness_judge_reward(batch: RolloutBatch, ctx) -> np.ndarray:
     """LLM-as-judge correctness in [0, 1] (see rewards/judge.py)."""
-    return ctx.judge.score(batch.prompts, batch.texts)
+    return ctx.judge.score(batch.prompts, batch.texts, "correctness")
+
+
+@register_component("relevance_judge", SENTENCE, needs=("judge",))
+def relevance_judge_reward(batch: RolloutBatch, ctx) -> np.ndarray:
+    """LLM-as-judge relevance to the query in [0, 1] (see rewards/judge.py)."""
+    return ctx.judge.score(batch.prompts, batch.texts, "relevance")
 
 
 # --------------------------------------------------------------------------- compliance

@@ -12,7 +12,8 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["JUDGE_PROMPT", "judge_prompt", "parse_judge_score", "LLMJudge", "hf_generate_fn", "vllm_generate_fn"]
+__all__ = ["JUDGE_PROMPT", "RELEVANCE_PROMPT", "ASPECTS", "judge_prompt", "parse_judge_score", "LLMJudge",
+           "hf_generate_fn", "vllm_generate_fn", "judge_from_config"]
 
 JUDGE_PROMPT = {
     "zh": ("你是广告审核员。根据落地页信息判断广告是否准确：价格、时长、数量等事实必须与信息一致，不得编造。\n"
@@ -25,10 +26,24 @@ JUDGE_PROMPT = {
 }
 
 
-def judge_prompt(row, text: str) -> str:
+#: What the judge is asked, per aspect: correctness against the landing page (the paper's judge),
+#: and relevance of the ad to the user's query (when `reward.judge_relevance` is on).
+RELEVANCE_PROMPT = {
+    "zh": ("你是广告审核员。判断广告与用户搜索词是否相关：广告应回应搜索意图并推广该关键词的产品或服务。\n"
+           "搜索词：{query}\n关键词：{bidword}\n广告：{ad}\n请只输出一行：评分：N（1=完全无关，5=高度相关）"),
+    "en": ("You review search ads. Judge whether the ad answers the user's search: it should address the "
+           "query's intent and advertise the bidword's product or service.\nQuery: {query}\nBidword: {bidword}\n"
+           "Ad: {ad}\nAnswer with one line only: Score: N (1 = unrelated, 5 = highly relevant)"),
+}
+ASPECTS = ("correctness", "relevance")
+
+
+def judge_prompt(row, text: str, aspect: str = "correctness") -> str:
     sep = "、" if row.lang == "zh" else "; "
-    return JUDGE_PROMPT[row.lang].format(facts=sep.join(row.facts), points=sep.join(row.selling_points),
-                                         ad=text.replace("\n", " "))
+    ad = text.replace("\n", " ")
+    if aspect == "relevance":
+        return RELEVANCE_PROMPT[row.lang].format(query=row.query, bidword=row.bidword, ad=ad)
+    return JUDGE_PROMPT[row.lang].format(facts=sep.join(row.facts), points=sep.join(row.selling_points), ad=ad)
 
 
 _LABELLED = re.compile(r"(?:score|rating|评分|得分|分数)\s*[\"']?\s*[:：=]?\s*[\"']?\s*([1-5](?:\.\d+)?)\b",
@@ -56,7 +71,8 @@ def parse_judge_score(text: str) -> Optional[float]:
 
 
 class LLMJudge:
-    """Scores ads for factual correctness in [0, 1] ((score - 1) / 4); unparseable replies get `fallback`."""
+    """Scores ads in [0, 1] ((score - 1) / 4) for an aspect (correctness, the default, or relevance);
+    unparseable replies get `fallback`. One batched `generate` call per `score`."""
 
     def __init__(self, generate: Callable[[List[str]], List[str]], *, fallback: float = 0.0):
         if not callable(generate):
@@ -64,8 +80,10 @@ class LLMJudge:
         self.generate, self.fallback = generate, float(fallback)
         self.calls = self.unparsed = 0
 
-    def score(self, rows: Sequence, texts: Sequence[str]) -> np.ndarray:
-        prompts = [judge_prompt(r, t) for r, t in zip(rows, texts)]
+    def score(self, rows: Sequence, texts: Sequence[str], aspect: str = "correctness") -> np.ndarray:
+        if aspect not in ASPECTS:
+            raise ValueError(f"judge aspect must be one of {ASPECTS}, got {aspect!r}")
+        prompts = [judge_prompt(r, t, aspect) for r, t in zip(rows, texts)]
         replies = self.generate(prompts)
         if len(replies) != len(prompts):
             raise RuntimeError(f"judge generate returned {len(replies)} replies for {len(prompts)} prompts")
@@ -110,6 +128,7 @@ def vllm_generate_fn(llm, *, max_new_tokens: int = 12, chat: bool = True):
     from vllm import SamplingParams
 
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    chat = chat and bool(getattr(llm.get_tokenizer(), "chat_template", None))  # as hf_generate_fn
 
     def generate(prompts: List[str]) -> List[str]:
         if chat:
@@ -119,3 +138,28 @@ def vllm_generate_fn(llm, *, max_new_tokens: int = 12, chat: bool = True):
         return [o.outputs[0].text for o in outs]
 
     return generate
+
+
+def judge_from_config(cfg, *, device="cpu", dtype: str = "float32") -> Optional[LLMJudge]:
+    """The trainer's judge from `reward.judge_*` (None when reward.judge_model is unset).
+
+    engine "hf": the judge model loaded with Hugging Face on `device` (this rank's GPU, or the CPU),
+    greedy, batched by reward.judge_batch_size. engine "vllm": a second vLLM engine on this rank's
+    GPU beside the rollout engine, with reward.judge_gpu_memory_utilization of it."""
+    if cfg.judge_model is None:
+        return None
+    if cfg.judge_engine == "vllm":
+        import os
+
+        from vllm import LLM
+
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this process, like the rollout engine
+        llm = LLM(model=cfg.judge_model, dtype="bfloat16" if dtype == "bfloat16" else "auto",
+                  gpu_memory_utilization=cfg.judge_gpu_memory_utilization, enable_prefix_caching=True)
+        return LLMJudge(vllm_generate_fn(llm, max_new_tokens=cfg.judge_max_new_tokens))
+    from relate_fast.models import load_policy
+
+    model, tok = load_policy(cfg.judge_model, dtype=dtype, device=device)
+    model.eval().requires_grad_(False)
+    return LLMJudge(hf_generate_fn(model, tok, max_new_tokens=cfg.judge_max_new_tokens,
+                                   batch_size=cfg.judge_batch_size))
