@@ -11,7 +11,7 @@ In one run, on the same inputs (random, never zeros), it times forward+backward 
 - cce: log-probs from cut-cross-entropy's `linear_cross_entropy(reduction="none")` + the same torch
   GRPO math (package cut-cross-entropy; its default gradient filtering is left on);
 - liger: liger-kernel's `LigerFusedLinearGRPOLoss` (per-sequence advantages only);
-and, without grad, `fused_logprobs` (default and the single-kernel "split" variant) against one product.
+and, without grad, `fused_logprobs` against one product.
 
 Correctness in the same run: loss and both gradients of each implementation against an fp32
 reference on the same bf16 inputs (logits and products in IEEE fp32, chunked). Times: median of
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -217,12 +216,6 @@ def bench(N, H, V, device, dtype, reps, skip=()):
         ref_lp = fused_logprobs(hidden.float(), weight.float(), targets, backend="torch") if device.type != "cuda" \
             else None
         if device.type == "cuda":
-            os.environ["RELATE_FAST_LOGPROBS"] = "split"
-            try:
-                row["logprobs_split_ms"], _ = timed(lambda: fused_logprobs(hidden, weight, targets), device, reps=reps)
-                row["logprobs_split_vs_product"] = row["logprobs_split_ms"] / row["one_product_ms"]
-            finally:
-                del os.environ["RELATE_FAST_LOGPROBS"]
             prev = torch.backends.cuda.matmul.allow_tf32
             torch.backends.cuda.matmul.allow_tf32 = False
             ref_lp = fused_logprobs(hidden.detach().float(), weight.detach().float(), targets, backend="torch")
@@ -284,8 +277,6 @@ def print_table(rows):
         print(f"N={r['N']}: " + " | ".join(cells))
         lp = f"  logprobs {r['logprobs_ms']:.2f} ms = {r['logprobs_vs_product']:.2f}x one product " \
              f"({r['one_product_ms']:.2f} ms), err {r['logprobs_err']:.1e}"
-        if "logprobs_split_ms" in r:
-            lp += f"; split kernel {r['logprobs_split_ms']:.2f} ms = {r['logprobs_split_vs_product']:.2f}x"
         print(lp)
 
 

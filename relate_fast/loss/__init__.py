@@ -1,0 +1,170 @@
+"""RELATE's clipped GRPO objective with per-token KL and combined advantages, straight from the last
+hidden states and the lm_head weight, never materialising the [tokens × vocab] logits.
+
+Public contract (importable into other GRPO stacks; keep these signatures)::
+
+    loss, metrics = fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=None,
+                                    alpha=1.0, old_logprobs=None, ref_logprobs=None, beta=0.0,
+                                    eps_low=0.2, eps_high=0.2, temperature=1.0, loss_type="grpo",
+                                    max_completion_length=None, num_items=None)
+    logprobs = fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False)
+    adv = group_advantages(rewards, group_size, *, scale=True, eps=1e-6)
+
+Algorithm: every loss type is a weighted sum of per-token terms, loss = Σ_t per[t]·c[t], with
+weights c[t] known before the pass (`objective.token_weights`). So one pass over chunks of tokens
+does it all:
+
+    z = h_chunk @ Wᵀ                      fp32 [C, V], the only vocabulary-sized buffer
+    lse, z_tgt (, entropy)                row statistics of z/T            ─┐ the two "row ops"
+    logp = z_tgt - lse; per, g = dL/dlogp  `objective.token_terms`, on [C]  │ (`rows.py`): Triton
+    dz = g·(onehot - softmax(z/T))/T       written over z                  ─┘ kernels or plain torch
+    grad_h[chunk] = dz @ W;  grad_W += dzᵀ @ h_chunk
+
+three matrix products per chunk, no recomputation in backward (backward only scales the gradients
+it was handed). `recompute=True` instead keeps only lse and g from the forward pass and redoes the
+logits in backward (four products; for callers that must not hold the gradients between the passes).
+
+Backends: "triton" (the default on CUDA: cuBLAS products with fp32 output + the Triton row kernels;
+under TRITON_INTERPRET=1 it also runs on CPU tensors, which is how CI tests it) and "torch" (the
+default elsewhere: the same chunked algorithm with torch row ops). RELATE_FAST_BACKEND=torch|triton
+overrides the default.
+
+Modules, as Liger lays out an op: this file holds the public functions (argument checks, then one
+call into the pass); `objective.py` the per-token math of eq. 6 and the loss types; `chunked.py` the
+chunked pass and its autograd Function; `rows.py` the two row backends; `checks.py` the boundary
+checks. The Triton kernels themselves live in relate_fast.kernels.grpo_loss.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+
+from relate_fast.loss.checks import check_finite_on_mask, check_target_range, check_tensor, non_finite_on_mask
+from relate_fast.loss.chunked import FusedGRPO, PassConfig, chunk_rows, logprobs_pass
+from relate_fast.loss.objective import LOSS_TYPES, token_weights
+from relate_fast.loss.rows import BACKENDS, resolve_backend
+
+__all__ = ["fused_grpo_loss", "fused_logprobs", "group_advantages", "non_finite_on_mask", "LOSS_TYPES", "BACKENDS"]
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, *, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """RELATE eq. 8: A_i = (r_i - mean_group(r)) / (std_group(r) + eps), unbiased std.
+
+    rewards: [B] with B a multiple of group_size; consecutive group_size entries form one group.
+    scale=False returns r_i - mean_group(r) (Dr. GRPO). A group of one has advantage 0.
+    """
+    if not isinstance(rewards, torch.Tensor):
+        raise TypeError(f"rewards must be a torch.Tensor, got {type(rewards).__name__}")
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D [B], got shape {tuple(rewards.shape)}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
+    if rewards.numel() % group_size != 0:
+        raise ValueError(f"rewards has {rewards.numel()} entries, not a multiple of group_size={group_size}")
+    r = rewards.view(-1, group_size).to(torch.float64 if rewards.dtype == torch.float64 else torch.float32)
+    centred = r - r.mean(dim=1, keepdim=True)
+    if scale:
+        std = r.std(dim=1, keepdim=True, unbiased=True) if group_size > 1 else torch.zeros_like(r[:, :1])
+        centred = centred / (std + eps)
+    return centred.reshape(-1).to(rewards.dtype if rewards.is_floating_point() else torch.float32)
+
+
+def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=None, alpha=1.0,
+                    old_logprobs=None, ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2,
+                    temperature=1.0, loss_type="grpo", max_completion_length=None, num_items=None,
+                    return_entropy=False, chunk_size=None, backend=None,
+                    recompute=False, check_finite=False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Clipped GRPO objective (RELATE eq. 6) with A = advantages + alpha·token_rewards and β·k3 KL.
+
+    Returns (loss, metrics); metrics holds detached tensors (no host sync): kl, clip_ratio,
+    clip_low, clip_high, ratio_mean, ratio_max (masked over tokens), entropy when return_entropy.
+    Gradients flow to hidden and weight (none to weight when it does not require grad).
+    chunk_size: tokens per chunk (default: a chunk's fp32 logits stay within the backend's budget).
+    backend: "triton" | "torch" (default: triton on CUDA, torch elsewhere; see the module notes).
+    recompute: keep only per-token statistics from the forward pass and recompute the logits in
+    backward (one more product), instead of computing the gradients during the forward pass.
+    check_finite: refuse NaN/inf in advantages, token_rewards, old_logprobs and ref_logprobs on
+    counted tokens (mask != 0) with a ValueError naming the argument; off by default because it
+    costs a host sync (the trainer checks its whole batch once per step instead).
+    An empty batch (B = 0 or T = 0) gives a zero loss whose gradients are zeros.
+    """
+    check_tensor(hidden, "hidden", dims=(3,), floating=True)
+    dev = hidden.device
+    B, T, H = hidden.shape
+    check_tensor(weight, "weight", dims=(2,), floating=True, device=dev)
+    if weight.shape[1] != H:
+        raise ValueError(f"weight must have shape [V, {H}] (hidden size of hidden), got {tuple(weight.shape)}")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"weight has dtype {weight.dtype} but hidden has {hidden.dtype}; cast one of them")
+    check_tensor(targets, "targets", shape=(B, T), floating=False, device=dev)
+    check_tensor(mask, "mask", shape=(B, T), device=dev)
+    check_tensor(advantages, "advantages", dims=(1, 2), device=dev)
+    if advantages.dim() == 1 and advantages.shape[0] != B or advantages.dim() == 2 and tuple(advantages.shape) != (B, T):
+        raise ValueError(f"advantages must have shape [{B}] or [{B}, {T}], got {tuple(advantages.shape)}")
+    for name, x in (("token_rewards", token_rewards), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
+        if x is not None:
+            check_tensor(x, name, shape=(B, T), floating=True, device=dev)
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}; got {loss_type!r}")
+    if beta != 0.0 and ref_logprobs is None:
+        raise ValueError("beta != 0 needs ref_logprobs (the reference policy's log-probs of targets)")
+    if not (temperature > 0):
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if eps_low < 0 or eps_high < 0 or eps_low >= 1:
+        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
+    if max_completion_length is not None and max_completion_length <= 0:
+        raise ValueError(f"max_completion_length must be > 0, got {max_completion_length!r}")
+    backend = resolve_backend(backend, dev)
+    V = weight.shape[0]
+    check_target_range(targets, V)
+    if check_finite:
+        check_finite_on_mask(mask, advantages=advantages, token_rewards=token_rewards, old_logprobs=old_logprobs,
+                              ref_logprobs=ref_logprobs if beta != 0.0 else None)
+    names = ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
+        ("entropy",) if return_entropy else ())
+    if B * T == 0:  # nothing counts: zero loss, zero gradients (graph kept so backward() works)
+        zero = hidden.sum() * 0.0 + (weight.sum() * 0.0 if weight.requires_grad else 0.0)
+        return zero.float(), {k: torch.zeros((), device=dev) for k in names}
+
+    adv = advantages.float()
+    adv = adv[:, None].expand(B, T) if adv.dim() == 1 else adv
+    if token_rewards is not None:
+        adv = adv + alpha * token_rewards.float()
+    coef = token_weights(mask, loss_type, max_completion_length, num_items)
+    N = B * T
+    flat = lambda x: None if x is None else x.reshape(N).float()  # noqa: E731
+    cfg = PassConfig(backend=backend, chunk=chunk_rows(V, N, chunk_size, backend), beta=float(beta),
+                      eps_low=float(eps_low), eps_high=float(eps_high), temperature=float(temperature),
+                      want_entropy=bool(return_entropy), recompute=bool(recompute))
+    out = FusedGRPO.apply(hidden.reshape(N, H), weight, targets.reshape(N).long(), coef.reshape(N),
+                           adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None, cfg)
+    return out[0], dict(zip(names, out[2:]))
+
+
+@torch.no_grad()
+def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False, chunk_size=None,
+                   backend=None):
+    """Log-probs of targets under logits = hidden @ weight.T / temperature, fp32, shape of targets;
+    with return_entropy also the entropy of each position. One pass, no grad (old/reference log-probs).
+    backend: as for fused_grpo_loss."""
+    check_tensor(hidden, "hidden", dims=(2, 3), floating=True)
+    dev = hidden.device
+    H = hidden.shape[-1]
+    check_tensor(weight, "weight", dims=(2,), floating=True, device=dev)
+    if weight.shape[1] != H:
+        raise ValueError(f"weight must have shape [V, {H}] (hidden size of hidden), got {tuple(weight.shape)}")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"weight has dtype {weight.dtype} but hidden has {hidden.dtype}; cast one of them")
+    check_tensor(targets, "targets", shape=hidden.shape[:-1], floating=False, device=dev)
+    if not (temperature > 0):
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    backend = resolve_backend(backend, dev)
+    V = weight.shape[0]
+    check_target_range(targets, V)
+    out = logprobs_pass(hidden.reshape(-1, H), weight, targets.reshape(-1).long(), temperature=float(temperature),
+                        want_entropy=bool(return_entropy), chunk=chunk_rows(V, targets.numel(), chunk_size, backend),
+                        backend=backend)
+    if return_entropy:
+        return out[0].reshape(targets.shape), out[1].reshape(targets.shape)
+    return out[0].reshape(targets.shape)

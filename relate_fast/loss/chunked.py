@@ -1,0 +1,204 @@
+"""The chunked pass over the vocabulary behind fused_grpo_loss and fused_logprobs: logits of a chunk of
+tokens into one fp32 buffer, row statistics, the objective's terms and dlogits, and the two gradient
+products, chunk after chunk (the algorithm is drawn in relate_fast/loss/__init__.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from relate_fast.loss.objective import objective_metrics, token_terms
+from relate_fast.loss.rows import ROWS
+
+__all__ = ["chunk_rows", "PassConfig", "FusedGRPO", "logprobs_pass"]
+
+# fp32 logits of one chunk stay under these many bytes. The Triton backend writes dlogits over the
+# logits in place, so this is its whole vocabulary-sized workspace (1.25 GiB: 2,048 tokens at
+# Qwen3's 151,936 vocabulary; fewer, larger chunks mean fewer read-modify-writes of grad_W). The
+# torch backend keeps a few temporaries of the same size, hence its smaller budget.
+CHUNK_BYTES = {"triton": 5 * 2**28, "torch": 2**28}
+# grad_W is accumulated across chunks in fp32 when that buffer is small, else in the weight's own
+# dtype (each chunk's product still accumulates in fp32; one rounding per chunk, not per token).
+FP32_GRAD_W_BYTES = 2**26
+
+
+def chunk_rows(V: int, N: int, chunk_size: Optional[int], backend: str) -> int:
+    """Tokens per chunk: the largest that fits the byte budget, then evened out over the chunks
+    (N = 4,096 at V = 151,936 gives 2 × 2,048 rather than 2,176 + 1,920)."""
+    if chunk_size is not None:
+        return max(1, int(chunk_size))
+    cap = max(1, CHUNK_BYTES[backend] // (4 * max(V, 1)))
+    n_chunks = max(1, -(-N // cap))
+    rows = -(-N // n_chunks)
+    return min(cap, -(-rows // 64) * 64) if rows > 64 else max(rows, 1)  # >= 1: an empty batch has no chunk
+
+
+class _Products:
+    """The three lm_head products of the chunked pass, in fp32 output where the row ops need it."""
+
+    def __init__(self, weight: torch.Tensor, need_dw: bool, dw_dtype):
+        self.weight = weight
+        self.cuda = weight.device.type == "cuda"
+        # cuBLAS takes 16-bit operands with an fp32 output directly; elsewhere use an fp32 copy
+        self.w32 = weight if (self.cuda or weight.dtype == torch.float32) else weight.float()
+        self.grad_w = None
+        self.need_dw = need_dw
+        self.dw_dtype = dw_dtype
+
+    def logits(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if h.dtype == torch.float32 or not self.cuda:
+            return torch.mm(h.float() if h.dtype != torch.float32 else h, self.w32.t(), out=out)
+        return torch.mm(h, self.weight.t(), out_dtype=torch.float32, out=out)
+
+    def grads(self, dz: torch.Tensor, h: torch.Tensor, grad_h_rows: Optional[torch.Tensor]):
+        if grad_h_rows is not None:
+            torch.mm(dz, self.weight, out=grad_h_rows)
+        if self.need_dw:
+            hh = h if h.dtype == self.dw_dtype else h.to(self.dw_dtype)
+            dd = dz if dz.dtype == self.dw_dtype else dz.to(self.dw_dtype)
+            if self.grad_w is None:
+                self.grad_w = torch.mm(dd.t(), hh)
+            else:
+                self.grad_w.addmm_(dd.t(), hh)
+
+
+def _dw_dtype(weight: torch.Tensor) -> torch.dtype:
+    small = weight.numel() * 4 <= FP32_GRAD_W_BYTES
+    return torch.float32 if (small or weight.dtype == torch.float32) else weight.dtype
+
+
+def chunked_forward(hidden, weight, targets, coef, adv, old, ref, cfg, need_dh, need_dw):
+    """One pass: per-token log-probs and objective terms, and (if asked) both gradients."""
+    N, H = hidden.shape
+    V = weight.shape[0]
+    dev = hidden.device
+    rows = ROWS[cfg.backend]
+    inv_t = 1.0 / cfg.temperature
+    prod = _Products(weight, need_dw, _dw_dtype(weight))
+    grad_h = torch.empty_like(hidden) if need_dh else None
+    f32 = dict(dtype=torch.float32, device=dev)
+    logp_all, g_all, lse_all = (torch.empty(N, **f32) for _ in range(3))
+    ratio_all = torch.empty(N, **f32)
+    k3_all = torch.empty(N, **f32) if cfg.beta != 0.0 else None
+    ent_all = torch.empty(N, **f32) if cfg.want_entropy else None
+    low_all = torch.empty(N, dtype=torch.bool, device=dev)
+    high_all = torch.empty_like(low_all)
+    loss = torch.zeros((), **f32)
+    chunk = cfg.chunk
+    zbuf = torch.empty(min(chunk, N), V, **f32) if N else None
+    for s in range(0, N, chunk):
+        e = min(N, s + chunk)
+        h, tgt = hidden[s:e], targets[s:e]
+        z = prod.logits(h, zbuf[: e - s])
+        lse, z_tgt, ent = rows.stats(z, tgt, inv_t, cfg.want_entropy)
+        logp = z_tgt - lse
+        loss_tok, g, ratio, k3, low, high = token_terms(
+            logp, None if old is None else old[s:e], adv[s:e], None if ref is None else ref[s:e], coef[s:e],
+            cfg.beta, cfg.eps_low, cfg.eps_high)
+        loss += loss_tok.sum()
+        logp_all[s:e], g_all[s:e], lse_all[s:e], ratio_all[s:e] = logp, g, lse, ratio
+        low_all[s:e], high_all[s:e] = low, high
+        if k3 is not None:
+            k3_all[s:e] = k3
+        if ent is not None:
+            ent_all[s:e] = ent
+        if need_dh or need_dw:
+            dz = rows.dlogits(z, tgt, lse, g, inv_t, hidden.dtype)
+            prod.grads(dz, h, grad_h[s:e] if need_dh else None)
+            del dz
+    metrics = objective_metrics(coef, ratio_all, k3_all, low_all, high_all, ent_all)
+    grad_w = None
+    if need_dw:
+        grad_w = prod.grad_w if prod.grad_w is not None else torch.zeros_like(weight)
+        grad_w = grad_w if grad_w.dtype == weight.dtype else grad_w.to(weight.dtype)
+    return loss, logp_all, metrics, grad_h, grad_w, lse_all, g_all
+
+
+def chunked_grads(hidden, weight, targets, lse, g, cfg, need_dh, need_dw):
+    """The recompute path: logits again, then dlogits from the saved lse and g, then the products."""
+    N, _ = hidden.shape
+    V = weight.shape[0]
+    rows = ROWS[cfg.backend]
+    prod = _Products(weight, need_dw, _dw_dtype(weight))
+    grad_h = torch.empty_like(hidden) if need_dh else None
+    zbuf = torch.empty(min(cfg.chunk, N), V, dtype=torch.float32, device=hidden.device) if N else None
+    for s in range(0, N, cfg.chunk):
+        e = min(N, s + cfg.chunk)
+        z = prod.logits(hidden[s:e], zbuf[: e - s])
+        dz = rows.dlogits(z, targets[s:e], lse[s:e], g[s:e], 1.0 / cfg.temperature, hidden.dtype)
+        prod.grads(dz, hidden[s:e], grad_h[s:e] if need_dh else None)
+    grad_w = None
+    if need_dw:
+        grad_w = prod.grad_w if prod.grad_w is not None else torch.zeros_like(weight)
+        grad_w = grad_w.to(weight.dtype)
+    return grad_h, grad_w
+
+
+@dataclass(frozen=True)
+class PassConfig:
+    backend: str
+    chunk: int
+    beta: float
+    eps_low: float
+    eps_high: float
+    temperature: float
+    want_entropy: bool
+    recompute: bool
+
+
+class FusedGRPO(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, coef, adv, old, ref, cfg: PassConfig):
+        need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        now = not cfg.recompute
+        loss, logp, metrics, grad_h, grad_w, lse, g = chunked_forward(
+            hidden, weight, targets, coef, adv, old, ref, cfg, need_dh and now, need_dw and now)
+        ctx.cfg, ctx.need = cfg, (need_dh, need_dw)
+        ctx.consumed = False
+        if cfg.recompute:
+            ctx.save_for_backward(hidden, weight, targets, lse, g)
+        else:
+            ctx.grads = (grad_h, grad_w)  # not saved tensors: backward scales them in place, once
+        ctx.mark_non_differentiable(logp, *metrics.values())
+        ctx.metric_names = tuple(metrics)
+        return (loss, logp, *metrics.values())
+
+    @staticmethod
+    def backward(ctx, grad_loss, *_unused):
+        cfg = ctx.cfg
+        need_dh, need_dw = ctx.need
+        if cfg.recompute:
+            hidden, weight, targets, lse, g = ctx.saved_tensors
+            gh, gw = chunked_grads(hidden, weight, targets, lse, g * grad_loss, cfg, need_dh, need_dw)
+        else:
+            if ctx.consumed:
+                raise RuntimeError("fused_grpo_loss: backward twice through one forward needs recompute=True")
+            ctx.consumed = True
+            gh, gw = ctx.grads
+            ctx.grads = None
+            # in place: a scaled copy of grad_W would be another vocabulary × hidden buffer
+            gh = gh.mul_(grad_loss.to(gh.dtype)) if gh is not None else None
+            gw = gw.mul_(grad_loss.to(gw.dtype)) if gw is not None else None
+        return gh, gw, None, None, None, None, None, None
+
+
+def logprobs_pass(hidden, weight, targets, *, temperature: float, want_entropy: bool, chunk: int, backend: str):
+    """(log-probs [N] fp32, entropy [N] or None) of targets under hidden @ weight.T / temperature:
+    the forward half of the pass, without the objective (fused_logprobs)."""
+    N = hidden.shape[0]
+    V = weight.shape[0]
+    dev = hidden.device
+    rows = ROWS[backend]
+    prod = _Products(weight, False, None)
+    out = torch.empty(N, dtype=torch.float32, device=dev)
+    ent = torch.empty(N, dtype=torch.float32, device=dev) if want_entropy else None
+    zbuf = torch.empty(min(chunk, N), V, dtype=torch.float32, device=dev) if N else None
+    for s in range(0, N, chunk):
+        e = min(N, s + chunk)
+        z = prod.logits(hidden[s:e], zbuf[: e - s])
+        lse, z_tgt, en = rows.stats(z, targets[s:e], 1.0 / temperature, want_entropy)
+        out[s:e] = z_tgt - lse
+        if want_entropy:
+            ent[s:e] = en
+    return out, ent

@@ -1,0 +1,70 @@
+"""The GRPO objective per token (RELATE eq. 6) and the per-token weights of each loss type: the
+only place the method's math is written. Pure functions on [N] vectors, shared by both backends."""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import torch
+
+__all__ = ["LOSS_TYPES", "token_weights", "token_terms", "objective_metrics"]
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "seq_sum")
+
+
+def token_weights(mask: torch.Tensor, loss_type: str, max_completion_length, num_items) -> torch.Tensor:
+    """c[b, t] such that loss = Σ per[b, t]·c[b, t] for each reduction (m = mask)."""
+    m = mask.float()
+    B, T = m.shape
+    if loss_type == "grpo":  # mean over sequences of the per-sequence token mean
+        return m / (B * m.sum(dim=1, keepdim=True).clamp(min=1.0))
+    if loss_type == "bnpo":
+        return m / m.sum().clamp(min=1.0)
+    if loss_type == "dr_grpo":
+        L = T if max_completion_length is None else max_completion_length
+        return m / (B * L)
+    if loss_type == "dapo":
+        n = m.sum().clamp(min=1.0) if num_items is None else torch.as_tensor(num_items, dtype=torch.float32, device=m.device)
+        return m / n
+    return m / B  # seq_sum: the paper's eq. 6
+
+
+def token_terms(logp, old, adv, ref, coef, beta: float, eps_low: float, eps_high: float):
+    """Per-token loss contribution per·c, its derivative g = c·d per/d logp, and the metric inputs.
+
+    The one place the objective (RELATE eq. 6) is written: ρ = exp(logp - old),
+    per = -min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A) + β·k3, k3 = exp(ref-logp) - (ref-logp) - 1.
+    """
+    o = logp if old is None else old
+    ratio = torch.exp(logp - o)
+    clip_high = (adv > 0) & (ratio > 1.0 + eps_high)
+    clip_low = (adv < 0) & (ratio < 1.0 - eps_low)
+    per = -torch.minimum(ratio * adv, ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv)
+    dper = torch.where(clip_high | clip_low, torch.zeros_like(ratio), -adv * ratio)
+    k3 = None
+    if beta != 0.0:
+        delta = ref - logp
+        e = torch.exp(delta)
+        k3 = e - delta - 1.0
+        per = per + beta * k3
+        dper = dper + beta * (1.0 - e)
+    live = coef != 0
+    # padding may hold anything (an inf k3 against a garbage reference): where, not multiply
+    zero = torch.zeros_like(per)
+    return torch.where(live, per * coef, zero), torch.where(live, dper * coef, zero), ratio, k3, clip_low, clip_high
+
+
+def objective_metrics(coef, ratio, k3, clip_low, clip_high, entropy) -> Dict[str, torch.Tensor]:
+    """Masked means over the tokens that count (c > 0), as detached tensors, without a host sync."""
+    m = coef > 0
+    mf = m.float()
+    mass = mf.sum().clamp(min=1.0)
+    mean = lambda x: torch.where(m, x, torch.zeros_like(x)).sum() / mass  # noqa: E731
+    out = {"kl": mean(k3) if k3 is not None else torch.zeros((), device=coef.device),
+           "clip_ratio": mean((clip_low | clip_high).float()), "clip_low": mean(clip_low.float()),
+           "clip_high": mean(clip_high.float()), "ratio_mean": mean(ratio),
+           "ratio_max": torch.where(m, ratio, torch.full_like(ratio, -math.inf)).max()
+           if ratio.numel() else torch.full((), -math.inf, device=coef.device)}
+    if entropy is not None:
+        out["entropy"] = mean(entropy)
+    return out
