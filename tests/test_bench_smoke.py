@@ -58,3 +58,17 @@ def test_bench_train_qwen3_shape_under_torchrun(tmp_path):
     result = json.loads(out.read_text())
     assert result["info"]["world_size"] == 2 and result["responses_per_step"] == 10  # 2 ranks x 1 prompt x G=5
     assert result["steps_measured"] == 2 and result["tokens_per_second_per_gpu"] > 0
+
+
+def test_generated_result_tables_match_their_json(tmp_path, monkeypatch):
+    """benchmarks/RESULTS.md's generated tables equal what results_tables.py makes of the JSON, and a
+    number typed into one is caught."""
+    sys.path.insert(0, str(ROOT))
+    import benchmarks.results_tables as rt
+
+    assert rt.main(["--check"]) == 0
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(rt.DOC.read_text().replace("| 2 | 2.63 s |", "| 2 | 2.50 s |"))
+    monkeypatch.setattr(rt, "DOC", doc)
+    assert rt.main(["--check"]) == 1
+    assert rt.main([]) == 0 and rt.main(["--check"]) == 0 and "| 2 | 2.63 s |" in doc.read_text()
