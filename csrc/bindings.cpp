@@ -233,17 +233,17 @@ PYBIND11_MODULE(_native, m) {
       });
 
   py::class_<Blacklist>(m, "Blacklist")
-      .def(py::init([](py::handle patterns, py::handle exemptions, bool normalize) {
+      .def(py::init([](py::handle patterns, py::handle exemptions, bool normalize, uint32_t folds) {
              auto p = str_list(patterns, "patterns");
              auto x = str_list(exemptions, "exemptions");
              py::gil_scoped_release nogil;
-             auto* bl = new Blacklist(p, x, normalize);
+             auto* bl = new Blacklist(p, x, normalize, folds);
 #if defined(__GLIBC__)
              malloc_trim(0);  // hand the construction scratch (trie, sort buffers) back to the OS
 #endif
              return bl;
            }),
-           py::arg("patterns"), py::arg("exemptions"), py::arg("normalize"))
+           py::arg("patterns"), py::arg("exemptions"), py::arg("normalize"), py::arg("folds") = 0u)
       .def("find", [](const Blacklist& bl, py::handle text) {
         const StrView v = str_view(text, [] { return std::string("text"); });
         std::vector<Hit> hits;
@@ -325,6 +325,7 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly("num_patterns", &Blacklist::num_patterns)
       .def_property_readonly("num_exemptions", &Blacklist::num_exemptions)
       .def_property_readonly("normalize", &Blacklist::normalize)
+      .def_property_readonly("folds", &Blacklist::folds)
       .def_property_readonly("num_states", &Blacklist::num_states)
       .def_property_readonly("memory_bytes", &Blacklist::memory_bytes)
       .def("original", [](const Blacklist& bl, int64_t i) {

@@ -9,9 +9,10 @@ namespace rf {
 
 // ---------------------------------------------------------------- CharAlphabet
 
-void CharAlphabet::build(std::vector<uint32_t> chars, bool normalize) {
+void CharAlphabet::build(std::vector<uint32_t> chars, bool normalize, uint32_t folds) {
   chars_ = std::move(chars);
   normalize_ = normalize;
+  folds_ = normalize ? folds : 0;
   std::unordered_map<uint32_t, uint32_t> code_of;
   code_of.reserve(chars_.size() * 2);
   for (size_t k = 0; k < chars_.size(); ++k) code_of[chars_[k]] = static_cast<uint32_t>(k + 1);
@@ -19,20 +20,26 @@ void CharAlphabet::build(std::vector<uint32_t> chars, bool normalize) {
   for (uint32_t cp = 0; cp < 0x10000; ++cp) {
     uint32_t f = cp;
     if (normalize) {
-      if (unicode::is_skip(cp)) { bmp_[cp] = kSkip; continue; }
-      f = unicode::fold(cp);
+      f = unicode::fold(cp, folds_);
+      // skipped by what it folds to: a circled letter (a symbol) folds to a letter and counts
+      if (unicode::is_skip(f)) { bmp_[cp] = kSkip; continue; }
     }
     auto it = code_of.find(f);
     if (it != code_of.end()) bmp_[cp] = it->second;
   }
   astral_.clear();
   for (const auto& [cp, code] : code_of) if (cp >= 0x10000) astral_[cp] = code;
-  if (normalize) {
-    for (const auto& p : unicode_tables::kSimpleCaseFold) {
-      if (p.from < 0x10000) continue;
-      auto it = code_of.find(p.to);
-      if (it != code_of.end()) astral_[p.from] = it->second;
-    }
+  if (normalize) {  // astral characters that fold onto the alphabet (𝐁 -> b, 𠁞 -> ...)
+    auto add = [&](const auto& table) {
+      for (const auto& p : table) {
+        if (p.from < 0x10000) continue;
+        auto it = code_of.find(unicode::fold(p.from, folds_));
+        if (it != code_of.end()) astral_[p.from] = it->second;
+      }
+    };
+    add(unicode_tables::kSimpleCaseFold);
+    if (folds_ & unicode::kFoldCompat) add(unicode_tables::kCompatFold);
+    if (folds_ & unicode::kFoldHan) add(unicode_tables::kHanFold);
   }
 }
 
@@ -137,10 +144,11 @@ void TokenTable::mark_byte_range(const std::vector<int64_t>& tok_byte, int64_t b
 // ---------------------------------------------------------------- Blacklist
 
 Blacklist::Blacklist(const std::vector<std::vector<uint32_t>>& patterns,
-                     const std::vector<std::vector<uint32_t>>& exemptions, bool normalize)
+                     const std::vector<std::vector<uint32_t>>& exemptions, bool normalize, uint32_t folds)
     : num_patterns_(static_cast<int64_t>(patterns.size())),
       num_exemptions_(static_cast<int64_t>(exemptions.size())),
-      normalize_(normalize) {
+      normalize_(normalize),
+      folds_(normalize ? (folds & unicode::kFoldAll) : 0) {
   std::vector<std::vector<uint32_t>> normalized;
   normalized.reserve(patterns.size() + exemptions.size());
   original_offsets_.push_back(0);
@@ -151,8 +159,12 @@ Blacklist::Blacklist(const std::vector<std::vector<uint32_t>>& patterns,
     std::vector<uint32_t> q;
     q.reserve(p.size());
     for (uint32_t cp : p) {
-      if (!normalize) q.push_back(cp);
-      else if (!unicode::is_skip(cp)) q.push_back(unicode::fold(cp));
+      if (!normalize) {
+        q.push_back(cp);
+        continue;
+      }
+      const uint32_t f = unicode::fold(cp, folds_);
+      if (!unicode::is_skip(f)) q.push_back(f);
     }
     if (q.empty()) {
       const bool ex = i >= num_patterns_;
@@ -189,7 +201,7 @@ void Blacklist::finish_build(const std::vector<std::vector<uint32_t>>& normalize
     for (uint32_t cp : normalized[i]) codes[i].push_back(code_of[cp]);
   }
   const auto A = static_cast<uint32_t>(chars.size());
-  alphabet_.build(std::move(chars), normalize_);
+  alphabet_.build(std::move(chars), normalize_, folds_);
   ac_.build(codes, A);
 }
 
@@ -299,7 +311,7 @@ constexpr uint32_t kVersion = 1;
 std::string Blacklist::serialize() const {
   std::string out(kMagic, 8);
   bin::put<uint32_t>(out, kVersion);
-  bin::put<uint8_t>(out, normalize_ ? 1 : 0);
+  bin::put<uint8_t>(out, normalize_ ? static_cast<uint8_t>(1 | (folds_ << 1)) : 0);  // files before the folds: 1
   bin::put<int64_t>(out, num_patterns_);
   bin::put<int64_t>(out, num_exemptions_);
   bin::put_vec(out, originals_);
@@ -322,7 +334,9 @@ Blacklist Blacklist::deserialize(const std::string& data) {
   const uint32_t version = bin::get<uint32_t>(in, pos, "header");
   if (version != kVersion) throw std::invalid_argument("unsupported blacklist file version " + std::to_string(version));
   Blacklist b;
-  b.normalize_ = bin::get<uint8_t>(in, pos, "header") != 0;
+  const uint8_t mode = bin::get<uint8_t>(in, pos, "header");
+  b.normalize_ = (mode & 1) != 0;
+  b.folds_ = b.normalize_ ? ((mode >> 1) & unicode::kFoldAll) : 0;
   b.num_patterns_ = bin::get<int64_t>(in, pos, "header");
   b.num_exemptions_ = bin::get<int64_t>(in, pos, "header");
   bin::get_vec(in, pos, b.originals_, "patterns");
@@ -338,7 +352,7 @@ Blacklist Blacklist::deserialize(const std::string& data) {
     throw std::invalid_argument("corrupt blacklist file (inconsistent sizes)");
   for (int64_t i = 0; i < total; ++i)
     if (b.original_offsets_[i + 1] < b.original_offsets_[i]) throw std::invalid_argument("corrupt blacklist file (offsets)");
-  b.alphabet_.build(std::move(chars), b.normalize_);
+  b.alphabet_.build(std::move(chars), b.normalize_, b.folds_);
   return b;
 }
 

@@ -25,7 +25,7 @@ class CharAlphabet {
  public:
   static constexpr uint32_t kSkip = 0xFFFFFFFFu;
   // chars[k] is the (normalised) code point given code k + 1
-  void build(std::vector<uint32_t> chars, bool normalize);
+  void build(std::vector<uint32_t> chars, bool normalize, uint32_t folds);
   inline uint32_t code(uint32_t cp) const { return cp < 0x10000 ? bmp_[cp] : astral(cp); }
   const std::vector<uint32_t>& chars() const { return chars_; }
   uint32_t size() const { return static_cast<uint32_t>(chars_.size()); }
@@ -36,6 +36,7 @@ class CharAlphabet {
   std::vector<uint32_t> bmp_;
   std::unordered_map<uint32_t, uint32_t> astral_;
   bool normalize_ = true;
+  uint32_t folds_ = 0;
 };
 
 // Token id -> exact bytes, built once from a tokenizer (relate_fast/matcher.py does the reading).
@@ -72,7 +73,7 @@ class Blacklist {
  public:
   // patterns and exemptions as code point sequences (original, un-normalised).
   Blacklist(const std::vector<std::vector<uint32_t>>& patterns,
-            const std::vector<std::vector<uint32_t>>& exemptions, bool normalize);
+            const std::vector<std::vector<uint32_t>>& exemptions, bool normalize, uint32_t folds);
   Blacklist() = default;
 
   // Appends every overlapping hit to `out`, ordered by (end, start, pattern).
@@ -85,6 +86,7 @@ class Blacklist {
   int64_t num_patterns() const { return num_patterns_; }
   int64_t num_exemptions() const { return num_exemptions_; }
   bool normalize() const { return normalize_; }
+  uint32_t folds() const { return folds_; }  // unicode::FoldFlags, with normalize
   // Original pattern (i < num_patterns) or exemption (i >= num_patterns) as code points.
   std::vector<uint32_t> original(int64_t i) const {
     return std::vector<uint32_t>(originals_.begin() + original_offsets_[i],
@@ -105,6 +107,7 @@ class Blacklist {
   int64_t num_patterns_ = 0;
   int64_t num_exemptions_ = 0;
   bool normalize_ = true;
+  uint32_t folds_ = 0;
   std::vector<uint32_t> originals_;  // all patterns then all exemptions, concatenated
   std::vector<int64_t> original_offsets_;
   CharAlphabet alphabet_;

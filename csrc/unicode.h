@@ -12,14 +12,32 @@ namespace rf::unicode {
 
 inline constexpr uint32_t kReplacement = 0xFFFD;
 
-// Full-width ASCII -> ASCII, ideographic space -> space, then simple (1:1) case folding.
-inline uint32_t fold(uint32_t cp) {
-  if (cp >= 0xFF01 && cp <= 0xFF5E) cp -= 0xFEE0;
-  else if (cp == 0x3000) cp = 0x20;
-  const auto* b = std::begin(unicode_tables::kSimpleCaseFold);
-  const auto* e = std::end(unicode_tables::kSimpleCaseFold);
+// Folds beyond width and case, each switchable (Blacklist's `folds`; the generator documents them).
+enum FoldFlags : uint32_t {
+  kFoldCompat = 1u << 0,      // NFKC to one letter or digit: 𝐁 -> B, ⓑ -> b, ² -> 2
+  kFoldHan = 1u << 1,         // traditional -> simplified Chinese: 國 -> 国
+  kFoldConfusables = 1u << 2, // Cyrillic/Greek look-alikes -> Latin: е -> e
+  kFoldAll = kFoldCompat | kFoldHan | kFoldConfusables,
+};
+
+template <size_t N>
+inline uint32_t lookup(const unicode_tables::FoldPair (&table)[N], uint32_t cp) {
+  const auto* b = std::begin(table);
+  const auto* e = std::end(table);
   const auto* it = std::lower_bound(b, e, cp, [](const unicode_tables::FoldPair& p, uint32_t v) { return p.from < v; });
   return (it != e && it->from == cp) ? it->to : cp;
+}
+
+// [compatibility fold], full-width ASCII -> ASCII, ideographic space -> space, simple (1:1) case
+// folding, [traditional -> simplified], [look-alike -> Latin]. Idempotent for every `flags`.
+inline uint32_t fold(uint32_t cp, uint32_t flags = 0) {
+  if (flags & kFoldCompat) cp = lookup(unicode_tables::kCompatFold, cp);
+  if (cp >= 0xFF01 && cp <= 0xFF5E) cp -= 0xFEE0;
+  else if (cp == 0x3000) cp = 0x20;
+  cp = lookup(unicode_tables::kSimpleCaseFold, cp);
+  if (flags & kFoldHan) cp = lookup(unicode_tables::kHanFold, cp);
+  if (flags & kFoldConfusables) cp = lookup(unicode_tables::kConfusableFold, cp);
+  return cp;
 }
 
 // Separators, controls/format (zero-width), punctuation and symbols: stepped over by the

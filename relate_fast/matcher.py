@@ -28,6 +28,7 @@ from relate_fast import _native
 
 __all__ = [
     "Blacklist",
+    "FOLDS",
     "TokenAligner",
     "NgramCounter",
     "token_rewards",
@@ -290,6 +291,21 @@ def _check_aligner(aligner):
 
 # --------------------------------------------------------------------------- Blacklist
 
+#: csrc/unicode.h's FoldFlags
+_FOLD_BITS = {"compat": 1, "han": 2, "confusables": 4}
+FOLDS = tuple(_FOLD_BITS)
+
+
+def _fold_flags(folds) -> int:
+    if isinstance(folds, str):
+        raise TypeError(f"folds must be a collection of names from {FOLDS}, not a str")
+    flags = 0
+    for name in folds:
+        if name not in _FOLD_BITS:
+            raise ValueError(f"folds: unknown fold {name!r}; known: {FOLDS}")
+        flags |= _FOLD_BITS[name]
+    return flags
+
 
 class Blacklist:
     """Every overlapping occurrence of any pattern in a text, by an Aho-Corasick automaton over
@@ -303,18 +319,25 @@ class Blacklist:
             symbols and zero-width characters inserted between a pattern's characters
             (最*佳, 最 佳, 最\\u200b佳 all hit 最佳). Offsets always refer to the original text.
             With normalize=False, ``find`` equals brute-force substring search.
+        folds: with normalize, the further folds that keep a policy from writing around a pattern
+            with another form of the same letter (all on by default; ``()`` turns them off):
+            "compat" (NFKC to one letter or digit: 𝐁𝐄𝐒𝐓, ⓑⓔⓢⓣ, 𝟏𝟎𝟎 and superscripts),
+            "han" (traditional and simplified Chinese match each other: 國家級 hits 国家级) and
+            "confusables" (Cyrillic and Greek look-alikes of Latin letters: bеst with a Cyrillic е).
+            Each maps one character to one, so offsets still point into the original text.
     """
 
     def __init__(self, patterns: Iterable[str], *, exemptions: Iterable[str] = (), normalize: bool = True,
-                 categories: Optional[Sequence[Optional[str]]] = None):
+                 categories: Optional[Sequence[Optional[str]]] = None, folds: Iterable[str] = FOLDS):
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be bool, got {type(normalize).__name__}")
+        flags = _fold_flags(folds)
         patterns = _str_list(patterns, "patterns")
         exemptions = _str_list(exemptions, "exemptions")
         if categories is not None and len(categories) != len(patterns):
             raise ValueError(f"categories has {len(categories)} entries for {len(patterns)} patterns")
         try:
-            impl = _native.Blacklist(patterns, exemptions, normalize)
+            impl = _native.Blacklist(patterns, exemptions, normalize, flags)
         except ValueError as e:  # name the offending string, not only its index
             raise ValueError(_with_pattern_text(str(e), patterns, exemptions)) from None
         self._set(impl, patterns, exemptions, categories)
@@ -327,16 +350,21 @@ class Blacklist:
 
     # -- constructors -----------------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path, *, normalize: bool = True) -> "Blacklist":
+    def from_file(cls, path, *, normalize: bool = True, folds: Iterable[str] = FOLDS) -> "Blacklist":
         """A list file (see :func:`read_pattern_file`): bare patterns or block/exempt lines."""
         pf = read_pattern_file(path)
-        return cls(pf.patterns, exemptions=pf.exemptions, normalize=normalize, categories=pf.categories)
+        return cls(pf.patterns, exemptions=pf.exemptions, normalize=normalize, categories=pf.categories, folds=folds)
 
     @classmethod
-    def default(cls, *, normalize: bool = True) -> "Blacklist":
+    def default(cls, *, normalize: bool = True, folds: Iterable[str] = FOLDS) -> "Blacklist":
         """The shipped bilingual advertising-compliance list (relate_fast/data/compliance_zh_en.tsv)."""
         with resources.as_file(resources.files("relate_fast.data") / DEFAULT_LIST) as p:
-            return cls.from_file(p, normalize=normalize)
+            return cls.from_file(p, normalize=normalize, folds=folds)
+
+    def raw(self) -> "Blacklist":
+        """The same patterns and exemptions matched exactly (normalize=False): what a hit of this
+        list that the raw list misses was written around (relate_fast's evasion monitor)."""
+        return Blacklist(self.patterns, exemptions=self.exemptions, normalize=False, categories=self.categories)
 
     # -- matching ---------------------------------------------------------------------------------
     def find(self, text: str) -> List[Hit]:
@@ -401,6 +429,11 @@ class Blacklist:
         return self._impl.normalize
 
     @property
+    def folds(self) -> Tuple[str, ...]:
+        """The folds in effect (empty without normalize)."""
+        return tuple(name for name, bit in _FOLD_BITS.items() if self._impl.folds & bit)
+
+    @property
     def memory_bytes(self) -> int:
         """Bytes held by the automaton and its tables."""
         return self._impl.memory_bytes
@@ -410,7 +443,7 @@ class Blacklist:
 
     def __repr__(self) -> str:
         return (f"Blacklist({len(self.patterns)} patterns, {len(self.exemptions)} exemptions, "
-                f"normalize={self.normalize}, {self._impl.num_states} states)")
+                f"normalize={self.normalize}, folds={self.folds}, {self._impl.num_states} states)")
 
 
 def _blacklist_from_state(data, categories):

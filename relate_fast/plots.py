@@ -21,8 +21,8 @@ def plot_rewards(metrics_path, out_dir, *, smooth: int = 5) -> List[Path]:
     rows = read_metrics(metrics_path)
     if not rows:
         return []
-    keys = [k for k in rows[0] if k.startswith("reward/")] + [k for k in ("loss", "kl", "clip_ratio", "entropy")
-                                                              if k in rows[0]]
+    keys = [k for k in rows[0] if k.startswith("reward/")] + [
+        k for k in ("compliance/evasion_share", "loss", "kl", "clip_ratio", "entropy") if k in rows[0]]
     steps = [r["step"] for r in rows]
     n = len(keys)
     cols = 4

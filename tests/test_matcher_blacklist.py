@@ -39,9 +39,22 @@ def test_find_equals_brute_force(script, normalize):
         assert bl.find(t) == brute_find(t, patterns, exemptions, normalize)
 
 
-def _has_content(p):
-    from tests.textgen import is_skip
-    return any(not is_skip(c) for c in p)
+def _has_content(p, folds=("compat", "han", "confusables")):
+    from tests.textgen import is_skip, ref_fold
+    return any(not is_skip(ref_fold(c, folds)) for c in p)
+
+
+@pytest.mark.parametrize("folds", [(), ("compat",), ("han",), ("confusables",), ("compat", "han", "confusables")])
+def test_each_fold_alone_equals_brute_force(folds):
+    rng = random.Random(f"folds-{folds}")
+    alphabet = SCRIPTS["mixed"]
+    texts = [random_text(rng, rng.randint(0, 120), alphabet) for _ in range(40)]
+    patterns = [p for p in sample_patterns(rng, texts, 60, alphabet) if _has_content(p, folds)]
+    exemptions = [p for p in sample_patterns(rng, texts, 5, alphabet) if _has_content(p, folds)]
+    bl = Blacklist(patterns, exemptions=exemptions, folds=folds)
+    assert bl.folds == folds
+    for t in texts:
+        assert bl.find(t) == brute_find(t, patterns, exemptions, True, folds)
 
 
 def test_hits_are_offsets_into_original_text_for_every_str_kind():
@@ -233,3 +246,53 @@ def test_fuzz_normalised_matching_equals_reference(patterns, text):
 ])
 def test_fuzz_regressions(patterns, text, normalize):
     assert Blacklist(patterns, normalize=normalize).find(text) == brute_find(text, patterns, normalize=normalize)
+
+
+# Issue 17: what a policy under RL pressure writes to get past the list, per evasion class
+EVASIONS = {
+    "compat": ["the 𝐁𝐄𝐒𝐓 price", "the ⓑⓔⓢⓣ price", "𝟏𝟎𝟎%有效", "the ᵇᵉˢᵗ price"],
+    "han": ["國家級", "絕對有效", "頂級", "保證有效", "無副作用"],
+    "confusables": ["the bеst price", "guarantееd results", "100% еffective", "the bеѕt price"],
+}
+# ordinary text that must stay clean under every fold: traditional-script ads (with the one-to-many
+# characters 發/髮 and 乾/幹), Russian and Greek text, and an exempt phrase in traditional script
+CONTROLS = ["頭髮護理，乾淨清爽，當日發貨", "幹線物流，服務周到", "乾坤大挪移課程", "Лучшая цена в городе",
+            "Ελληνικά μαθήματα για αρχάριους", "最佳食用方法：開封後冷藏", "最佳食用方法"]
+
+
+@pytest.mark.parametrize("kind", sorted(EVASIONS))
+def test_the_default_list_catches_each_evasion_class_only_with_its_fold(kind):
+    every = Blacklist.default()
+    without = Blacklist.default(folds=tuple(f for f in ("compat", "han", "confusables") if f != kind))
+    raw = every.raw()
+    for text in EVASIONS[kind]:
+        hits = every.find(text)
+        assert hits, text
+        assert not without.find(text) and not raw.find(text), text  # the fold is what catches it
+        for s, e, _ in hits:  # offsets into the original text, which holds the evasive characters
+            assert 0 <= s < e <= len(text)
+
+
+def test_folds_make_no_false_hits_and_keep_exemptions():
+    bl = Blacklist.default()
+    for text in CONTROLS:
+        assert bl.find(text) == [], (text, [bl.patterns[i] for *_, i in bl.find(text)])
+    # an exemption written in simplified still covers the traditional spelling of its pattern
+    ex = Blacklist(["最佳"], exemptions=["最佳方法"])
+    assert ex.find("最佳方法") == [] and ex.find("最佳") == [(0, 2, 0)]
+    trad = Blacklist(["國家級"], exemptions=["國家級公園"])
+    assert trad.find("国家级公园") == [] and trad.find("国家级") == [(0, 3, 0)] and trad.find("國家級") == [(0, 3, 0)]
+
+
+def test_normalize_false_is_still_exact_and_folds_survive_saving(tmp_path):
+    exact = Blacklist(["best", "国家级"], normalize=False)
+    assert exact.folds == () and exact.find("bеst 國家級 BEST") == [] and exact.find("best") == [(0, 4, 0)]
+    bl = Blacklist(["best"], folds=("confusables",))
+    bl.save(tmp_path / "bl.bin")
+    back = Blacklist.load(tmp_path / "bl.bin")
+    assert back.folds == ("confusables",) and back.find("bеst") == [(0, 4, 0)] and not back.find("𝐛𝐞𝐬𝐭")
+    assert pickle.loads(pickle.dumps(bl)).folds == ("confusables",)
+    with pytest.raises(ValueError, match="unknown fold 'latin'"):
+        Blacklist(["x"], folds=("latin",))
+    with pytest.raises(TypeError, match="not a str"):
+        Blacklist(["x"], folds="han")

@@ -214,7 +214,15 @@ def test_combiner_arithmetic(relate_fn, small_bpe):
     assert (m[1] <= -1).any() and out.compliant.tolist() == [True, False, True, True]
     assert np.all(np.isfinite(out.sentence)) and out.sentence[3] < out.sentence[0]  # empty text: defined, low
     assert out.metrics()["reward/compliance_rate"] == 0.75
+    assert out.evasive.tolist() == [False] * 4 and out.metrics()["compliance/evasion_share"] == 0.0
     assert {"ngram_update", "compliance", "risk_token"} <= set(out.timings)
+    # the evasion monitor: hits that only the normalising list finds (traditional script, a
+    # Cyrillic е, a separator inside 最佳), against plain hits and clean text
+    texts = [format_ad("國家級雅思", "小班", "zh"), format_ad("最*佳雅思", "小班", "zh"),
+             format_ad("全网最低价雅思", "保证通过", "zh"), GOOD_ZH]
+    out = relate_fn(_batch(small_bpe, texts))
+    assert out.compliant.tolist() == [False, False, False, True]
+    assert out.evasive.tolist() == [True, True, False, False] and out.metrics()["compliance/evasion_share"] == 0.5
 
 
 def test_nan_component_is_named(small_bpe):

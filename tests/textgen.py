@@ -10,8 +10,11 @@ FULLWIDTH = "ＡＢＣａｂｃ１２３！％"
 OTHER = "αβγδЖжЩщ한국어हिन्दीé" + "e\u0301"  # Greek, Cyrillic, Hangul, Devanagari, combining mark
 ASTRAL = "😀🔥👍𝐀𝐁𝔸🀄"
 SEPARATORS = " *·.,-_~|/\u200b\u200d\ufeff\u3000、。！"
+# what a policy writes around a list with (issue 17): traditional characters (one-to-many ones
+# included), compatibility forms, Cyrillic/Greek look-alikes of Latin letters
+EVASION = "國級絕對頂證無發髮乾幹干发𝐁𝐄𝐒𝐓ⓑⓔⓢⓣ①²𝟏еоаρο"
 SURROGATES = "\ud800\udfff"
-SCRIPTS = {"zh": ZH, "latin": LATIN, "mixed": ZH + LATIN + FULLWIDTH + OTHER + ASTRAL + SEPARATORS}
+SCRIPTS = {"zh": ZH, "latin": LATIN, "mixed": ZH + LATIN + FULLWIDTH + OTHER + ASTRAL + SEPARATORS + EVASION}
 
 
 def random_text(rng: random.Random, n: int, alphabet: str) -> str:
@@ -37,14 +40,41 @@ def is_skip(ch: str) -> bool:
     return unicodedata.category(ch) in gen.SKIP_CATEGORIES or cp in gen.EXTRA_SKIP
 
 
-def brute_find(text: str, patterns, exemptions=(), normalize=False):
-    """Reference: every overlapping occurrence by str.find, ordered by (end, start, pattern)."""
+ALL_FOLDS = ("compat", "han", "confusables")
+_FOLD_TABLES = {}
+
+
+def fold_tables():
+    """The generator's fold tables as Python dicts, straight from their sources (unicodedata's
+    NFKC, OpenCC's dictionary, the TR39 confusables), not from the C++ header."""
+    if not _FOLD_TABLES:
+        _FOLD_TABLES.update(compat=gen.compat_table(), han=gen.han_table()[0], confusables=gen.confusable_table()[0])
+    return _FOLD_TABLES
+
+
+def ref_fold(ch: str, folds=ALL_FOLDS) -> str:
+    t = fold_tables() if folds else {}
+    cp = ord(ch)
+    if "compat" in folds:
+        cp = t["compat"].get(cp, cp)
+    cp = gen.fold(cp)
+    for name in ("han", "confusables"):
+        if name in folds:
+            cp = t[name].get(cp, cp)
+    return chr(cp)
+
+
+def brute_find(text: str, patterns, exemptions=(), normalize=False, folds=ALL_FOLDS):
+    """Reference: every overlapping occurrence by str.find, ordered by (end, start, pattern). With
+    normalize, characters fold first (`folds` as Blacklist's) and what folds to a skipped class
+    (separators, punctuation, symbols) is stepped over."""
     if normalize:
-        keep = [i for i, ch in enumerate(text) if not is_skip(ch)]
-        hay = "".join(chr(gen.fold(ord(text[i]))) for i in keep)
+        folded = [ref_fold(ch, folds) for ch in text]
+        keep = [i for i, ch in enumerate(folded) if not is_skip(ch)]
+        hay = "".join(folded[i] for i in keep)
 
         def norm(p):
-            return "".join(chr(gen.fold(ord(c))) for c in p if not is_skip(c))
+            return "".join(f for f in (ref_fold(c, folds) for c in p) if not is_skip(f))
     else:
         keep = list(range(len(text)))
         hay = text

@@ -191,6 +191,7 @@ class RewardContext:
         self.blacklist, self.aligner, self.ngrams = blacklist, aligner, ngrams
         self.encoder, self.ctcvr, self.judge = encoder, ctcvr, judge
         self.num_threads = num_threads
+        self._raw_blacklist = None  # the same list matched exactly, built on first use (evasion monitor)
         self._cache: dict = {}
         self._batch_id = None
 
@@ -206,6 +207,16 @@ class RewardContext:
 
     def blacklist_hits(self, batch):
         return self._cached("hits", batch, lambda: self.blacklist.find_batch(list(batch.texts), self.num_threads))
+
+    def evasive(self, batch) -> Optional[np.ndarray]:
+        """Per response, whether the normalising list hits where exact matching of the same list
+        does not (only responses with a hit are matched again); None when the list is exact."""
+        if not self.blacklist.normalize:
+            return None
+        if self._raw_blacklist is None:
+            self._raw_blacklist = self.blacklist.raw()
+        hits = self.blacklist_hits(batch)
+        return np.array([bool(h) and not self._raw_blacklist.find(t) for h, t in zip(hits, batch.texts)], dtype=bool)
 
     def blacklist_token_masks(self, batch):
         if batch.token_ids is None:
@@ -315,6 +326,9 @@ class RewardOutput:
     components: Dict[str, np.ndarray]  # name -> [B] raw values
     compliant: Optional[np.ndarray]  # [B] bool, None without a blacklist
     timings: Dict[str, float]  # seconds per component (+ "ngram_update", "compliance")
+    # [B] bool: a hit of the normalising list that exact matching misses (the policy wrote around
+    # the list: 國家級, bеst, 𝐁𝐄𝐒𝐓, 最*佳); None without a normalising blacklist
+    evasive: Optional[np.ndarray] = None
 
     def token_matrix(self, width: Optional[int] = None) -> np.ndarray:
         """r_tok as float32 [B, width] zero-padded (width = longest response by default)."""
@@ -334,6 +348,8 @@ class RewardOutput:
         m["reward/total"] = float(np.mean(self.sentence))
         if self.compliant is not None:
             m["reward/compliance_rate"] = float(np.mean(self.compliant))
+        if self.evasive is not None:
+            m["compliance/evasion_share"] = float(np.mean(self.evasive))
         return m
 
 
@@ -458,9 +474,10 @@ class RewardFunction:
                 values[s.name] = np.array([float(x.sum()) for x in v])
                 token = [np.asarray(x, dtype=np.float32).copy() for x in v] if token is None \
                     else [a + np.asarray(x, dtype=np.float32) for a, x in zip(token, v)]
-        compliant = None
+        compliant = evasive = None
         if ctx.blacklist is not None:
             t = time.perf_counter()
             compliant = np.array([not h for h in ctx.blacklist_hits(batch)], dtype=bool)
+            evasive = ctx.evasive(batch)
             timings["compliance"] = time.perf_counter() - t
-        return RewardOutput(sentence, token, values, compliant, timings)
+        return RewardOutput(sentence, token, values, compliant, timings, evasive)
