@@ -80,7 +80,104 @@ def paper8b() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"vs_trl": vs_trl, "scaling": scaling, "paper8b": paper8b}
+def _x(v, digits=2):
+    return f"{v:.{digits}f}×"
+
+
+def loss_triton() -> str:
+    runs = [{r["N"]: r for r in _load(f"loss_h100_run{k}.json")["rows"]} for k in (1, 2)]
+    lines = ["| N | floor ms (run1/run2) | ours ms (× floor) | recompute | naive | CCE | Liger | ours extra GiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    both = lambda n, f: " / ".join(f(run[n]) for run in runs if n in run)  # noqa: E731
+    for n in sorted(runs[0]):
+        a = runs[0][n]
+        liger = _x(a["liger_vs_floor"], 1) if "liger_vs_floor" in a else "crashed (dynamo)"
+        lines.append(_row([f"{n:,}", both(n, lambda r: f"{r['floor_ms']:.1f}"),
+                           both(n, lambda r: f"{r['ours_ms']:.1f} ({_x(r['ours_vs_floor'])})"),
+                           both(n, lambda r: _x(r["ours_recompute_vs_floor"])),
+                           f"{_x(a['naive_vs_floor'])}, +{a['naive_extra_GiB']:.1f} GiB",
+                           both(n, lambda r: _x(r["cce_vs_floor"])), liger, f"{a['ours_extra_GiB']:.2f}"]))
+    return "\n".join(lines)
+
+
+_STAGES = [("time/rollout", "rollout"), ("time/rewards", "rewards"), ("time/old_logprobs", "old log-probs"),
+           ("time/ref_logprobs", "reference log-probs"), ("time/update", "update"),
+           ("time/weight_push", "weight push")]
+
+
+def _train(name: str, labels: dict) -> str:
+    ms = _load(name)["step_ms"]
+    lines = ["| phase | ms per step |", "|---|---|"]
+    for key, label in _STAGES:
+        if key in ms:
+            lines.append(_row([labels.get(key, label), f"{ms[key]:,.0f}"]))
+    lines.append(_row(["**total**", f"**{ms['time/total']:,.0f}**"]))
+    return "\n".join(lines)
+
+
+def train_h100() -> str:
+    return _train("train_h100.json", {
+        "time/rollout": "rollout (HF generate, 80 × 128 tokens)", "time/rewards": "rewards (all components, 80 responses)",
+        "time/old_logprobs": "old log-probs (`fused_logprobs`)",
+        "time/update": "update (forward + fused loss + backward + ZeRO-2 step)",
+        "time/weight_push": "weight push (HF generate runs on the policy itself)"})
+
+
+def train_cpu() -> str:
+    return _train("train_cpu_2core.json", {
+        "time/rollout": "rollout (vLLM, 80 responses)",
+        "time/rewards": "rewards (of which ~0.4 s is the MiniLM forward of 80 new texts)",
+        "time/update": "update (ZeRO-2, fused loss)", "time/weight_push": "weight push into vLLM"})
+
+
+def rollout_engines() -> str:
+    lines = ["| `rollout.vllm_execution` | generate 81,920 tokens | tokens/s | start-up | push (after sleep level 2) "
+             "| greedy = HF (first 8 tokens, 8 prompts) |", "|---|---|---|---|---|---|"]
+    label = {"eager": "eager (the engine as it was)", "cuda_graphs": "cuda_graphs (no compilation)",
+             "compiled": "**compiled** (vLLM's defaults; the new default)"}
+    for mode in ("eager", "cuda_graphs", "compiled"):
+        d = _load(f"rollout_{mode}_h200.json")
+        gen = sorted(d["generate_s"])[len(d["generate_s"]) // 2] if len(d["generate_s"]) % 2 else \
+            sum(d["generate_s"]) / len(d["generate_s"])
+        # bench_rollout pushes once before the greedy check and once before each generate call after
+        # the first; the first two follow no sleep, the rest a level-2 sleep
+        after_sleep = d["push_s"][2:]
+        bold = (lambda t: f"**{t}**") if mode == "compiled" else (lambda t: t)
+        lines.append(_row([label[mode], bold(f"{gen:.2f} s"), bold(f"{d['generate_tokens_per_s']:,.0f}"),
+                           f"{d['start_s']:.1f} s", f"{min(after_sleep):.3f}–{max(after_sleep):.3f} s",
+                           f"{d['greedy_first8_equal']}/8"]))
+    return "\n".join(lines)
+
+
+def matcher_folds() -> str:
+    runs = _load("matcher_folds_cpu.json")["runs"]
+    lines = ["| build | raw find, ms (3 runs) | token masks, ms (3 runs) | medians |", "|---|---|---|---|"]
+    for build, label in (("before", "before the folds"), ("after", "with compat + han + confusables")):
+        rs = [r for r in runs if r["build"] == build]
+        med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]  # noqa: E731
+        lines.append(_row([label, ", ".join(f"{r['find_ms']:.3f}" for r in rs),
+                           ", ".join(f"{r['mask_ms']:.3f}" for r in rs),
+                           f"find {med('find_ms'):.3f}, masks {med('mask_ms'):.3f}"]))
+    return "\n".join(lines)
+
+
+def vs_trl_h100() -> str:
+    d = _load("vs_trl_h100_1.7b.json")
+    o, t, r = d["ours"], d["trl"], d["ratios"]
+    return "\n".join([
+        "| per optimizer step | ours | TRL 1.16 | ratio |", "|---|---|---|---|",
+        _row(["total", f"{o['step_s']:.2f} s", f"{t['step_s']:.2f} s", ""]),
+        _row(["generation (HF generate, 40 × 128 tokens)", f"{o['generation_s']:.2f} s", f"{t['generation_s']:.2f} s", ""]),
+        _row(["update (forward + loss + backward + step; ours incl. old log-probs)", f"{o['update_s']:.2f} s",
+              f"{t['update_s']:.2f} s", f"**{r['update_speedup']:.2f}× faster** (target 2×: not met)"]),
+        _row(["tokens per second, end to end", f"{o['tokens_per_second']:.0f}", f"{t['tokens_per_second']:.0f}",
+              f"**{r['tokens_per_second']:.2f}×** (target 1.5×: not met)"]),
+        _row(["peak GPU memory", f"{o['peak_mem_gib']:.1f} GiB", f"{t['peak_mem_gib']:.1f} GiB",
+              f"**{r['peak_mem']:.2f}×** (target ≤ TRL: met)"])])
+
+
+TABLES = {"matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "paper8b": paper8b, "loss_triton": loss_triton,
+          "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
 
 
 def render(text: str) -> str:
