@@ -41,6 +41,25 @@ void CharAlphabet::build(std::vector<uint32_t> chars, bool normalize, uint32_t f
     if (folds_ & unicode::kFoldCompat) add(unicode_tables::kCompatFold);
     if (folds_ & unicode::kFoldHan) add(unicode_tables::kHanFold);
   }
+  expansions_.clear();
+  if (normalize && (folds_ & unicode::kFoldCompat)) {  // ﬁ feeds f then i: each folded, skipped or coded
+    for (const auto& x : unicode_tables::kCompatExpand) {
+      std::vector<uint32_t> codes;
+      for (uint32_t k = 0; k < x.length; ++k) {
+        const uint32_t f = unicode::fold(unicode_tables::kCompatExpandChars[x.offset + k], folds_);
+        if (unicode::is_skip(f)) continue;
+        auto it = code_of.find(f);
+        codes.push_back(it != code_of.end() ? it->second : 0);
+      }
+      uint32_t code = kSkip;
+      if (!codes.empty()) {
+        code = kExpand | static_cast<uint32_t>(expansions_.size());
+        expansions_.push_back(std::move(codes));
+      }
+      if (x.from < 0x10000) bmp_[x.from] = code;
+      else astral_[x.from] = code;
+    }
+  }
 }
 
 uint32_t CharAlphabet::astral(uint32_t cp) const {
@@ -163,6 +182,15 @@ Blacklist::Blacklist(const std::vector<std::vector<uint32_t>>& patterns,
         q.push_back(cp);
         continue;
       }
+      const unicode::ExpansionView x = (folds_ & unicode::kFoldCompat) ? unicode::expansion(cp)
+                                                                       : unicode::ExpansionView{nullptr, nullptr};
+      if (x.begin != nullptr) {  // ﬁnance is the pattern finance
+        for (const uint32_t* e = x.begin; e != x.end; ++e) {
+          const uint32_t f = unicode::fold(*e, folds_);
+          if (!unicode::is_skip(f)) q.push_back(f);
+        }
+        continue;
+      }
       const uint32_t f = unicode::fold(cp, folds_);
       if (!unicode::is_skip(f)) q.push_back(f);
     }
@@ -226,16 +254,16 @@ void Blacklist::scan(const CharT* text, int64_t n, std::vector<Hit>& out) const 
   }
   int64_t k = 0;
   int32_t s = DoubleArrayAC::kRoot;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t c = alphabet_.code(static_cast<uint32_t>(text[i]));
+  int64_t i = 0;
+  // one code into the automaton for text[i]; hits end after text[i]
+  auto feed = [&](uint32_t c) {
     if constexpr (Normalize) {
-      if (c == CharAlphabet::kSkip) continue;
       ring[static_cast<size_t>(k) & rmask] = i;
       ++k;
     }
     if (c == 0) {
       s = DoubleArrayAC::kRoot;
-      continue;
+      return;
     }
     s = ac_.next(s, c);
     for (int32_t o = ac_.out(s); o >= 0;) {
@@ -247,6 +275,17 @@ void Blacklist::scan(const CharT* text, int64_t n, std::vector<Hit>& out) const 
       any_exemption |= d.pattern >= num_patterns_;
       o = d.next;
     }
+  };
+  for (; i < n; ++i) {
+    const uint32_t c = alphabet_.code(static_cast<uint32_t>(text[i]));
+    if constexpr (Normalize) {
+      if (c >= CharAlphabet::kExpand) {  // one rare branch for both: a skipped or an expanding character
+        if (c != CharAlphabet::kSkip)
+          for (uint32_t e : alphabet_.expansion(c)) feed(e);
+        continue;
+      }
+    }
+    feed(c);
   }
   if (any_exemption) drop_exempted(out, first);
 }

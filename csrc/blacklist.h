@@ -24,10 +24,13 @@ struct Hit {
 class CharAlphabet {
  public:
   static constexpr uint32_t kSkip = 0xFFFFFFFFu;
+  // codes >= kExpand (except kSkip) name an expansion: the character feeds several codes
+  static constexpr uint32_t kExpand = 0x80000000u;
   // chars[k] is the (normalised) code point given code k + 1
   void build(std::vector<uint32_t> chars, bool normalize, uint32_t folds);
   inline uint32_t code(uint32_t cp) const { return cp < 0x10000 ? bmp_[cp] : astral(cp); }
   const std::vector<uint32_t>& chars() const { return chars_; }
+  const std::vector<uint32_t>& expansion(uint32_t code) const { return expansions_[code - kExpand]; }
   uint32_t size() const { return static_cast<uint32_t>(chars_.size()); }
 
  private:
@@ -35,6 +38,7 @@ class CharAlphabet {
   std::vector<uint32_t> chars_;
   std::vector<uint32_t> bmp_;
   std::unordered_map<uint32_t, uint32_t> astral_;
+  std::vector<std::vector<uint32_t>> expansions_;  // codes fed for one expanding character
   bool normalize_ = true;
   uint32_t folds_ = 0;
 };

@@ -40,6 +40,18 @@ inline uint32_t fold(uint32_t cp, uint32_t flags = 0) {
   return cp;
 }
 
+// The NFKC expansion of a compatibility character made of several (ﬁ -> fi, ⑩ -> 10, ㎏ -> kg), or
+// an empty range; only under kFoldCompat. Its characters take the rest of the fold themselves.
+struct ExpansionView { const uint32_t* begin; const uint32_t* end; };
+inline ExpansionView expansion(uint32_t cp) {
+  const auto* b = std::begin(unicode_tables::kCompatExpand);
+  const auto* e = std::end(unicode_tables::kCompatExpand);
+  const auto* it = std::lower_bound(b, e, cp, [](const unicode_tables::Expansion& x, uint32_t v) { return x.from < v; });
+  if (it == e || it->from != cp) return {nullptr, nullptr};
+  const uint32_t* c = unicode_tables::kCompatExpandChars + it->offset;
+  return {c, c + it->length};
+}
+
 // Separators, controls/format (zero-width), punctuation and symbols: stepped over by the
 // normalising matcher (csrc/tools/gen_unicode_tables.py documents the exact classes).
 inline bool is_skip(uint32_t cp) {

@@ -324,7 +324,8 @@ class Blacklist:
             "compat" (NFKC to one letter or digit: 𝐁𝐄𝐒𝐓, ⓑⓔⓢⓣ, 𝟏𝟎𝟎 and superscripts),
             "han" (traditional and simplified Chinese match each other: 國家級 hits 国家级) and
             "confusables" (Cyrillic and Greek look-alikes of Latin letters: bеst with a Cyrillic е).
-            Each maps one character to one, so offsets still point into the original text.
+            A compatibility character standing for several (ﬁ, ⑩, ㎏) counts as those characters,
+            at its own offset; offsets always point into the original text.
     """
 
     def __init__(self, patterns: Iterable[str], *, exemptions: Iterable[str] = (), normalize: bool = True,

@@ -41,7 +41,7 @@ def test_find_equals_brute_force(script, normalize):
 
 def _has_content(p, folds=("compat", "han", "confusables")):
     from tests.textgen import is_skip, ref_fold
-    return any(not is_skip(ref_fold(c, folds)) for c in p)
+    return any(not is_skip(f) for c in p for f in ref_fold(c, folds))
 
 
 @pytest.mark.parametrize("folds", [(), ("compat",), ("han",), ("confusables",), ("compat", "han", "confusables")])
@@ -250,7 +250,7 @@ def test_fuzz_regressions(patterns, text, normalize):
 
 # Issue 17: what a policy under RL pressure writes to get past the list, per evasion class
 EVASIONS = {
-    "compat": ["the 𝐁𝐄𝐒𝐓 price", "the ⓑⓔⓢⓣ price", "𝟏𝟎𝟎%有效", "the ᵇᵉˢᵗ price"],
+    "compat": ["the 𝐁𝐄𝐒𝐓 price", "the ⓑⓔⓢⓣ price", "𝟏𝟎𝟎%有效", "the ᵇᵉˢᵗ price", "100% eﬀective"],
     "han": ["國家級", "絕對有效", "頂級", "保證有效", "無副作用"],
     "confusables": ["the bеst price", "guarantееd results", "100% еffective", "the bеѕt price"],
 }

@@ -12,7 +12,7 @@ ASTRAL = "😀🔥👍𝐀𝐁𝔸🀄"
 SEPARATORS = " *·.,-_~|/\u200b\u200d\ufeff\u3000、。！"
 # what a policy writes around a list with (issue 17): traditional characters (one-to-many ones
 # included), compatibility forms, Cyrillic/Greek look-alikes of Latin letters
-EVASION = "國級絕對頂證無發髮乾幹干发𝐁𝐄𝐒𝐓ⓑⓔⓢⓣ①²𝟏еоаρο"
+EVASION = "國級絕對頂證無發髮乾幹干发𝐁𝐄𝐒𝐓ⓑⓔⓢⓣ①²𝟏еоаροﬁﬀ⑩㎏½"
 SURROGATES = "\ud800\udfff"
 SCRIPTS = {"zh": ZH, "latin": LATIN, "mixed": ZH + LATIN + FULLWIDTH + OTHER + ASTRAL + SEPARATORS + EVASION}
 
@@ -48,12 +48,17 @@ def fold_tables():
     """The generator's fold tables as Python dicts, straight from their sources (unicodedata's
     NFKC, OpenCC's dictionary, the TR39 confusables), not from the C++ header."""
     if not _FOLD_TABLES:
-        _FOLD_TABLES.update(compat=gen.compat_table(), han=gen.han_table()[0], confusables=gen.confusable_table()[0])
+        _FOLD_TABLES.update(compat=gen.compat_table(), expand=gen.compat_expand_table(), han=gen.han_table()[0],
+                            confusables=gen.confusable_table()[0])
     return _FOLD_TABLES
 
 
 def ref_fold(ch: str, folds=ALL_FOLDS) -> str:
+    """What one character folds to: usually one character, several for an expanding compatibility
+    character (ﬁ -> fi), each of them folded in turn."""
     t = fold_tables() if folds else {}
+    if "compat" in folds and ord(ch) in t["expand"]:
+        return "".join(ref_fold(c, folds) for c in t["expand"][ord(ch)])
     cp = ord(ch)
     if "compat" in folds:
         cp = t["compat"].get(cp, cp)
@@ -69,12 +74,13 @@ def brute_find(text: str, patterns, exemptions=(), normalize=False, folds=ALL_FO
     normalize, characters fold first (`folds` as Blacklist's) and what folds to a skipped class
     (separators, punctuation, symbols) is stepped over."""
     if normalize:
-        folded = [ref_fold(ch, folds) for ch in text]
-        keep = [i for i, ch in enumerate(folded) if not is_skip(ch)]
-        hay = "".join(folded[i] for i in keep)
+        # (original index, folded character) for every character that is not skipped
+        kept = [(i, f) for i, ch in enumerate(text) for f in ref_fold(ch, folds) if not is_skip(f)]
+        keep = [i for i, _ in kept]
+        hay = "".join(f for _, f in kept)
 
         def norm(p):
-            return "".join(f for f in (ref_fold(c, folds) for c in p) if not is_skip(f))
+            return "".join(f for c in p for f in ref_fold(c, folds) if not is_skip(f))
     else:
         keep = list(range(len(text)))
         hay = text

@@ -18,8 +18,9 @@ fold in this order, so that a policy cannot write around a pattern with another 
 letter (issue 17):
 - COMPAT_FOLD ("compat"): NFKC where it gives one letter or digit: mathematical alphanumerics
   (𝐁 -> B), enclosed and circled forms (ⓑ -> b, ① -> 1), superscripts and subscripts (² -> 2),
-  full-width forms. NFKC results of several characters (ligatures ﬁ -> fi, ⑩ -> 10, ½) are not
-  folded: a 1:1 fold keeps every matched character at its original offset.
+  full-width forms. COMPAT_EXPAND, under the same switch: NFKC results of several characters
+  made of letters, digits and skipped characters (ligatures ﬁ -> fi, ⑩ -> 10, ㎏ -> kg,
+  ½ -> 1⁄2): the matcher feeds each of them in turn, all at the original character's offset.
 - HAN_FOLD ("han"): traditional -> simplified Chinese from OpenCC's TSCharacters.txt (the
   dictionary shipped in the PyPI package opencc-python-reimplemented 0.1.7). A traditional
   character whose candidates include itself (乾 -> 干 乾: 乾 is also a simplified character) is
@@ -60,6 +61,22 @@ def compat_table():
         n = unicodedata.normalize("NFKC", chr(cp))
         if len(n) == 1 and ord(n) != cp and unicodedata.category(n)[0] in "LN":
             out[cp] = ord(n)
+    return out
+
+
+def compat_expand_table():
+    """cp -> its NFKC expansion (several characters: letters, digits and skipped characters, at
+    least one letter or digit)."""
+    out = {}
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        n = unicodedata.normalize("NFKC", chr(cp))
+        if len(n) < 2:
+            continue
+        cats = [unicodedata.category(c) for c in n]
+        if all(c[0] in "LN" or c in SKIP_CATEGORIES for c in cats) and any(c[0] in "LN" for c in cats):
+            out[cp] = n
     return out
 
 
@@ -124,6 +141,7 @@ def main(out):
             skip.append(cp)
     skip = sorted(set(skip) | set(EXTRA_SKIP))
     compat = compat_table()
+    expand = compat_expand_table()
     han, han_src = han_table()
     conf, conf_src = confusable_table()
     # every combination of the folds must be idempotent for the matcher's alphabet to be well defined
@@ -134,6 +152,9 @@ def main(out):
             if not 0xD800 <= cp <= 0xDFFF:
                 f = fold_all(cp, flags, compat, han, conf)
                 assert fold_all(f, flags, compat, han, conf) == f, (hex(cp), flags)
+    # an expansion's characters are final: no compatibility fold or expansion of their own
+    for cp, n in expand.items():
+        assert cp not in compat and all(ord(c) not in compat and ord(c) not in expand for c in n), hex(cp)
     ranges = []
     for cp in skip:
         if ranges and ranges[-1][1] == cp - 1:
@@ -164,12 +185,26 @@ def main(out):
     table("kCompatFold", compat.items())
     table("kHanFold", han.items())
     table("kConfusableFold", conf.items())
+    lines.append("struct Expansion { uint32_t from, offset, length; };  // into kCompatExpandChars")
+    lines.append("inline constexpr Expansion kCompatExpand[] = {")
+    flat, entries = [], []
+    for cp in sorted(expand):
+        entries.append((cp, len(flat), len(expand[cp])))
+        flat.extend(ord(c) for c in expand[cp])
+    for i in range(0, len(entries), 6):
+        lines.append("  " + " ".join("{0x%X, %d, %d}," % e for e in entries[i:i + 6]))
+    lines.append("};")
+    lines.append("inline constexpr uint32_t kCompatExpandChars[] = {")
+    for i in range(0, len(flat), 12):
+        lines.append("  " + " ".join("0x%X," % c for c in flat[i:i + 12]))
+    lines.append("};")
     lines.append("inline constexpr Range kSkipRanges[] = {")
     for i in range(0, len(ranges), 6):
         lines.append("  " + " ".join("{0x%X, 0x%X}," % tuple(r) for r in ranges[i:i + 6]))
     lines += ["};", "}  // namespace rf::unicode_tables", ""]
     Path(out).write_text("\n".join(lines))
-    print(f"{len(pairs)} case folds, {len(compat)} compatibility folds, {len(han)} traditional -> simplified, "
+    print(f"{len(pairs)} case folds, {len(compat)} compatibility folds, {len(expand)} expansions, "
+          f"{len(han)} traditional -> simplified, "
           f"{len(conf)} confusables, {len(ranges)} skip ranges -> {out}")
 
 
