@@ -176,7 +176,20 @@ def vs_trl_h100() -> str:
               f"**{r['peak_mem']:.2f}×** (target ≤ TRL: met)"])])
 
 
-TABLES = {"matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "paper8b": paper8b, "loss_triton": loss_triton,
+def micro_batch_h100() -> str:
+    runs = [(_load("vs_trl_h100_1.7b.json"), "8 sequences (above)"),
+            (_load("ours_h100_1.7b_mb40.json"), "40 sequences (one micro-batch)"),
+            (_load("ours_h100_1.7b_mb160.json"), "160 sequences (~60k tokens, one micro-batch)")]
+    lines = ["| micro-batch | responses per step | update | step | tokens/s | peak GPU memory |",
+             "|---|---|---|---|---|---|"]
+    for d, label in runs:
+        o = d["ours"]
+        lines.append(_row([label, str(d["prompts"] * d["group_size"]), f"{o['update_s']:.2f} s", f"{o['step_s']:.2f} s",
+                           f"{o['tokens_per_second']:,.0f}", f"{o['peak_mem_gib']:.1f} GiB"]))
+    return "\n".join(lines)
+
+
+TABLES = {"micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "paper8b": paper8b, "loss_triton": loss_triton,
           "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
 
 
