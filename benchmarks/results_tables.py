@@ -189,7 +189,55 @@ def micro_batch_h100() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "paper8b": paper8b, "loss_triton": loss_triton,
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def matcher_before_after() -> str:
+    """bench_matcher.py, three runs of each build alternated: the rows the folds could move."""
+    runs = {b: [_load(f"matcher_cpu_{b}_{k}.json") for k in (1, 2, 3)] for b in ("before", "after")}
+    rows = [("raw find, sparse hits, 1 thread, normalize=True (default)", "raw_find", "sparse",
+             "relate_fast find_batch, 1 thread, normalize=True"),
+            ("raw find, sparse hits, 1 thread, normalize=False", "raw_find", "sparse",
+             "relate_fast find_batch, 1 thread, normalize=False"),
+            ("raw find, dense hits, 1 thread, normalize=True", "raw_find", "dense",
+             "relate_fast find_batch, 1 thread, normalize=True"),
+            ("raw find, sparse hits, 2 threads, normalize=True", "raw_find", "sparse",
+             "relate_fast find_batch, 2 threads, normalize=True"),
+            ("token masks (blacklist + n-gram), 1 thread, ids as lists", "token_masks", None,
+             "relate_fast: blacklist + n-gram masks (1 thread)"),
+            ("token masks, ids as numpy arrays", "token_masks", None,
+             "relate_fast: both masks (1 thread), ids as numpy int64 arrays"),
+            ("of which blacklist token_mask", "token_masks", None, "  of which blacklist token_mask")]
+
+    def ms(d, section, sub, name):
+        rs = d[section][sub]["rows"] if sub else d[section]["rows"]
+        return next(r["ms"] for r in rs if r["name"] == name)
+
+    lines = ["| ms, one call (best of 25) | before the folds: median (runs) | with the folds: median (runs) | after / before |",
+             "|---|---|---|---|"]
+    for label, *key in rows:
+        b = [ms(d, *key) for d in runs["before"]]
+        a = [ms(d, *key) for d in runs["after"]]
+        lines.append(_row([label, f"{_median(b):.2f} ({', '.join(f'{x:.2f}' for x in b)})",
+                           f"{_median(a):.2f} ({', '.join(f'{x:.2f}' for x in a)})", f"{_median(a) / _median(b):.3f}"]))
+    # against the reference libraries of the same run: what the VM's drift between runs cancels out of
+    same_run = [("sparse find, normalize=True, × faster than daachorse's loop (same run)",
+                 lambda d: d["raw_find"]["sparse"]["ratios"]["vs_daachorse_1thread"]),
+                ("sparse find, normalize=False, × faster than daachorse's loop (same run)",
+                 lambda d: d["raw_find"]["sparse"]["ratios"]["vs_daachorse_1thread_exact"]),
+                ("token masks, × faster than the Python pipeline (same run)",
+                 lambda d: d["token_masks"]["speedup_masks"])]
+    for label, f in same_run:
+        b = [f(d) for d in runs["before"]]
+        a = [f(d) for d in runs["after"]]
+        lines.append(_row([label, f"{_median(b):.2f}× ({', '.join(f'{x:.2f}' for x in b)})",
+                           f"{_median(a):.2f}× ({', '.join(f'{x:.2f}' for x in a)})", f"{_median(a) / _median(b):.3f}"]))
+    return "\n".join(lines)
+
+
+TABLES = {"matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "paper8b": paper8b, "loss_triton": loss_triton,
           "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
 
 
