@@ -108,6 +108,7 @@ class CheckpointStore:
         files = _files(tmp)
         mine = {f: self._describe(tmp / f) for f in files[self.rank::self.world]}
         described = {k: v for part in all_gather_objects(mine) for k, v in part.items()}
+        self.last_saved_bytes = sum(d["bytes"] for d in described.values())  # every rank's files, for the log
         final = self.folder(step)
         if self.rank == 0:
             manifest = {"step": step, "world_size": self.world, "config_hash": config_hash,

@@ -34,7 +34,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from relate_fast.checkpoint import MANIFEST, CheckpointError, CheckpointStore, atomic_write_text
+from relate_fast.checkpoint import CheckpointError, CheckpointStore, atomic_write_text
 from relate_fast.config import SAFE_CHANGES, Config, config_diff, config_to_dict, meaning_hash
 from relate_fast.data.ads import AdPrompt
 from relate_fast.distributed import all_ranks_true, barrier, device, init_distributed, replicas_identical
@@ -429,8 +429,7 @@ class Trainer:
         folder = self.ckpt.save(step, write, config_hash=self.config_hash)
         self.saved_step = step
         if self.rank == 0:  # a large policy's checkpoint takes minutes: say what it cost
-            files = json.loads((folder / MANIFEST).read_text())["files"]
-            self._log(f"checkpoint of step {step}: {sum(f['bytes'] for f in files.values()) / 2**30:.2f} GiB "
+            self._log(f"checkpoint of step {step}: {self.ckpt.last_saved_bytes / 2**30:.2f} GiB "
                       f"in {time.time() - t:.1f} s ({folder})")
 
     def _write_metrics(self, m: dict):
