@@ -47,17 +47,32 @@ def vs_trl() -> str:
 
 
 def scaling() -> str:
-    runs = [_load(f"scaling_{n}gpu_h100.json")["ours"] for n in (1, 2)]
-    base = runs[0]["tokens_per_second"] / runs[0]["world_size"]
-    lines = ["| GPUs | step | rollout | update | push | tokens/s | tokens/s/GPU | kept | peak memory/GPU |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for o in runs:
-        n, st = o["world_size"], o["stages_s"]
-        per_gpu = o["tokens_per_second"] / n
-        kept = "—" if n == 1 else f"**{100 * per_gpu / base:.1f} %**"
-        lines.append(_row([str(n), f"{o['step_s']:.2f} s", f"{st['rollout']:.2f} s", f"{st['update']:.2f} s",
-                           f"{st['weight_push']:.2f} s", f"{o['tokens_per_second']:,.0f}", f"{per_gpu:,.0f}", kept,
-                           f"{o['peak_mem_gib']:.1f} GiB"]))
+    """Two sessions on 4 x H100 hosts: run 1 (1 and 2 GPUs), run 2 (1, 2 and 4 GPUs); each run's own
+    1-GPU row is its baseline, since the machines differ between sessions."""
+    files = {1: [(1, "scaling_1gpu_h100.json"), (2, "scaling_2gpu_h100.json")],
+             2: [(1, "scaling_1gpu_h100_run2.json"), (2, "scaling_2gpu_h100_run2.json"), (4, "scaling_4gpu_h100_run2.json")]}
+    lines = ["| run | GPUs | step | rollout | update | push | tokens/s | tokens/s/GPU | kept | peak memory/GPU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for run, names in files.items():
+        runs = [_load(name)["ours"] for _, name in names]
+        base = runs[0]["tokens_per_second"] / runs[0]["world_size"]
+        for o in runs:
+            n, st = o["world_size"], o["stages_s"]
+            per_gpu = o["tokens_per_second"] / n
+            kept = "—" if n == 1 else f"**{100 * per_gpu / base:.1f} %**"
+            lines.append(_row([str(run), str(n), f"{o['step_s']:.2f} s", f"{st['rollout']:.2f} s", f"{st['update']:.2f} s",
+                               f"{st['weight_push']:.2f} s", f"{o['tokens_per_second']:,.0f}", f"{per_gpu:,.0f}", kept,
+                               f"{o['peak_mem_gib']:.1f} GiB"]))
+    return "\n".join(lines)
+
+
+def resume_2gpu() -> str:
+    d = _load("resume_2gpu_h100.json")
+    a, b = d["uninterrupted"], d["resumed"]
+    lines = ["| step 3 | uninterrupted | stopped after step 2, resumed | relative difference |", "|---|---|---|---|"]
+    for k in ("reward/total", "response_tokens_mean", "loss", "grad_norm", "entropy", "kl"):
+        rel = abs(a[k] - b[k]) / max(abs(a[k]), 1e-12)
+        lines.append(_row([f"`{k}`", f"{a[k]:.7g}", f"{b[k]:.7g}", "0 (equal)" if rel == 0 else f"{rel:.1e}"]))
     return "\n".join(lines)
 
 
@@ -237,7 +252,7 @@ def matcher_before_after() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "paper8b": paper8b, "loss_triton": loss_triton,
+TABLES = {"matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton,
           "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
 
 

@@ -53,8 +53,8 @@ for job in "$@"; do
       run scaling_$n 420 $TR --nproc_per_node $n --master_port 2952$n benchmarks/bench_vs_trl.py --side ours \
         --shape 1.7b --work $W/vs --out $R/scaling_$n.json
     done ;;
-  scaling12)  # 1 GPU (GPU 0, vLLM at DEBUG to time its start-up) beside 2 GPUs (GPUs 2,3), at once: disjoint GPUs
-    CUDA_VISIBLE_DEVICES=0 VLLM_LOGGING_LEVEL=DEBUG run scaling_1 420 $TR --nproc_per_node 1 --master_port 29521 \
+  scaling12)  # 1 GPU (GPU 0) beside 2 GPUs (GPUs 2,3), at once: disjoint GPUs
+    CUDA_VISIBLE_DEVICES=0 run scaling_1 420 $TR --nproc_per_node 1 --master_port 29521 \
       benchmarks/bench_vs_trl.py --side ours --shape 1.7b --work $W/vs1 --out $R/scaling_1.json &
     CUDA_VISIBLE_DEVICES=2,3 run scaling_2 420 $TR --nproc_per_node 2 --master_port 29522 \
       benchmarks/bench_vs_trl.py --side ours --shape 1.7b --work $W/vs2 --out $R/scaling_2.json &
