@@ -6,8 +6,9 @@
 In one run, on the same inputs (random, never zeros), it times forward+backward of:
 - floor: the three lm_head matrix products alone (logits = h·Wᵀ, dh = dz·W, dW = dzᵀ·h), bf16;
 - naive: torch GRPO math on materialised fp32 logits, autograd backward;
-- relate_fast: `fused_grpo_loss` (backend "triton" on CUDA: cuBLAS products + Triton row kernels),
-  and its recompute path (`recompute=True`, four products);
+- relate_fast: `fused_grpo_loss` (backend "triton" on CUDA) by its fp32 logits path (cuBLAS products +
+  Triton row kernels: "ours") and, on Hopper, its epilogue path (the Triton logits GEMM with the row
+  statistics in its epilogue: "ours_epilogue"), and its recompute path (`recompute=True`, four products);
 - cce: log-probs from cut-cross-entropy's `linear_cross_entropy(reduction="none")` + the same torch
   GRPO math (package cut-cross-entropy; its default gradient filtering is left on);
 - liger: liger-kernel's `LigerFusedLinearGRPOLoss` (per-sequence advantages only);
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,6 +82,27 @@ def fp32_reference(hidden, weight, targets, mask, adv, old, chunk=1024):
         return loss.detach(), gh.view(B, T, H), gw
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+def on_path(path, fn):
+    """fn run with the loss's logits path forced (RELATE_FAST_LOGITS), the previous setting restored."""
+    def run():
+        before = os.environ.get("RELATE_FAST_LOGITS")
+        os.environ["RELATE_FAST_LOGITS"] = path
+        try:
+            return fn()
+        finally:
+            if before is None:
+                os.environ.pop("RELATE_FAST_LOGITS", None)
+            else:
+                os.environ["RELATE_FAST_LOGITS"] = before
+    return run
+
+
+def epilogue_available(device) -> bool:
+    from relate_fast.kernels import logits_gemm
+
+    return device.type == "cuda" and logits_gemm.available(device)
 
 
 def timed(fn, device, reset=lambda: None, warmup=3, reps=10):
@@ -169,17 +192,22 @@ def bench(N, H, V, device, dtype, reps, skip=()):
         torch.mm(dz, weight.detach())
         torch.mm(dz.t(), h2)
     row["floor_ms"], _ = timed(floor, device, reps=reps)
-    del dz
+    dz = None  # frees it (floor() closes over the name, so not del)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     ref = fp32_reference(hidden, weight, targets, mask, adv, old)
 
     impls = {
-        "ours": lambda: fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0],
-        "ours_recompute": lambda: fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old,
-                                                  recompute=True)[0],
+        "ours": on_path("fp32", lambda: fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]),
+        "ours_recompute": on_path("fp32", lambda: fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old,
+                                                                  recompute=True)[0]),
         "naive": lambda: naive_loss(hidden, weight, targets, mask, adv, old),
     }
+    if epilogue_available(device):
+        impls["ours_epilogue"] = on_path("epilogue", lambda: fused_grpo_loss(hidden, weight, targets, mask, adv,
+                                                                             old_logprobs=old)[0])
+        impls["ours_epilogue_beta"] = on_path("epilogue", lambda: fused_grpo_loss(
+            hidden, weight, targets, mask, adv, old_logprobs=old, ref_logprobs=old - 0.05, beta=0.04)[0])
     if device.type == "cuda":
         impls.update({k: (lambda f=f: f(hidden, weight, targets, mask, adv, old)) for k, f in anchors().items()})
     for name, loss_fn in impls.items():
@@ -209,10 +237,15 @@ def bench(N, H, V, device, dtype, reps, skip=()):
 
     with torch.no_grad():
         row["one_product_ms"], _ = timed(lambda: torch.mm(h2, weight.detach().t()), device, reps=reps)
-        row["logprobs_ms"], row["logprobs_extra_GiB"] = timed(lambda: fused_logprobs(hidden, weight, targets),
-                                                              device, reps=reps)
+        row["logprobs_ms"], row["logprobs_extra_GiB"] = timed(
+            on_path("fp32", lambda: fused_logprobs(hidden, weight, targets)), device, reps=reps)
         row["logprobs_vs_product"] = row["logprobs_ms"] / row["one_product_ms"]
-        lp = fused_logprobs(hidden, weight, targets)
+        lp = on_path("fp32", lambda: fused_logprobs(hidden, weight, targets))()
+        if epilogue_available(device):
+            lp_epi = on_path("epilogue", lambda: fused_logprobs(hidden, weight, targets))
+            row["logprobs_epilogue_ms"], row["logprobs_epilogue_extra_GiB"] = timed(lp_epi, device, reps=reps)
+            row["logprobs_epilogue_vs_product"] = row["logprobs_epilogue_ms"] / row["one_product_ms"]
+            lp_e = lp_epi()
         ref_lp = fused_logprobs(hidden.float(), weight.float(), targets, backend="torch") if device.type != "cuda" \
             else None
         if device.type == "cuda":
@@ -221,6 +254,12 @@ def bench(N, H, V, device, dtype, reps, skip=()):
             ref_lp = fused_logprobs(hidden.detach().float(), weight.detach().float(), targets, backend="torch")
             torch.backends.cuda.matmul.allow_tf32 = prev
         row["logprobs_err"] = rel(lp, ref_lp)
+        if epilogue_available(device):
+            row["logprobs_epilogue_err"] = rel(lp_e, ref_lp)
+        # the floor again, after everything: the two medians bracket the run's drift
+        dz = torch.randn(N, V, device=device, generator=g).to(dtype)
+        row["floor_end_ms"], _ = timed(floor, device, reps=reps)
+        dz = None
     return row
 
 
@@ -261,7 +300,7 @@ def main():
 
 
 def print_table(rows):
-    names = ["floor", "ours", "ours_recompute", "naive", "cce", "liger"]
+    names = ["floor", "ours", "ours_epilogue", "ours_epilogue_beta", "ours_recompute", "naive", "cce", "liger"]
     print("\nforward+backward, ms (× floor) [extra GiB] {rel. err loss / grad_h / grad_W vs fp32}")
     for r in rows:
         cells = []
@@ -278,6 +317,9 @@ def print_table(rows):
         lp = f"  logprobs {r['logprobs_ms']:.2f} ms = {r['logprobs_vs_product']:.2f}x one product " \
              f"({r['one_product_ms']:.2f} ms), err {r['logprobs_err']:.1e}"
         print(lp)
+        if "logprobs_epilogue_ms" in r:
+            print(f"  logprobs (epilogue) {r['logprobs_epilogue_ms']:.2f} ms = {r['logprobs_epilogue_vs_product']:.2f}x, "
+                  f"err {r['logprobs_epilogue_err']:.1e}; floor at the end {r['floor_end_ms']:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ from typing import Dict, Tuple
 import torch
 
 from relate_fast.loss.checks import check_finite_on_mask, check_target_range, check_tensor, non_finite_on_mask
-from relate_fast.loss.chunked import FusedGRPO, PassConfig, chunk_rows, logprobs_pass
+from relate_fast.loss.chunked import BYTES_PER_LOGIT, FusedGRPO, PassConfig, chunk_rows, logprobs_pass
 from relate_fast.loss.objective import LOSS_TYPES, token_weights
-from relate_fast.loss.rows import BACKENDS, resolve_backend
+from relate_fast.loss.rows import BACKENDS, resolve_backend, resolve_logits_path
 
 __all__ = ["fused_grpo_loss", "fused_logprobs", "group_advantages", "non_finite_on_mask", "LOSS_TYPES", "BACKENDS"]
 
@@ -134,11 +134,13 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     coef = token_weights(mask, loss_type, max_completion_length, num_items)
     N = B * T
     flat = lambda x: None if x is None else x.reshape(N).float()  # noqa: E731
-    cfg = PassConfig(backend=backend, chunk=chunk_rows(V, N, chunk_size, backend), beta=float(beta),
-                      eps_low=float(eps_low), eps_high=float(eps_high), temperature=float(temperature),
-                      want_entropy=bool(return_entropy), recompute=bool(recompute))
-    out = FusedGRPO.apply(hidden.reshape(N, H), weight, targets.reshape(N).long(), coef.reshape(N),
-                           adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None, cfg)
+    h2 = hidden.reshape(N, H)
+    logits = resolve_logits_path(backend, h2, weight)
+    cfg = PassConfig(backend=backend, chunk=chunk_rows(V, N, chunk_size, backend, BYTES_PER_LOGIT[logits]),
+                     logits=logits, beta=float(beta), eps_low=float(eps_low), eps_high=float(eps_high),
+                     temperature=float(temperature), want_entropy=bool(return_entropy), recompute=bool(recompute))
+    out = FusedGRPO.apply(h2, weight, targets.reshape(N).long(), coef.reshape(N),
+                          adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None, cfg)
     return out[0], dict(zip(names, out[2:]))
 
 
@@ -162,9 +164,11 @@ def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=F
     backend = resolve_backend(backend, dev)
     V = weight.shape[0]
     check_target_range(targets, V)
-    out = logprobs_pass(hidden.reshape(-1, H), weight, targets.reshape(-1).long(), temperature=float(temperature),
-                        want_entropy=bool(return_entropy), chunk=chunk_rows(V, targets.numel(), chunk_size, backend),
-                        backend=backend)
+    h2 = hidden.reshape(-1, H)
+    logits = resolve_logits_path(backend, h2, weight)
+    out = logprobs_pass(h2, weight, targets.reshape(-1).long(), temperature=float(temperature),
+                        want_entropy=bool(return_entropy), backend=backend, logits=logits,
+                        chunk=chunk_rows(V, targets.numel(), chunk_size, backend, 0 if logits == "epilogue" else 4))
     if return_entropy:
         return out[0].reshape(targets.shape), out[1].reshape(targets.shape)
     return out[0].reshape(targets.shape)

@@ -1,6 +1,11 @@
 """The chunked pass over the vocabulary behind fused_grpo_loss and fused_logprobs: logits of a chunk of
-tokens into one fp32 buffer, row statistics, the objective's terms and dlogits, and the two gradient
-products, chunk after chunk (the algorithm is drawn in relate_fast/loss/__init__.py)."""
+tokens with their row statistics, the objective's terms and dlogits, and the two gradient products,
+chunk after chunk (the algorithm is drawn in relate_fast/loss/__init__.py).
+
+Two ways to get a chunk's logits and statistics (`LOGITS_PATHS`, chosen in rows.resolve_logits_path):
+"fp32" — a product into one fp32 buffer, then the backend's row ops read it (torch, or cuBLAS +
+the Triton row kernels); "epilogue" — relate_fast.kernels.logits_gemm's Triton GEMM keeps the row
+statistics in its epilogue and writes the chunk as fp16 tile-relative logits (half the bytes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,24 +16,30 @@ import torch
 from relate_fast.loss.objective import objective_metrics, token_terms
 from relate_fast.loss.rows import ROWS
 
-__all__ = ["chunk_rows", "PassConfig", "FusedGRPO", "logprobs_pass"]
+__all__ = ["chunk_rows", "PassConfig", "FusedGRPO", "logprobs_pass", "LOGITS_PATHS"]
 
 # fp32 logits of one chunk stay under these many bytes. The Triton backend writes dlogits over the
 # logits in place, so this is its whole vocabulary-sized workspace (1.25 GiB: 2,048 tokens at
 # Qwen3's 151,936 vocabulary; fewer, larger chunks mean fewer read-modify-writes of grad_W). The
 # torch backend keeps a few temporaries of the same size, hence its smaller budget.
 CHUNK_BYTES = {"triton": 5 * 2**28, "torch": 2**28}
+# the epilogue path's logprobs pass keeps no logits at all, only [C, V/BN] tile statistics
+LOGPROBS_EPILOGUE_ROWS = 16384
 # grad_W is accumulated across chunks in fp32 when that buffer is small, else in the weight's own
 # dtype (each chunk's product still accumulates in fp32; one rounding per chunk, not per token).
 FP32_GRAD_W_BYTES = 2**26
 
 
-def chunk_rows(V: int, N: int, chunk_size: Optional[int], backend: str) -> int:
+def chunk_rows(V: int, N: int, chunk_size: Optional[int], backend: str, bytes_per_logit: int = 4) -> int:
     """Tokens per chunk: the largest that fits the byte budget, then evened out over the chunks
-    (N = 4,096 at V = 151,936 gives 2 × 2,048 rather than 2,176 + 1,920)."""
+    (N = 4,096 at V = 151,936 gives 2 × 2,048 rather than 2,176 + 1,920). bytes_per_logit 0: no
+    logits buffer (the epilogue path without gradients)."""
     if chunk_size is not None:
         return max(1, int(chunk_size))
-    cap = max(1, CHUNK_BYTES[backend] // (4 * max(V, 1)))
+    if bytes_per_logit == 0:
+        cap = LOGPROBS_EPILOGUE_ROWS
+    else:
+        cap = max(1, CHUNK_BYTES[backend] // (bytes_per_logit * max(V, 1)))
     n_chunks = max(1, -(-N // cap))
     rows = -(-N // n_chunks)
     return min(cap, -(-rows // 64) * 64) if rows > 64 else max(rows, 1)  # >= 1: an empty batch has no chunk
@@ -63,6 +74,48 @@ class _Products:
                 self.grad_w.addmm_(dd.t(), hh)
 
 
+class _Fp32Logits:
+    """A chunk's logits into one fp32 buffer by a product, then the backend's row ops over it."""
+
+    def __init__(self, prod: _Products, backend: str, rows: int, V: int, keep: bool):
+        self.prod, self.rows = prod, ROWS[backend]
+        self.buf = torch.empty(rows, V, dtype=torch.float32, device=prod.weight.device) if rows else None
+
+    def stats(self, h, tgt, inv_t, want_entropy):
+        """(lse, z_tgt, entropy or None, what dlogits needs) of the scaled logits of h."""
+        z = self.prod.logits(h, self.buf[: h.shape[0]])
+        lse, z_tgt, ent = self.rows.stats(z, tgt, inv_t, want_entropy)
+        return lse, z_tgt, ent, z
+
+    def dlogits(self, z, tgt, lse, g, inv_t, dtype):
+        return self.rows.dlogits(z, tgt, lse, g, inv_t, dtype)
+
+
+class _EpilogueLogits:
+    """The product and the row statistics in one Triton GEMM (relate_fast.kernels.logits_gemm); the
+    chunk is kept as fp16 `z - tile max` only when dlogits will be needed (keep)."""
+
+    def __init__(self, prod: _Products, backend: str, rows: int, V: int, keep: bool):
+        from relate_fast.kernels import logits_gemm
+
+        self.k, self.weight = logits_gemm, prod.weight
+        self.buf = torch.empty(rows, V, dtype=torch.float16, device=prod.weight.device) if (keep and rows) else None
+
+    def stats(self, h, tgt, inv_t, want_entropy):
+        z16 = self.buf[: h.shape[0]] if self.buf is not None else None
+        mp, sp, tp, z_tgt = self.k.logits_stats(h, self.weight, tgt, inv_t, want_entropy, z_out=z16)
+        lse, ent = self.k.combine_stats(mp, sp, tp)
+        return lse, z_tgt, ent, (z16, mp)
+
+    def dlogits(self, state, tgt, lse, g, inv_t, dtype):
+        z16, mp = state
+        return self.k.dlogits_from_tiles(z16, mp, tgt, lse, g, inv_t, dtype)
+
+
+LOGITS_PATHS = {"fp32": _Fp32Logits, "epilogue": _EpilogueLogits}
+BYTES_PER_LOGIT = {"fp32": 4, "epilogue": 2}
+
+
 def _dw_dtype(weight: torch.Tensor) -> torch.dtype:
     small = weight.numel() * 4 <= FP32_GRAD_W_BYTES
     return torch.float32 if (small or weight.dtype == torch.float32) else weight.dtype
@@ -73,9 +126,10 @@ def chunked_forward(hidden, weight, targets, coef, adv, old, ref, cfg, need_dh, 
     N, H = hidden.shape
     V = weight.shape[0]
     dev = hidden.device
-    rows = ROWS[cfg.backend]
     inv_t = 1.0 / cfg.temperature
     prod = _Products(weight, need_dw, _dw_dtype(weight))
+    grads_now = need_dh or need_dw
+    stage = LOGITS_PATHS[cfg.logits](prod, cfg.backend, min(cfg.chunk, N), V, keep=grads_now)
     grad_h = torch.empty_like(hidden) if need_dh else None
     f32 = dict(dtype=torch.float32, device=dev)
     logp_all, g_all, lse_all = (torch.empty(N, **f32) for _ in range(3))
@@ -86,12 +140,10 @@ def chunked_forward(hidden, weight, targets, coef, adv, old, ref, cfg, need_dh, 
     high_all = torch.empty_like(low_all)
     loss = torch.zeros((), **f32)
     chunk = cfg.chunk
-    zbuf = torch.empty(min(chunk, N), V, **f32) if N else None
     for s in range(0, N, chunk):
         e = min(N, s + chunk)
         h, tgt = hidden[s:e], targets[s:e]
-        z = prod.logits(h, zbuf[: e - s])
-        lse, z_tgt, ent = rows.stats(z, tgt, inv_t, cfg.want_entropy)
+        lse, z_tgt, ent, z = stage.stats(h, tgt, inv_t, cfg.want_entropy)
         logp = z_tgt - lse
         loss_tok, g, ratio, k3, low, high = token_terms(
             logp, None if old is None else old[s:e], adv[s:e], None if ref is None else ref[s:e], coef[s:e],
@@ -103,8 +155,8 @@ def chunked_forward(hidden, weight, targets, coef, adv, old, ref, cfg, need_dh, 
             k3_all[s:e] = k3
         if ent is not None:
             ent_all[s:e] = ent
-        if need_dh or need_dw:
-            dz = rows.dlogits(z, tgt, lse, g, inv_t, hidden.dtype)
+        if grads_now:
+            dz = stage.dlogits(z, tgt, lse, g, inv_t, hidden.dtype)
             prod.grads(dz, h, grad_h[s:e] if need_dh else None)
             del dz
     metrics = objective_metrics(coef, ratio_all, k3_all, low_all, high_all, ent_all)
@@ -119,14 +171,17 @@ def chunked_grads(hidden, weight, targets, lse, g, cfg, need_dh, need_dw):
     """The recompute path: logits again, then dlogits from the saved lse and g, then the products."""
     N, _ = hidden.shape
     V = weight.shape[0]
-    rows = ROWS[cfg.backend]
+    inv_t = 1.0 / cfg.temperature
     prod = _Products(weight, need_dw, _dw_dtype(weight))
+    stage = LOGITS_PATHS[cfg.logits](prod, cfg.backend, min(cfg.chunk, N), V, keep=True)
     grad_h = torch.empty_like(hidden) if need_dh else None
-    zbuf = torch.empty(min(cfg.chunk, N), V, dtype=torch.float32, device=hidden.device) if N else None
     for s in range(0, N, cfg.chunk):
         e = min(N, s + cfg.chunk)
-        z = prod.logits(hidden[s:e], zbuf[: e - s])
-        dz = rows.dlogits(z, targets[s:e], lse[s:e], g[s:e], 1.0 / cfg.temperature, hidden.dtype)
+        if cfg.logits == "fp32":  # the row statistics are known: the product alone
+            z = prod.logits(hidden[s:e], stage.buf[: e - s])
+        else:  # the epilogue recomputes them with the tiles; lse from the forward pass is used
+            z = stage.stats(hidden[s:e], targets[s:e], inv_t, False)[3]
+        dz = stage.dlogits(z, targets[s:e], lse[s:e], g[s:e], inv_t, hidden.dtype)
         prod.grads(dz, hidden[s:e], grad_h[s:e] if need_dh else None)
     grad_w = None
     if need_dw:
@@ -139,6 +194,7 @@ def chunked_grads(hidden, weight, targets, lse, g, cfg, need_dh, need_dw):
 class PassConfig:
     backend: str
     chunk: int
+    logits: str  # a key of LOGITS_PATHS
     beta: float
     eps_low: float
     eps_high: float
@@ -183,21 +239,19 @@ class FusedGRPO(torch.autograd.Function):
         return gh, gw, None, None, None, None, None, None
 
 
-def logprobs_pass(hidden, weight, targets, *, temperature: float, want_entropy: bool, chunk: int, backend: str):
+def logprobs_pass(hidden, weight, targets, *, temperature: float, want_entropy: bool, chunk: int, backend: str,
+                  logits: str = "fp32"):
     """(log-probs [N] fp32, entropy [N] or None) of targets under hidden @ weight.T / temperature:
     the forward half of the pass, without the objective (fused_logprobs)."""
     N = hidden.shape[0]
     V = weight.shape[0]
     dev = hidden.device
-    rows = ROWS[backend]
-    prod = _Products(weight, False, None)
+    stage = LOGITS_PATHS[logits](_Products(weight, False, None), backend, min(chunk, N), V, keep=False)
     out = torch.empty(N, dtype=torch.float32, device=dev)
     ent = torch.empty(N, dtype=torch.float32, device=dev) if want_entropy else None
-    zbuf = torch.empty(min(chunk, N), V, dtype=torch.float32, device=dev) if N else None
     for s in range(0, N, chunk):
         e = min(N, s + chunk)
-        z = prod.logits(hidden[s:e], zbuf[: e - s])
-        lse, z_tgt, en = rows.stats(z, targets[s:e], 1.0 / temperature, want_entropy)
+        lse, z_tgt, en, _ = stage.stats(hidden[s:e], targets[s:e], 1.0 / temperature, want_entropy)
         out[s:e] = z_tgt - lse
         if want_entropy:
             ent[s:e] = en

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["BACKENDS", "TorchRows", "TritonRows", "ROWS", "resolve_backend"]
+__all__ = ["BACKENDS", "TorchRows", "TritonRows", "ROWS", "resolve_backend", "resolve_logits_path"]
 
 BACKENDS = ("torch", "triton")
 
@@ -62,3 +62,40 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
         raise ValueError(f"backend='triton' needs CUDA tensors (hidden is on {device}) or TRITON_INTERPRET=1")
     return backend
+
+
+# RELATE_FAST_LOGITS: "auto" (the epilogue GEMM where it runs, else fp32 logits), "epilogue" (insist:
+# an error says why it cannot run) or "fp32" (the cuBLAS + row kernels path, the reference).
+LOGITS_CHOICES = ("auto", "epilogue", "fp32")
+LOGITS_DEFAULT = "fp32"
+
+
+def _epilogue_blocker(hidden: torch.Tensor, weight: torch.Tensor) -> Optional[str]:
+    """Why the epilogue GEMM cannot take these operands, or None when it can."""
+    from relate_fast.kernels import logits_gemm
+
+    if not logits_gemm.available(hidden.device):
+        return "it needs a Hopper GPU (or TRITON_INTERPRET=1) and Triton's tensor descriptors"
+    if hidden.dtype not in (torch.bfloat16, torch.float16) or weight.dtype != hidden.dtype:
+        return f"it takes bf16 or fp16 operands, got {hidden.dtype}"
+    H, V = hidden.shape[-1], weight.shape[0]
+    if H % 8 or V % 8:
+        return f"hidden size ({H}) and vocabulary ({V}) must be multiples of 8 (16-byte rows)"
+    if hidden.stride(-1) != 1 or weight.stride(-1) != 1 or weight.stride(0) != H:
+        return "hidden and weight must be contiguous along the hidden dimension"
+    return None
+
+
+def resolve_logits_path(backend: str, hidden: torch.Tensor, weight: torch.Tensor) -> str:
+    """"epilogue" or "fp32" (relate_fast.loss.chunked.LOGITS_PATHS) for this call."""
+    choice = os.environ.get("RELATE_FAST_LOGITS", LOGITS_DEFAULT)
+    if choice not in LOGITS_CHOICES:
+        raise ValueError(f"RELATE_FAST_LOGITS must be one of {', '.join(LOGITS_CHOICES)}; got {choice!r}")
+    if choice == "fp32":
+        return "fp32"
+    why = "it runs on the triton backend only" if backend != "triton" else _epilogue_blocker(hidden, weight)
+    if why is None:
+        return "epilogue"
+    if choice == "epilogue":
+        raise ValueError(f"RELATE_FAST_LOGITS=epilogue cannot run here: {why}")
+    return "fp32"

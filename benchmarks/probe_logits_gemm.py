@@ -1,0 +1,120 @@
+"""Probe of one chunk of the loss at Qwen3-8B's head (H = 4096, V = 151,936, bf16) on a GPU: the fp32
+path's stages (cuBLAS logits in fp32, row statistics, dlogits) against the epilogue GEMM of
+relate_fast.kernels.logits_gemm (each tile config), plus the backward's weight-sized rescale.
+
+    python benchmarks/probe_logits_gemm.py --out probe.json
+
+Times: CUDA events, the variants interleaved rep by rep, median of --reps. Correctness: lse and the
+target logit of every config against torch's fp32-output product on the same bf16 operands.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from relate_fast.kernels import logits_gemm as lg  # noqa: E402
+from relate_fast.kernels.grpo_loss import dlogits_buffer, row_dlogits, row_stats  # noqa: E402
+
+
+def interleaved(fns: dict, reps: int, warmup: int = 2) -> dict:
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    torch.cuda.synchronize()
+    ts = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, f in fns.items():
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            f()
+            b.record()
+            torch.cuda.synchronize()
+            ts[k].append(a.elapsed_time(b))
+    return {k: sorted(v)[len(v) // 2] for k, v in ts.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--chunks", default="2048,4096")
+    ap.add_argument("--configs", default=",".join(lg.CONFIGS))
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "probe_logits_gemm.json"))
+    args = ap.parse_args()
+    from benchmarks.common import provenance
+
+    dev = torch.device("cuda")
+    H, V = 4096, 151936
+    g = torch.Generator(device=dev).manual_seed(0)
+    W = (torch.randn(V, H, device=dev, generator=g) / H**0.5).to(torch.bfloat16)
+    out = {"info": {**provenance(), "device": torch.cuda.get_device_name(), "H": H, "V": V}, "chunks": {}}
+    for C in [int(c) for c in args.chunks.split(",")]:
+        h = (torch.randn(C, H, device=dev, generator=g) * 0.5).to(torch.bfloat16)
+        tgt = torch.randint(0, V, (C,), device=dev, generator=g)
+        gv = torch.randn(C, device=dev, generator=g)
+        z32 = torch.empty(C, V, device=dev)
+        z16 = torch.empty(C, V, device=dev, dtype=torch.float16)
+        zb = torch.empty(C, V, device=dev, dtype=torch.bfloat16)
+        ref = torch.mm(h, W.t(), out_dtype=torch.float32)
+        ref_lse = torch.logsumexp(ref.double(), 1)
+        ref_zt = ref.gather(1, tgt[:, None]).squeeze(1).double()
+        del ref
+        res = {"flops_one_product": 2 * C * H * V}
+        fns = {
+            "cublas_bf16_out": lambda: torch.mm(h, W.t(), out=zb),
+            "cublas_fp32_out": lambda: torch.mm(h, W.t(), out_dtype=torch.float32, out=z32),
+            "fp32_path_stats": lambda: row_stats(torch.mm(h, W.t(), out_dtype=torch.float32, out=z32), tgt, 1.0, False),
+        }
+        for cfg in args.configs.split(","):
+            try:  # a config that fails to compile or is wrong is reported, not fatal
+                mp, sp, tp, zt = lg.logits_stats(h, W, tgt, 1.0, False, z_out=z16, config=cfg)
+                lse, _ = lg.combine_stats(mp, sp, tp)
+                torch.cuda.synchronize()
+                res[f"err_lse_{cfg}"] = ((lse.double() - ref_lse).abs().max()).item()
+                res[f"err_zt_{cfg}"] = ((zt.double() - ref_zt).abs().max()).item()
+                fns[f"epi_stats_{cfg}"] = lambda cfg=cfg: lg.combine_stats(*lg.logits_stats(h, W, tgt, 1.0, False,
+                                                                                              config=cfg)[:3])
+                fns[f"epi_stats_z_{cfg}"] = lambda cfg=cfg: lg.combine_stats(*lg.logits_stats(
+                    h, W, tgt, 1.0, False, z_out=z16, config=cfg)[:3])
+            except Exception as e:
+                res[f"error_{cfg}"] = f"{type(e).__name__}: {str(e)[:300]}"
+                print(f"# C={C} {cfg}: {res[f'error_{cfg}']}", flush=True)
+        res.update(interleaved(fns, args.reps))
+        # the dlogits stage of each path (inputs from a real forward)
+        lse32, _, _ = row_stats(torch.mm(h, W.t(), out_dtype=torch.float32, out=z32), tgt, 1.0, False)
+        cfg0 = next((c for c in args.configs.split(",") if f"epi_stats_z_{c}" in res), None)
+        dl = {"fp32_path_dlogits": lambda: row_dlogits(z32, tgt, lse32, gv, 1.0, dlogits_buffer(z32, torch.bfloat16))}
+        if cfg0:
+            mp, sp, _, _ = lg.logits_stats(h, W, tgt, 1.0, False, z_out=z16, config=cfg0)
+            lse16, _ = lg.combine_stats(mp, sp, None)
+            dl["epi_dlogits"] = lambda: lg.dlogits_from_tiles(z16, mp, tgt, lse16, gv, 1.0, torch.bfloat16, config=cfg0)
+        dz = torch.randn(C, V, device=dev, generator=g).to(torch.bfloat16)
+        gw = torch.empty_like(W)
+        dl["dh_product"] = lambda: torch.mm(dz, W)
+        dl["dw_product"] = lambda: torch.mm(dz.t(), h, out=gw)
+        dl["dw_addmm"] = lambda: gw.addmm_(dz.t(), h)
+        dl["weight_rescale"] = lambda: gw.mul_(1.0)
+        res.update(interleaved(dl, args.reps))
+        for k in list(res):
+            if k.startswith(("cublas", "epi_stats")) and isinstance(res[k], float):
+                res[k.replace("_out", "") + "_TFLOPs" if k.startswith("cublas") else k + "_TFLOPs"] = \
+                    res["flops_one_product"] / res[k] / 1e9
+        out["chunks"][C] = res
+        print(f"== C = {C}", flush=True)
+        for k, v in res.items():
+            print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}", flush=True)
+        z32 = z16 = zb = dz = gw = None  # not del: the lambdas above close over them
+        torch.cuda.empty_cache()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The fused loss at the floor (issue 18), on one lent H100: the GPU tests of both loss kernels, the
+# per-chunk probe of the epilogue GEMM's tile configs, then bench_loss.py with both logits paths.
+#   bash scripts/gpu_issue18.sh [probe] [tests] [bench]      (default: all three)
+# Writes JSON and logs under $OUT. No vLLM or DeepSpeed needed: plain torch + Triton of the image.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 NCCL_NVLS_ENABLE=0
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+[ -e relate_fast/kernels ] || ln -s ../kernels relate_fast/kernels
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(tests probe bench)
+for job in "${jobs[@]}"; do
+  t=$SECONDS
+  case "$job" in
+  tests) timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels_logits_gemm.py \
+           tests/test_kernels_grpo_loss.py > "$OUT/tests.log" 2>&1; echo "-- tests rc=$? in $((SECONDS - t)) s"
+         tail -3 "$OUT/tests.log" ;;
+  probe) timeout 300 python3 benchmarks/probe_logits_gemm.py --out "$OUT/probe_logits_gemm.json" > "$OUT/probe.log" 2>&1
+         echo "-- probe rc=$? in $((SECONDS - t)) s"; grep -E "== C|_ms|TFLOPs|err_|error|dlogits|product|addmm|rescale|stats" "$OUT/probe.log" | head -80 ;;
+  bench) timeout 400 python3 benchmarks/bench_loss.py --sizes ${SIZES:-4096,8192,16384} --skip naive,ours_recompute \
+           --out "$OUT/loss.json" > "$OUT/bench.log" 2>&1; echo "-- bench rc=$? in $((SECONDS - t)) s"
+         sed -n '/forward+backward/,$p' "$OUT/bench.log" ;;
+  esac
+done
