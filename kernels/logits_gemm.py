@@ -34,13 +34,14 @@ except ImportError:  # Triton < 3.4: no fused path (chunked.py keeps the cuBLAS 
 
 __all__ = ["available", "logits_stats", "combine_stats", "dlogits_from_tiles", "CONFIGS", "DEFAULT_CONFIG"]
 
-# (BM, BN, BK, num_warps, num_stages); benchmarks/probe_logits_gemm.py sweeps these on the GPU
+# (BM, BN, BK, num_warps, num_stages, flatten); benchmarks/probe_logits_gemm.py sweeps these on the GPU
 CONFIGS = {
-    "128x256x64w8s3": (128, 256, 64, 8, 3),
-    "128x128x64w4s4": (128, 128, 64, 4, 4),
-    "128x128x64w8s4": (128, 128, 64, 8, 4),
-    "256x128x64w8s3": (256, 128, 64, 8, 3),
-    "128x256x32w8s4": (128, 256, 32, 8, 4),
+    "128x256x64w8s3": (128, 256, 64, 8, 3, False),
+    "128x256x64w8s4": (128, 256, 64, 8, 4, False),
+    "128x256x64w8s3f": (128, 256, 64, 8, 3, True),
+    "128x256x64w8s4f": (128, 256, 64, 8, 4, True),
+    "256x128x64w8s3f": (256, 128, 64, 8, 3, True),
+    "128x128x64w4s4": (128, 128, 64, 4, 4, False),
 }
 DEFAULT_CONFIG = "128x256x64w8s3"
 
@@ -60,11 +61,12 @@ def available(device: torch.device) -> bool:
 def _logits_stats_kernel(h_desc, w_desc, z_desc, T_ptr, MP_ptr, SP_ptr, TP_ptr, ZT_ptr,
                          C, V, K, inv_temp, n_vt,
                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
-                         STORE_Z: tl.constexpr, WANT_ENTROPY: tl.constexpr):
+                         STORE_Z: tl.constexpr, WANT_ENTROPY: tl.constexpr, FLATTEN: tl.constexpr):
     num_m = tl.cdiv(C, BM)
     num_tiles = num_m * n_vt
     k_tiles = tl.cdiv(K, BK)
-    for tile in range(tl.program_id(0), num_tiles, NUM_PROGRAMS):
+    # FLATTEN lets the compiler pipeline the next tile's loads under this tile's epilogue
+    for tile in tl.range(tl.program_id(0), num_tiles, NUM_PROGRAMS, flatten=FLATTEN):
         pid_m = tile % num_m
         pid_n = tile // num_m
         om = pid_m * BM
@@ -81,19 +83,22 @@ def _logits_stats_kernel(h_desc, w_desc, z_desc, T_ptr, MP_ptr, SP_ptr, TP_ptr, 
         col_ok = cols < V
         z = tl.where(col_ok[None, :], acc, float("-inf"))
         m = tl.max(z, axis=1)  # finite: every tile has at least one column < V
-        e = tl.exp(z - m[:, None])  # 0 on the columns past V
+        d = z - m[:, None]
+        e = tl.exp(d)  # 0 on the columns past V
         part = rows.to(tl.int64) * n_vt + pid_n
         tl.store(MP_ptr + part, m, mask=row_ok)
         tl.store(SP_ptr + part, tl.sum(e, axis=1), mask=row_ok)
         if WANT_ENTROPY:
             tl.store(TP_ptr + part, tl.sum(e * tl.where(col_ok[None, :], acc, 0.0), axis=1), mask=row_ok)
-        # each row's target lies in exactly one tile column: that tile alone writes its logit
+        # each row's target lies in exactly one tile column: that tile alone writes its logit (the
+        # scan runs only in the ~1 in V/BN tiles that hold some row's target)
         tgt = tl.load(T_ptr + rows, mask=row_ok, other=-1)
         hit = row_ok & (tgt >= on) & (tgt < on + BN)
-        z_tgt = tl.sum(tl.where(cols[None, :] == tgt[:, None], acc, 0.0), axis=1)
-        tl.store(ZT_ptr + rows, z_tgt, mask=hit)
+        if tl.sum(hit.to(tl.int32), axis=0) > 0:
+            z_tgt = tl.sum(tl.where(cols[None, :] == tgt[:, None], acc, 0.0), axis=1)
+            tl.store(ZT_ptr + rows, z_tgt, mask=hit)
         if STORE_Z:
-            z_desc.store([om, on], (acc - m[:, None]).to(tl.float16))  # rows >= C, cols >= V clipped
+            z_desc.store([om, on], d.to(tl.float16))  # rows >= C, cols >= V clipped
 
 
 @triton.jit
@@ -136,7 +141,7 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     [C] the target's scaled logit. With z_out ([C, V] fp16, contiguous) also writes z - m there."""
     C, K = hidden.shape
     V = weight.shape[0]
-    BM, BN, BK, warps, stages = CONFIGS[config]
+    BM, BN, BK, warps, stages, flatten = CONFIGS[config]
     n_vt = triton.cdiv(V, BN)
     f32 = dict(dtype=torch.float32, device=hidden.device)
     mp = torch.empty(C, n_vt, **f32)
@@ -151,7 +156,7 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     opts = {"num_warps": warps, "num_stages": stages} if hidden.device.type == "cuda" else {}
     _logits_stats_kernel[(progs,)](h_desc, w_desc, z_desc, targets, mp, sp, tp, zt, C, V, K, inv_temp, n_vt,
                                    BM=BM, BN=BN, BK=BK, NUM_PROGRAMS=progs, STORE_Z=z_out is not None,
-                                   WANT_ENTROPY=want_entropy, **opts)
+                                   WANT_ENTROPY=want_entropy, FLATTEN=flatten, **opts)
     return mp, sp, (tp if want_entropy else None), zt
 
 
