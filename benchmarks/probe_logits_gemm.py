@@ -40,11 +40,54 @@ def interleaved(fns: dict, reps: int, warmup: int = 2) -> dict:
     return {k: sorted(v)[len(v) // 2] for k, v in ts.items()}
 
 
+def profile_call(N: int, H: int, V: int, path: str) -> list:
+    """Per-kernel GPU time of one fused_grpo_loss forward+backward at N tokens (torch.profiler, the
+    third of three calls), grouped by kernel name: where the time over the floor goes."""
+    import os
+
+    from relate_fast import fused_grpo_loss
+
+    os.environ["RELATE_FAST_LOGITS"] = path
+    dev = torch.device("cuda")
+    g = torch.Generator(device=dev).manual_seed(1)
+    hidden = (torch.randn(N // 512, 512, H, device=dev, generator=g) * 0.5).to(torch.bfloat16).requires_grad_()
+    weight = (torch.randn(V, H, device=dev, generator=g) / H**0.5).to(torch.bfloat16).requires_grad_()
+    targets = torch.randint(0, V, (N // 512, 512), device=dev, generator=g)
+    mask = torch.rand(N // 512, 512, device=dev, generator=g) > 0.1
+    adv = torch.randn(N // 512, device=dev, generator=g)
+    old = torch.randn(N // 512, 512, device=dev, generator=g) * 0.1 - 5
+
+    def call():
+        hidden.grad = weight.grad = None
+        fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0].backward()
+    for _ in range(2):
+        call()
+    torch.cuda.synchronize()
+    walls = []
+    for _ in range(7):  # the call's wall time by events, to set beside the sum of its kernels
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        call()
+        b.record()
+        torch.cuda.synchronize()
+        walls.append(a.elapsed_time(b))
+    rows = [("(wall time of the call by CUDA events, median of 7)", 7, sorted(walls)[3])]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t > 0:
+            rows.append((e.key[:90], e.count, t / 1000))
+    return rows[:1] + sorted(rows[1:], key=lambda r: -r[2])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chunks", default="2048,4096")
     ap.add_argument("--configs", default=",".join(lg.CONFIGS))
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--profile", type=int, default=0, help="also profile one loss call at this many tokens")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "probe_logits_gemm.json"))
     args = ap.parse_args()
     from benchmarks.common import provenance
@@ -73,6 +116,7 @@ def main():
         }
         for cfg in args.configs.split(","):
             try:  # a config that fails to compile or is wrong is reported, not fatal
+                lg.logits_stats(h, W, tgt, 1.0, False, config=cfg)  # compiles the variant without z too
                 mp, sp, tp, zt = lg.logits_stats(h, W, tgt, 1.0, False, z_out=z16, config=cfg)
                 lse, _ = lg.combine_stats(mp, sp, tp)
                 torch.cuda.synchronize()
@@ -111,6 +155,17 @@ def main():
             print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}", flush=True)
         z32 = z16 = zb = dz = gw = None  # not del: the lambdas above close over them
         torch.cuda.empty_cache()
+    if args.profile:
+        W = None
+        torch.cuda.empty_cache()
+        out["profile"] = {}
+        for path in ("fp32", "epilogue"):
+            rows = profile_call(args.profile, H, V, path)
+            out["profile"][path] = rows
+            print(f"== profile N = {args.profile}, path {path}: {sum(r[2] for r in rows[1:]):.2f} ms of kernels, "
+                  f"{rows[0][2]:.2f} ms wall", flush=True)
+            for name, count, ms in rows[1:15]:
+                print(f"  {ms:8.3f} ms  x{count:<3d} {name}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")

@@ -1,7 +1,7 @@
 """The logits product with the row statistics in its epilogue (issue 18): one persistent Triton GEMM
 z = hidden @ weight.T whose epilogue, while each [BM, BN] tile of fp32 logits is still in registers,
-writes per tile and row the tile's max m, Σ e^(z-m), Σ e^(z-m)·z (entropy) and the target's logit,
-and (for the gradient) the tile itself as fp16 `z - m`. A small combine over the tiles gives the
+writes per tile and row the tile's max m, Σ e^(z-m) and Σ e^(z-m)·z (entropy), and (for the
+gradient) the tile itself as fp16 `z - m`. The target's logit is a row-wise dot product beside it. A small combine over the tiles gives the
 log-sum-exp and the entropy; dlogits are then formed from the fp16 tile-relative logits.
 
 Against the cuBLAS path (fp32 logits out, then relate_fast.kernels.grpo_loss's row kernels reading
@@ -34,16 +34,17 @@ except ImportError:  # Triton < 3.4: no fused path (chunked.py keeps the cuBLAS 
 
 __all__ = ["available", "logits_stats", "combine_stats", "dlogits_from_tiles", "CONFIGS", "DEFAULT_CONFIG"]
 
-# (BM, BN, BK, num_warps, num_stages, flatten); benchmarks/probe_logits_gemm.py sweeps these on the GPU
+# (BM, BN, BK, num_warps, num_stages, flatten); benchmarks/probe_logits_gemm.py sweeps these on the GPU.
+# H100, 2026-11-27, C = 2,048 and 4,096 at the 8B head (benchmarks/NOTES_loss.md): statistics only,
+# the flattened loop is fastest (706 TFLOP/s, cuBLAS's fp32-output product alone: 702); with the fp16
+# logits stored, the plain loop (660 against 650). 4 stages of 128x256x64 exceed shared memory.
 CONFIGS = {
     "128x256x64w8s3": (128, 256, 64, 8, 3, False),
-    "128x256x64w8s4": (128, 256, 64, 8, 4, False),
     "128x256x64w8s3f": (128, 256, 64, 8, 3, True),
-    "128x256x64w8s4f": (128, 256, 64, 8, 4, True),
     "256x128x64w8s3f": (256, 128, 64, 8, 3, True),
     "128x128x64w4s4": (128, 128, 64, 4, 4, False),
 }
-DEFAULT_CONFIG = "128x256x64w8s3"
+DEFAULT_CONFIG = {"stats": "128x256x64w8s3f", "stats_and_logits": "128x256x64w8s3"}
 
 
 def available(device: torch.device) -> bool:
@@ -58,7 +59,7 @@ def available(device: torch.device) -> bool:
 
 
 @triton.jit
-def _logits_stats_kernel(h_desc, w_desc, z_desc, T_ptr, MP_ptr, SP_ptr, TP_ptr, ZT_ptr,
+def _logits_stats_kernel(h_desc, w_desc, z_desc, MP_ptr, SP_ptr, TP_ptr,
                          C, V, K, inv_temp, n_vt,
                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
                          STORE_Z: tl.constexpr, WANT_ENTROPY: tl.constexpr, FLATTEN: tl.constexpr):
@@ -90,13 +91,6 @@ def _logits_stats_kernel(h_desc, w_desc, z_desc, T_ptr, MP_ptr, SP_ptr, TP_ptr, 
         tl.store(SP_ptr + part, tl.sum(e, axis=1), mask=row_ok)
         if WANT_ENTROPY:
             tl.store(TP_ptr + part, tl.sum(e * tl.where(col_ok[None, :], acc, 0.0), axis=1), mask=row_ok)
-        # each row's target lies in exactly one tile column: that tile alone writes its logit (the
-        # scan runs only in the ~1 in V/BN tiles that hold some row's target)
-        tgt = tl.load(T_ptr + rows, mask=row_ok, other=-1)
-        hit = row_ok & (tgt >= on) & (tgt < on + BN)
-        if tl.sum(hit.to(tl.int32), axis=0) > 0:
-            z_tgt = tl.sum(tl.where(cols[None, :] == tgt[:, None], acc, 0.0), axis=1)
-            tl.store(ZT_ptr + rows, z_tgt, mask=hit)
         if STORE_Z:
             z_desc.store([om, on], d.to(tl.float16))  # rows >= C, cols >= V clipped
 
@@ -133,7 +127,7 @@ def _num_programs(device: torch.device, tiles: int) -> int:
 
 
 def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, inv_temp: float,
-                 want_entropy: bool, z_out: Optional[torch.Tensor] = None, config: str = DEFAULT_CONFIG):
+                 want_entropy: bool, z_out: Optional[torch.Tensor] = None, config: Optional[str] = None):
     """hidden [C, K] and weight [V, K], both bf16 or both fp16, contiguous; targets [C] int64.
 
     Returns (tile_max, tile_sum, tile_ezsum or None, z_tgt): per row and vocabulary tile of BN
@@ -141,20 +135,24 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     [C] the target's scaled logit. With z_out ([C, V] fp16, contiguous) also writes z - m there."""
     C, K = hidden.shape
     V = weight.shape[0]
+    config = config or DEFAULT_CONFIG["stats" if z_out is None else "stats_and_logits"]
     BM, BN, BK, warps, stages, flatten = CONFIGS[config]
     n_vt = triton.cdiv(V, BN)
     f32 = dict(dtype=torch.float32, device=hidden.device)
     mp = torch.empty(C, n_vt, **f32)
     sp = torch.empty(C, n_vt, **f32)
     tp = torch.empty(C, n_vt, **f32) if want_entropy else sp
-    zt = torch.empty(C, **f32)
+    # The target's logit as a row-wise dot product beside the GEMM (C·K multiply-adds, 16 MB of weight
+    # rows at C = 2,048): scanning every tile for it cost a compare-select-sum per logit in the
+    # epilogue, and a branch around that scan broke the flattened loop's compilation (Triton 3.6).
+    zt = (hidden.float() * weight[targets].float()).sum(dim=1) * inv_temp
     h_desc = TensorDescriptor.from_tensor(hidden, [BM, BK])
     w_desc = TensorDescriptor.from_tensor(weight, [BN, BK])
     z_desc = TensorDescriptor.from_tensor(z_out, [BM, BN]) if z_out is not None else h_desc
     tiles = triton.cdiv(C, BM) * n_vt
     progs = _num_programs(hidden.device, tiles)
     opts = {"num_warps": warps, "num_stages": stages} if hidden.device.type == "cuda" else {}
-    _logits_stats_kernel[(progs,)](h_desc, w_desc, z_desc, targets, mp, sp, tp, zt, C, V, K, inv_temp, n_vt,
+    _logits_stats_kernel[(progs,)](h_desc, w_desc, z_desc, mp, sp, tp, C, V, K, inv_temp, n_vt,
                                    BM=BM, BN=BN, BK=BK, NUM_PROGRAMS=progs, STORE_Z=z_out is not None,
                                    WANT_ENTROPY=want_entropy, FLATTEN=flatten, **opts)
     return mp, sp, (tp if want_entropy else None), zt
@@ -171,12 +169,12 @@ def combine_stats(mp: torch.Tensor, sp: torch.Tensor, tp: Optional[torch.Tensor]
 
 
 def dlogits_from_tiles(z16: torch.Tensor, mp: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor,
-                       g: torch.Tensor, inv_temp: float, dtype: torch.dtype, config: str = DEFAULT_CONFIG
+                       g: torch.Tensor, inv_temp: float, dtype: torch.dtype, config: Optional[str] = None
                        ) -> torch.Tensor:
     """dL/d(raw logits) = g·(onehot - e^(z - lse))·inv_temp in `dtype` (bf16 or fp16), written over
     z16 (the fp16 `z - m_tile` of logits_stats); returns that view [C, V]."""
     C, V = z16.shape
-    BN = CONFIGS[config][1]
+    BN = CONFIGS[config or DEFAULT_CONFIG["stats_and_logits"]][1]
     dz = z16.view(dtype)
     if C:
         opts = {"num_warps": 8} if z16.device.type == "cuda" else {}
