@@ -55,7 +55,12 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
     targets = torch.randint(0, V, (N // 512, 512), device=dev, generator=g)
     mask = torch.rand(N // 512, 512, device=dev, generator=g) > 0.1
     adv = torch.randn(N // 512, device=dev, generator=g)
-    old = torch.randn(N // 512, 512, device=dev, generator=g) * 0.1 - 5
+    # old near the current log-probs, as in training: few clipped tokens (random old values would zero
+    # half the rows of dlogits, which makes the gradient products unrealistically fast)
+    from relate_fast import fused_logprobs
+
+    old = fused_logprobs(hidden.detach(), weight.detach(), targets) + 0.05 * torch.randn(
+        N // 512, 512, device=dev, generator=g)
 
     def call():
         hidden.grad = weight.grad = None
@@ -72,14 +77,35 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
         torch.cuda.synchronize()
         walls.append(a.elapsed_time(b))
     rows = [("(wall time of the call by CUDA events, median of 7)", 7, sorted(walls)[3])]
+    import time
+
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    loss.backward()
+    t3 = time.perf_counter()
+    rows.append(("(CPU: forward call returns after, ms)", 1, (t1 - t0) * 1e3))
+    rows.append(("(CPU: forward done on the GPU after, ms)", 1, (t2 - t0) * 1e3))
+    rows.append(("(CPU: backward call, ms)", 1, (t3 - t2) * 1e3))
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         call()
         torch.cuda.synchronize()
+    # idle gaps on the GPU between consecutive kernels, largest first, with the kernels around them
+    spans = sorted((k.time_range.start, k.time_range.end, k.name) for k in prof.events()
+                   if getattr(k, "device_type", None) is not None and "CUDA" in str(k.device_type))
+    gaps = sorted(((b[0] - a[1]) / 1000, a[2][:40], b[2][:40]) for a, b in zip(spans, spans[1:]))[::-1]
+    for ms, before, after in gaps[:6]:
+        rows.append((f"(gap after {before} / before {after})", 1, ms))
+    rows.append(("(kernels span first start to last end, ms)", 1, (spans[-1][1] - spans[0][0]) / 1000 if spans else 0))
+    head = len(rows)
     for e in prof.key_averages():
         t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
         if t > 0:
             rows.append((e.key[:90], e.count, t / 1000))
-    return rows[:1] + sorted(rows[1:], key=lambda r: -r[2])
+    return rows[:head] + sorted(rows[head:], key=lambda r: -r[2])
 
 
 def main():
@@ -162,9 +188,9 @@ def main():
         for path in ("fp32", "epilogue"):
             rows = profile_call(args.profile, H, V, path)
             out["profile"][path] = rows
-            print(f"== profile N = {args.profile}, path {path}: {sum(r[2] for r in rows[1:]):.2f} ms of kernels, "
-                  f"{rows[0][2]:.2f} ms wall", flush=True)
-            for name, count, ms in rows[1:15]:
+            kern = [r for r in rows if not r[0].startswith("(")]
+            print(f"== profile N = {args.profile}, path {path}: {sum(r[2] for r in kern):.2f} ms of kernels", flush=True)
+            for name, count, ms in [r for r in rows if r[0].startswith("(")] + kern[:8]:
                 print(f"  {ms:8.3f} ms  x{count:<3d} {name}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))

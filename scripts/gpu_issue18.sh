@@ -16,7 +16,7 @@ for job in "${jobs[@]}"; do
   tests) timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels_logits_gemm.py \
            tests/test_kernels_grpo_loss.py > "$OUT/tests.log" 2>&1; echo "-- tests rc=$? in $((SECONDS - t)) s"
          tail -3 "$OUT/tests.log" ;;
-  probe) timeout 300 python3 benchmarks/probe_logits_gemm.py --profile ${PROFILE_N:-4096} --out "$OUT/probe_logits_gemm.json" > "$OUT/probe.log" 2>&1
+  probe) timeout 300 python3 benchmarks/probe_logits_gemm.py ${PROBE_ARGS:-} --profile ${PROFILE_N:-4096} --out "$OUT/probe_logits_gemm.json" > "$OUT/probe.log" 2>&1
          echo "-- probe rc=$? in $((SECONDS - t)) s"; grep -E "== |  [ 0-9.]+ ms |TFLOPs|error|dlogits|product|addmm|rescale|stats" "$OUT/probe.log" | head -90 ;;
   bench) timeout 400 python3 benchmarks/bench_loss.py --sizes ${SIZES:-4096,8192,16384} --skip naive,ours_recompute \
            --out "$OUT/loss.json" > "$OUT/bench.log" 2>&1; echo "-- bench rc=$? in $((SECONDS - t)) s"
