@@ -100,6 +100,13 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
     for ms, before, after in gaps[:6]:
         rows.append((f"(gap after {before} / before {after})", 1, ms))
     rows.append(("(kernels span first start to last end, ms)", 1, (spans[-1][1] - spans[0][0]) / 1000 if spans else 0))
+    # where the CPU's time goes in one call (the GPU idles while the CPU has not queued work yet)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as cprof:
+        call()
+        torch.cuda.synchronize()
+    cpu = sorted(cprof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    for e in cpu[:12]:
+        rows.append((f"(CPU self {e.key[:60]})", e.count, e.self_cpu_time_total / 1000))
     head = len(rows)
     for e in prof.key_averages():
         t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
