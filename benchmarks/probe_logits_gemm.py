@@ -100,13 +100,35 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
     for ms, before, after in gaps[:6]:
         rows.append((f"(gap after {before} / before {after})", 1, ms))
     rows.append(("(kernels span first start to last end, ms)", 1, (spans[-1][1] - spans[0][0]) / 1000 if spans else 0))
-    # where the CPU's time goes in one call (the GPU idles while the CPU has not queued work yet)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as cprof:
-        call()
+    # one timeline for CPU and GPU: when the first big product starts against the start of the call,
+    # what the CPU did before launching it, and how long the call runs on after the last kernel
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    hidden.grad = weight.grad = None
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=acts) as tprof:
+        with torch.profiler.record_function("loss_forward"):
+            loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
+        with torch.profiler.record_function("loss_backward"):
+            loss.backward()
         torch.cuda.synchronize()
-    cpu = sorted(cprof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    for e in cpu[:12]:
-        rows.append((f"(CPU self {e.key[:60]})", e.count, e.self_cpu_time_total / 1000))
+    ev = list(tprof.events())
+    fwd = next(e for e in ev if e.name == "loss_forward" and "CPU" in str(e.device_type))
+    bwd = next(e for e in ev if e.name == "loss_backward" and "CPU" in str(e.device_type))
+    kern = sorted((e for e in ev if "CUDA" in str(e.device_type)), key=lambda e: e.time_range.start)
+    big = next((e for e in kern if "nvjet" in e.name or "logits_stats" in e.name or "gemm" in e.name.lower()), None)
+    t0 = fwd.time_range.start
+    rows.append(("(timeline: forward CPU start -> first kernel starts, ms)", 1, (kern[0].time_range.start - t0) / 1000))
+    if big is not None:
+        rows.append((f"(timeline: forward CPU start -> first product {big.name[:30]} starts)", 1,
+                     (big.time_range.start - t0) / 1000))
+        early = sorted((e for e in ev if "CPU" in str(e.device_type) and t0 <= e.time_range.start < big.time_range.start
+                        and e.name not in ("loss_forward",)), key=lambda e: -e.cpu_time_total)
+        for e in early[:8]:
+            rows.append((f"(CPU before first product: {e.name[:50]})", 1, e.cpu_time_total / 1000))
+    rows.append(("(timeline: forward CPU duration)", 1, fwd.cpu_time_total / 1000))
+    rows.append(("(timeline: backward CPU duration)", 1, bwd.cpu_time_total / 1000))
+    rows.append(("(timeline: last kernel end -> backward CPU end)", 1,
+                 (bwd.time_range.end - kern[-1].time_range.end) / 1000))
     head = len(rows)
     for e in prof.key_averages():
         t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
