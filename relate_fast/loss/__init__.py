@@ -127,20 +127,23 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
         zero = hidden.sum() * 0.0 + (weight.sum() * 0.0 if weight.requires_grad else 0.0)
         return zero.float(), {k: torch.zeros((), device=dev) for k in names}
 
-    adv = advantages.float()
-    adv = adv[:, None].expand(B, T) if adv.dim() == 1 else adv
-    if token_rewards is not None:
-        adv = adv + alpha * token_rewards.float()
-    coef = token_weights(mask, loss_type, max_completion_length, num_items)
     N = B * T
-    flat = lambda x: None if x is None else x.reshape(N).float()  # noqa: E731
+
+    def token_inputs():  # [N] vectors; the pass calls this once the first chunk's product is queued
+        adv = advantages.float()
+        adv = adv[:, None].expand(B, T) if adv.dim() == 1 else adv
+        if token_rewards is not None:
+            adv = adv + alpha * token_rewards.float()
+        coef = token_weights(mask, loss_type, max_completion_length, num_items)
+        flat = lambda x: None if x is None else x.reshape(N).float()  # noqa: E731
+        return coef.reshape(N), adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None
+
     h2 = hidden.reshape(N, H)
     logits = resolve_logits_path(backend, h2, weight)
     cfg = PassConfig(backend=backend, chunk=chunk_rows(V, N, chunk_size, backend, BYTES_PER_LOGIT[logits]),
                      logits=logits, beta=float(beta), eps_low=float(eps_low), eps_high=float(eps_high),
                      temperature=float(temperature), want_entropy=bool(return_entropy), recompute=bool(recompute))
-    out = FusedGRPO.apply(h2, weight, targets.reshape(N).long(), coef.reshape(N),
-                          adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None, cfg)
+    out = FusedGRPO.apply(h2, weight, targets.reshape(N).long(), token_inputs, cfg)
     return out[0], dict(zip(names, out[2:]))
 
 

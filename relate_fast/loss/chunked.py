@@ -122,8 +122,13 @@ def _dw_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.float32 if (small or weight.dtype == torch.float32) else weight.dtype
 
 
-def chunked_forward(hidden, weight, targets, coef, adv, old, ref, cfg, need_dh, need_dw):
-    """One pass: per-token log-probs and objective terms, and (if asked) both gradients."""
+def chunked_forward(hidden, weight, targets, token_inputs, cfg, need_dh, need_dw):
+    """One pass: per-token log-probs and objective terms, and (if asked) both gradients.
+
+    token_inputs() gives (coef, adv, old, ref) as [N] vectors. It is called only once the first
+    chunk's product is queued: its dozen small kernels would otherwise each wait on the CPU with the
+    GPU idle (at N = 4k the CPU's part before the first product left the GPU idle ~2 ms, 9 % of the
+    floor, measured on an H100)."""
     N, H = hidden.shape
     V = weight.shape[0]
     dev = hidden.device
@@ -131,6 +136,9 @@ def chunked_forward(hidden, weight, targets, coef, adv, old, ref, cfg, need_dh, 
     prod = _Products(weight, need_dw, _dw_dtype(weight))
     grads_now = need_dh or need_dw
     stage = LOGITS_PATHS[cfg.logits](prod, cfg.backend, min(cfg.chunk, N), V, keep=grads_now)
+    chunk = cfg.chunk
+    first = stage.stats(hidden[:chunk], targets[:chunk], inv_t, cfg.want_entropy)  # the big product first
+    coef, adv, old, ref = token_inputs()
     grad_h = torch.empty_like(hidden) if need_dh else None
     f32 = dict(dtype=torch.float32, device=dev)
     logp_all, g_all, lse_all = (torch.empty(N, **f32) for _ in range(3))
@@ -140,11 +148,10 @@ def chunked_forward(hidden, weight, targets, coef, adv, old, ref, cfg, need_dh, 
     low_all = torch.empty(N, dtype=torch.bool, device=dev)
     high_all = torch.empty_like(low_all)
     loss = torch.zeros((), **f32)
-    chunk = cfg.chunk
     for s in range(0, N, chunk):
         e = min(N, s + chunk)
         h, tgt = hidden[s:e], targets[s:e]
-        lse, z_tgt, ent, z = stage.stats(h, tgt, inv_t, cfg.want_entropy)
+        lse, z_tgt, ent, z = first if s == 0 else stage.stats(h, tgt, inv_t, cfg.want_entropy)
         logp = z_tgt - lse
         loss_tok, g, ratio, k3, low, high = token_terms(
             logp, None if old is None else old[s:e], adv[s:e], None if ref is None else ref[s:e], coef[s:e],
@@ -206,11 +213,11 @@ class PassConfig:
 
 class FusedGRPO(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, coef, adv, old, ref, cfg: PassConfig):
+    def forward(ctx, hidden, weight, targets, token_inputs, cfg: PassConfig):
         need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         now = not cfg.recompute
         loss, logp, metrics, grad_h, grad_w, lse, g = chunked_forward(
-            hidden, weight, targets, coef, adv, old, ref, cfg, need_dh and now, need_dw and now)
+            hidden, weight, targets, token_inputs, cfg, need_dh and now, need_dw and now)
         ctx.cfg, ctx.need = cfg, (need_dh, need_dw)
         ctx.consumed = False
         if cfg.recompute:
@@ -242,7 +249,7 @@ class FusedGRPO(torch.autograd.Function):
             if float(grad_loss) != 1.0:
                 gh = gh.mul_(grad_loss.to(gh.dtype)) if gh is not None else None
                 gw = gw.mul_(grad_loss.to(gw.dtype)) if gw is not None else None
-        return gh, gw, None, None, None, None, None, None
+        return gh, gw, None, None, None
 
 
 def logprobs_pass(hidden, weight, targets, *, temperature: float, want_entropy: bool, chunk: int, backend: str,
