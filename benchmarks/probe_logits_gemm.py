@@ -105,7 +105,7 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     hidden.grad = weight.grad = None
     torch.cuda.synchronize()
-    with torch.profiler.profile(activities=acts) as tprof:
+    with torch.profiler.profile(activities=acts, with_stack=True) as tprof:
         with torch.profiler.record_function("loss_forward"):
             loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
         with torch.profiler.record_function("loss_backward"):
@@ -125,6 +125,9 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
                         and e.name not in ("loss_forward",)), key=lambda e: -e.cpu_time_total)
         for e in early[:8]:
             rows.append((f"(CPU before first product: {e.name[:50]})", 1, e.cpu_time_total / 1000))
+            if e.name == "aten::to":  # where it is called from
+                frames = [f for f in (e.stack or []) if "relate_fast" in f or "probe_" in f]
+                rows.append((f"(  called from: {' <- '.join(frames[:4])[:400]})", 1, 0.0))
     rows.append(("(timeline: forward CPU duration)", 1, fwd.cpu_time_total / 1000))
     rows.append(("(timeline: backward CPU duration)", 1, bwd.cpu_time_total / 1000))
     rows.append(("(timeline: last kernel end -> backward CPU end)", 1,
