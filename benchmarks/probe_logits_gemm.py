@@ -79,17 +79,41 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
     rows = [("(wall time of the call by CUDA events, median of 7)", 7, sorted(walls)[3])]
     import time
 
+    def ev_ms(f, n=7):  # median wall time of f by CUDA events, the GPU idle before each
+        ts = []
+        for _ in range(n):
+            torch.cuda.synchronize()
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            f()
+            b.record()
+            torch.cuda.synchronize()
+            ts.append(a.elapsed_time(b))
+        return sorted(ts)[n // 2]
+
+    def fwd_only():  # the gradients are computed in the forward pass: this is the call less its backward
+        hidden.grad = weight.grad = None
+        fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)
+
+    tiny = [x[:1, :16] for x in (hidden.detach(), targets, mask, old)]
+    th = tiny[0].clone().requires_grad_()
+
+    def tiny_call():
+        th.grad = weight.grad = None
+        fused_grpo_loss(th, weight, tiny[1], tiny[2], adv[:1], old_logprobs=tiny[3])[0].backward()
+    rows.append(("(wall: forward only, ms)", 1, ev_ms(fwd_only)))
+    rows.append(("(wall: a 16-token call, forward+backward, ms)", 1, ev_ms(tiny_call)))
+    loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    t2 = time.perf_counter()
     loss.backward()
-    t3 = time.perf_counter()
-    rows.append(("(CPU: forward call returns after, ms)", 1, (t1 - t0) * 1e3))
-    rows.append(("(CPU: forward done on the GPU after, ms)", 1, (t2 - t0) * 1e3))
-    rows.append(("(CPU: backward call, ms)", 1, (t3 - t2) * 1e3))
+    rows.append(("(CPU: backward after the forward finished, ms)", 1, (time.perf_counter() - t0) * 1e3))
+    hidden.grad = weight.grad = None
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)
+    rows.append(("(CPU: forward call returns after, ms)", 1, (time.perf_counter() - t0) * 1e3))
+    torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         call()
         torch.cuda.synchronize()
@@ -100,38 +124,6 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
     for ms, before, after in gaps[:6]:
         rows.append((f"(gap after {before} / before {after})", 1, ms))
     rows.append(("(kernels span first start to last end, ms)", 1, (spans[-1][1] - spans[0][0]) / 1000 if spans else 0))
-    # one timeline for CPU and GPU: when the first big product starts against the start of the call,
-    # what the CPU did before launching it, and how long the call runs on after the last kernel
-    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    hidden.grad = weight.grad = None
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=acts, with_stack=True) as tprof:
-        with torch.profiler.record_function("loss_forward"):
-            loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
-        with torch.profiler.record_function("loss_backward"):
-            loss.backward()
-        torch.cuda.synchronize()
-    ev = list(tprof.events())
-    fwd = next(e for e in ev if e.name == "loss_forward" and "CPU" in str(e.device_type))
-    bwd = next(e for e in ev if e.name == "loss_backward" and "CPU" in str(e.device_type))
-    kern = sorted((e for e in ev if "CUDA" in str(e.device_type)), key=lambda e: e.time_range.start)
-    big = next((e for e in kern if "nvjet" in e.name or "logits_stats" in e.name or "gemm" in e.name.lower()), None)
-    t0 = fwd.time_range.start
-    rows.append(("(timeline: forward CPU start -> first kernel starts, ms)", 1, (kern[0].time_range.start - t0) / 1000))
-    if big is not None:
-        rows.append((f"(timeline: forward CPU start -> first product {big.name[:30]} starts)", 1,
-                     (big.time_range.start - t0) / 1000))
-        early = sorted((e for e in ev if "CPU" in str(e.device_type) and t0 <= e.time_range.start < big.time_range.start
-                        and e.name not in ("loss_forward",)), key=lambda e: -e.cpu_time_total)
-        for e in early[:8]:
-            rows.append((f"(CPU before first product: {e.name[:50]})", 1, e.cpu_time_total / 1000))
-            if e.name == "aten::to":  # where it is called from
-                frames = [f for f in (e.stack or []) if "relate_fast" in f or "probe_" in f]
-                rows.append((f"(  called from: {' <- '.join(frames[:4])[:400]})", 1, 0.0))
-    rows.append(("(timeline: forward CPU duration)", 1, fwd.cpu_time_total / 1000))
-    rows.append(("(timeline: backward CPU duration)", 1, bwd.cpu_time_total / 1000))
-    rows.append(("(timeline: last kernel end -> backward CPU end)", 1,
-                 (bwd.time_range.end - kern[-1].time_range.end) / 1000))
     head = len(rows)
     for e in prof.key_averages():
         t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
