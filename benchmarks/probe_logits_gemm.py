@@ -103,6 +103,27 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
         fused_grpo_loss(th, weight, tiny[1], tiny[2], adv[:1], old_logprobs=tiny[3])[0].backward()
     rows.append(("(wall: forward only, ms)", 1, ev_ms(fwd_only)))
     rows.append(("(wall: a 16-token call, forward+backward, ms)", 1, ev_ms(tiny_call)))
+    # the CPU's own time by op in the 16-token call (a second profiler session: the first one's
+    # start-up cost lands on whatever op comes first)
+    for attempt in range(2):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as cprof:
+            tiny_call()
+            torch.cuda.synchronize()
+    for e in sorted(cprof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]:
+        rows.append((f"(CPU self in the 16-token call: {e.key[:50]})", e.count, e.self_cpu_time_total / 1000))
+    import cProfile
+    import io
+    import pstats
+
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(5):
+        tiny_call()
+    torch.cuda.synchronize()
+    pr.disable()
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(8)
+    print(f"-- cProfile of five 16-token calls, path {path}:\n" + "\n".join(buf.getvalue().splitlines()[6:20]), flush=True)
     loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
     torch.cuda.synchronize()
     t0 = time.perf_counter()
