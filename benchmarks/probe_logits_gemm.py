@@ -124,6 +124,18 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
     buf = io.StringIO()
     pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(8)
     print(f"-- cProfile of five 16-token calls, path {path}:\n" + "\n".join(buf.getvalue().splitlines()[6:20]), flush=True)
+    for attempt in range(3):  # the last of three: profiler start-up and first-call costs left out
+        hidden.grad = weight.grad = None
+        loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as bprof:
+            loss.backward()
+        t_b = (time.perf_counter() - t0) * 1e3
+    rows.append(("(CPU: backward after the forward finished, profiled, ms)", 1, t_b))
+    for e in sorted(bprof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]:
+        rows.append((f"(CPU self in backward: {e.key[:50]})", e.count, e.self_cpu_time_total / 1000))
+    hidden.grad = weight.grad = None
     loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
     torch.cuda.synchronize()
     t0 = time.perf_counter()
