@@ -102,6 +102,28 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
         th.grad = weight.grad = None
         fused_grpo_loss(th, weight, tiny[1], tiny[2], adv[:1], old_logprobs=tiny[3])[0].backward()
     rows.append(("(wall: forward only, ms)", 1, ev_ms(fwd_only)))
+    # the CPU's time from the call to the launch of its first product (the GPU idles until then)
+    from relate_fast.loss import chunked
+
+    launched = []
+    stage_cls = chunked.LOGITS_PATHS[path]
+    orig = stage_cls.stats
+
+    def stats_timed(self, *a, **k):
+        launched.append(time.perf_counter())
+        return orig(self, *a, **k)
+    stage_cls.stats = stats_timed
+    pre = []
+    for _ in range(5):
+        hidden.grad = weight.grad = None
+        torch.cuda.synchronize()
+        launched.clear()
+        t0 = time.perf_counter()
+        loss = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old)[0]
+        pre.append((launched[0] - t0) * 1e3)
+        loss.backward()
+    stage_cls.stats = orig
+    rows.append(("(CPU: call start -> first product launched, ms, median of 5)", 1, sorted(pre)[2]))
     rows.append(("(wall: a 16-token call, forward+backward, ms)", 1, ev_ms(tiny_call)))
     # the CPU's own time by op in the 16-token call (a second profiler session: the first one's
     # start-up cost lands on whatever op comes first)

@@ -215,6 +215,9 @@ class FusedGRPO(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, token_inputs, cfg: PassConfig):
         need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # the log-probs and metrics take no gradient: without this, backward would first fill a zero
+        # tensor for each of them (seven launches while the GPU waits, ~0.3 ms on an H100 host)
+        ctx.set_materialize_grads(False)
         now = not cfg.recompute
         loss, logp, metrics, grad_h, grad_w, lse, g = chunked_forward(
             hidden, weight, targets, token_inputs, cfg, need_dh and now, need_dw and now)
