@@ -124,6 +124,14 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
         loss.backward()
     stage_cls.stats = orig
     rows.append(("(CPU: call start -> first product launched, ms, median of 5)", 1, sorted(pre)[2]))
+    x = torch.zeros((), device=dev)
+    syncs = []
+    for _ in range(20):  # what reading one scalar back costs with the GPU idle (the backward's sync)
+        x.add_(1.0)
+        t0 = time.perf_counter()
+        float(x)
+        syncs.append((time.perf_counter() - t0) * 1e3)
+    rows.append(("(CPU: one scalar read back from an idle GPU, ms, median of 20)", 1, sorted(syncs)[10]))
     rows.append(("(wall: a 16-token call, forward+backward, ms)", 1, ev_ms(tiny_call)))
     # the CPU's own time by op in the 16-token call (a second profiler session: the first one's
     # start-up cost lands on whatever op comes first)

@@ -142,10 +142,6 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     mp = torch.empty(C, n_vt, **f32)
     sp = torch.empty(C, n_vt, **f32)
     tp = torch.empty(C, n_vt, **f32) if want_entropy else sp
-    # The target's logit as a row-wise dot product beside the GEMM (C·K multiply-adds, 16 MB of weight
-    # rows at C = 2,048): scanning every tile for it cost a compare-select-sum per logit in the
-    # epilogue, and a branch around that scan broke the flattened loop's compilation (Triton 3.6).
-    zt = (hidden.float() * weight[targets].float()).sum(dim=1) * inv_temp
     h_desc = TensorDescriptor.from_tensor(hidden, [BM, BK])
     w_desc = TensorDescriptor.from_tensor(weight, [BN, BK])
     z_desc = TensorDescriptor.from_tensor(z_out, [BM, BN]) if z_out is not None else h_desc
@@ -155,6 +151,11 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     _logits_stats_kernel[(progs,)](h_desc, w_desc, z_desc, mp, sp, tp, C, V, K, inv_temp, n_vt,
                                    BM=BM, BN=BN, BK=BK, NUM_PROGRAMS=progs, STORE_Z=z_out is not None,
                                    WANT_ENTROPY=want_entropy, FLATTEN=flatten, **opts)
+    # The target's logit as a row-wise dot product beside the GEMM (C·K multiply-adds, 16 MB of weight
+    # rows at C = 2,048), queued after it so that the GPU starts on the product at once: scanning
+    # every tile for it cost a compare-select-sum per logit in the epilogue, and a branch around that
+    # scan broke the flattened loop's compilation (Triton 3.6).
+    zt = (hidden.float() * weight[targets].float()).sum(dim=1) * inv_temp
     return mp, sp, (tp if want_entropy else None), zt
 
 
