@@ -241,6 +241,10 @@ def bench(N, H, V, device, dtype, reps, skip=()):
                                                                              old_logprobs=old)[0])
         impls["ours_epilogue_beta"] = on_path("epilogue", lambda: fused_grpo_loss(
             hidden, weight, targets, mask, adv, old_logprobs=old, ref_logprobs=old - 0.05, beta=0.04)[0])
+        adv_bt = adv[:, None] + 0.1 * torch.randn(B, T, device=device, generator=g)  # [B, T] advantages
+        impls["ours_epilogue_tokens_dapo"] = on_path("epilogue", lambda: fused_grpo_loss(
+            hidden, weight, targets, mask, adv_bt, old_logprobs=old, ref_logprobs=old - 0.05, beta=0.04,
+            loss_type="dapo", eps_high=0.28)[0])
     if device.type == "cuda":
         impls.update({k: (lambda f=f: f(hidden, weight, targets, mask, adv, old)) for k, f in anchors().items()})
     for name, loss_fn in impls.items():
@@ -335,7 +339,8 @@ def main():
 
 
 def print_table(rows):
-    names = ["floor", "ours", "ours_epilogue", "ours_epilogue_beta", "ours_recompute", "naive", "cce", "liger"]
+    names = ["floor", "ours", "ours_epilogue", "ours_epilogue_beta", "ours_epilogue_tokens_dapo", "ours_recompute",
+             "naive", "cce", "liger"]
     print("\nforward+backward, ms (× floor) [extra GiB] {rel. err loss / grad_h / grad_W vs fp32}")
     for r in rows:
         cells = []

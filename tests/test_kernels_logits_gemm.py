@@ -139,6 +139,11 @@ def test_logits_path_choice_and_errors(monkeypatch):
             resolve_logits_path("triton", h, w[:21])
         monkeypatch.setenv("RELATE_FAST_LOGITS", "auto")  # falls back instead of failing
         assert resolve_logits_path("triton", h, w[:21]) == "fp32"
+        if h.device.type == "cpu":  # under the interpreter, auto keeps the fp32 path
+            assert resolve_logits_path("triton", h, w) == "fp32"
+        monkeypatch.setenv("RELATE_FAST_LOGITS", "epilogue")
+        with pytest.raises(ValueError, match="16-byte"):
+            resolve_logits_path("triton", h.reshape(-1)[1:33].reshape(2, 16), w)
 
 
 @pytest.mark.gpu
@@ -146,6 +151,8 @@ def test_logits_path_choice_and_errors(monkeypatch):
 def test_epilogue_path_on_gpu_against_float64(monkeypatch, dtype):
     if not lg.available(torch.device("cuda")):
         pytest.skip("the epilogue GEMM needs a Hopper GPU")
+    probe = torch.zeros(8, 64, device="cuda", dtype=dtype)
+    assert resolve_logits_path("triton", probe, probe) == "epilogue"  # the default on Hopper
     monkeypatch.setenv("RELATE_FAST_LOGITS", "epilogue")
     gen = torch.Generator(device="cuda").manual_seed(1)
     B, T, H, V = 3, 700, 512, 50008  # rows past one 128-row tile, a partial last vocabulary tile
