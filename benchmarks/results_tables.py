@@ -115,6 +115,20 @@ def loss_triton() -> str:
     return "\n".join(lines)
 
 
+def loss_epilogue() -> str:
+    rows = _load("loss_h100_epilogue.json")["rows"]
+    lines = ["| N | floor (real dlogits / random) | fp32 path | epilogue path | epilogue, β = 0.04 | epilogue, [B, T] adv., dapo, β | extra GiB (fp32 / epilogue) | `fused_logprobs` fp32 / epilogue (× one product) |",
+             "|---|---|---|---|---|---|---|---|"]
+    cell = lambda r, k: f"{r[k + '_ms']:.1f} ms ({_x(r[k + '_vs_floor'])})"  # noqa: E731
+    for r in rows:
+        lines.append(_row([f"{r['N']:,}", f"{r['floor_ms']:.1f} / {r['floor_random_ms']:.1f} ms", cell(r, "ours"),
+                           f"**{cell(r, 'ours_epilogue')}**", cell(r, "ours_epilogue_beta"),
+                           cell(r, "ours_epilogue_tokens_dapo"),
+                           f"{r['ours_extra_GiB']:.2f} / {r['ours_epilogue_extra_GiB']:.2f}",
+                           f"{_x(r['logprobs_vs_product'])} / **{_x(r['logprobs_epilogue_vs_product'])}**"]))
+    return "\n".join(lines)
+
+
 _STAGES = [("time/rollout", "rollout"), ("time/rewards", "rewards"), ("time/old_logprobs", "old log-probs"),
            ("time/ref_logprobs", "reference log-probs"), ("time/update", "update"),
            ("time/weight_push", "weight push")]
@@ -252,7 +266,7 @@ def matcher_before_after() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton,
+TABLES = {"matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton, "loss_epilogue": loss_epilogue,
           "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
 
 
