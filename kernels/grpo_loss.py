@@ -13,10 +13,12 @@ The chunked pass of relate_fast.loss works on `C` tokens at a time:
 so the only full passes are the three matrix products plus two reads and one half-width write of the
 chunk's logits (benchmarks/NOTES_loss.md has the arithmetic and the measurements).
 
-Why rows, not tiles of a fused GEMM: the gradient of a row needs that row's log-sum-exp over the
-whole vocabulary, so a kernel that produced logits tile by tile would have to recompute them (a
-fourth product) or spill them anyway. Materialising one chunk in fp32 and streaming over it twice
-costs ~10 bytes per logit against the ~700 TFLOP/s of the products; the chunk bounds the memory.
+Why rows: the gradient of a row needs that row's log-sum-exp over the whole vocabulary, so logits
+produced tile by tile must be kept (or recomputed with a fourth product) until it is known. This
+module materialises one chunk in fp32 and streams over it twice (~10 bytes per logit). On Hopper
+the loss instead uses relate_fast.kernels.logits_gemm, which keeps the statistics in the GEMM's
+epilogue and the chunk as fp16 tile-relative values (~6 bytes per logit); this path is the fallback
+and the tests' reference.
 
 In-place dlogits: for bf16/fp16 the kernel writes row r's dlogits into the first half of row r's
 own fp32 storage (a [C, V] view with row stride 2V in 16-bit elements). Each row belongs to one

@@ -24,10 +24,11 @@ three matrix products per chunk, no recomputation in backward (backward only sca
 it was handed). `recompute=True` instead keeps only lse and g from the forward pass and redoes the
 logits in backward (four products; for callers that must not hold the gradients between the passes).
 
-Backends: "triton" (the default on CUDA: cuBLAS products with fp32 output + the Triton row kernels;
-under TRITON_INTERPRET=1 it also runs on CPU tensors, which is how CI tests it) and "torch" (the
-default elsewhere: the same chunked algorithm with torch row ops). RELATE_FAST_BACKEND=torch|triton
-overrides the default.
+Backends: "triton" (the default on CUDA; under TRITON_INTERPRET=1 it also runs on CPU tensors, which
+is how CI tests it) and "torch" (the default elsewhere: the same chunked algorithm with torch row
+ops). RELATE_FAST_BACKEND=torch|triton overrides the default. The triton backend gets a chunk's
+logits and statistics from the epilogue GEMM of relate_fast.kernels.logits_gemm on Hopper, else from
+cuBLAS fp32 products + the row kernels (`chunked.LOGITS_PATHS`; RELATE_FAST_LOGITS=auto|epilogue|fp32).
 
 Modules, as Liger lays out an op: this file holds the public functions (argument checks, then one
 call into the pass); `objective.py` the per-token math of eq. 6 and the loss types; `chunked.py` the
