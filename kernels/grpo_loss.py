@@ -140,3 +140,28 @@ def row_dlogits(z: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, g: to
         _row_dlogits_kernel[(C,)](z, z.stride(0), out, out.stride(0), targets, lse, g, V, inv_temp,
                                   BLOCK_V=block_v or _block_v(V), **_launch_opts(z.device, num_warps))
     return out
+
+
+@triton.jit
+def _scale_unless_one_kernel(X_ptr, S_ptr, n, BLOCK: tl.constexpr, NUM_PROGRAMS: tl.constexpr):
+    s = tl.load(S_ptr).to(tl.float32)
+    if s != 1.0:  # every program reads the scalar and leaves at once when there is nothing to do
+        for start in range(tl.program_id(0) * BLOCK, n, NUM_PROGRAMS * BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            ok = offs < n
+            x = tl.load(X_ptr + offs, mask=ok)
+            tl.store(X_ptr + offs, (x.to(tl.float32) * s).to(X_ptr.dtype.element_ty), mask=ok)
+
+
+def scale_unless_one_(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x *= scale in place (x contiguous, scale a one-element tensor), without reading scale back to
+    the host: on CUDA a persistent kernel reads it and returns at once when it is 1 (the upstream
+    gradient of loss.backward()), so neither a pass over x nor a host sync is paid for it."""
+    if x.device.type != "cuda":
+        return x.mul_(scale.to(x.dtype)) if float(scale) != 1.0 else x
+    n = x.numel()
+    if n:
+        block = 4096
+        progs = min(triton.cdiv(n, block), 4 * torch.cuda.get_device_properties(x.device).multi_processor_count)
+        _scale_unless_one_kernel[(progs,)](x, scale.reshape(1), n, BLOCK=block, NUM_PROGRAMS=progs, num_warps=8)
+    return x

@@ -132,3 +132,17 @@ def test_compiled_triton_backend_on_gpu(dtype):
     assert rel(h.grad, hd.grad) < 1e-2 and rel(w.grad, wd.grad) < 1e-2
     lp = fused_logprobs(hidden, weight, targets)
     assert rel(lp, logp.detach()) < 1e-3
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n", [1, 4097, 100_003])
+def test_scale_unless_one(device, dtype, n):
+    from relate_fast.kernels.grpo_loss import scale_unless_one_
+
+    x = torch.randn(n, device=device).to(dtype)
+    before = x.clone()
+    assert scale_unless_one_(x, torch.ones((), device=device)) is x
+    assert torch.equal(x, before)  # untouched, bit for bit
+    scale_unless_one_(x, torch.full((), 2.5, device=device))
+    torch.testing.assert_close(x.float(), (before.float() * 2.5).to(dtype).float(), rtol=0, atol=0)
