@@ -34,15 +34,17 @@ except ImportError:  # Triton < 3.4: no fused path (chunked.py keeps the cuBLAS 
 
 __all__ = ["available", "logits_stats", "combine_stats", "dlogits_from_tiles", "CONFIGS", "DEFAULT_CONFIG"]
 
-# (BM, BN, BK, num_warps, num_stages, flatten); benchmarks/probe_logits_gemm.py sweeps these on the GPU.
+# (BM, BN, BK, num_warps, num_stages, flatten, subtile); benchmarks/probe_logits_gemm.py sweeps these.
 # H100, 2026-11-27, C = 2,048 and 4,096 at the 8B head (benchmarks/NOTES_loss.md): statistics only,
 # the flattened loop is fastest (706 TFLOP/s, cuBLAS's fp32-output product alone: 702); with the fp16
 # logits stored, the plain loop (660 against 650). 4 stages of 128x256x64 exceed shared memory.
 CONFIGS = {
-    "128x256x64w8s3": (128, 256, 64, 8, 3, False),
-    "128x256x64w8s3f": (128, 256, 64, 8, 3, True),
-    "256x128x64w8s3f": (256, 128, 64, 8, 3, True),
-    "128x128x64w4s4": (128, 128, 64, 4, 4, False),
+    "128x256x64w8s3": (128, 256, 64, 8, 3, False, False),
+    "128x256x64w8s3f": (128, 256, 64, 8, 3, True, False),
+    "128x256x64w8s3s": (128, 256, 64, 8, 3, False, True),
+    "128x256x64w8s3fs": (128, 256, 64, 8, 3, True, True),
+    "256x128x64w8s3f": (256, 128, 64, 8, 3, True, False),
+    "128x128x64w4s4": (128, 128, 64, 4, 4, False, False),
 }
 DEFAULT_CONFIG = {"stats": "128x256x64w8s3f", "stats_and_logits": "128x256x64w8s3"}
 
@@ -62,7 +64,8 @@ def available(device: torch.device) -> bool:
 def _logits_stats_kernel(h_desc, w_desc, z_desc, MP_ptr, SP_ptr, TP_ptr,
                          C, V, K, inv_temp, n_vt,
                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
-                         STORE_Z: tl.constexpr, WANT_ENTROPY: tl.constexpr, FLATTEN: tl.constexpr):
+                         STORE_Z: tl.constexpr, WANT_ENTROPY: tl.constexpr, FLATTEN: tl.constexpr,
+                         SUBTILE: tl.constexpr):
     num_m = tl.cdiv(C, BM)
     num_tiles = num_m * n_vt
     k_tiles = tl.cdiv(K, BK)
@@ -79,20 +82,44 @@ def _logits_stats_kernel(h_desc, w_desc, z_desc, MP_ptr, SP_ptr, TP_ptr,
             acc = tl.dot(a, b.T, acc)
         acc = acc * inv_temp
         rows = om + tl.arange(0, BM)
-        cols = on + tl.arange(0, BN)
         row_ok = rows < C
-        col_ok = cols < V
-        z = tl.where(col_ok[None, :], acc, float("-inf"))
-        m = tl.max(z, axis=1)  # finite: every tile has at least one column < V
-        d = z - m[:, None]
-        e = tl.exp(d)  # 0 on the columns past V
         part = rows.to(tl.int64) * n_vt + pid_n
-        tl.store(MP_ptr + part, m, mask=row_ok)
-        tl.store(SP_ptr + part, tl.sum(e, axis=1), mask=row_ok)
-        if WANT_ENTROPY:
-            tl.store(TP_ptr + part, tl.sum(e * tl.where(col_ok[None, :], acc, 0.0), axis=1), mask=row_ok)
-        if STORE_Z:
-            z_desc.store([om, on], d.to(tl.float16))  # rows >= C, cols >= V clipped
+        if SUBTILE:
+            # two halves of BN/2 columns: fewer live registers, and the first half's store is in
+            # flight while the second half is worked on
+            a0, a1 = tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+            c0 = on + tl.arange(0, BN // 2)
+            c1 = c0 + BN // 2
+            z0 = tl.where((c0 < V)[None, :], a0, float("-inf"))
+            z1 = tl.where((c1 < V)[None, :], a1, float("-inf"))
+            m = tl.maximum(tl.max(z0, axis=1), tl.max(z1, axis=1))
+            d0 = z0 - m[:, None]
+            if STORE_Z:
+                z_desc.store([om, on], d0.to(tl.float16))
+            e0 = tl.exp(d0)
+            d1 = z1 - m[:, None]
+            if STORE_Z:
+                z_desc.store([om, on + BN // 2], d1.to(tl.float16))
+            e1 = tl.exp(d1)
+            tl.store(MP_ptr + part, m, mask=row_ok)
+            tl.store(SP_ptr + part, tl.sum(e0, axis=1) + tl.sum(e1, axis=1), mask=row_ok)
+            if WANT_ENTROPY:
+                t0 = tl.sum(e0 * tl.where((c0 < V)[None, :], a0, 0.0), axis=1)
+                t1 = tl.sum(e1 * tl.where((c1 < V)[None, :], a1, 0.0), axis=1)
+                tl.store(TP_ptr + part, t0 + t1, mask=row_ok)
+        else:
+            cols = on + tl.arange(0, BN)
+            col_ok = cols < V
+            z = tl.where(col_ok[None, :], acc, float("-inf"))
+            m = tl.max(z, axis=1)  # finite: every tile has at least one column < V
+            d = z - m[:, None]
+            e = tl.exp(d)  # 0 on the columns past V
+            tl.store(MP_ptr + part, m, mask=row_ok)
+            tl.store(SP_ptr + part, tl.sum(e, axis=1), mask=row_ok)
+            if WANT_ENTROPY:
+                tl.store(TP_ptr + part, tl.sum(e * tl.where(col_ok[None, :], acc, 0.0), axis=1), mask=row_ok)
+            if STORE_Z:
+                z_desc.store([om, on], d.to(tl.float16))  # rows >= C, cols >= V clipped
 
 
 @triton.jit
@@ -136,7 +163,7 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     C, K = hidden.shape
     V = weight.shape[0]
     config = config or DEFAULT_CONFIG["stats" if z_out is None else "stats_and_logits"]
-    BM, BN, BK, warps, stages, flatten = CONFIGS[config]
+    BM, BN, BK, warps, stages, flatten, subtile = CONFIGS[config]
     n_vt = triton.cdiv(V, BN)
     f32 = dict(dtype=torch.float32, device=hidden.device)
     mp = torch.empty(C, n_vt, **f32)
@@ -144,13 +171,13 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     tp = torch.empty(C, n_vt, **f32) if want_entropy else sp
     h_desc = TensorDescriptor.from_tensor(hidden, [BM, BK])
     w_desc = TensorDescriptor.from_tensor(weight, [BN, BK])
-    z_desc = TensorDescriptor.from_tensor(z_out, [BM, BN]) if z_out is not None else h_desc
+    z_desc = TensorDescriptor.from_tensor(z_out, [BM, BN // 2 if subtile else BN]) if z_out is not None else h_desc
     tiles = triton.cdiv(C, BM) * n_vt
     progs = _num_programs(hidden.device, tiles)
     opts = {"num_warps": warps, "num_stages": stages} if hidden.device.type == "cuda" else {}
     _logits_stats_kernel[(progs,)](h_desc, w_desc, z_desc, mp, sp, tp, C, V, K, inv_temp, n_vt,
                                    BM=BM, BN=BN, BK=BK, NUM_PROGRAMS=progs, STORE_Z=z_out is not None,
-                                   WANT_ENTROPY=want_entropy, FLATTEN=flatten, **opts)
+                                   WANT_ENTROPY=want_entropy, FLATTEN=flatten, SUBTILE=subtile, **opts)
     # The target's logit as a row-wise dot product beside the GEMM (C·K multiply-adds, 16 MB of weight
     # rows at C = 2,048), queued after it so that the GPU starts on the product at once: scanning
     # every tile for it cost a compare-select-sum per logit in the epilogue, and a branch around that
