@@ -35,9 +35,10 @@ except ImportError:  # Triton < 3.4: no fused path (chunked.py keeps the cuBLAS 
 __all__ = ["available", "logits_stats", "combine_stats", "dlogits_from_tiles", "CONFIGS", "DEFAULT_CONFIG"]
 
 # (BM, BN, BK, num_warps, num_stages, flatten, subtile); benchmarks/probe_logits_gemm.py sweeps these.
-# H100, 2026-11-27, C = 2,048 and 4,096 at the 8B head (benchmarks/NOTES_loss.md): statistics only,
-# the flattened loop is fastest (706 TFLOP/s, cuBLAS's fp32-output product alone: 702); with the fp16
-# logits stored, the plain loop (660 against 650). 4 stages of 128x256x64 exceed shared memory.
+# H100, 2026-11-27, C = 2,048 and 4,096 at the 8B head (benchmarks/NOTES_loss.md): the flattened loop
+# with the epilogue in two halves is fastest with the fp16 logits stored (651 TFLOP/s against 617-631
+# for the other three; cuBLAS's bf16 product 714 on that machine) and as fast as any for the
+# statistics alone (678). 4 stages of 128x256x64 exceed shared memory.
 CONFIGS = {
     "128x256x64w8s3": (128, 256, 64, 8, 3, False, False),
     "128x256x64w8s3f": (128, 256, 64, 8, 3, True, False),
@@ -46,7 +47,7 @@ CONFIGS = {
     "256x128x64w8s3f": (256, 128, 64, 8, 3, True, False),
     "128x128x64w4s4": (128, 128, 64, 4, 4, False, False),
 }
-DEFAULT_CONFIG = {"stats": "128x256x64w8s3f", "stats_and_logits": "128x256x64w8s3"}
+DEFAULT_CONFIG = {"stats": "128x256x64w8s3fs", "stats_and_logits": "128x256x64w8s3fs"}
 
 
 def available(device: torch.device) -> bool:
