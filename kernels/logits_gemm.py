@@ -61,7 +61,10 @@ def available(device: torch.device) -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@triton.jit
+# The chunk's row count C varies with every micro-batch width: not specialised on, so that one
+# compiled kernel serves them all (NUM_PROGRAMS is the SM count whenever the vocabulary has more
+# tiles than that, as every real one does; on an H100 new widths had cost compiles of 0.1-2.5 s)
+@triton.jit(do_not_specialize=["C"])
 def _logits_stats_kernel(h_desc, w_desc, z_desc, MP_ptr, SP_ptr, TP_ptr,
                          C, V, K, inv_temp, n_vt,
                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NUM_PROGRAMS: tl.constexpr,

@@ -146,3 +146,15 @@ def test_scale_unless_one(device, dtype, n):
     assert torch.equal(x, before)  # untouched, bit for bit
     scale_unless_one_(x, torch.full((), 2.5, device=device))
     torch.testing.assert_close(x.float(), (before.float() * 2.5).to(dtype).float(), rtol=0, atol=0)
+
+
+@interpreted
+def test_scale_unless_one_kernel_walks_every_block():
+    # the CUDA path's persistent kernel, interpreted: 3 programs over 10 blocks and a partial one
+    from relate_fast.kernels.grpo_loss import _scale_unless_one_kernel
+
+    for n, s in ((10_000, 2.5), (77, 1.0), (5_000, -0.5)):
+        x = torch.randn(n)
+        before = x.clone()
+        _scale_unless_one_kernel[(3,)](x, torch.tensor([s]), n, BLOCK=1024)
+        assert torch.equal(x, before * s)
