@@ -234,6 +234,8 @@ class FusedGRPO(torch.autograd.Function):
     def backward(ctx, grad_loss, *_unused):
         cfg = ctx.cfg
         need_dh, need_dw = ctx.need
+        if grad_loss is None:  # grads are not materialised: nothing flowed back into the loss
+            return None, None, None, None, None
         if cfg.recompute:
             hidden, weight, targets, lse, g = ctx.saved_tensors
             gh, gw = chunked_grads(hidden, weight, targets, lse, g * grad_loss, cfg, need_dh, need_dw)
