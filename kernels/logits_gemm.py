@@ -1,8 +1,9 @@
 """The logits product with the row statistics in its epilogue (issue 18): one persistent Triton GEMM
 z = hidden @ weight.T whose epilogue, while each [BM, BN] tile of fp32 logits is still in registers,
 writes per tile and row the tile's max m, Σ e^(z-m) and Σ e^(z-m)·z (entropy), and (for the
-gradient) the tile itself as fp16 `z - m`. The target's logit is a row-wise dot product beside it. A small combine over the tiles gives the
-log-sum-exp and the entropy; dlogits are then formed from the fp16 tile-relative logits.
+gradient) the tile itself as fp16 `z - m`. The target's logit is a row-wise dot product beside it.
+A small combine over the tiles gives the log-sum-exp and the entropy; dlogits are then formed from
+the fp16 tile-relative logits.
 
 Against the cuBLAS path (fp32 logits out, then relate_fast.kernels.grpo_loss's row kernels reading
 them twice) this removes the separate statistics pass (one fp32 read of the chunk) and halves the
