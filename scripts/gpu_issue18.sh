@@ -2,7 +2,9 @@
 # The fused loss at the floor (issue 18), on one lent H100: the GPU tests of both loss kernels, the
 # per-chunk probe of the epilogue GEMM's tile configs, then bench_loss.py with both logits paths.
 #   bash scripts/gpu_issue18.sh [probe] [tests] [bench]      (default: all three)
-# Writes JSON and logs under $OUT. No vLLM or DeepSpeed needed: plain torch + Triton of the image.
+# Writes JSON and logs under $OUT. No vLLM or DeepSpeed needed: plain torch + Triton of the image,
+# except for the job `trainer` (carry .whl: DeepSpeed and, without the vLLM pieces, pydantic), which
+# runs bench_train.py (Qwen3-0.6B shape, HF engine) with each logits path, the epilogue first.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 NCCL_NVLS_ENABLE=0
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -21,5 +23,11 @@ for job in "${jobs[@]}"; do
   bench) timeout 400 python3 benchmarks/bench_loss.py --sizes ${SIZES:-4096,8192,16384} --skip naive,ours_recompute \
            --out "$OUT/loss.json" > "$OUT/bench.log" 2>&1; echo "-- bench rc=$? in $((SECONDS - t)) s"
          sed -n '/forward+backward/,$p' "$OUT/bench.log" ;;
+  trainer) source scripts/gpu_setup.sh > "$OUT/setup.log" 2>&1 || { tail -5 "$OUT/setup.log"; continue; }
+         for p in auto fp32; do
+           RELATE_FAST_LOGITS=$p timeout 200 python3 benchmarks/bench_train.py --gpu --engine hf \
+             --out "$OUT/train_$p.json" > "$OUT/train_$p.log" 2>&1
+           echo "-- trainer ($p) rc=$?"; grep -h '"time/update"' "$OUT/train_$p.json" 2>/dev/null
+         done ;;
   esac
 done

@@ -17,6 +17,9 @@ if [ ! -f /tmp/site/.installed ]; then
     cat /tmp/parts/part.* | tar xf - -C /tmp && wheels+=(/tmp/w/*.whl)
   fi
   ls .whl/*.whl >/dev/null 2>&1 && wheels+=(.whl/*.whl)
+  # without the vLLM pieces, DeepSpeed still needs pydantic, which the vLLM bundle otherwise brings
+  # (.whl/no-vllm: pydantic 2.14.4 and its dependencies, cp312; never installed over vLLM's own)
+  if [ ! -d /tmp/w ] && ls .whl/no-vllm/*.whl >/dev/null 2>&1; then wheels+=(.whl/no-vllm/*.whl); fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}" \
     && touch /tmp/site/.installed || { echo "gpu_setup: pip install failed"; return 1 2>/dev/null || exit 1; }
 fi
