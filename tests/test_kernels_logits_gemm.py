@@ -8,6 +8,7 @@ import torch
 from relate_fast import fused_grpo_loss, fused_logprobs
 from relate_fast.kernels import logits_gemm as lg
 from relate_fast.loss.rows import resolve_logits_path
+from tests.test_loss import reference
 
 interpreted = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests run on CPU machines")
 
@@ -166,14 +167,8 @@ def test_epilogue_path_on_gpu_against_float64(monkeypatch, dtype):
     h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
     loss, _ = fused_grpo_loss(h, w, targets, mask, adv, old_logprobs=old, chunk_size=1000)
     loss.backward()
-    hd, wd = hidden.double().requires_grad_(), weight.double().requires_grad_()
-    logp = torch.log_softmax(hd @ wd.t(), -1).gather(-1, targets[..., None]).squeeze(-1)
-    ratio = torch.exp(logp - old.double())
-    per = -torch.minimum(ratio * adv.double(), ratio.clamp(0.8, 1.2) * adv.double())
-    m = mask.double()
-    ref_loss = ((per * m).sum(1) / m.sum(1).clamp(min=1)).mean()
-    ref_loss.backward()
+    ref_loss, ref_gh, ref_gw, logp = reference(hidden, w, targets, mask, adv, old_logprobs=old)  # float64
     rel = lambda a, b: ((a.double() - b).norm() / b.norm()).item()  # noqa: E731
-    assert rel(loss, ref_loss.detach()) < 1e-3
-    assert rel(h.grad, hd.grad) < 1e-2 and rel(w.grad, wd.grad) < 1e-2
-    assert rel(fused_logprobs(hidden, weight, targets), logp.detach()) < 1e-4
+    assert rel(loss, ref_loss) < 1e-3
+    assert rel(h.grad, ref_gh) < 1e-2 and rel(w.grad, ref_gw) < 1e-2
+    assert rel(fused_logprobs(hidden, weight, targets), logp) < 1e-4
