@@ -208,8 +208,8 @@ def main():
         tgt = torch.randint(0, V, (C,), device=dev, generator=g)
         gv = torch.randn(C, device=dev, generator=g)
         z32 = torch.empty(C, V, device=dev)
-        z16 = torch.empty(C, V, device=dev, dtype=torch.float16)
         zb = torch.empty(C, V, device=dev, dtype=torch.bfloat16)
+        pb = torch.empty(C, V, device=dev, dtype=torch.bfloat16)
         ref = torch.mm(h, W.t(), out_dtype=torch.float32)
         ref_lse = torch.logsumexp(ref.double(), 1)
         ref_zt = ref.gather(1, tgt[:, None]).squeeze(1).double()
@@ -219,31 +219,37 @@ def main():
             "cublas_bf16_out": lambda: torch.mm(h, W.t(), out=zb),
             "cublas_fp32_out": lambda: torch.mm(h, W.t(), out_dtype=torch.float32, out=z32),
             "fp32_path_stats": lambda: row_stats(torch.mm(h, W.t(), out_dtype=torch.float32, out=z32), tgt, 1.0, False),
+            "epi_target_logits": lambda: lg.target_logits(h, W, tgt, 1.0),
         }
         for cfg in args.configs.split(","):
             try:  # a config that fails to compile or is wrong is reported, not fatal
-                lg.logits_stats(h, W, tgt, 1.0, False, config=cfg)  # compiles the variant without z too
-                mp, sp, tp, zt = lg.logits_stats(h, W, tgt, 1.0, False, z_out=z16, config=cfg)
-                lse, _ = lg.combine_stats(mp, sp, tp)
+                lg.logits_stats(h, W, 1.0, False, config=cfg)  # compiles the variant without P too
+                zt = lg.target_logits(h, W, tgt, 1.0)
+                lse, _, _ = lg.combine_stats(*lg.logits_stats(h, W, 1.0, False, p_out=pb, ref=zt, config=cfg))
                 torch.cuda.synchronize()
                 res[f"err_lse_{cfg}"] = ((lse.double() - ref_lse).abs().max()).item()
                 res[f"err_zt_{cfg}"] = ((zt.double() - ref_zt).abs().max()).item()
-                fns[f"epi_stats_{cfg}"] = lambda cfg=cfg: lg.combine_stats(*lg.logits_stats(h, W, tgt, 1.0, False,
-                                                                                              config=cfg)[:3])
-                fns[f"epi_stats_z_{cfg}"] = lambda cfg=cfg: lg.combine_stats(*lg.logits_stats(
-                    h, W, tgt, 1.0, False, z_out=z16, config=cfg)[:3])
+                fns[f"epi_stats_{cfg}"] = lambda cfg=cfg: lg.combine_stats(*lg.logits_stats(h, W, 1.0, False,
+                                                                                              config=cfg))
+                fns[f"epi_stats_p_{cfg}"] = lambda cfg=cfg: lg.combine_stats(*lg.logits_stats(
+                    h, W, 1.0, False, p_out=pb, ref=zt, config=cfg))
             except Exception as e:
                 res[f"error_{cfg}"] = f"{type(e).__name__}: {str(e)[:300]}"
                 print(f"# C={C} {cfg}: {res[f'error_{cfg}']}", flush=True)
         res.update(interleaved(fns, args.reps))
-        # the dlogits stage of each path (inputs from a real forward)
+        # what stands between the statistics and the gradient products on each path (inputs from a real
+        # forward): the fp32 path's dlogits pass; the epilogue path's per-row finish and rows scaling
         lse32, _, _ = row_stats(torch.mm(h, W.t(), out_dtype=torch.float32, out=z32), tgt, 1.0, False)
-        cfg0 = next((c for c in args.configs.split(",") if f"epi_stats_z_{c}" in res), None)
+        cfg0 = next((c for c in args.configs.split(",") if f"epi_stats_p_{c}" in res), None)
         dl = {"fp32_path_dlogits": lambda: row_dlogits(z32, tgt, lse32, gv, 1.0, dlogits_buffer(z32, torch.bfloat16))}
         if cfg0:
-            mp, sp, _, _ = lg.logits_stats(h, W, tgt, 1.0, False, z_out=z16, config=cfg0)
-            lse16, _ = lg.combine_stats(mp, sp, None)
-            dl["epi_dlogits"] = lambda: lg.dlogits_from_tiles(z16, mp, tgt, lse16, gv, 1.0, torch.bfloat16, config=cfg0)
+            zt = lg.target_logits(h, W, tgt, 1.0)
+            mp, sp, _ = lg.logits_stats(h, W, 1.0, False, p_out=pb, ref=zt, config=cfg0)
+            lse_p, _, top = lg.combine_stats(mp, sp, None)
+            dl["epi_finish_rows"] = lambda: lg.finish_rows(pb, mp, zt, top, zt, lse_p, gv, tgt, 1.0, h, config=cfg0)
+            s_rows = torch.randn(C, device=dev, generator=g)
+            dl["epi_dh_product_fp32_out_scaled"] = lambda: torch.mm(pb, W, out_dtype=torch.float32).mul_(
+                s_rows[:, None]).to(torch.bfloat16)
         dz = torch.randn(C, V, device=dev, generator=g).to(torch.bfloat16)
         gw = torch.empty_like(W)
         dl["dh_product"] = lambda: torch.mm(dz, W)
@@ -259,7 +265,7 @@ def main():
         print(f"== C = {C}", flush=True)
         for k, v in res.items():
             print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}", flush=True)
-        z32 = z16 = zb = dz = gw = None  # not del: the lambdas above close over them
+        z32 = pb = zb = dz = gw = None  # not del: the lambdas above close over them
         torch.cuda.empty_cache()
     if args.profile:
         W = None

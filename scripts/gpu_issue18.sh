@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fused loss at the floor (issue 18), on one lent H100: the GPU tests of both loss kernels, the
 # per-chunk probe of the epilogue GEMM's tile configs, then bench_loss.py with both logits paths.
-#   bash scripts/gpu_issue18.sh [probe] [tests] [bench]      (default: all three)
+#   bash scripts/gpu_issue18.sh [probe] [tests] [bench] [oldbench] [trainer]   (default: the first three)
 # Writes JSON and logs under $OUT. No vLLM or DeepSpeed needed: plain torch + Triton of the image,
 # except for the job `trainer` (carry .whl: DeepSpeed and, without the vLLM pieces, pydantic), which
 # runs bench_train.py (Qwen3-0.6B shape, HF engine) with each logits path, the epilogue first.
@@ -23,6 +23,13 @@ for job in "${jobs[@]}"; do
   bench) timeout 400 python3 benchmarks/bench_loss.py --sizes ${SIZES:-4096,8192,16384} --skip naive,ours_recompute \
            --out "$OUT/loss.json" > "$OUT/bench.log" 2>&1; echo "-- bench rc=$? in $((SECONDS - t)) s"
          sed -n '/forward+backward/,$p' "$OUT/bench.log" ;;
+  oldbench)  # the same benchmark on the tree in .old (carry it: a copy of an earlier commit), for a
+             # before/after pair on one machine
+         ( cd .old && { [ -e relate_fast/kernels ] || ln -s ../kernels relate_fast/kernels; } && PYTHONPATH="$PWD" \
+           timeout 300 python3 benchmarks/bench_loss.py --sizes ${OLD_SIZES:-4096,8192} \
+           --skip naive,ours_recompute,ours,ours_epilogue_beta,ours_epilogue_tokens_dapo --out "$OUT/loss_old.json" \
+           > "$OUT/bench_old.log" 2>&1 ); echo "-- oldbench rc=$? in $((SECONDS - t)) s"
+         sed -n '/forward+backward/,$p' "$OUT/bench_old.log" ;;
   trainer) source scripts/gpu_setup.sh > "$OUT/setup.log" 2>&1 || { tail -5 "$OUT/setup.log"; continue; }
          for p in auto fp32; do
            RELATE_FAST_LOGITS=$p timeout 200 python3 benchmarks/bench_train.py --gpu --engine hf \

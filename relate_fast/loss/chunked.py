@@ -4,8 +4,10 @@ chunk after chunk (the algorithm is drawn in relate_fast/loss/__init__.py).
 
 Two ways to get a chunk's logits and statistics (`LOGITS_PATHS`, chosen in rows.resolve_logits_path):
 "fp32" — a product into one fp32 buffer, then the backend's row ops read it (torch, or cuBLAS +
-the Triton row kernels); "epilogue" — relate_fast.kernels.logits_gemm's Triton GEMM keeps the row
-statistics in its epilogue and writes the chunk as fp16 tile-relative logits (half the bytes)."""
+the Triton row kernels) and write dlogits over it for the gradient products; "epilogue" —
+relate_fast.kernels.logits_gemm's Triton GEMM keeps the row statistics in its epilogue and writes
+the chunk as bf16 probabilities relative to the target's (half the bytes), which the gradient
+products take as they are, with per-row scales (no dlogits pass)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,15 +66,32 @@ class _Products:
         return torch.mm(h, self.weight.t(), out_dtype=torch.float32, out=out)
 
     def grads(self, dz: torch.Tensor, h: torch.Tensor, grad_h_rows: Optional[torch.Tensor]):
+        """grad_h[chunk] = dz @ W; grad_W += dzᵀ @ h."""
         if grad_h_rows is not None:
             torch.mm(dz, self.weight, out=grad_h_rows)
         if self.need_dw:
-            hh = h if h.dtype == self.dw_dtype else h.to(self.dw_dtype)
-            dd = dz if dz.dtype == self.dw_dtype else dz.to(self.dw_dtype)
-            if self.grad_w is None:
-                self.grad_w = torch.mm(dd.t(), hh)
+            self._add_dw(dz, h)
+
+    def scaled_grads(self, p: torch.Tensor, s: torch.Tensor, sh: Optional[torch.Tensor],
+                     grad_h_rows: Optional[torch.Tensor]):
+        """The same for dz = s ⊙ P (rows scaled): grad_h[chunk] = s ⊙ (P @ W), rounded once from
+        fp32; grad_W += Pᵀ @ (s ⊙ h), with sh = s ⊙ h given."""
+        if grad_h_rows is not None:
+            if self.cuda:
+                acc = torch.mm(p, self.weight, out_dtype=torch.float32)
             else:
-                self.grad_w.addmm_(dd.t(), hh)
+                acc = torch.mm(p.float(), self.w32)
+            grad_h_rows.copy_(acc.mul_(s[:, None]))
+        if self.need_dw:
+            self._add_dw(p, sh)
+
+    def _add_dw(self, a: torch.Tensor, b: torch.Tensor):
+        a = a if a.dtype == self.dw_dtype else a.to(self.dw_dtype)
+        b = b if b.dtype == self.dw_dtype else b.to(self.dw_dtype)
+        if self.grad_w is None:
+            self.grad_w = torch.mm(a.t(), b)
+        else:
+            self.grad_w.addmm_(a.t(), b)
 
 
 class _Fp32Logits:
@@ -88,29 +107,42 @@ class _Fp32Logits:
         lse, z_tgt, ent = self.rows.stats(z, tgt, inv_t, want_entropy)
         return lse, z_tgt, ent, z
 
-    def dlogits(self, z, tgt, lse, g, inv_t, dtype):
-        return self.rows.dlogits(z, tgt, lse, g, inv_t, dtype)
+    def recompute(self, h, tgt, inv_t):
+        """What grads needs, from the product alone (the statistics are known)."""
+        return self.prod.logits(h, self.buf[: h.shape[0]])
+
+    def grads(self, z, h, tgt, lse, g, inv_t, grad_h_rows):
+        """dlogits over the chunk's logits, then the two gradient products."""
+        dz = self.rows.dlogits(z, tgt, lse, g, inv_t, h.dtype)
+        self.prod.grads(dz, h, grad_h_rows)
 
 
 class _EpilogueLogits:
     """The product and the row statistics in one Triton GEMM (relate_fast.kernels.logits_gemm); the
-    chunk is kept as fp16 `z - tile max` only when dlogits will be needed (keep)."""
+    chunk is kept as bf16 P = e^(z - z_tgt) only when the gradients will be needed (keep)."""
 
     def __init__(self, prod: _Products, backend: str, rows: int, V: int, keep: bool):
         from relate_fast.kernels import logits_gemm
 
-        self.k, self.weight = logits_gemm, prod.weight
-        self.buf = torch.empty(rows, V, dtype=torch.float16, device=prod.weight.device) if (keep and rows) else None
+        self.k, self.prod, self.weight = logits_gemm, prod, prod.weight
+        self.buf = torch.empty(rows, V, dtype=torch.bfloat16, device=prod.weight.device) if (keep and rows) else None
 
     def stats(self, h, tgt, inv_t, want_entropy):
-        z16 = self.buf[: h.shape[0]] if self.buf is not None else None
-        mp, sp, tp, z_tgt = self.k.logits_stats(h, self.weight, tgt, inv_t, want_entropy, z_out=z16)
-        lse, ent = self.k.combine_stats(mp, sp, tp)
-        return lse, z_tgt, ent, (z16, mp)
+        # the target's logit first: it is the reference of the stored probabilities
+        z_tgt = self.k.target_logits(h, self.weight, tgt, inv_t)
+        p = self.buf[: h.shape[0]] if self.buf is not None else None
+        mp, sp, tp = self.k.logits_stats(h, self.weight, inv_t, want_entropy, p_out=p, ref=z_tgt)
+        lse, ent, top = self.k.combine_stats(mp, sp, tp)
+        return lse, z_tgt, ent, (p, mp, top, z_tgt)
 
-    def dlogits(self, state, tgt, lse, g, inv_t, dtype):
-        z16, mp = state
-        return self.k.dlogits_from_tiles(z16, mp, tgt, lse, g, inv_t, dtype)
+    def recompute(self, h, tgt, inv_t):
+        return self.stats(h, tgt, inv_t, False)[3]
+
+    def grads(self, state, h, tgt, lse, g, inv_t, grad_h_rows):
+        """P made into dlogits / s by one write per row, then the two products on P as it is."""
+        p, mp, top, z_tgt = state
+        s, sh = self.k.finish_rows(p, mp, z_tgt, top, z_tgt, lse, g, tgt, inv_t, h if self.prod.need_dw else None)
+        self.prod.scaled_grads(p, s, sh, grad_h_rows)
 
 
 LOGITS_PATHS = {"fp32": _Fp32Logits, "epilogue": _EpilogueLogits}
@@ -163,9 +195,7 @@ def chunked_forward(hidden, weight, targets, token_inputs, cfg, need_dh, need_dw
         if ent is not None:
             ent_all[s:e] = ent
         if grads_now:
-            dz = stage.dlogits(z, tgt, lse, g, inv_t, hidden.dtype)
-            prod.grads(dz, h, grad_h[s:e] if need_dh else None)
-            del dz
+            stage.grads(z, h, tgt, lse, g, inv_t, grad_h[s:e] if need_dh else None)
     metrics = objective_metrics(coef, ratio_all, k3_all, low_all, high_all, ent_all)
     grad_w = None
     if need_dw:
@@ -184,12 +214,9 @@ def chunked_grads(hidden, weight, targets, lse, g, cfg, need_dh, need_dw):
     grad_h = torch.empty_like(hidden) if need_dh else None
     for s in range(0, N, cfg.chunk):
         e = min(N, s + cfg.chunk)
-        if cfg.logits == "fp32":  # the row statistics are known: the product alone
-            z = prod.logits(hidden[s:e], stage.buf[: e - s])
-        else:  # the epilogue recomputes them with the tiles; lse from the forward pass is used
-            z = stage.stats(hidden[s:e], targets[s:e], inv_t, False)[3]
-        dz = stage.dlogits(z, targets[s:e], lse[s:e], g[s:e], inv_t, hidden.dtype)
-        prod.grads(dz, hidden[s:e], grad_h[s:e] if need_dh else None)
+        # the epilogue path recomputes the tile statistics with the tiles; lse from the forward is used
+        state = stage.recompute(hidden[s:e], targets[s:e], inv_t)
+        stage.grads(state, hidden[s:e], targets[s:e], lse[s:e], g[s:e], inv_t, grad_h[s:e] if need_dh else None)
     grad_w = None
     if need_dw:
         grad_w = prod.grad_w if prod.grad_w is not None else torch.zeros_like(weight)

@@ -78,8 +78,8 @@ def _epilogue_blocker(hidden: torch.Tensor, weight: torch.Tensor) -> Optional[st
 
     if not logits_gemm.available(hidden.device):
         return "it needs a Hopper GPU (or TRITON_INTERPRET=1) and Triton's tensor descriptors"
-    if hidden.dtype not in (torch.bfloat16, torch.float16) or weight.dtype != hidden.dtype:
-        return f"it takes bf16 or fp16 operands, got {hidden.dtype}"
+    if hidden.dtype != torch.bfloat16 or weight.dtype != hidden.dtype:  # fp16: P's range (logits_gemm)
+        return f"it takes bf16 operands, got {hidden.dtype} and {weight.dtype}"
     H, V = hidden.shape[-1], weight.shape[0]
     if H % 8 or V % 8:
         return f"hidden size ({H}) and vocabulary ({V}) must be multiples of 8 (16-byte rows)"
