@@ -23,6 +23,8 @@ for job in "${jobs[@]}"; do
   bench) timeout 400 python3 benchmarks/bench_loss.py --sizes ${SIZES:-4096,8192,16384} --skip naive,ours_recompute \
            --out "$OUT/loss.json" > "$OUT/bench.log" 2>&1; echo "-- bench rc=$? in $((SECONDS - t)) s"
          sed -n '/forward+backward/,$p' "$OUT/bench.log" ;;
+  widths) timeout 300 python3 benchmarks/probe_widths.py --out "$OUT/widths.json" 2>&1 | tail -20
+         echo "-- widths rc=$? in $((SECONDS - t)) s" ;;
   oldbench)  # the same benchmark on the tree in .old (carry it: a copy of an earlier commit), for a
              # before/after pair on one machine
          ( cd .old && { [ -e relate_fast/kernels ] || ln -s ../kernels relate_fast/kernels; } && PYTHONPATH="$PWD" \
@@ -32,9 +34,13 @@ for job in "${jobs[@]}"; do
          sed -n '/forward+backward/,$p' "$OUT/bench_old.log" ;;
   trainer) source scripts/gpu_setup.sh > "$OUT/setup.log" 2>&1 || { tail -5 "$OUT/setup.log"; continue; }
          for p in auto fp32; do
-           RELATE_FAST_LOGITS=$p timeout 200 python3 benchmarks/bench_train.py --gpu --engine hf \
-             --out "$OUT/train_$p.json" > "$OUT/train_$p.log" 2>&1
-           echo "-- trainer ($p) rc=$?"; grep -h '"time/update"' "$OUT/train_$p.json" 2>/dev/null
+           n0=$(find ~/.triton/cache -name "*.json" 2>/dev/null | wc -l)
+           RELATE_FAST_LOGITS=$p timeout 240 python3 benchmarks/bench_train.py --gpu --engine hf ${TRAIN_ARGS:-} \
+             --keep "$OUT/run_$p" --out "$OUT/train_$p.json" > "$OUT/train_$p.log" 2>&1
+           echo "-- trainer ($p) rc=$? triton cache files $n0 -> $(find ~/.triton/cache -name "*.json" | wc -l)"
+           grep -h '"time/update"' "$OUT/train_$p.json" 2>/dev/null
+           python3 -c "import json,sys; [print(round(r.get('time/update',0)*1e3), end=' ') for r in map(json.loads, open(sys.argv[1]))]; print()" "$OUT/run_$p/bench/metrics.jsonl"
+           rm -rf "$OUT/run_$p/bench/checkpoints" "$OUT/run_$p/qwen3_0.6b"
          done ;;
   esac
 done
