@@ -191,6 +191,9 @@ def _finish_rows_kernel(P_ptr, MP_ptr, REF_ptr, TOP_ptr, ZT_ptr, LSE_ptr, G_ptr,
                 cols = v0 + tl.arange(0, BLOCK_V)
                 tl.store(prow + cols, tl.zeros([BLOCK_V], tl.float32).to(tl.bfloat16), mask=cols < V)
     else:
+        # the one-hot term folded into the target's element: s·P'_tgt = (g/T)·(1 - p_tgt)
+        tgt = tl.load(T_ptr + row).to(tl.int64)
+        p_tgt = tl.exp(tl.load(ZT_ptr + row) - cn) - tl.exp(lse - cn)
         if cn > c:  # a row whose top logit is more than CAP above its target's: one reference for all tiles
             for v0 in range(0, V, BLOCK_V):
                 cols = v0 + tl.arange(0, BLOCK_V)
@@ -198,10 +201,11 @@ def _finish_rows_kernel(P_ptr, MP_ptr, REF_ptr, TOP_ptr, ZT_ptr, LSE_ptr, G_ptr,
                 mt = tl.load(MP_ptr + row * n_vt + cols // BN, mask=ok, other=0.0)
                 r = tl.maximum(c, mt - CAP)  # the reference the epilogue used for this tile
                 p = tl.load(prow + cols, mask=ok, other=0.0).to(tl.float32) * tl.exp(r - cn)
-                tl.store(prow + cols, p.to(tl.bfloat16), mask=ok)
-        # the one-hot term folded into the target's element: s·P'_tgt = (g/T)·(1 - p_tgt)
-        tgt = tl.load(T_ptr + row).to(tl.int64)
-        tl.store(prow + tgt, (tl.exp(tl.load(ZT_ptr + row) - cn) - tl.exp(lse - cn)).to(tl.bfloat16))
+                # the target's element in the same store: a second store to it from another thread of
+                # this program would race with this one (no ordering between warps; seen on an H100)
+                tl.store(prow + cols, tl.where(cols == tgt, p_tgt, p).to(tl.bfloat16), mask=ok)
+        else:
+            tl.store(prow + tgt, p_tgt.to(tl.bfloat16))
     tl.store(S_ptr + row, s)
     if WANT_SH:
         for k0 in range(0, K, BLOCK_K):
