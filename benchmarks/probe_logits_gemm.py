@@ -188,11 +188,49 @@ def profile_call(N: int, H: int, V: int, path: str) -> list:
     return rows[:head] + sorted(rows[head:], key=lambda r: -r[2])
 
 
+def launch_costs(H: int = 4096, V: int = 151936, C: int = 4096, n: int = 50) -> dict:
+    """The CPU's microseconds per piece of the epilogue path's launches, with the GPU kept busy (so no
+    piece waits on it): at the start of a call the GPU idles for as long as these take."""
+    dev = torch.device("cuda")
+    h = torch.randn(C, H, device=dev).bfloat16()
+    W = (torch.randn(V, H, device=dev) / H**0.5).bfloat16()
+    tgt = torch.randint(0, V, (C,), device=dev)
+    p = torch.empty(C, V, device=dev, dtype=torch.bfloat16)
+    zt = lg.target_logits(h, W, tgt, 1.0)
+    BM, BN, BK = lg.CONFIGS[lg.DEFAULT_CONFIG["stats_and_probs"]][:3]
+    pieces = {
+        "torch.empty [C, n_vt] fp32": lambda: torch.empty(C, V // 256, device=dev),
+        "TensorDescriptor.from_tensor": lambda: lg.TensorDescriptor.from_tensor(h, [BM, BK]),
+        "get_device_properties": lambda: torch.cuda.get_device_properties(dev).multi_processor_count,
+        "target_logits (launch)": lambda: lg.target_logits(h, W, tgt, 1.0),
+        "logits_stats with P (launch)": lambda: lg.logits_stats(h, W, 1.0, False, p_out=p, ref=zt),
+        "logits_stats, stats only (launch)": lambda: lg.logits_stats(h, W, 1.0, False),
+        "cuBLAS mm (launch)": lambda: torch.mm(h, W.t(), out=p),
+    }
+    res = {}
+    for name, f in pieces.items():
+        f()
+        torch.cuda.synchronize()
+        busy = torch.empty(8192, 8192, device=dev, dtype=torch.bfloat16)
+        for _ in range(6):  # ~tens of ms of queued work: the launches below never wait
+            torch.mm(busy, busy)
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            f()
+            ts.append((time.perf_counter() - t0) * 1e6)
+        torch.cuda.synchronize()
+        res[name] = sorted(ts)[n // 2]
+        print(f"  launch {name}: {res[name]:.1f} us", flush=True)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chunks", default="2048,4096")
     ap.add_argument("--configs", default=",".join(lg.CONFIGS))
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--launch-only", action="store_true", help="only the CPU cost of the launches")
     ap.add_argument("--profile", type=int, default=0, help="also profile one loss call at this many tokens")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "probe_logits_gemm.json"))
     args = ap.parse_args()
@@ -203,6 +241,11 @@ def main():
     g = torch.Generator(device=dev).manual_seed(0)
     W = (torch.randn(V, H, device=dev, generator=g) / H**0.5).to(torch.bfloat16)
     out = {"info": {**provenance(), "device": torch.cuda.get_device_name(), "H": H, "V": V}, "chunks": {}}
+    print("== CPU cost of launches (median us)", flush=True)
+    out["launch_us"] = launch_costs(H, V)
+    if args.launch_only:
+        print(json.dumps(out["launch_us"]))
+        return
     for C in [int(c) for c in args.chunks.split(",")]:
         h = (torch.randn(C, H, device=dev, generator=g) * 0.5).to(torch.bfloat16)
         tgt = torch.randint(0, V, (C,), device=dev, generator=g)
