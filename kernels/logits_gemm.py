@@ -43,21 +43,18 @@ except ImportError:  # Triton < 3.4: no fused path (chunked.py keeps the cuBLAS 
 __all__ = ["available", "target_logits", "logits_stats", "combine_stats", "finish_rows", "CAP", "CONFIGS",
            "DEFAULT_CONFIG"]
 
-# (BM, BN, BK, num_warps, num_stages, flatten, subtile, ptr_store); benchmarks/probe_logits_gemm.py sweeps
-# these. ptr_store: P leaves the registers by plain stores instead of the tensor descriptor's (TMA).
+# (BM, BN, BK, num_warps, num_stages, flatten, subtile); benchmarks/probe_logits_gemm.py sweeps these.
 # H100, 2026-11-27, C = 2,048 and 4,096 at the 8B head (benchmarks/NOTES_loss.md): the flattened loop
 # with the epilogue in two halves is fastest with the logits tile stored (651 TFLOP/s against 617-631
 # for the other three; cuBLAS's bf16 product 714 on that machine) and as fast as any for the
 # statistics alone (678). 4 stages of 128x256x64 exceed shared memory.
 CONFIGS = {
-    "128x256x64w8s3": (128, 256, 64, 8, 3, False, False, False),
-    "128x256x64w8s3f": (128, 256, 64, 8, 3, True, False, False),
-    "128x256x64w8s3s": (128, 256, 64, 8, 3, False, True, False),
-    "128x256x64w8s3fs": (128, 256, 64, 8, 3, True, True, False),
-    "256x128x64w8s3f": (256, 128, 64, 8, 3, True, False, False),
-    "128x128x64w4s4": (128, 128, 64, 4, 4, False, False, False),
-    "128x256x64w8s3f-ptr": (128, 256, 64, 8, 3, True, False, True),
-    "128x256x64w8s3fs-ptr": (128, 256, 64, 8, 3, True, True, True),
+    "128x256x64w8s3": (128, 256, 64, 8, 3, False, False),
+    "128x256x64w8s3f": (128, 256, 64, 8, 3, True, False),
+    "128x256x64w8s3s": (128, 256, 64, 8, 3, False, True),
+    "128x256x64w8s3fs": (128, 256, 64, 8, 3, True, True),
+    "256x128x64w8s3f": (256, 128, 64, 8, 3, True, False),
+    "128x128x64w4s4": (128, 128, 64, 4, 4, False, False),
 }
 DEFAULT_CONFIG = {"stats": "128x256x64w8s3fs", "stats_and_probs": "128x256x64w8s3fs"}
 # P = e^(z - r) ≤ e^CAP (see the module's docstring)
@@ -93,12 +90,11 @@ def _target_logits_kernel(H_ptr, stride_h, W_ptr, stride_w, T_ptr, ZT_ptr, K, in
 # compiled kernel serves them all (NUM_PROGRAMS is the SM count whenever the vocabulary has more
 # tiles than that, as every real one does; on an H100 new widths had cost compiles of 0.1-2.5 s)
 @triton.jit(do_not_specialize=["C"])
-def _logits_stats_kernel(h_desc, w_desc, p_desc, P_ptr, REF_ptr, MP_ptr, SP_ptr, TP_ptr,
+def _logits_stats_kernel(h_desc, w_desc, p_desc, REF_ptr, MP_ptr, SP_ptr, TP_ptr,
                          C, V, K, inv_temp, n_vt,
                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
                          STORE_P: tl.constexpr, WANT_ENTROPY: tl.constexpr, FLATTEN: tl.constexpr,
-                         SUBTILE: tl.constexpr, PTR_STORE: tl.constexpr, CAP: tl.constexpr,
-                         DOT_F32: tl.constexpr):
+                         SUBTILE: tl.constexpr, CAP: tl.constexpr, DOT_F32: tl.constexpr):
     num_m = tl.cdiv(C, BM)
     num_tiles = num_m * n_vt
     k_tiles = tl.cdiv(K, BK)
@@ -134,18 +130,10 @@ def _logits_stats_kernel(h_desc, w_desc, p_desc, P_ptr, REF_ptr, MP_ptr, SP_ptr,
             e0 = tl.exp(z0 - m[:, None])
             if STORE_P:
                 f = tl.exp(tl.minimum(m - ref, CAP))  # e^(m - r): P = e^(z - m)·e^(m - r)
-                if PTR_STORE:
-                    tl.store(P_ptr + rows.to(tl.int64)[:, None] * V + c0[None, :], (e0 * f[:, None]).to(tl.bfloat16),
-                             mask=row_ok[:, None] & (c0 < V)[None, :])
-                else:
-                    p_desc.store([om, on], (e0 * f[:, None]).to(tl.bfloat16))
+                p_desc.store([om, on], (e0 * f[:, None]).to(tl.bfloat16))
             e1 = tl.exp(z1 - m[:, None])
             if STORE_P:
-                if PTR_STORE:
-                    tl.store(P_ptr + rows.to(tl.int64)[:, None] * V + c1[None, :], (e1 * f[:, None]).to(tl.bfloat16),
-                             mask=row_ok[:, None] & (c1 < V)[None, :])
-                else:
-                    p_desc.store([om, on + BN // 2], (e1 * f[:, None]).to(tl.bfloat16))
+                p_desc.store([om, on + BN // 2], (e1 * f[:, None]).to(tl.bfloat16))
             tl.store(MP_ptr + part, m, mask=row_ok)
             tl.store(SP_ptr + part, tl.sum(e0, axis=1) + tl.sum(e1, axis=1), mask=row_ok)
             if WANT_ENTROPY:
@@ -164,11 +152,7 @@ def _logits_stats_kernel(h_desc, w_desc, p_desc, P_ptr, REF_ptr, MP_ptr, SP_ptr,
                 tl.store(TP_ptr + part, tl.sum(e * tl.where(col_ok[None, :], acc, 0.0), axis=1), mask=row_ok)
             if STORE_P:  # rows >= C, cols >= V clipped by the descriptor
                 f = tl.exp(tl.minimum(m - ref, CAP))
-                if PTR_STORE:
-                    tl.store(P_ptr + rows.to(tl.int64)[:, None] * V + cols[None, :], (e * f[:, None]).to(tl.bfloat16),
-                             mask=row_ok[:, None] & col_ok[None, :])
-                else:
-                    p_desc.store([om, on], (e * f[:, None]).to(tl.bfloat16))
+                p_desc.store([om, on], (e * f[:, None]).to(tl.bfloat16))
 
 
 @triton.jit
@@ -265,10 +249,10 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, inv_temp: float, wa
     C, K = hidden.shape
     V = weight.shape[0]
     store = p_out is not None
-    if store and (ref is None or p_out.dtype != torch.bfloat16 or p_out.stride() != (V, 1)):
-        raise ValueError("logits_stats: p_out must be a contiguous bf16 [C, V] and comes with ref")
+    if store and (ref is None or p_out.dtype != torch.bfloat16):
+        raise ValueError("logits_stats: p_out must be bf16 and comes with ref")
     config = config or DEFAULT_CONFIG["stats_and_probs" if store else "stats"]
-    BM, BN, BK, warps, stages, flatten, subtile, ptr_store = CONFIGS[config]
+    BM, BN, BK, warps, stages, flatten, subtile = CONFIGS[config]
     n_vt = triton.cdiv(V, BN)
     f32 = dict(dtype=torch.float32, device=hidden.device)
     mp = torch.empty(C, n_vt, **f32)
@@ -281,10 +265,10 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, inv_temp: float, wa
     progs = _num_programs(hidden.device, tiles)
     cuda = hidden.device.type == "cuda"
     opts = {"num_warps": warps, "num_stages": stages} if cuda else {}
-    _logits_stats_kernel[(progs,)](h_desc, w_desc, p_desc, p_out if store else mp, ref if store else mp, mp, sp, tp,
-                                   C, V, K, inv_temp, n_vt, BM=BM, BN=BN, BK=BK, NUM_PROGRAMS=progs,
-                                   STORE_P=store, WANT_ENTROPY=want_entropy, FLATTEN=flatten, SUBTILE=subtile,
-                                   PTR_STORE=ptr_store, CAP=CAP, DOT_F32=not cuda, **opts)
+    _logits_stats_kernel[(progs,)](h_desc, w_desc, p_desc, ref if store else mp, mp, sp, tp, C, V, K, inv_temp,
+                                   n_vt, BM=BM, BN=BN, BK=BK, NUM_PROGRAMS=progs, STORE_P=store,
+                                   WANT_ENTROPY=want_entropy, FLATTEN=flatten, SUBTILE=subtile, CAP=CAP,
+                                   DOT_F32=not cuda, **opts)
     return mp, sp, (tp if want_entropy else None)
 
 
