@@ -29,6 +29,7 @@ wrong, errors of 1e10 on a 16 × 16 product with Triton 3.9), which is how CI te
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -216,10 +217,13 @@ def _finish_rows_kernel(P_ptr, MP_ptr, REF_ptr, TOP_ptr, ZT_ptr, LSE_ptr, G_ptr,
             tl.store(SH_ptr + row * K + cols, sh.to(SH_ptr.dtype.element_ty), mask=ok)
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:  # 10 us a call uncached: it is on the launch path
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _num_programs(device: torch.device, tiles: int) -> int:
-    if device.type == "cuda":
-        return min(tiles, torch.cuda.get_device_properties(device).multi_processor_count)
-    return min(tiles, 4)
+    return min(tiles, _sm_count(device) if device.type == "cuda" else 4)
 
 
 def _opts(device: torch.device, warps: int) -> dict:

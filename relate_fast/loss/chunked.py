@@ -81,7 +81,7 @@ class _Products:
                 acc = torch.mm(p, self.weight, out_dtype=torch.float32)
             else:
                 acc = torch.mm(p.float(), self.w32)
-            grad_h_rows.copy_(acc.mul_(s[:, None]))
+            torch.mul(acc, s[:, None], out=grad_h_rows)  # one pass: scaled in fp32, rounded once
         if self.need_dw:
             self._add_dw(p, sh)
 
@@ -128,10 +128,13 @@ class _EpilogueLogits:
         self.buf = torch.empty(rows, V, dtype=torch.bfloat16, device=prod.weight.device) if (keep and rows) else None
 
     def stats(self, h, tgt, inv_t, want_entropy):
-        # the target's logit first: it is the reference of the stored probabilities
-        z_tgt = self.k.target_logits(h, self.weight, tgt, inv_t)
         p = self.buf[: h.shape[0]] if self.buf is not None else None
-        mp, sp, tp = self.k.logits_stats(h, self.weight, inv_t, want_entropy, p_out=p, ref=z_tgt)
+        if p is not None:  # the target's logit first: it is the reference of the stored probabilities
+            z_tgt = self.k.target_logits(h, self.weight, tgt, inv_t)
+            mp, sp, tp = self.k.logits_stats(h, self.weight, inv_t, want_entropy, p_out=p, ref=z_tgt)
+        else:  # the product first: the GPU starts ~50 us (one launch) sooner
+            mp, sp, tp = self.k.logits_stats(h, self.weight, inv_t, want_entropy)
+            z_tgt = self.k.target_logits(h, self.weight, tgt, inv_t)
         lse, ent, top = self.k.combine_stats(mp, sp, tp)
         return lse, z_tgt, ent, (p, mp, top, z_tgt)
 
