@@ -67,10 +67,15 @@ def available(device: torch.device) -> bool:
     if TensorDescriptor is None:
         return False
     if device.type == "cuda":
-        return torch.cuda.get_device_capability(device)[0] >= 9
+        return _capability(device)[0] >= 9
     import os
 
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(device: torch.device):  # asked on every loss call, before the GPU has work
+    return torch.cuda.get_device_capability(device)
 
 
 @triton.jit
