@@ -129,6 +129,24 @@ def loss_epilogue() -> str:
     return "\n".join(lines)
 
 
+def loss_probs() -> str:
+    runs = [{r["N"]: r for r in _load(f"loss_h100_probs_run{k}.json")["rows"]} for k in (1, 2)]
+    lines = ["| N | floor ms (run 1 / 2) | fp32 path | epilogue path | epilogue, β = 0.04 | epilogue, [B, T] adv., dapo, β | extra GiB (fp32 / epilogue) | `fused_logprobs` epilogue (× one product) | grad_W error, fp32 / epilogue path |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    both = lambda n, f: " / ".join(f(run[n]) for run in runs)  # noqa: E731
+    for n in sorted(runs[0]):
+        a = runs[0][n]
+        lines.append(_row([f"{n:,}", both(n, lambda r: f"{r['floor_ms']:.1f}"),
+                           both(n, lambda r: _x(r["ours_vs_floor"])),
+                           "**" + both(n, lambda r: _x(r["ours_epilogue_vs_floor"])) + "**",
+                           both(n, lambda r: _x(r["ours_epilogue_beta_vs_floor"])),
+                           both(n, lambda r: _x(r["ours_epilogue_tokens_dapo_vs_floor"])),
+                           f"{a['ours_extra_GiB']:.2f} / {a['ours_epilogue_extra_GiB']:.2f}",
+                           "**" + both(n, lambda r: _x(r["logprobs_epilogue_vs_product"])) + "**",
+                           f"{a['ours_err_grad_weight']:.1e} / {a['ours_epilogue_err_grad_weight']:.1e}"]))
+    return "\n".join(lines)
+
+
 _STAGES = [("time/rollout", "rollout"), ("time/rewards", "rewards"), ("time/old_logprobs", "old log-probs"),
            ("time/ref_logprobs", "reference log-probs"), ("time/update", "update"),
            ("time/weight_push", "weight push")]
@@ -266,7 +284,7 @@ def matcher_before_after() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton, "loss_epilogue": loss_epilogue,
+TABLES = {"matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton, "loss_epilogue": loss_epilogue, "loss_probs": loss_probs,
           "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
 
 

@@ -17,8 +17,8 @@ Why rows: the gradient of a row needs that row's log-sum-exp over the whole voca
 produced tile by tile must be kept (or recomputed with a fourth product) until it is known. This
 module materialises one chunk in fp32 and streams over it twice (~10 bytes per logit). On Hopper
 the loss instead uses relate_fast.kernels.logits_gemm, which keeps the statistics in the GEMM's
-epilogue and the chunk as fp16 tile-relative values (~6 bytes per logit); this path is the fallback
-and the tests' reference.
+epilogue and the chunk as bf16 probabilities that the gradient products take as they are (2 bytes
+per logit, no dlogits pass); this path is the fallback and the tests' reference.
 
 In-place dlogits: for bf16/fp16 the kernel writes row r's dlogits into the first half of row r's
 own fp32 storage (a [C, V] view with row stride 2V in 16-bit elements). Each row belongs to one

@@ -29,6 +29,9 @@ is how CI tests it) and "torch" (the default elsewhere: the same chunked algorit
 ops). RELATE_FAST_BACKEND=torch|triton overrides the default. The triton backend gets a chunk's
 logits and statistics from the epilogue GEMM of relate_fast.kernels.logits_gemm on Hopper, else from
 cuBLAS fp32 products + the row kernels (`chunked.LOGITS_PATHS`; RELATE_FAST_LOGITS=auto|epilogue|fp32).
+The epilogue path keeps the chunk as bf16 P = e^(z/T - z_tgt/T) instead of fp32 z: dz = s·P per row
+(the one-hot term folded into P's target element), so grad_h = s ⊙ (P @ W) and grad_W += Pᵀ @ (s ⊙ h)
+take P as it is, with no dlogits pass.
 
 Modules, as Liger lays out an op: this file holds the public functions (argument checks, then one
 call into the pass); `objective.py` the per-token math of eq. 6 and the loss types; `chunked.py` the

@@ -67,7 +67,7 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
 # RELATE_FAST_LOGITS: "auto" (the default: the epilogue GEMM on a Hopper GPU where the operands suit
 # it, else fp32 logits), "epilogue" (insist, also under the interpreter: an error says why it cannot
 # run) or "fp32" (the cuBLAS + row kernels path, the reference). On an H100 the epilogue path measured
-# 1.05-1.12x the floor against 1.14-1.19x (benchmarks/RESULTS.md, issue 18).
+# 1.03-1.06x the floor against 1.13-1.20x (benchmarks/RESULTS.md, issue 18).
 LOGITS_CHOICES = ("auto", "epilogue", "fp32")
 LOGITS_DEFAULT = "auto"
 
