@@ -144,6 +144,23 @@ def test_epilogue_path_agrees_with_fp32_path(monkeypatch, recompute, adv_shape, 
 
 
 @interpreted
+@pytest.mark.parametrize("frozen", ["weight", "hidden"])
+def test_epilogue_path_with_one_input_frozen(monkeypatch, frozen):
+    # grad_h alone (no s ⊙ h, no grad_W product), or grad_W alone (no P @ W)
+    gen, hidden, weight, targets, mask, old = _loss_inputs(torch.bfloat16, B=2, T=9)
+    adv = torch.randn(2, generator=gen)
+    grads = {}
+    for path in ("fp32", "epilogue"):
+        monkeypatch.setenv("RELATE_FAST_LOGITS", path)
+        h = hidden.clone().requires_grad_(frozen != "hidden")
+        w = weight.clone().requires_grad_(frozen != "weight")
+        fused_grpo_loss(h, w, targets, mask, adv, old_logprobs=old, backend="triton")[0].backward()
+        assert (h.grad is None) == (frozen == "hidden") and (w.grad is None) == (frozen == "weight")
+        grads[path] = (h if frozen == "weight" else w).grad.float()
+    assert rel(grads["epilogue"], grads["fp32"].double()) < 1e-2
+
+
+@interpreted
 def test_epilogue_logprobs_agree_with_fp32_path(monkeypatch):
     _, hidden, weight, targets, _, _ = _loss_inputs(torch.bfloat16, B=2, T=37, V=2056)
     out = {}
