@@ -57,6 +57,21 @@ def summarize(run_dir: Path, warmup: int) -> dict:
     return res
 
 
+def _log_triton_compiles(path: Path):
+    """Triton's jit_cache_hook runs before each new specialisation is compiled or loaded: where the
+    slow steps of a run come from (a compile is 0.1-3 s)."""
+    import triton
+
+    t0 = time.time()
+
+    def hook(*, key, repr, **_):
+        with path.open("a") as f:
+            f.write(f"{time.time() - t0:8.2f} s  {repr[:400]}\n")
+        return None  # a true value would skip the compile
+
+    triton.knobs.runtime.jit_cache_hook = hook
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", action="store_true", help="a Qwen3-shaped policy on the GPU(s)")
@@ -69,11 +84,16 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the medians")
     ap.add_argument("--out", default=None)
     ap.add_argument("--keep", default=None, help="keep the run folder here (else a temporary folder, removed)")
+    ap.add_argument("--log-compiles", default=None,
+                    help="append each Triton kernel specialisation this process meets for the first time (a compile, "
+                         "or a load from the disk cache) to this file, one line each with its time")
     args, extra = ap.parse_known_args(argv)
     from relate_fast.config import load_config
     from relate_fast.distributed import barrier, init_distributed
     from relate_fast.trainer import Trainer
 
+    if args.log_compiles:
+        _log_triton_compiles(Path(args.log_compiles))
     rank, _ = init_distributed()  # the trainer reuses this process group
     work = shared_workdir("bench_train", args.keep)  # the same folder on every rank
     if rank == 0 and not args.keep:

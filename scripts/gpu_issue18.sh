@@ -36,7 +36,7 @@ for job in "${jobs[@]}"; do
          for p in auto fp32; do
            n0=$(find ~/.triton/cache -name "*.json" 2>/dev/null | wc -l)
            RELATE_FAST_LOGITS=$p timeout 240 python3 benchmarks/bench_train.py --gpu --engine hf ${TRAIN_ARGS:-} \
-             --keep "$OUT/run_$p" --out "$OUT/train_$p.json" > "$OUT/train_$p.log" 2>&1
+             --keep "$OUT/run_$p" --log-compiles "$OUT/compiles_$p.log" --out "$OUT/train_$p.json" > "$OUT/train_$p.log" 2>&1
            echo "-- trainer ($p) rc=$? triton cache files $n0 -> $(find ~/.triton/cache -name "*.json" | wc -l)"
            grep -h '"time/update"' "$OUT/train_$p.json" 2>/dev/null
            python3 -c "import json,sys; [print(round(r.get('time/update',0)*1e3), end=' ') for r in map(json.loads, open(sys.argv[1]))]; print()" "$OUT/run_$p/bench/metrics.jsonl"
