@@ -40,7 +40,7 @@ for job in "${jobs[@]}"; do
            echo "-- trainer ($p) rc=$? triton cache files $n0 -> $(find ~/.triton/cache -name "*.json" | wc -l)"
            grep -h '"time/update"' "$OUT/train_$p.json" 2>/dev/null
            python3 -c "import json,sys; [print(round(r.get('time/update',0)*1e3), end=' ') for r in map(json.loads, open(sys.argv[1]))]; print()" "$OUT/run_$p/bench/metrics.jsonl"
-           rm -rf "$OUT/run_$p/bench/checkpoints" "$OUT/run_$p/qwen3_0.6b"
+           rm -rf "$OUT/run_$p/qwen3_0.6b" "$OUT/run_$p/bench/"{checkpoint,checkpoints,ctcvr,plots,tensorboard}
          done ;;
   esac
 done
