@@ -33,7 +33,7 @@ for job in "${jobs[@]}"; do
            > "$OUT/bench_old.log" 2>&1 ); echo "-- oldbench rc=$? in $((SECONDS - t)) s"
          sed -n '/forward+backward/,$p' "$OUT/bench_old.log" ;;
   trainer) source scripts/gpu_setup.sh > "$OUT/setup.log" 2>&1 || { tail -5 "$OUT/setup.log"; continue; }
-         for p in auto fp32; do
+         for p in ${TRAIN_PATHS:-auto fp32}; do
            n0=$(find ~/.triton/cache -name "*.json" 2>/dev/null | wc -l)
            RELATE_FAST_LOGITS=$p timeout 240 python3 benchmarks/bench_train.py --gpu --engine hf ${TRAIN_ARGS:-} \
              --keep "$OUT/run_$p" --log-compiles "$OUT/compiles_$p.log" --out "$OUT/train_$p.json" > "$OUT/train_$p.log" 2>&1
