@@ -289,7 +289,7 @@ def main():
             zt = lg.target_logits(h, W, tgt, 1.0)
             mp, sp, _ = lg.logits_stats(h, W, 1.0, False, p_out=pb, ref=zt, config=cfg0)
             lse_p, _, top = lg.combine_stats(mp, sp, None)
-            dl["epi_finish_rows"] = lambda: lg.finish_rows(pb, mp, zt, top, zt, lse_p, gv, tgt, 1.0, h, config=cfg0)
+            dl["epi_finish_rows"] = lambda: lg.finish_rows(pb, mp, zt, top, lse_p, gv, tgt, 1.0, h, config=cfg0)
             s_rows = torch.randn(C, device=dev, generator=g)
             dl["epi_dh_product_fp32_out_scaled"] = lambda: torch.mm(pb, W, out_dtype=torch.float32).mul_(
                 s_rows[:, None]).to(torch.bfloat16)

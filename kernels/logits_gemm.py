@@ -180,12 +180,12 @@ def _combine_stats_kernel(MP_ptr, SP_ptr, TP_ptr, LSE_ptr, ENT_ptr, TOP_ptr, n_v
 
 
 @triton.jit
-def _finish_rows_kernel(P_ptr, MP_ptr, REF_ptr, TOP_ptr, ZT_ptr, LSE_ptr, G_ptr, T_ptr, H_ptr, stride_h,
+def _finish_rows_kernel(P_ptr, MP_ptr, ZT_ptr, TOP_ptr, LSE_ptr, G_ptr, T_ptr, H_ptr, stride_h,
                         S_ptr, SH_ptr, V, K, n_vt, inv_temp, CAP: tl.constexpr, BN: tl.constexpr,
                         BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr, WANT_SH: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     prow = P_ptr + row * V
-    c = tl.load(REF_ptr + row)
+    c = tl.load(ZT_ptr + row)  # the reference the epilogue was given: the target's logit
     lse = tl.load(LSE_ptr + row)
     g = tl.load(G_ptr + row)
     cn = tl.maximum(c, tl.load(TOP_ptr + row) - CAP)  # the row's one reference c'
@@ -199,7 +199,7 @@ def _finish_rows_kernel(P_ptr, MP_ptr, REF_ptr, TOP_ptr, ZT_ptr, LSE_ptr, G_ptr,
     else:
         # the one-hot term folded into the target's element: s·P'_tgt = (g/T)·(1 - p_tgt)
         tgt = tl.load(T_ptr + row).to(tl.int64)
-        p_tgt = tl.exp(tl.load(ZT_ptr + row) - cn) - tl.exp(lse - cn)
+        p_tgt = tl.exp(c - cn) - tl.exp(lse - cn)
         if cn > c:  # a row whose top logit is more than CAP above its target's: one reference for all tiles
             for v0 in range(0, V, BLOCK_V):
                 cols = v0 + tl.arange(0, BLOCK_V)
@@ -295,19 +295,20 @@ def combine_stats(mp: torch.Tensor, sp: torch.Tensor, tp: Optional[torch.Tensor]
     return lse, (ent if tp is not None else None), top
 
 
-def finish_rows(p: torch.Tensor, mp: torch.Tensor, ref: torch.Tensor, top: torch.Tensor, z_tgt: torch.Tensor,
-                lse: torch.Tensor, g: torch.Tensor, targets: torch.Tensor, inv_temp: float,
-                hidden: Optional[torch.Tensor], config: Optional[str] = None):
-    """Makes dz = s·P (dz = dL/d raw logits = g·(onehot - softmax)·inv_temp) in place: each row of P
-    on one reference, the one-hot term folded into its target element, rows with g = 0 finite.
-    Returns (s [C] fp32, s ⊙ hidden [C, K] in hidden's dtype, or None without hidden)."""
+def finish_rows(p: torch.Tensor, mp: torch.Tensor, z_tgt: torch.Tensor, top: torch.Tensor, lse: torch.Tensor,
+                g: torch.Tensor, targets: torch.Tensor, inv_temp: float, hidden: Optional[torch.Tensor],
+                config: Optional[str] = None):
+    """Makes dz = s·P (dz = dL/d raw logits = g·(onehot - softmax)·inv_temp) in place, for P written
+    by logits_stats with ref = z_tgt: each row of P on one reference, the one-hot term folded into
+    its target element, rows with g = 0 finite. Returns (s [C] fp32, s ⊙ hidden [C, K] in hidden's
+    dtype, or None without hidden)."""
     C, V = p.shape
     BN = CONFIGS[config or DEFAULT_CONFIG["stats_and_probs"]][1]
     s = torch.empty(C, dtype=torch.float32, device=p.device)
     sh = torch.empty_like(hidden) if hidden is not None else None
     K = hidden.shape[1] if hidden is not None else 1
     if C:
-        _finish_rows_kernel[(C,)](p, mp, ref, top, z_tgt, lse, g, targets, hidden if sh is not None else p,
+        _finish_rows_kernel[(C,)](p, mp, z_tgt, top, lse, g, targets, hidden if sh is not None else p,
                                   hidden.stride(0) if sh is not None else 0, s, sh if sh is not None else p,
                                   V, K, mp.shape[1], inv_temp, CAP=CAP, BN=BN, BLOCK_V=2048,
                                   BLOCK_K=min(1024, triton.next_power_of_2(K)), WANT_SH=sh is not None,

@@ -61,7 +61,7 @@ def test_epilogue_statistics_and_probabilities_match_float64(C, K, V, config, in
     torch.testing.assert_close(lg.combine_stats(mp2, sp2, None)[0], lse)
     g = torch.randn(C, generator=gen)
     g[-1] = 0.0  # a padded / clipped row: s = 0
-    s, sh = lg.finish_rows(P, mp, zt, top, zt, lse, g, targets, inv_temp, h, config=config)
+    s, sh = lg.finish_rows(P, mp, zt, top, lse, g, targets, inv_temp, h, config=config)
     dz = s.double()[:, None] * P.double()
     ref = float64_dlogits(g, targets, p_r, inv_temp)
     assert rel(dz, ref) < 5e-3
@@ -95,7 +95,7 @@ def test_finish_rows_with_far_targets_and_garbage_rows():
     torch.testing.assert_close(lse[keep].double(), lse_r[keep])
     torch.testing.assert_close((zt - lse)[keep].double(), (zt_r - lse_r)[keep])
     g = torch.tensor([1.0, -2.0, 0.0, 0.5])
-    s, sh = lg.finish_rows(P, mp, zt, top, zt, lse, g, targets, 1.0, h, config="128x128x64w4s4")
+    s, sh = lg.finish_rows(P, mp, zt, top, lse, g, targets, 1.0, h, config="128x128x64w4s4")
     dz = s.double()[:, None] * P.double()
     ref = float64_dlogits(g, targets, p_r, 1.0)
     for i in keep:

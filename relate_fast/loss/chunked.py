@@ -144,7 +144,7 @@ class _EpilogueLogits:
     def grads(self, state, h, tgt, lse, g, inv_t, grad_h_rows):
         """P made into dlogits / s by one write per row, then the two products on P as it is."""
         p, mp, top, z_tgt = state
-        s, sh = self.k.finish_rows(p, mp, z_tgt, top, z_tgt, lse, g, tgt, inv_t, h if self.prod.need_dw else None)
+        s, sh = self.k.finish_rows(p, mp, z_tgt, top, lse, g, tgt, inv_t, h if self.prod.need_dw else None)
         self.prod.scaled_grads(p, s, sh, grad_h_rows)
 
 
