@@ -61,7 +61,7 @@ CONFIGS = {
     "128x256x64w8s3fs-st6": (128, 256, 64, 8, 3, True, True, 6000),
     "128x256x64w8s3fs-st12": (128, 256, 64, 8, 3, True, True, 12000),
 }
-DEFAULT_CONFIG = {"stats": "128x256x64w8s3fs", "stats_and_probs": "128x256x64w8s3fs-st12"}
+DEFAULT_CONFIG = {"stats": "128x256x64w8s3fs", "stats_and_probs": "128x256x64w8s3fs"}
 # P = e^(z - r) ≤ e^CAP (see the module's docstring)
 CAP = 30.0
 
