@@ -44,22 +44,18 @@ except ImportError:  # Triton < 3.4: no fused path (chunked.py keeps the cuBLAS 
 __all__ = ["available", "target_logits", "logits_stats", "combine_stats", "finish_rows", "CAP", "CONFIGS",
            "DEFAULT_CONFIG"]
 
-# (BM, BN, BK, num_warps, num_stages, flatten, subtile, stagger_ns); benchmarks/probe_logits_gemm.py sweeps
-# these. stagger_ns: program p first sleeps (p % 4)·stagger_ns, so that the programs' epilogues (and
-# their bursts of stores) do not all fall at once (GPU only: the interpreter ignores it).
+# (BM, BN, BK, num_warps, num_stages, flatten, subtile); benchmarks/probe_logits_gemm.py sweeps these.
 # H100, 2026-11-27, C = 2,048 and 4,096 at the 8B head (benchmarks/NOTES_loss.md): the flattened loop
 # with the epilogue in two halves is fastest with the logits tile stored (651 TFLOP/s against 617-631
 # for the other three; cuBLAS's bf16 product 714 on that machine) and as fast as any for the
 # statistics alone (678). 4 stages of 128x256x64 exceed shared memory.
 CONFIGS = {
-    "128x256x64w8s3": (128, 256, 64, 8, 3, False, False, 0),
-    "128x256x64w8s3f": (128, 256, 64, 8, 3, True, False, 0),
-    "128x256x64w8s3s": (128, 256, 64, 8, 3, False, True, 0),
-    "128x256x64w8s3fs": (128, 256, 64, 8, 3, True, True, 0),
-    "256x128x64w8s3f": (256, 128, 64, 8, 3, True, False, 0),
-    "128x128x64w4s4": (128, 128, 64, 4, 4, False, False, 0),
-    "128x256x64w8s3fs-st6": (128, 256, 64, 8, 3, True, True, 6000),
-    "128x256x64w8s3fs-st12": (128, 256, 64, 8, 3, True, True, 12000),
+    "128x256x64w8s3": (128, 256, 64, 8, 3, False, False),
+    "128x256x64w8s3f": (128, 256, 64, 8, 3, True, False),
+    "128x256x64w8s3s": (128, 256, 64, 8, 3, False, True),
+    "128x256x64w8s3fs": (128, 256, 64, 8, 3, True, True),
+    "256x128x64w8s3f": (256, 128, 64, 8, 3, True, False),
+    "128x128x64w4s4": (128, 128, 64, 4, 4, False, False),
 }
 DEFAULT_CONFIG = {"stats": "128x256x64w8s3fs", "stats_and_probs": "128x256x64w8s3fs"}
 # P = e^(z - r) ≤ e^CAP (see the module's docstring)
@@ -104,11 +100,7 @@ def _logits_stats_kernel(h_desc, w_desc, p_desc, REF_ptr, MP_ptr, SP_ptr, TP_ptr
                          C, V, K, inv_temp, n_vt,
                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
                          STORE_P: tl.constexpr, WANT_ENTROPY: tl.constexpr, FLATTEN: tl.constexpr,
-                         SUBTILE: tl.constexpr, CAP: tl.constexpr, DOT_F32: tl.constexpr,
-                         STAGGER_NS: tl.constexpr):
-    if STAGGER_NS > 0:
-        tl.inline_asm_elementwise("nanosleep.u32 $1;\n mov.u32 $0, $1;", "=r,r",
-                                  [(tl.program_id(0) % 4) * STAGGER_NS], dtype=tl.int32, is_pure=False, pack=1)
+                         SUBTILE: tl.constexpr, CAP: tl.constexpr, DOT_F32: tl.constexpr):
     num_m = tl.cdiv(C, BM)
     num_tiles = num_m * n_vt
     k_tiles = tl.cdiv(K, BK)
@@ -269,7 +261,7 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, inv_temp: float, wa
     if store and (ref is None or p_out.dtype != torch.bfloat16):
         raise ValueError("logits_stats: p_out must be bf16 and comes with ref")
     config = config or DEFAULT_CONFIG["stats_and_probs" if store else "stats"]
-    BM, BN, BK, warps, stages, flatten, subtile, stagger = CONFIGS[config]
+    BM, BN, BK, warps, stages, flatten, subtile = CONFIGS[config]
     n_vt = triton.cdiv(V, BN)
     f32 = dict(dtype=torch.float32, device=hidden.device)
     mp = torch.empty(C, n_vt, **f32)
@@ -285,7 +277,7 @@ def logits_stats(hidden: torch.Tensor, weight: torch.Tensor, inv_temp: float, wa
     _logits_stats_kernel[(progs,)](h_desc, w_desc, p_desc, ref if store else mp, mp, sp, tp, C, V, K, inv_temp,
                                    n_vt, BM=BM, BN=BN, BK=BK, NUM_PROGRAMS=progs, STORE_P=store,
                                    WANT_ENTROPY=want_entropy, FLATTEN=flatten, SUBTILE=subtile, CAP=CAP,
-                                   DOT_F32=not cuda, STAGGER_NS=stagger if cuda else 0, **opts)
+                                   DOT_F32=not cuda, **opts)
     return mp, sp, (tp if want_entropy else None)
 
 
