@@ -37,6 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .grpo_loss import launch_opts, sm_count
+
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # Triton < 3.4: no fused path (chunked.py keeps the cuBLAS + row kernels path)
@@ -223,17 +225,8 @@ def _finish_rows_kernel(P_ptr, MP_ptr, ZT_ptr, TOP_ptr, LSE_ptr, G_ptr, T_ptr, H
             tl.store(SH_ptr + row * K + cols, sh.to(SH_ptr.dtype.element_ty), mask=ok)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device: torch.device) -> int:  # 10 us a call uncached: it is on the launch path
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def _num_programs(device: torch.device, tiles: int) -> int:
-    return min(tiles, _sm_count(device) if device.type == "cuda" else 4)
-
-
-def _opts(device: torch.device, warps: int) -> dict:
-    return {"num_warps": warps} if device.type == "cuda" else {}
+    return min(tiles, sm_count(device) if device.type == "cuda" else 4)
 
 
 def target_logits(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, inv_temp: float
@@ -243,7 +236,7 @@ def target_logits(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Ten
     zt = torch.empty(C, dtype=torch.float32, device=hidden.device)
     if C:
         _target_logits_kernel[(C,)](hidden, hidden.stride(0), weight, weight.stride(0), targets, zt, K, inv_temp,
-                                    BLOCK_K=min(1024, triton.next_power_of_2(K)), **_opts(hidden.device, 4))
+                                    BLOCK_K=min(1024, triton.next_power_of_2(K)), **launch_opts(hidden.device, 4))
     return zt
 
 
@@ -292,7 +285,7 @@ def combine_stats(mp: torch.Tensor, sp: torch.Tensor, tp: Optional[torch.Tensor]
     if C:
         _combine_stats_kernel[(C,)](mp, sp, tp if tp is not None else sp, lse, ent, top, n_vt,
                                     BLOCK=triton.next_power_of_2(n_vt), WANT_ENTROPY=tp is not None,
-                                    **_opts(mp.device, 4))
+                                    **launch_opts(mp.device, 4))
     return lse, (ent if tp is not None else None), top
 
 
@@ -313,5 +306,5 @@ def finish_rows(p: torch.Tensor, mp: torch.Tensor, z_tgt: torch.Tensor, top: tor
                                   hidden.stride(0) if sh is not None else 0, s, sh if sh is not None else p,
                                   V, K, mp.shape[1], inv_temp, CAP=CAP, BN=BN, BLOCK_V=2048,
                                   BLOCK_K=min(1024, triton.next_power_of_2(K)), WANT_SH=sh is not None,
-                                  **_opts(p.device, 4))
+                                  **launch_opts(p.device, 4))
     return s, sh
