@@ -65,8 +65,8 @@ class ModelConfig:
                                    "Qwen3 and its tokenizer (cached under <out_dir>/_tiny_model).")
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "The embedded tiny model."})
     dtype: str = _f("float32", "Training dtype: float32 or bfloat16.")
-    attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU, else sdpa), sdpa, eager, "
-                                          "flash_attention_2.")
+    attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU, else relate_varlen: sdpa that "
+                                          "also takes packed rows), sdpa, eager, flash_attention_2, relate_varlen.")
     gradient_checkpointing: bool = _f(False, "Non-reentrant activation checkpointing of the decoder layers.")
     init: str = _f("pretrained", "pretrained: the weights at model.path; random: the architecture of model.path's "
                                  "config.json with seeded random weights (a model's shape without its weights, for "
@@ -129,7 +129,12 @@ class GRPOConfig:
     eps_low: float = _f(0.2, "Lower clip range.")
     eps_high: float = _f(0.28, "Upper clip range (clip-higher).")
     loss_type: str = _f("grpo", "grpo, bnpo, dr_grpo, dapo or seq_sum (the paper's eq. 6).")
-    micro_batch_tokens: int = _f(4096, "Token budget of one micro-batch (prompt + response tokens, padded).")
+    micro_batch_tokens: int = _f(4096, "Token budget of one micro-batch: prompt + response tokens, counted with their "
+                                       "padding in the padded layout, real tokens only in the packed one.")
+    layout: str = _f("auto", "How a micro-batch's rows reach the model: packed (their tokens back to back, varlen "
+                             "attention: no pad token computed), padded (rows x the widest row), or auto (packed on "
+                             "CUDA, padded on the CPU). Packed needs model.attn_implementation auto, relate_varlen or "
+                             "flash_attention_2; both layouts compute the same loss.")
     max_grad_norm: float = _f(1.0, "Gradient clipping.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
 
@@ -371,6 +376,13 @@ def validate(cfg: Config) -> Config:
          f"{g.mini_batches} must divide rollout.prompts_per_step ({r.prompts_per_step}): a mini-batch holds whole groups")
     need(g.micro_batch_tokens >= 1, "grpo.micro_batch_tokens", f"must be >= 1, got {g.micro_batch_tokens}")
     need(g.beta >= 0, "grpo.beta", f"must be >= 0, got {g.beta}")
+    from relate_fast.grpo import LAYOUTS
+    from relate_fast.varlen import supports_packing
+
+    need(g.layout in LAYOUTS, "grpo.layout", f"must be one of {LAYOUTS}, got {g.layout!r}")
+    need(g.layout != "packed" or cfg.model.attn_implementation == "auto" or supports_packing(cfg.model.attn_implementation),
+         "grpo.layout", f"packed needs an attention that takes packed rows (model.attn_implementation auto, "
+                        f"relate_varlen or flash_attention_2), got {cfg.model.attn_implementation!r}")
     from relate_fast.loss import LOSS_TYPES
     from relate_fast.rewards.combine import PRESETS
 

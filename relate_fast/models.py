@@ -35,13 +35,14 @@ def _train_tokenizer(vocab_size: int, texts):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
 
 
-def attn_implementation(requested: str = "auto") -> str:
-    """flash_attention_2 where it is installed and a GPU is present, else PyTorch SDPA."""
+def attn_implementation(requested: str = "auto", *, packed: bool = False) -> str:
+    """flash_attention_2 where it is installed and a GPU is present; else PyTorch SDPA, as
+    relate_varlen (`relate_fast.varlen`: sdpa that also takes packed rows) when the trainer packs."""
     if requested != "auto":
         return requested
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
-    return "sdpa"
+    return "relate_varlen" if packed else "sdpa"
 
 
 def build_tiny_model(tiny_cfg, cache_root, *, seed: int = 0) -> Path:
@@ -83,7 +84,7 @@ INITS = ("pretrained", "random")
 
 
 def load_policy(path, *, dtype: str = "float32", attn: str = "auto", device="cpu", init: str = "pretrained",
-                seed: int = 0) -> Tuple[object, object]:
+                seed: int = 0, packed: bool = False) -> Tuple[object, object]:
     """(model, tokenizer) from a local folder or a name; a missing folder is a clear error.
 
     init="random" builds the architecture of the folder's config.json with freshly initialised
@@ -102,17 +103,20 @@ def load_policy(path, *, dtype: str = "float32", attn: str = "auto", device="cpu
         raise ValueError(f"model.dtype must be float32 or bfloat16, got {dtype!r}")
     if init not in INITS:
         raise ValueError(f"model.init must be one of {INITS}, got {init!r}")
+    attn = attn_implementation(attn, packed=packed)
+    if attn == "relate_varlen":
+        from relate_fast.varlen import register
+
+        register()
     try:
         tok = AutoTokenizer.from_pretrained(p)
         if init == "random":
             config = AutoConfig.from_pretrained(p)
             torch.manual_seed(seed)
             with torch.device(device):
-                model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype,
-                                                         attn_implementation=attn_implementation(attn))
+                model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
         else:
-            model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype,
-                                                         attn_implementation=attn_implementation(attn))
+            model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype, attn_implementation=attn)
     except OSError as e:
         raise FileNotFoundError(f"model.path {p}: cannot load a model and tokenizer ({e})") from None
     if tok.pad_token is None:

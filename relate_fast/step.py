@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from relate_fast.distributed import all_gather_objects, all_ranks_true, device, max_over_ranks
-from relate_fast.grpo import PackedBatch, grpo_micro_loss, micro_batches, pack, sequence_logprobs
+from relate_fast.grpo import (PackedBatch, grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
+                              resolve_layout, sequence_logprobs)
 from relate_fast.loss import group_advantages, non_finite_on_mask
 from relate_fast.rewards import RolloutBatch
 
@@ -86,6 +87,7 @@ class GRPOStep:
         self.reference, self.rank, self.world = reference, rank, world
         if cfg.grpo.beta != 0 and reference is None:
             raise ValueError("grpo.beta > 0 needs the reference policy")
+        self.packed = resolve_layout(cfg.grpo.layout, device()) == "packed"
 
     @property
     def updates_per_batch(self) -> int:
@@ -132,12 +134,12 @@ class GRPOStep:
         """Old log-probs, needed only when the batch is updated more than once: with one update ρ ≡ 1
         and the loss takes old = logp detached (no extra forward)."""
         b.old_logprobs = sequence_logprobs(self.updater.model, b.packed, self.cfg.grpo.micro_batch_tokens,
-                                           temperature=self.cfg.rollout.temperature)
+                                           temperature=self.cfg.rollout.temperature, packed=self.packed)
 
     def compute_logprobs_ref(self, b: StepBatch) -> None:
         """Reference log-probs for the k3 KL term (β > 0)."""
         b.ref_logprobs = sequence_logprobs(self.reference, b.packed, self.cfg.grpo.micro_batch_tokens,
-                                           temperature=self.cfg.rollout.temperature)
+                                           temperature=self.cfg.rollout.temperature, packed=self.packed)
 
     @staticmethod
     def check_finite(b: StepBatch, index: int) -> None:
@@ -165,22 +167,29 @@ class GRPOStep:
 
     def _optimizer_step(self, mb: StepBatch) -> Dict[str, object]:
         cfg = self.cfg
-        slices = micro_batches(mb.packed, cfg.grpo.micro_batch_tokens)
+        budget, packed = cfg.grpo.micro_batch_tokens, self.packed
+        slices = micro_batches(mb.packed, budget, packed=packed)
         if self.world > 1:  # the same number of backward passes on every rank (see micro_batches)
-            slices = micro_batches(mb.packed, cfg.grpo.micro_batch_tokens, count=max_over_ranks(len(slices)))
+            slices = micro_batches(mb.packed, budget, count=max_over_ranks(len(slices)), packed=packed)
         total_tokens = float(mb.packed.num_tokens)
         dev = mb.advantages.device
         loss_sum = torch.zeros((), device=dev)
         bad = torch.zeros((), dtype=torch.bool, device=dev)
         sums: Dict[str, torch.Tensor] = {}
         ntok = 0
+        common = dict(token_rewards=mb.token_rewards, alpha=cfg.reward.alpha, old_logprobs=mb.old_logprobs,
+                      ref_logprobs=mb.ref_logprobs, beta=cfg.grpo.beta, eps_low=cfg.grpo.eps_low,
+                      eps_high=cfg.grpo.eps_high, temperature=cfg.rollout.temperature)
+        if packed:  # every token's weight in the batch's loss, once: the micro-batch losses add up to it
+            coef = loss_weights(mb.packed.mask, cfg.grpo.loss_type, total_tokens=total_tokens,
+                                max_completion_length=cfg.rollout.max_new_tokens)
         for i, s in enumerate(slices):
-            loss, m, n = grpo_micro_loss(
-                self.updater.model, mb.packed, s, mb.advantages, token_rewards=mb.token_rewards,
-                alpha=cfg.reward.alpha, old_logprobs=mb.old_logprobs, ref_logprobs=mb.ref_logprobs,
-                beta=cfg.grpo.beta, eps_low=cfg.grpo.eps_low, eps_high=cfg.grpo.eps_high,
-                temperature=cfg.rollout.temperature, loss_type=cfg.grpo.loss_type, total_rows=len(mb),
-                total_tokens=total_tokens, max_completion_length=cfg.rollout.max_new_tokens)
+            if packed:
+                loss, m, n = packed_micro_loss(self.updater.model, mb.packed, s, mb.advantages, coef, **common)
+            else:
+                loss, m, n = grpo_micro_loss(
+                    self.updater.model, mb.packed, s, mb.advantages, **common, loss_type=cfg.grpo.loss_type,
+                    total_rows=len(mb), total_tokens=total_tokens, max_completion_length=cfg.rollout.max_new_tokens)
             bad |= ~torch.isfinite(loss.detach())
             # backward even when non-finite: every rank must reach the boundary; the step is discarded
             self.updater.backward(loss, boundary=i == len(slices) - 1)

@@ -38,6 +38,7 @@ from relate_fast.checkpoint import CheckpointError, CheckpointStore, atomic_writ
 from relate_fast.config import SAFE_CHANGES, Config, config_diff, config_to_dict, meaning_hash
 from relate_fast.data.ads import AdPrompt
 from relate_fast.distributed import all_ranks_true, barrier, device, init_distributed, replicas_identical
+from relate_fast.grpo import resolve_layout
 from relate_fast.models import build_tiny_model, load_policy, prompt_ids
 from relate_fast.policy import PolicyUpdater
 from relate_fast.preflight import check_inputs
@@ -230,8 +231,9 @@ class Trainer:
     # -- phase 4: GRPO ----------------------------------------------------------------------------
     def _load(self, source: Tuple[Path, str], **kw):
         folder, init = source
+        packed = resolve_layout(self.cfg.grpo.layout, device()) == "packed"
         return load_policy(folder, dtype=self.cfg.model.dtype, attn=self.cfg.model.attn_implementation,
-                           device=device(), init=init, seed=self.cfg.run.seed, **kw)
+                           device=device(), init=init, seed=self.cfg.run.seed, packed=packed, **kw)
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -276,7 +278,8 @@ class Trainer:
                                    dummy_weights=cold[1] == "random")
         self.rollout_init_s = time.time() - t
         self._log(f"rollout engine: {self.rollout.name} (started in {self.rollout_init_s:.1f} s); reward preset "
-                  f"{cfg.reward.preset}; world size {self.world}")
+                  f"{cfg.reward.preset}; world size {self.world}; update: {resolve_layout(cfg.grpo.layout, device())} "
+                  f"layout, attention {policy.config._attn_implementation}")
         self.updater = PolicyUpdater(policy, cfg, self.world)
         if self.rollout.needs_weights:  # dummy weights: the policy's go in first
             self.rollout.push_weights(self.updater.model)

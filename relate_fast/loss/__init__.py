@@ -49,7 +49,7 @@ from relate_fast.loss.chunked import BYTES_PER_LOGIT, FusedGRPO, PassConfig, chu
 from relate_fast.loss.objective import LOSS_TYPES, token_weights
 from relate_fast.loss.rows import BACKENDS, resolve_backend, resolve_logits_path
 
-__all__ = ["fused_grpo_loss", "fused_logprobs", "group_advantages", "non_finite_on_mask", "LOSS_TYPES", "BACKENDS"]
+__all__ = ["fused_grpo_loss", "fused_grpo_loss_tokens", "fused_logprobs", "group_advantages", "non_finite_on_mask", "LOSS_TYPES", "BACKENDS"]
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, *, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
@@ -142,13 +142,68 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
         flat = lambda x: None if x is None else x.reshape(N).float()  # noqa: E731
         return coef.reshape(N), adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None
 
-    h2 = hidden.reshape(N, H)
+    return _pass(hidden.reshape(N, H), weight, targets.reshape(N).long(), token_inputs, names, beta=beta,
+                 eps_low=eps_low, eps_high=eps_high, temperature=temperature, return_entropy=return_entropy,
+                 chunk_size=chunk_size, backend=backend, recompute=recompute)
+
+
+def _pass(h2, weight, targets, token_inputs, names, *, beta, eps_low, eps_high, temperature, return_entropy,
+          chunk_size, backend, recompute):
+    N, V = h2.shape[0], weight.shape[0]
     logits = resolve_logits_path(backend, h2, weight)
     cfg = PassConfig(backend=backend, chunk=chunk_rows(V, N, chunk_size, backend, BYTES_PER_LOGIT[logits]),
                      logits=logits, beta=float(beta), eps_low=float(eps_low), eps_high=float(eps_high),
                      temperature=float(temperature), want_entropy=bool(return_entropy), recompute=bool(recompute))
-    out = FusedGRPO.apply(h2, weight, targets.reshape(N).long(), token_inputs, cfg)
+    out = FusedGRPO.apply(h2, weight, targets, token_inputs, cfg)
     return out[0], dict(zip(names, out[2:]))
+
+
+def fused_grpo_loss_tokens(hidden, weight, targets, coef, advantages, *, token_rewards=None, alpha=1.0,
+                           old_logprobs=None, ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2,
+                           temperature=1.0, return_entropy=False, chunk_size=None, backend=None, recompute=False):
+    """The same objective on tokens already packed back to back: hidden [N, H] and [N] vectors, with
+    each token's loss weight `coef` given (loss = Σ per·coef; `objective.token_weights` makes them for
+    every loss type from a [B, T] mask). The entry point of the trainer's packed micro-batches, which
+    hold no padding; `fused_grpo_loss` is this with the weights made from its mask and loss type.
+    Tokens with coef 0 do not count (nor in the metrics)."""
+    check_tensor(hidden, "hidden", dims=(2,), floating=True)
+    dev = hidden.device
+    N, H = hidden.shape
+    check_tensor(weight, "weight", dims=(2,), floating=True, device=dev)
+    if weight.shape[1] != H:
+        raise ValueError(f"weight must have shape [V, {H}] (hidden size of hidden), got {tuple(weight.shape)}")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"weight has dtype {weight.dtype} but hidden has {hidden.dtype}; cast one of them")
+    check_tensor(targets, "targets", shape=(N,), floating=False, device=dev)
+    check_tensor(coef, "coef", shape=(N,), floating=True, device=dev)
+    check_tensor(advantages, "advantages", shape=(N,), device=dev)
+    for name, x in (("token_rewards", token_rewards), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
+        if x is not None:
+            check_tensor(x, name, shape=(N,), floating=True, device=dev)
+    if beta != 0.0 and ref_logprobs is None:
+        raise ValueError("beta != 0 needs ref_logprobs (the reference policy's log-probs of targets)")
+    if not (temperature > 0):
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if eps_low < 0 or eps_high < 0 or eps_low >= 1:
+        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
+    backend = resolve_backend(backend, dev)
+    check_target_range(targets, weight.shape[0])
+    names = ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
+        ("entropy",) if return_entropy else ())
+    if N == 0:
+        zero = hidden.sum() * 0.0 + (weight.sum() * 0.0 if weight.requires_grad else 0.0)
+        return zero.float(), {k: torch.zeros((), device=dev) for k in names}
+
+    def token_inputs():
+        adv = advantages.float()
+        if token_rewards is not None:
+            adv = adv + alpha * token_rewards.float()
+        f = lambda x: None if x is None else x.float()  # noqa: E731
+        return coef.float(), adv, f(old_logprobs), f(ref_logprobs) if beta != 0.0 else None
+
+    return _pass(hidden, weight, targets.long(), token_inputs, names, beta=beta, eps_low=eps_low, eps_high=eps_high,
+                 temperature=temperature, return_entropy=return_entropy, chunk_size=chunk_size, backend=backend,
+                 recompute=recompute)
 
 
 @torch.no_grad()
