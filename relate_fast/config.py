@@ -45,6 +45,8 @@ class RunConfig:
     check_replicas_every: int = _f(0, "Every this many steps, check that all ranks hold identical parameters "
                                       "(a checksum all-reduce); 0 = never.")
     progress: bool = _f(True, "Show progress bars.")
+    peak_tflops: float = _f(0.0, "The GPU's dense bf16 peak (TFLOP/s) for the update's MFU in metrics.jsonl (update/mfu); "
+                                 "0 = the datasheet rate of a known GPU (H100/H200: 989), none on the CPU.")
 
 
 @dataclass
@@ -310,7 +312,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
 #: computes. Any other difference makes the resumed run a different run, which is refused.
 SAFE_CHANGES = frozenset({
     "run.name", "run.out_dir", "run.checkpoint_every", "run.keep_checkpoints", "run.save_final", "run.max_nan_steps",
-    "run.threads", "run.check_replicas_every",
+    "run.threads", "run.check_replicas_every", "run.peak_tflops",
     "run.progress", "run.resume", "grpo.steps", "rollout.vllm_execution", "rollout.vllm_gpu_memory_utilization",
     "rollout.vllm_kv_cache_gb", "rollout.vllm_sleep", "rollout.vllm_sleep_level", "deepspeed.overlap_comm",
     "deepspeed.reduce_bucket_size", "deepspeed.allgather_bucket_size"})

@@ -249,6 +249,25 @@ class GRPOStep:
         times["total"] = time.perf_counter() - t0
         return self._metrics(b, records, times, lr, mem)
 
+    def _update_utilisation(self, b: StepBatch, seconds: float) -> dict:
+        """The update's model FLOPs per second per GPU (relate_fast.flops: no padding, no recomputation
+        counted) and, on a GPU whose peak is known, its MFU and its hardware utilisation (with the
+        recomputation of gradient checkpointing)."""
+        from relate_fast.flops import peak_tflops, update_flops
+
+        config = getattr(self.updater.model, "config", None)
+        if config is None or seconds <= 0:
+            return {}
+        comp = [len(c) for c in b.completion_ids]
+        f = update_flops(config, [len(p) + c for p, c in zip(b.prompt_ids, comp)], comp,
+                         checkpointing=self.cfg.model.gradient_checkpointing, passes=self.cfg.grpo.epochs)
+        out = {"update/model_tflops": f.model / seconds / 1e12}
+        peak = peak_tflops(_device_name(), self.cfg.run.peak_tflops)
+        if peak:
+            out["update/mfu"] = out["update/model_tflops"] / peak
+            out["update/hfu"] = f.hardware / seconds / 1e12 / peak
+        return out
+
     def _metrics(self, b: StepBatch, records, times, lr, mem) -> dict:
         finite = [r for r in records if r["finite"]]
         scalar = {k for r in records for k in r if k not in ("finite",)}
@@ -276,10 +295,15 @@ class GRPOStep:
              "responses_global": int(counts[1])}
         if b.judge_unparsed is not None:
             m["judge/unparsed_share"] = b.judge_unparsed
+        m.update(self._update_utilisation(b, times["update"]))
         if len(records) > 1:  # with several updates the clip binds: show each one
             m["per_update"] = per_update
         m.update(mem.report(self.world))
         return m
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 class _DeviceMemory:
