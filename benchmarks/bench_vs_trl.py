@@ -1,25 +1,36 @@
-"""Our trainer against TRL's GRPOTrainer on the same run: model, prompts, G, lengths, micro-batch,
-optimizer, GPUs, and vLLM colocated with sleep mode on both sides.
+"""Our trainer against TRL's GRPOTrainer on the same run, each side at its own best settings.
 
-    torchrun --nproc_per_node 2 benchmarks/bench_vs_trl.py --side ours --out ours.json
-    torchrun --nproc_per_node 2 benchmarks/bench_vs_trl.py --side trl  --out trl.json
-    python benchmarks/bench_vs_trl.py --combine ours.json trl.json --out vs_trl.json
-    python benchmarks/bench_vs_trl.py --side ours --shape tiny --steps 2 --engine hf   # CPU smoke
+    python benchmarks/bench_vs_trl.py --sweep --out vs_trl.json                 # both sides, the whole grid
+    python benchmarks/bench_vs_trl.py --sweep --workload realistic --out vs_trl_realistic.json
+    python benchmarks/bench_vs_trl.py --side trl --micro-batch 40 --ckpt on --out trl.json   # one setting
+    python benchmarks/bench_vs_trl.py --combine-dir DIR --out vs_trl.json       # the grid of earlier runs
+    python benchmarks/bench_vs_trl.py --side ours --shape tiny --engine hf --steps 2 --warmup 0   # CPU smoke
 
 Both sides: a Qwen3-shaped policy (default 1.7B) with random bf16 weights saved once and the real
 Qwen3 tokenizer; per GPU `--prompts` prompts x G = 5 completions of up to `--max-new-tokens` tokens
 per optimizer step (one optimizer step per generation batch), β = 0, loss grpo, temperature 1,
-`--micro-batch` sequences per micro-batch (TRL's per_device_train_batch_size; ours gets a token
-budget holding that many rows of full width), gradient checkpointing, AdamW (lr 1e-6), DeepSpeed
-ZeRO-2 (TRL through the HF Trainer's DeepSpeed integration; if that fails to start, plain DDP, said
-in the result), vLLM colocated with the same memory share, sleep mode on, the same structural reward
-(length + format). TRL's vLLM importance-sampling correction is turned off: ours has none, and it
-would make TRL compute an extra forward per batch.
+AdamW (lr 1e-6), DeepSpeed ZeRO-2 (TRL through the HF Trainer's DeepSpeed integration; plain DDP
+with --no-trl-deepspeed), vLLM colocated with the same memory share and sleep mode on, and the same
+reward: relate_fast's Model 1 preset (length in Qwen3 tokens + format) computed by the same
+`RewardFunction` on the same token ids. TRL's vLLM importance-sampling correction is off (ours has
+none, and it would cost TRL an extra forward per batch).
+
+Workloads: `fixed`, the random policy never stops, so every response is `--max-new-tokens` long;
+`realistic`, the policy's weights are made to stop (benchmarks.common.make_stop): responses end with
+EOS at varied lengths, about 37 tokens on average (the dataset's reference ads are 27-47 Qwen3
+tokens with EOS), up to `--max-new-tokens`.
+
+The settings a user tunes, swept with `--sweep` for each side (a fresh process per setting, one vLLM
+engine per process): `--micro-batch` {8, 20, 40, 80} sequences (TRL's per_device_train_batch_size;
+ours gets a token budget of that many rows of the widest possible row, prompt + max new tokens, in
+the layout `--layout`, packed by default on a GPU) x gradient checkpointing {on, off}. A setting that
+fails (out of memory) is recorded with its error. The result holds the whole grid, each side's best
+(highest tokens/s) and the best-against-best ratios.
 
 Measured per optimizer step after `--warmup` steps: wall time, the generation part, the update part
 (everything else: rewards, forward, loss, backward, optimizer step, weight push), tokens per second
 (prompt + completion tokens of all ranks over the step time) and peak GPU memory per GPU
-(PyTorch's allocator peak; max over ranks). Rank 0 writes the side's JSON with provenance.
+(PyTorch's allocator peak; max over ranks). Every JSON is stamped with provenance.
 """
 from __future__ import annotations
 
@@ -27,6 +38,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,29 +51,57 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from benchmarks.common import provenance, qwen3_folder, shared_workdir, write_json  # noqa: E402
 
 G = 5
+MEAN_RESPONSE_TOKENS = 37.0  # the realistic workload's mean (reference ads + EOS: 27-47, mean ~37)
 
 
-def shared_policy(work: Path, shape: str) -> Path:
+def shared_policy(work: Path, shape: str, workload: str) -> Path:
     """The policy folder (random weights written once by rank 0; the other ranks wait for it)."""
-    folder = work / f"qwen3_{shape}"
+    folder = work / f"qwen3_{shape}_{workload}"
     if int(os.environ.get("RANK", "0")) == 0 and not (folder / ".ready").is_file():
-        qwen3_folder(folder, shape, weights=True)
+        qwen3_folder(folder, shape, weights=True,
+                     mean_response_tokens=MEAN_RESPONSE_TOKENS if workload == "realistic" else None)
         (folder / ".ready").touch()
     while not (folder / ".ready").is_file():
         time.sleep(0.5)
     return folder
 
 
-def structural_reward(prompts, completions, **kw):
-    """TRL reward: length + format of relate_fast's components, on the completion text."""
-    from relate_fast.data.ads import AdPrompt
-    from relate_fast.rewards import COMPONENTS, RewardContext, RolloutBatch
+def prompt_rows():
+    from relate_fast.data import sample_ads
 
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    row = AdPrompt(id="x", lang="en", industry="x", query="q", bidword="b", selling_points=("s",), facts=())
-    batch = RolloutBatch([row] * len(texts), texts)
-    ctx = RewardContext()
-    return list(COMPONENTS["length"].fn(batch, ctx) + COMPONENTS["format"].fn(batch, ctx))
+    return sample_ads("train", langs=["en"])
+
+
+def longest_prompt_tokens(folder: Path) -> int:
+    """The widest prompt of the dataset under the policy's chat template (ours' micro-batch budget)."""
+    from transformers import AutoTokenizer
+
+    from relate_fast.models import prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    return max(len(prompt_ids(tok, r.prompt)) for r in prompt_rows())
+
+
+class SameReward:
+    """TRL's reward function: relate_fast's Model 1 preset (what our side computes with `--reward.preset
+    model1`), by the same RewardFunction on the same token ids; the dataset's `row` column names each
+    prompt's AdPrompt."""
+
+    __name__ = "relate_fast_model1"
+
+    def __init__(self, tokenizer):
+        from relate_fast.rewards import RewardConfig, RewardFunction
+
+        self.rows = prompt_rows()
+        self.fn = RewardFunction.from_config(RewardConfig(preset="model1", encoder="hashed", monitor=False),
+                                             tokenizer=tokenizer)
+
+    def __call__(self, prompts, completions, completion_ids, row, **kw):
+        from relate_fast.rewards import RolloutBatch
+
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        batch = RolloutBatch([self.rows[i] for i in row], texts, [list(c) for c in completion_ids], group_size=1)
+        return [float(x) for x in self.fn(batch).sentence]
 
 
 def _peak_gib_max_over_ranks() -> float:
@@ -79,14 +119,15 @@ def run_ours(folder, args, work) -> dict:
     from relate_fast.config import load_config
     from relate_fast.trainer import Trainer
 
-    width = 512 + args.max_new_tokens
+    width = longest_prompt_tokens(folder) + args.max_new_tokens
     over = ["--run.out_dir", str(work), "--run.name", "ours", "--run.progress", "false", "--eval.enabled", "false",
             "--run.checkpoint_every", "0", "--run.save_final", "false", "--run.resume", "false", "--model.path", str(folder),
-            "--model.dtype", "bfloat16", "--model.gradient_checkpointing", "true", "--sft.steps", "0",
+            "--model.dtype", "bfloat16", "--model.gradient_checkpointing", str(args.ckpt == "on").lower(),
+            "--model.fused_layers", args.fused, "--sft.steps", "0",
             "--rollout.engine", args.engine, "--rollout.group_size", str(G), "--rollout.prompts_per_step",
             str(args.prompts), "--rollout.max_new_tokens", str(args.max_new_tokens), "--rollout.temperature", "1.0",
             "--rollout.vllm_gpu_memory_utilization", str(args.vllm_memory),
-            "--grpo.steps", str(args.steps), "--grpo.beta", "0", "--grpo.loss_type", "grpo",
+            "--grpo.steps", str(args.steps), "--grpo.beta", "0", "--grpo.loss_type", "grpo", "--grpo.layout", args.layout,
             "--grpo.micro_batch_tokens", str(args.micro_batch * width), "--grpo.lr", "1e-6",
             "--reward.preset", "model1", "--reward.monitor", "false", "--ctcvr.encoder", "hashed",
             "--reward.encoder", "hashed", "--ctcvr.epochs", "1", "--ctcvr.variants", "2", "--ctcvr.impressions", "2",
@@ -99,23 +140,27 @@ def run_ours(folder, args, work) -> dict:
     if trainer.rank != 0:
         return {}
     med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
-    return {"step_s": med("time/total"), "generation_s": med("time/rollout"),
-            "update_s": med("time/total") - med("time/rollout"),
-            "stages_s": {k[5:]: med(k) for k in rows[0] if k.startswith("time/")},
-            "tokens_per_second": med("tokens_per_second"),
-            "response_tokens_mean": statistics.mean(r["response_tokens_mean"] for r in rows),
-            "rollout_engine": trainer.rollout.name, "rollout_engine_start_s": round(trainer.rollout_init_s, 1),
-            "peak_mem_gib": peak, "device_used_gib": max(r.get("gpu_mem_device_used_gib", 0) for r in rows),
-            "world_size": trainer.world, "data_parallel": "deepspeed zero-2"}
+    res = {"step_s": med("time/total"), "generation_s": med("time/rollout"),
+           "update_s": med("time/total") - med("time/rollout"),
+           "stages_s": {k[5:]: med(k) for k in rows[0] if k.startswith("time/")},
+           "tokens_per_second": med("tokens_per_second"),
+           "response_tokens_mean": statistics.mean(r["response_tokens_mean"] for r in rows),
+           "eos_rate": statistics.mean(r["eos_rate"] for r in rows),
+           "reward_mean": statistics.mean(r["reward/total"] for r in rows if "reward/total" in r) if "reward/total" in rows[0] else None,
+           "rollout_engine": trainer.rollout.name, "rollout_engine_start_s": round(trainer.rollout_init_s, 1),
+           "peak_mem_gib": peak, "device_used_gib": max(r.get("gpu_mem_device_used_gib", 0) for r in rows),
+           "world_size": trainer.world, "data_parallel": "deepspeed zero-2", "micro_batch_tokens": args.micro_batch * width}
+    for k in ("update/mfu", "update/model_tflops"):
+        if k in rows[0]:
+            res[k.replace("/", "_")] = med(k)
+    return res
 
 
 def run_trl(folder, args, work) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
+    from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
-
-    from relate_fast.data import sample_ads
 
     times = []
 
@@ -131,11 +176,14 @@ def run_trl(folder, args, work) -> dict:
             sync()
             self._gen_s += time.perf_counter() - t
             self._tokens += float(out["completion_mask"].sum() + out["prompt_mask"].sum())
+            self._completion_tokens += float(out["completion_mask"].sum())
+            self._responses += out["completion_mask"].shape[0]
             return out
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rows = sample_ads("train", langs=["en"])
-    ds = Dataset.from_dict({"prompt": [[{"role": "user", "content": r.prompt}] for r in rows]})
+    rows = prompt_rows()
+    ds = Dataset.from_dict({"prompt": [[{"role": "user", "content": r.prompt}] for r in rows],
+                            "row": list(range(len(rows)))})
     gas = (args.prompts * G) // args.micro_batch
     ds_config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
                  "gradient_clipping": "auto", "bf16": {"enabled": "auto"},
@@ -145,25 +193,27 @@ def run_trl(folder, args, work) -> dict:
     kw = dict(output_dir=str(work / "trl"), per_device_train_batch_size=args.micro_batch,
               gradient_accumulation_steps=gas, num_generations=G, max_completion_length=args.max_new_tokens,
               max_steps=args.steps, learning_rate=1e-6, beta=0.0, loss_type="grpo", bf16=torch.cuda.is_available(),
-              gradient_checkpointing=True, logging_steps=1, report_to=[], save_strategy="no", temperature=1.0,
-              use_cpu=not torch.cuda.is_available(), seed=0, chat_template_kwargs={"enable_thinking": False},
-              deepspeed=ds_config if use_ds else None)
+              gradient_checkpointing=args.ckpt == "on", logging_steps=1, report_to=[], save_strategy="no",
+              temperature=1.0, use_cpu=not torch.cuda.is_available(), seed=0,
+              chat_template_kwargs={"enable_thinking": False}, deepspeed=ds_config if use_ds else None)
     if args.engine == "vllm":
         kw.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=args.vllm_memory,
                   vllm_enable_sleep_mode=True, vllm_importance_sampling_correction=False)
     conf = GRPOConfig(**kw)
-    trainer = Timed(model=str(folder), reward_funcs=structural_reward, args=conf, train_dataset=ds)
-    trainer._gen_s, trainer._tokens = 0.0, 0.0
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    trainer = Timed(model=str(folder), reward_funcs=SameReward(tok), args=conf, train_dataset=ds, processing_class=tok)
+    trainer._gen_s, trainer._tokens, trainer._completion_tokens, trainer._responses = 0.0, 0.0, 0.0, 0
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
             sync()
             self.t = time.perf_counter()
-            trainer._gen_s, trainer._tokens = 0.0, 0.0
+            trainer._gen_s, trainer._tokens, trainer._completion_tokens, trainer._responses = 0.0, 0.0, 0.0, 0
 
         def on_step_end(self, a, state, control, **kw):
             sync()
-            times.append((time.perf_counter() - self.t, trainer._gen_s, trainer._tokens))
+            times.append((time.perf_counter() - self.t, trainer._gen_s, trainer._tokens,
+                          trainer._completion_tokens / max(trainer._responses, 1)))
 
     trainer.add_callback(StepTimer())
     if torch.cuda.is_available():
@@ -173,59 +223,147 @@ def run_trl(folder, args, work) -> dict:
     if int(os.environ.get("RANK", "0")) != 0:
         return {}
     steady = times[args.warmup:] or times
-    step = statistics.median(t for t, _, _ in steady)
-    gen = statistics.median(g for _, g, _ in steady)
+    step = statistics.median(t for t, _, _, _ in steady)
+    gen = statistics.median(g for _, g, _, _ in steady)
     return {"step_s": step, "generation_s": gen, "update_s": step - gen,
             # TRL counts its own rank's tokens; every rank has the same per-GPU work
-            "tokens_per_second": statistics.median(n * world / t for t, _, n in steady),
+            "tokens_per_second": statistics.median(n * world / t for t, _, n, _ in steady),
+            "response_tokens_mean": statistics.mean(c for _, _, _, c in steady),
             "peak_mem_gib": peak, "world_size": world,
             "data_parallel": "deepspeed zero-2 (HF Trainer integration)" if use_ds else "DDP"}
 
 
-def combine(ours: dict, trl: dict) -> dict:
-    o, t = ours["ours"], trl["trl"]
-    return {"ours": o, "trl": t, "settings": ours["settings"],
-            "ratios": {"end_to_end_tokens_per_second": o["tokens_per_second"] / t["tokens_per_second"],
-                       "step_time_speedup": t["step_s"] / o["step_s"],
-                       "update_speedup": t["update_s"] / o["update_s"],
-                       "generation_speedup": t["generation_s"] / o["generation_s"],
-                       "peak_mem": o["peak_mem_gib"] / t["peak_mem_gib"] if t["peak_mem_gib"] else None},
-            "info": {"ours": ours["info"], "trl": trl["info"]}}
+# --------------------------------------------------------------------------- the sweep
+
+
+def _setting(side: str, mb: int, ckpt: str) -> str:
+    return f"{side}_mb{mb}_ckpt{ckpt}"
+
+
+def sweep(args) -> dict:
+    """Each side x micro-batch x checkpointing in its own process (one vLLM engine per process);
+    a setting that fails is kept with the end of its log."""
+    out_dir = Path(args.sweep_dir or Path(args.out).with_suffix("")).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    common = ["--shape", args.shape, "--engine", args.engine, "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--prompts", str(args.prompts), "--max-new-tokens", str(args.max_new_tokens), "--vllm-memory",
+              str(args.vllm_memory), "--workload", args.workload, "--layout", args.layout, "--fused", args.fused,
+              "--work", str(shared_workdir("vs_trl", args.work))]
+    if not args.trl_deepspeed:
+        common.append("--no-trl-deepspeed")
+    for side in args.sides.split(","):
+        for mb in [int(x) for x in args.grid.split(",")]:
+            for ckpt in args.ckpts.split(","):
+                name = _setting(side, mb, ckpt)
+                if (out_dir / f"{name}.json").is_file() and not args.rerun:
+                    print(f"-- {name}: done earlier", flush=True)
+                    continue
+                t = time.time()
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--micro-batch", str(mb),
+                       "--ckpt", ckpt, "--out", str(out_dir / f"{name}.json"), *common]
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
+                    rc, log = proc.returncode, proc.stdout + proc.stderr
+                except subprocess.TimeoutExpired as e:
+                    rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+                (out_dir / f"{name}.log").write_text(log[-20000:])
+                if rc != 0:
+                    err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
+                    (out_dir / f"{name}.json").write_text(json.dumps({side: {"error": err, "log_tail": log[-1500:]},
+                                                                      "settings": {"micro_batch": mb, "ckpt": ckpt}}))
+                print(f"-- {name}: {'ok' if rc == 0 else rc} in {time.time() - t:.0f} s", flush=True)
+    return combine_dir(out_dir)
+
+
+def combine_dir(out_dir: Path) -> dict:
+    """The grid of a sweep folder's per-setting JSONs, each side's best and the best-against-best ratios."""
+    grid = {"ours": [], "trl": []}
+    settings, info = None, {}
+    for f in sorted(Path(out_dir).glob("*_mb*_ckpt*.json")):
+        d = json.loads(f.read_text())
+        side = "ours" if "ours" in d else "trl"
+        row = dict(d[side], micro_batch=d["settings"]["micro_batch"], ckpt=d["settings"]["ckpt"])
+        grid[side].append(row)
+        if "info" in d:
+            info[side] = d["info"]
+            settings = {k: v for k, v in d["settings"].items() if k not in ("micro_batch", "ckpt")}
+    for rows in grid.values():
+        rows.sort(key=lambda r: (r["micro_batch"], r["ckpt"]))
+    best = {side: max((r for r in rows if "error" not in r), key=lambda r: r["tokens_per_second"], default=None)
+            for side, rows in grid.items()}
+    result = {"grid": grid, "best": best, "settings": settings, "info": info}
+    o, t = best["ours"], best["trl"]
+    if o and t:
+        result["ratios"] = {"end_to_end_tokens_per_second": o["tokens_per_second"] / t["tokens_per_second"],
+                            "step_time_speedup": t["step_s"] / o["step_s"],
+                            "update_speedup": t["update_s"] / o["update_s"],
+                            "generation_speedup": t["generation_s"] / o["generation_s"],
+                            "peak_mem": o["peak_mem_gib"] / t["peak_mem_gib"] if t["peak_mem_gib"] else None}
+        best_update = {side: min((r for r in rows if "error" not in r), key=lambda r: r["update_s"])
+                       for side, rows in grid.items()}
+        result["ratios"]["best_update_speedup"] = best_update["trl"]["update_s"] / best_update["ours"]["update_s"]
+    return result
+
+
+def print_grid(result: dict):
+    print("\nside  micro-batch ckpt  tokens/s  step s  generation s  update s  peak GiB  response tokens")
+    for side, rows in result["grid"].items():
+        for r in rows:
+            if "error" in r:
+                print(f"{side:5} {r['micro_batch']:11} {r['ckpt']:4}  {r['error']}")
+            else:
+                print(f"{side:5} {r['micro_batch']:11} {r['ckpt']:4}  {r['tokens_per_second']:8.0f}  {r['step_s']:6.2f}  "
+                      f"{r['generation_s']:12.2f}  {r['update_s']:8.2f}  {r['peak_mem_gib']:8.1f}  "
+                      f"{r.get('response_tokens_mean', 0):6.1f}")
+    if result.get("ratios"):
+        b = result["best"]
+        print(f"best: ours mb {b['ours']['micro_batch']} ckpt {b['ours']['ckpt']}, trl mb {b['trl']['micro_batch']} "
+              f"ckpt {b['trl']['ckpt']}: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--side", choices=("ours", "trl"))
-    ap.add_argument("--combine", nargs=2, metavar=("OURS_JSON", "TRL_JSON"))
+    ap.add_argument("--sweep", action="store_true", help="both sides over --grid x --ckpts, a process per setting")
+    ap.add_argument("--combine-dir", default=None, help="the grid of a sweep folder's JSONs (no run)")
     ap.add_argument("--shape", default="1.7b")
+    ap.add_argument("--workload", default="fixed", choices=("fixed", "realistic"))
     ap.add_argument("--engine", default="vllm", choices=("vllm", "hf"))
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=16, help="prompts per optimizer step per GPU (x G = 5)")
-    ap.add_argument("--micro-batch", type=int, default=8, help="sequences per micro-batch on both sides")
+    ap.add_argument("--micro-batch", type=int, default=40, help="sequences per micro-batch (one setting)")
+    ap.add_argument("--ckpt", default="on", choices=("on", "off"), help="gradient checkpointing (one setting)")
+    ap.add_argument("--layout", default="auto", help="ours: grpo.layout (auto: packed on a GPU)")
+    ap.add_argument("--fused", default="none", help="ours: model.fused_layers")
+    ap.add_argument("--grid", default="8,20,40,80", help="--sweep: micro-batch sizes")
+    ap.add_argument("--ckpts", default="on,off", help="--sweep: checkpointing settings")
+    ap.add_argument("--sides", default="ours,trl", help="--sweep: sides")
+    ap.add_argument("--sweep-dir", default=None, help="--sweep: folder of the per-setting JSONs (default: next to --out)")
+    ap.add_argument("--rerun", action="store_true", help="--sweep: run settings whose JSON exists again")
+    ap.add_argument("--run-timeout", type=int, default=420, help="--sweep: seconds per setting")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--vllm-memory", type=float, default=0.3, help="vLLM's share of GPU memory, both sides")
     ap.add_argument("--no-trl-deepspeed", dest="trl_deepspeed", action="store_false")
     ap.add_argument("--work", default=None, help="folder for the policy and the runs (shared by both sides)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "vs_trl.json"))
     args = ap.parse_args(argv)
-    if args.combine:
-        a, b = (json.loads(Path(p).read_text()) for p in args.combine)
-        result = combine(a, b)
-        print(json.dumps(result, indent=2))
+    if args.sweep or args.combine_dir:
+        result = sweep(args) if args.sweep else combine_dir(Path(args.combine_dir))
+        print_grid(result)
         write_json(args.out, result)
         return result
     if not args.side:
-        ap.error("--side ours|trl or --combine OURS TRL")
+        ap.error("--side ours|trl, --sweep or --combine-dir DIR")
     work = shared_workdir("vs_trl", args.work)  # the same folder on every rank
-    folder = shared_policy(work, args.shape)
+    folder = shared_policy(work, args.shape, args.workload)
     t = time.time()
     res = (run_ours if args.side == "ours" else run_trl)(folder, args, work)
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     res["wall_s"] = round(time.time() - t, 1)
-    settings = {k: getattr(args, k) for k in ("shape", "engine", "steps", "warmup", "prompts", "micro_batch",
-                                              "max_new_tokens", "vllm_memory")}
+    settings = {k: getattr(args, k) for k in ("shape", "workload", "engine", "steps", "warmup", "prompts", "micro_batch",
+                                              "ckpt", "max_new_tokens", "vllm_memory", "layout", "fused")}
     result = {args.side: res, "settings": dict(settings, group_size=G), "info": provenance()}
     print(json.dumps(result, indent=2))
     write_json(args.out, result)

@@ -13,8 +13,22 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def torch_no_grad(fn):
+    """torch.no_grad() as a decorator, without importing torch when this module loads."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapped(*a, **k):
+        import torch
+
+        with torch.no_grad():
+            return fn(*a, **k)
+    return wrapped
 
 # Qwen3 shapes (config.json of the released models); vocabulary 151,936, head_dim 128.
 QWEN3_SHAPES = {
@@ -43,9 +57,11 @@ def qwen3_tokenizer():
     return tok
 
 
-def qwen3_folder(out: Path, shape: str, *, weights: bool = True) -> Path:
+def qwen3_folder(out: Path, shape: str, *, weights: bool = True, mean_response_tokens: Optional[float] = None) -> Path:
     """A Qwen3-`shape` folder: config.json and the real tokenizer, plus random bf16 weights when
-    `weights` (without them, train with --model.init random: the trainer and vLLM build the weights)."""
+    `weights` (without them, train with --model.init random: the trainer and vLLM build the weights).
+    `mean_response_tokens`: the weights are made to stop (`make_stop`), responses ending with EOS
+    after about that many tokens on average, at varied lengths."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -57,14 +73,67 @@ def qwen3_folder(out: Path, shape: str, *, weights: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if weights:
         torch.manual_seed(0)
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-            model = Qwen3ForCausalLM(cfg).to(torch.bfloat16)
-        model.save_pretrained(out)
+            model = Qwen3ForCausalLM(cfg).to(dtype)
+        if mean_response_tokens:
+            make_stop(model, tok, mean_response_tokens)
+        model.to(torch.bfloat16).save_pretrained(out)
         del model
     else:
         cfg.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@torch_no_grad
+def make_stop(model, tok, mean_tokens: float, *, dim: int = 0, level: float = 1.0) -> float:
+    """Makes a random-weight decoder end its responses with EOS after `mean_tokens` on average.
+
+    A random policy never samples EOS (1 in 151,936), so every response runs to the length limit. Here
+    one residual dimension `dim` is set to `level` in every token's embedding and no layer writes to
+    it (that row of each attention and MLP output projection zeroed), so after the final norm every
+    position carries h[dim] = level / rms > 0; EOS's lm_head row is raised there by δ, which adds
+    δ·h[dim] to EOS's logit alone (the other tokens share the same `level`, a constant that softmax
+    ignores). δ is chosen by bisection on one forward pass over sample prompts and random
+    continuations so that EOS's mean probability per position is 1 / mean_tokens: lengths then vary
+    like a geometric distribution with that mean. Returns δ."""
+    import torch
+
+    from relate_fast.data import sample_ads
+    from relate_fast.models import prompt_ids
+
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    emb, head = model.get_input_embeddings().weight, model.lm_head.weight
+    emb[:, dim] = level
+    head[:, dim] = level  # the same tensor when tied
+    for layer in model.model.layers:
+        layer.self_attn.o_proj.weight[dim] = 0
+        layer.mlp.down_proj.weight[dim] = 0
+    g = torch.Generator().manual_seed(0)
+    rows = sample_ads("train", langs=["en"])[:8]
+    dev = emb.device
+    hs = []
+    for r in rows:
+        p = prompt_ids(tok, r.prompt)
+        ids = torch.tensor(p + torch.randint(0, 150_000, (48,), generator=g).tolist(), device=dev)[None]
+        hs.append(model.model(input_ids=ids).last_hidden_state[0, len(p) - 1:].float())
+    h = torch.cat(hs)
+    logits = h @ head.float().t()
+    lse_rest = torch.cat([logits[:, :eos], logits[:, eos + 1:]], 1).logsumexp(1)
+
+    def p_eos(delta):
+        z = logits[:, eos] + delta * h[:, dim]
+        return torch.sigmoid(z - lse_rest).mean().item()
+
+    lo, hi = 0.0, 1.0
+    while p_eos(hi) < 1 / mean_tokens:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if p_eos(mid) < 1 / mean_tokens else (lo, mid)
+    head[eos, dim] += hi
+    return hi
 
 
 def shared_workdir(name: str, given=None) -> Path:

@@ -85,3 +85,50 @@ def test_bench_update_quick(tmp_path):
     assert all(g["update_s"] > 0 and g["model_tflops"] > 0 for g in result["grid"])
     assert result["settings"]["tokens"] < result["settings"]["padded_tokens"]
     assert result["info"]["commit"]
+
+
+def test_bench_vs_trl_sweep_runs_both_sides(tmp_path):
+    """The comparison with TRL on the CPU (tiny shape, HF generate, the realistic workload's stopping
+    policy): both sides run the same reward through a sweep, and the result has the grid, each side's
+    best and the ratios — so the benchmark cannot rot unnoticed again."""
+    out = tmp_path / "vs_trl.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_vs_trl.py"), "--sweep", "--shape", "tiny",
+                          "--engine", "hf", "--steps", "1", "--warmup", "0", "--prompts", "2", "--grid", "5", "--ckpts",
+                          "on", "--max-new-tokens", "6", "--workload", "realistic", "--work", str(tmp_path / "work"),
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for side in ("ours", "trl"):
+        (row,) = result["grid"][side]
+        assert "error" not in row, row
+        assert row["tokens_per_second"] > 0 and row["update_s"] > 0 and 0 < row["response_tokens_mean"] <= 6
+        assert result["best"][side] == row and result["info"][side]["commit"]
+    assert result["ratios"]["end_to_end_tokens_per_second"] > 0
+    assert result["settings"]["workload"] == "realistic"
+
+
+def test_make_stop_gives_random_weights_varied_stopping_lengths():
+    """A random Qwen3 never samples EOS; after make_stop its responses end with EOS after about the
+    asked-for number of tokens, at varied lengths."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.common import QWEN3_SHAPES, make_stop, qwen3_tokenizer
+    from relate_fast.data import sample_ads
+    from relate_fast.models import prompt_ids
+
+    tok = qwen3_tokenizer()
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=151_936, eos_token_id=eos, pad_token_id=tok.pad_token_id,
+                                         **QWEN3_SHAPES["tiny"])).eval()
+    assert make_stop(model, tok, 10.0) > 0
+    lengths = []
+    for r in sample_ads("train", langs=["en"])[:4]:
+        p = torch.tensor([prompt_ids(tok, r.prompt)])
+        out = model.generate(p, do_sample=True, top_k=0, max_new_tokens=60, num_return_sequences=8, eos_token_id=eos,
+                             pad_token_id=tok.pad_token_id)[:, p.shape[1]:].tolist()
+        lengths += [s.index(eos) + 1 if eos in s else 61 for s in out]
+    assert sum(n <= 60 for n in lengths) >= 28  # almost all stop
+    assert 4 <= sum(lengths) / len(lengths) <= 25 and len(set(lengths)) >= 8  # about 10 on average, varied
