@@ -335,7 +335,7 @@ def main(argv=None):
     ap.add_argument("--micro-batch", type=int, default=40, help="sequences per micro-batch (one setting)")
     ap.add_argument("--ckpt", default="on", choices=("on", "off"), help="gradient checkpointing (one setting)")
     ap.add_argument("--layout", default="auto", help="ours: grpo.layout (auto: packed on a GPU)")
-    ap.add_argument("--fused", default="none", help="ours: model.fused_layers")
+    ap.add_argument("--fused", default="auto", help="ours: model.fused_layers (auto: compile on a GPU)")
     ap.add_argument("--grid", default="8,20,40,80", help="--sweep: micro-batch sizes")
     ap.add_argument("--ckpts", default="on,off", help="--sweep: checkpointing settings")
     ap.add_argument("--sides", default="ours,trl", help="--sweep: sides")

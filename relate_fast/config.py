@@ -70,9 +70,10 @@ class ModelConfig:
     attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU, else relate_varlen: sdpa that "
                                           "also takes packed rows), sdpa, eager, flash_attention_2, relate_varlen.")
     gradient_checkpointing: bool = _f(False, "Non-reentrant activation checkpointing of the decoder layers.")
-    fused_layers: str = _f("none", "The decoder body's elementwise work fused: none, liger (liger-kernel's RMSNorm, "
-                                   "SwiGLU and RoPE; needs liger-kernel) or compile (torch.compile of each decoder "
-                                   "layer). The lm_head and the loss are always relate_fast's fused loss.")
+    fused_layers: str = _f("auto", "The decoder body's elementwise work fused: compile (torch.compile of each decoder "
+                                   "layer), liger (liger-kernel's RMSNorm, SwiGLU and RoPE; needs liger-kernel, and "
+                                   "patches transformers' Qwen3 classes process-wide), none, or auto (compile on a GPU, "
+                                   "none on the CPU). The lm_head and the loss are always relate_fast's fused loss.")
     init: str = _f("pretrained", "pretrained: the weights at model.path; random: the architecture of model.path's "
                                  "config.json with seeded random weights (a model's shape without its weights, for "
                                  "benchmarks; vLLM then starts from dummy weights and gets the policy's pushed).")
