@@ -284,7 +284,63 @@ def matcher_before_after() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton, "loss_epilogue": loss_epilogue, "loss_probs": loss_probs,
+def vs_trl_best() -> str:
+    """bench_vs_trl.py --sweep on one H200: each side's grid (micro-batch x checkpointing) and its best."""
+    d = _load("vs_trl_h200_1.7b_fixed.json")
+    lines = ["| side | micro-batch | checkpointing | tokens/s | step | generation | update (all but generation) | peak GiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for side, name in (("ours", "relate_fast"), ("trl", "TRL 1.16")):
+        best = d["best"][side]
+        for r in d["grid"][side]:
+            mark = "**" if r is not None and r.get("micro_batch") == best["micro_batch"] and r.get("ckpt") == best["ckpt"] else ""
+            if "error" in r:
+                lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], r["error"], "", "", "", ""]))
+                continue
+            lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], f"{mark}{r['tokens_per_second']:,.0f}{mark}",
+                               f"{r['step_s']:.2f} s", f"{r['generation_s']:.2f} s", f"{r['update_s']:.2f} s",
+                               f"{r['peak_mem_gib']:.1f}"]))
+    r = d["ratios"]
+    lines += ["", "| best against best | ratio |", "|---|---|",
+              _row(["end to end (tokens/s)", f"**{r['end_to_end_tokens_per_second']:.2f}×**"]),
+              _row(["update (all but generation), at the best end-to-end settings", f"{r['update_speedup']:.2f}×"]),
+              _row(["update, each side's fastest update of the grid", f"{r['best_update_speedup']:.2f}×"]),
+              _row(["generation", f"{r['generation_speedup']:.2f}×"]),
+              _row(["peak memory, ours / TRL's", f"{r['peak_mem']:.2f}×"])]
+    return "\n".join(lines)
+
+
+def _update_grid(name: str) -> str:
+    d = _load(name)
+    lines = ["| layout | checkpointing | micro-batch (rows) | fused body | update | tokens/s | MFU (989) | of measured peak | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    best = d["best"]
+    for g in d["grid"]:
+        if g.get("oom"):
+            lines.append(_row([g["layout"], "on" if g["ckpt"] else "off", str(g["rows"]), g["fused"], "out of memory",
+                               "", "", "", ""]))
+            continue
+        mark = "**" if g == best else ""
+        lines.append(_row([g["layout"], "on" if g["ckpt"] else "off", str(g["rows"]), g["fused"],
+                           f"{mark}{g['update_s']:.3f} s{mark}", f"{g['tokens_per_second']:,.0f}", f"{g['mfu']:.3f}",
+                           f"{g['mfu_of_measured']:.3f}", f"{g['peak_mem_gib']:.1f}"]))
+    st = d["settings"]
+    lines.append("")
+    lines.append(f"{st['responses']} responses, {st['tokens']:,} real tokens ({st['padded_tokens']:,} padded), "
+                 f"{st['completion_tokens']:,} completion tokens; measured bf16 product rate {d['ceiling_tflops']:.0f} "
+                 f"TFLOP/s; best: {best['update_s']:.3f} s against a floor of {best['floor_s']:.3f} s "
+                 f"({best['update_s'] / best['floor_s']:.2f}×).")
+    return "\n".join(lines)
+
+
+def update_fixed() -> str:
+    return _update_grid("update_h200_1.7b_fixed_ae434bf.json")
+
+
+def update_realistic() -> str:
+    return _update_grid("update_h200_1.7b_realistic_ae434bf.json")
+
+
+TABLES = {"vs_trl_best": vs_trl_best, "update_fixed": update_fixed, "update_realistic": update_realistic, "matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton, "loss_epilogue": loss_epilogue, "loss_probs": loss_probs,
           "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
 
 
