@@ -154,7 +154,7 @@ def main(argv=None):
 
     def measure(layout, ckpt, rows, fused):
         cfg.grpo.micro_batch_tokens = rows * width
-        step.packed = layout == "packed"
+        step.packed_layout = layout == "packed"
         set_checkpointing(updater.model, ckpt)
         f = update_flops(model.config, lengths, comp, checkpointing=ckpt)
         times = []

@@ -87,7 +87,7 @@ class GRPOStep:
         self.reference, self.rank, self.world = reference, rank, world
         if cfg.grpo.beta != 0 and reference is None:
             raise ValueError("grpo.beta > 0 needs the reference policy")
-        self.packed = resolve_layout(cfg.grpo.layout, device()) == "packed"
+        self.packed_layout = resolve_layout(cfg.grpo.layout, device()) == "packed"
 
     @property
     def updates_per_batch(self) -> int:
@@ -134,12 +134,12 @@ class GRPOStep:
         """Old log-probs, needed only when the batch is updated more than once: with one update ρ ≡ 1
         and the loss takes old = logp detached (no extra forward)."""
         b.old_logprobs = sequence_logprobs(self.updater.model, b.packed, self.cfg.grpo.micro_batch_tokens,
-                                           temperature=self.cfg.rollout.temperature, packed=self.packed)
+                                           temperature=self.cfg.rollout.temperature, packed=self.packed_layout)
 
     def compute_logprobs_ref(self, b: StepBatch) -> None:
         """Reference log-probs for the k3 KL term (β > 0)."""
         b.ref_logprobs = sequence_logprobs(self.reference, b.packed, self.cfg.grpo.micro_batch_tokens,
-                                           temperature=self.cfg.rollout.temperature, packed=self.packed)
+                                           temperature=self.cfg.rollout.temperature, packed=self.packed_layout)
 
     @staticmethod
     def check_finite(b: StepBatch, index: int) -> None:
@@ -167,7 +167,7 @@ class GRPOStep:
 
     def _optimizer_step(self, mb: StepBatch) -> Dict[str, object]:
         cfg = self.cfg
-        budget, packed = cfg.grpo.micro_batch_tokens, self.packed
+        budget, packed = cfg.grpo.micro_batch_tokens, self.packed_layout
         slices = micro_batches(mb.packed, budget, packed=packed)
         if self.world > 1:  # the same number of backward passes on every rank (see micro_batches)
             slices = micro_batches(mb.packed, budget, count=max_over_ranks(len(slices)), packed=packed)

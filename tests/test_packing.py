@@ -158,7 +158,7 @@ def test_one_optimizer_step_packed_equals_padded(tmp_path):
         updater = PolicyUpdater(model, cfg, world=1)
         step = GRPOStep(cfg, rollout=HFEngine(updater.model, tok), updater=updater,
                         reward_fn=RewardFunction.from_config(cfg.reward, tokenizer=tok), tokenizer=tok)
-        assert step.packed == (layout == "packed")
+        assert step.packed_layout == (layout == "packed")
         torch.manual_seed(0)
         b = step.sample(0, rows, pids)
         if sampled is None:
@@ -183,3 +183,20 @@ def test_packed_layout_needs_an_attention_that_takes_it():
     with pytest.raises(ValueError, match="grpo.layout: must be one of"):
         load_config(None, ["--grpo.layout", "flat"])
     assert load_config(None, ["--grpo.layout", "packed"]).grpo.layout == "packed"
+
+
+def test_loss_on_packed_tokens_checks_its_arguments():
+    from relate_fast.loss import fused_grpo_loss_tokens
+
+    h, w = torch.randn(5, 8), torch.randn(11, 8)
+    t, c, a = torch.randint(0, 11, (5,)), torch.full((5,), 0.2), torch.randn(5)
+    loss, m = fused_grpo_loss_tokens(h, w, t, c, a)
+    assert loss.dim() == 0 and set(m) >= {"kl", "clip_ratio"}
+    with pytest.raises(ValueError, match="coef"):
+        fused_grpo_loss_tokens(h, w, t, c[:4], a)
+    with pytest.raises(ValueError, match="beta != 0 needs ref_logprobs"):
+        fused_grpo_loss_tokens(h, w, t, c, a, beta=0.1)
+    with pytest.raises(TypeError, match="dtype"):
+        fused_grpo_loss_tokens(h, w.double(), t, c, a)
+    empty, _ = fused_grpo_loss_tokens(h[:0], w, t[:0], c[:0], a[:0])
+    assert float(empty) == 0.0

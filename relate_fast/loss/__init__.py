@@ -74,6 +74,36 @@ def group_advantages(rewards: torch.Tensor, group_size: int, *, scale: bool = Tr
     return centred.reshape(-1).to(rewards.dtype if rewards.is_floating_point() else torch.float32)
 
 
+def _check_head(hidden, weight, dev):
+    """The lm_head weight against the hidden states: [V, H], same device and dtype."""
+    H = hidden.shape[-1]
+    check_tensor(weight, "weight", dims=(2,), floating=True, device=dev)
+    if weight.shape[1] != H:
+        raise ValueError(f"weight must have shape [V, {H}] (hidden size of hidden), got {tuple(weight.shape)}")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"weight has dtype {weight.dtype} but hidden has {hidden.dtype}; cast one of them")
+
+
+def _check_objective(beta, ref_logprobs, temperature, eps_low, eps_high):
+    if beta != 0.0 and ref_logprobs is None:
+        raise ValueError("beta != 0 needs ref_logprobs (the reference policy's log-probs of targets)")
+    if not (temperature > 0):
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if eps_low < 0 or eps_high < 0 or eps_low >= 1:
+        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
+
+
+def _metric_names(return_entropy: bool):
+    return ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
+        ("entropy",) if return_entropy else ())
+
+
+def _zero_loss(hidden, weight, names, dev):
+    """Nothing counts: zero loss, zero gradients (graph kept so backward() works)."""
+    zero = hidden.sum() * 0.0 + (weight.sum() * 0.0 if weight.requires_grad else 0.0)
+    return zero.float(), {k: torch.zeros((), device=dev) for k in names}
+
+
 def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=None, alpha=1.0,
                     old_logprobs=None, ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2,
                     temperature=1.0, loss_type="grpo", max_completion_length=None, num_items=None,
@@ -96,11 +126,7 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     check_tensor(hidden, "hidden", dims=(3,), floating=True)
     dev = hidden.device
     B, T, H = hidden.shape
-    check_tensor(weight, "weight", dims=(2,), floating=True, device=dev)
-    if weight.shape[1] != H:
-        raise ValueError(f"weight must have shape [V, {H}] (hidden size of hidden), got {tuple(weight.shape)}")
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"weight has dtype {weight.dtype} but hidden has {hidden.dtype}; cast one of them")
+    _check_head(hidden, weight, dev)
     check_tensor(targets, "targets", shape=(B, T), floating=False, device=dev)
     check_tensor(mask, "mask", shape=(B, T), device=dev)
     check_tensor(advantages, "advantages", dims=(1, 2), device=dev)
@@ -111,12 +137,7 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
             check_tensor(x, name, shape=(B, T), floating=True, device=dev)
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}; got {loss_type!r}")
-    if beta != 0.0 and ref_logprobs is None:
-        raise ValueError("beta != 0 needs ref_logprobs (the reference policy's log-probs of targets)")
-    if not (temperature > 0):
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if eps_low < 0 or eps_high < 0 or eps_low >= 1:
-        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
+    _check_objective(beta, ref_logprobs, temperature, eps_low, eps_high)
     if max_completion_length is not None and max_completion_length <= 0:
         raise ValueError(f"max_completion_length must be > 0, got {max_completion_length!r}")
     backend = resolve_backend(backend, dev)
@@ -125,11 +146,9 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     if check_finite:
         check_finite_on_mask(mask, advantages=advantages, token_rewards=token_rewards, old_logprobs=old_logprobs,
                               ref_logprobs=ref_logprobs if beta != 0.0 else None)
-    names = ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
-        ("entropy",) if return_entropy else ())
-    if B * T == 0:  # nothing counts: zero loss, zero gradients (graph kept so backward() works)
-        zero = hidden.sum() * 0.0 + (weight.sum() * 0.0 if weight.requires_grad else 0.0)
-        return zero.float(), {k: torch.zeros((), device=dev) for k in names}
+    names = _metric_names(return_entropy)
+    if B * T == 0:
+        return _zero_loss(hidden, weight, names, dev)
 
     N = B * T
 
@@ -168,31 +187,20 @@ def fused_grpo_loss_tokens(hidden, weight, targets, coef, advantages, *, token_r
     Tokens with coef 0 do not count (nor in the metrics)."""
     check_tensor(hidden, "hidden", dims=(2,), floating=True)
     dev = hidden.device
-    N, H = hidden.shape
-    check_tensor(weight, "weight", dims=(2,), floating=True, device=dev)
-    if weight.shape[1] != H:
-        raise ValueError(f"weight must have shape [V, {H}] (hidden size of hidden), got {tuple(weight.shape)}")
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"weight has dtype {weight.dtype} but hidden has {hidden.dtype}; cast one of them")
+    N = hidden.shape[0]
+    _check_head(hidden, weight, dev)
     check_tensor(targets, "targets", shape=(N,), floating=False, device=dev)
     check_tensor(coef, "coef", shape=(N,), floating=True, device=dev)
     check_tensor(advantages, "advantages", shape=(N,), device=dev)
     for name, x in (("token_rewards", token_rewards), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
         if x is not None:
             check_tensor(x, name, shape=(N,), floating=True, device=dev)
-    if beta != 0.0 and ref_logprobs is None:
-        raise ValueError("beta != 0 needs ref_logprobs (the reference policy's log-probs of targets)")
-    if not (temperature > 0):
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if eps_low < 0 or eps_high < 0 or eps_low >= 1:
-        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
+    _check_objective(beta, ref_logprobs, temperature, eps_low, eps_high)
     backend = resolve_backend(backend, dev)
     check_target_range(targets, weight.shape[0])
-    names = ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
-        ("entropy",) if return_entropy else ())
+    names = _metric_names(return_entropy)
     if N == 0:
-        zero = hidden.sum() * 0.0 + (weight.sum() * 0.0 if weight.requires_grad else 0.0)
-        return zero.float(), {k: torch.zeros((), device=dev) for k in names}
+        return _zero_loss(hidden, weight, names, dev)
 
     def token_inputs():
         adv = advantages.float()
@@ -215,11 +223,7 @@ def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=F
     check_tensor(hidden, "hidden", dims=(2, 3), floating=True)
     dev = hidden.device
     H = hidden.shape[-1]
-    check_tensor(weight, "weight", dims=(2,), floating=True, device=dev)
-    if weight.shape[1] != H:
-        raise ValueError(f"weight must have shape [V, {H}] (hidden size of hidden), got {tuple(weight.shape)}")
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"weight has dtype {weight.dtype} but hidden has {hidden.dtype}; cast one of them")
+    _check_head(hidden, weight, dev)
     check_tensor(targets, "targets", shape=hidden.shape[:-1], floating=False, device=dev)
     if not (temperature > 0):
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
