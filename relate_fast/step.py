@@ -226,6 +226,7 @@ class GRPOStep:
         t0 = time.perf_counter()
         with stage("rollout"):
             b = self.sample(index, prompts, prompt_ids)
+        times.update({f"rollout_{k}": v for k, v in (getattr(self.rollout, "timings", None) or {}).items()})
         judge = self.reward_fn.ctx.judge
         asked = (judge.calls, judge.unparsed) if judge is not None else None
         with stage("rewards"):

@@ -20,6 +20,8 @@ class RolloutEngine:
 
     #: True while the engine cannot generate until `push_weights` (dummy weights, or discarded by sleep)
     needs_weights = False
+    #: seconds of the last `generate`'s parts, where the engine measures them (vLLM: wake, generate, sleep)
+    timings: dict = {}
 
     def push_weights(self, model) -> None:
         """Makes the engine sample from `model`'s current weights."""

@@ -29,6 +29,11 @@ from relate_fast.rollout.base import RolloutEngine
 __all__ = ["VLLMEngine"]
 
 
+def _sync(cuda: bool):
+    if cuda:
+        torch.cuda.synchronize()
+
+
 def _load_weights_in_place(worker, weights):
     """Runs inside vLLM's worker (same process): the model's own loader copies each checkpoint-format
     tensor into its (fused, possibly CUDA-graph-captured) parameters, in place."""
@@ -90,22 +95,31 @@ class VLLMEngine(RolloutEngine):
         if self.needs_weights:
             raise RuntimeError("the vLLM engine holds no policy weights (dummy weights, or discarded by sleep "
                                "level 2): push_weights(model) before generate")
+        t0 = time.perf_counter()
         self._wake("weights", "kv_cache")
+        _sync(self.cuda)
+        t1 = time.perf_counter()
         greedy = temperature <= 0
         k = 1 if greedy else n  # vLLM refuses n > 1 without sampling: repeat the prompt instead
         reqs, params = [], []
         for i, p in enumerate(prompt_ids):
             for j in range(n if greedy else 1):
                 reqs.append(TokensPrompt(prompt_token_ids=list(p)))
+                # token ids only: the rewards decode the texts once themselves, so vLLM's incremental
+                # detokenizer (host work on every generated token) is skipped
                 params.append(SamplingParams(n=k, temperature=max(temperature, 0.0), top_p=top_p,
                                              max_tokens=max_new_tokens, seed=seed * 100_003 + i,
-                                             stop_token_ids=[self.tokenizer.eos_token_id]))
+                                             stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False))
         outs = self.llm.generate(reqs, params, use_tqdm=False)
+        t2 = time.perf_counter()
         flat = [list(c.token_ids) for o in outs for c in o.outputs]
         if self.sleep_mode:  # free the KV cache (and the weights at level 2) while the policy trains
             self.llm.sleep(level=self.sleep_level)
             self.sleeping = {"weights", "kv_cache"}
             self.needs_weights = self.sleep_level == 2
+        _sync(self.cuda)
+        # where a rollout's time goes (the trainer logs them as time/rollout_<part>)
+        self.timings = {"wake": t1 - t0, "generate": t2 - t1, "sleep": time.perf_counter() - t2}
         return [flat[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
     def _wake(self, *tags):
