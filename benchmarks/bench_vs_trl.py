@@ -150,9 +150,9 @@ def run_ours(folder, args, work) -> dict:
            "rollout_engine": trainer.rollout.name, "rollout_engine_start_s": round(trainer.rollout_init_s, 1),
            "peak_mem_gib": peak, "device_used_gib": max(r.get("gpu_mem_device_used_gib", 0) for r in rows),
            "world_size": trainer.world, "data_parallel": "deepspeed zero-2", "micro_batch_tokens": args.micro_batch * width}
-    for k in ("update/mfu", "update/model_tflops"):
-        if k in rows[0]:
-            res[k.replace("/", "_")] = med(k)
+    for k in ("update_mfu", "update_model_tflops"):
+        if f"speed/{k}" in rows[0]:
+            res[k] = med(f"speed/{k}")
     return res
 
 

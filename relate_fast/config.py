@@ -45,7 +45,7 @@ class RunConfig:
     check_replicas_every: int = _f(0, "Every this many steps, check that all ranks hold identical parameters "
                                       "(a checksum all-reduce); 0 = never.")
     progress: bool = _f(True, "Show progress bars.")
-    peak_tflops: float = _f(0.0, "The GPU's dense bf16 peak (TFLOP/s) for the update's MFU in metrics.jsonl (update/mfu); "
+    peak_tflops: float = _f(0.0, "The GPU's dense bf16 peak (TFLOP/s) for the update's MFU in metrics.jsonl (speed/update_mfu); "
                                  "0 = the datasheet rate of a known GPU (H100/H200: 989), none on the CPU.")
 
 

@@ -262,11 +262,11 @@ class GRPOStep:
         comp = [len(c) for c in b.completion_ids]
         f = update_flops(config, [len(p) + c for p, c in zip(b.prompt_ids, comp)], comp,
                          checkpointing=self.cfg.model.gradient_checkpointing, passes=self.cfg.grpo.epochs)
-        out = {"update/model_tflops": f.model / seconds / 1e12}
+        out = {"speed/update_model_tflops": f.model / seconds / 1e12}
         peak = peak_tflops(_device_name(), self.cfg.run.peak_tflops)
         if peak:
-            out["update/mfu"] = out["update/model_tflops"] / peak
-            out["update/hfu"] = f.hardware / seconds / 1e12 / peak
+            out["speed/update_mfu"] = out["speed/update_model_tflops"] / peak
+            out["speed/update_hfu"] = f.hardware / seconds / 1e12 / peak
         return out
 
     def _metrics(self, b: StepBatch, records, times, lr, mem) -> dict:

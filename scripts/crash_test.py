@@ -52,7 +52,7 @@ def metrics(run_dir: Path) -> list:
 
 
 def comparable(m: dict) -> dict:
-    return {k: v for k, v in m.items() if not k.startswith(("time/", "tokens_per_second"))}
+    return {k: v for k, v in m.items() if not k.startswith(("time/", "speed/", "tokens_per_second"))}
 
 
 def run_to_end(cmd, env, log) -> int:

@@ -241,7 +241,7 @@ def _run(tmp_path, name, steps):
 
 
 def _comparable(m):
-    return {k: v for k, v in m.items() if not k.startswith(("time/", "tokens_per_second"))}
+    return {k: v for k, v in m.items() if not k.startswith(("time/", "speed/", "tokens_per_second"))}
 
 
 @pytest.mark.slow
