@@ -72,8 +72,9 @@ class ModelConfig:
     gradient_checkpointing: bool = _f(False, "Non-reentrant activation checkpointing of the decoder layers.")
     fused_layers: str = _f("auto", "The decoder body's elementwise work fused: compile (torch.compile of each decoder "
                                    "layer), liger (liger-kernel's RMSNorm, SwiGLU and RoPE; needs liger-kernel, and "
-                                   "patches transformers' Qwen3 classes process-wide), none, or auto (compile on a GPU, "
-                                   "none on the CPU). The lm_head and the loss are always relate_fast's fused loss.")
+                                   "patches transformers' Qwen3 classes process-wide), none, or auto (compile on a GPU with "
+                                   "vLLM rollouts; none on the CPU or when HF generate samples from the policy "
+                                   "itself). The lm_head and the loss are always relate_fast's fused loss.")
     init: str = _f("pretrained", "pretrained: the weights at model.path; random: the architecture of model.path's "
                                  "config.json with seeded random weights (a model's shape without its weights, for "
                                  "benchmarks; vLLM then starts from dummy weights and gets the policy's pushed).")

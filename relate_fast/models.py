@@ -85,7 +85,7 @@ INITS = ("pretrained", "random")
 FUSED_LAYERS = ("auto", "none", "liger", "compile")
 
 
-def fuse_layers(model, how: str):
+def fuse_layers(model, how: str, *, generates: bool = False):
     """The decoder body's elementwise work fused (RMSNorm, SwiGLU, RoPE and what sits between the
     products), in place; the products, the attention and the lm_head + loss stay as they are.
 
@@ -94,7 +94,9 @@ def fuse_layers(model, how: str):
     - compile: each decoder layer compiled by torch.compile (dynamic shapes: micro-batches change
       length), which fuses the same elementwise chains and the residual adds;
     - none: the modules as transformers wrote them;
-    - auto: compile on a GPU, none on the CPU (where compiling costs more than it saves).
+    - auto: compile on a GPU, none on the CPU (where compiling costs more than it saves) and none when
+      the policy module also generates (`generates`: the HF rollout engine, whose one-token decoding
+      steps and KV cache would make the compiled layers recompile).
 
     Measured on an H200 (Qwen3-1.7B shape, benchmarks/bench_update.py): compile took the update from
     0.62 to 0.40 s, liger to 0.46 s. liger also patches transformers' Qwen3 classes for the whole
@@ -102,7 +104,7 @@ def fuse_layers(model, how: str):
     if how not in FUSED_LAYERS:
         raise ValueError(f"model.fused_layers must be one of {FUSED_LAYERS}, got {how!r}")
     if how == "auto":
-        how = "compile" if next(model.parameters()).device.type == "cuda" else "none"
+        how = "compile" if next(model.parameters()).device.type == "cuda" and not generates else "none"
     if how == "liger":
         try:
             from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance

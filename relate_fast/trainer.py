@@ -256,7 +256,6 @@ class Trainer:
         policy, tok = self._load(cold)
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        fuse_layers(policy, cfg.model.fused_layers)
         self.tok = tok
         from relate_fast.rewards.judge import judge_from_config
 
@@ -278,6 +277,7 @@ class Trainer:
                                    seed=cfg.run.seed, max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens + 8,
                                    dummy_weights=cold[1] == "random")
         self.rollout_init_s = time.time() - t
+        fuse_layers(policy, cfg.model.fused_layers, generates=self.rollout.name == "hf")
         self._log(f"rollout engine: {self.rollout.name} (started in {self.rollout_init_s:.1f} s); reward preset "
                   f"{cfg.reward.preset}; world size {self.world}; update: {resolve_layout(cfg.grpo.layout, device())} "
                   f"layout, attention {policy.config._attn_implementation}")
