@@ -67,8 +67,9 @@ class ModelConfig:
                                    "Qwen3 and its tokenizer (cached under <out_dir>/_tiny_model).")
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "The embedded tiny model."})
     dtype: str = _f("float32", "Training dtype: float32 or bfloat16.")
-    attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU, else relate_varlen: sdpa that "
-                                          "also takes packed rows), sdpa, eager, flash_attention_2, relate_varlen.")
+    attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU; else relate_varlen, sdpa that "
+                                          "also takes packed rows, when grpo.layout resolves to packed; else sdpa), sdpa, "
+                                          "eager, flash_attention_2, relate_varlen.")
     gradient_checkpointing: bool = _f(False, "Non-reentrant activation checkpointing of the decoder layers.")
     fused_layers: str = _f("auto", "The decoder body's elementwise work fused: compile (torch.compile of each decoder "
                                    "layer), liger (liger-kernel's RMSNorm, SwiGLU and RoPE; needs liger-kernel, and "

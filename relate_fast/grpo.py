@@ -98,6 +98,7 @@ class PackedRows:
     max_len: int
     completion_src: torch.Tensor  # [M] index into ids of the hidden state that predicts each completion token
     completion_index: torch.Tensor  # [M] index into the batch's flattened [B, C] per-token tensors
+    completion_row: torch.Tensor  # [M] row of each completion token (index into [B] per-row tensors)
     num_tokens: int  # M, completion tokens (host)
 
 
@@ -114,6 +115,7 @@ class PackedLayout:
     lengths: List[int]  # [B] prompt + completion tokens of each row
     completion_src: torch.Tensor  # [M_total] into ids
     completion_index: torch.Tensor  # [M_total] into the flattened [B, C]
+    completion_row: torch.Tensor  # [M_total] into [B]
     completion_cu: List[int]  # [B + 1]
 
     @staticmethod
@@ -140,12 +142,12 @@ class PackedLayout:
         comp_src = torch.tensor(cu_host[:-1])[crow] + torch.tensor(p)[crow] - 1 + t
         comp_index = crow * C + t
         dev = batch.input_ids.device
-        moved = _to_device([src, comp_src, comp_index, torch.tensor(cu_host, dtype=torch.int32)], dev)
-        src_d, comp_src_d, comp_index_d, cu_d = moved
+        moved = _to_device([src, comp_src, comp_index, crow, torch.tensor(cu_host, dtype=torch.int32)], dev)
+        src_d, comp_src_d, comp_index_d, crow_d, cu_d = moved
         return PackedLayout(ids=batch.input_ids.reshape(-1).index_select(0, src_d),
                             pos=batch.position_ids.reshape(-1).index_select(0, src_d), cu=cu_d, cu_host=cu_host,
                             lengths=lengths, completion_src=comp_src_d, completion_index=comp_index_d,
-                            completion_cu=comp_cu)
+                            completion_row=crow_d, completion_cu=comp_cu)
 
     def rows(self, s: slice) -> PackedRows:
         r0, r1 = s.start, s.stop
@@ -153,7 +155,8 @@ class PackedLayout:
         ca, cb = self.completion_cu[r0], self.completion_cu[r1]
         return PackedRows(ids=self.ids[a:b], pos=self.pos[a:b], cu_seqlens=self.cu[r0:r1 + 1] - a,
                           max_len=max(self.lengths[r0:r1], default=1), completion_src=self.completion_src[ca:cb] - a,
-                          completion_index=self.completion_index[ca:cb], num_tokens=cb - ca)
+                          completion_index=self.completion_index[ca:cb], completion_row=self.completion_row[ca:cb],
+                          num_tokens=cb - ca)
 
 
 def _to_device(tensors: List[torch.Tensor], device) -> List[torch.Tensor]:
@@ -328,14 +331,13 @@ def packed_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Ten
     rows = batch.layout().rows(s)
     h = packed_completion_hidden(model, rows)
     _, weight = trunk_and_head(model)
-    B, C = batch.targets.shape
-    idx = rows.completion_index
 
-    def pick(x):
+    def pick(x):  # the completion tokens' values of a [B] per-row or [B, C] per-token tensor
         if x is None:
             return None
-        x = x[:, None].expand(B, C) if x.dim() == 1 else x
-        return x.reshape(-1).index_select(0, idx)
+        if x.dim() == 1:
+            return x.index_select(0, rows.completion_row)
+        return x.reshape(-1).index_select(0, rows.completion_index)
 
     loss, metrics = fused_grpo_loss_tokens(
         h, weight, pick(batch.targets), pick(coef), pick(advantages), token_rewards=pick(token_rewards), alpha=alpha,

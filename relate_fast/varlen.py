@@ -51,14 +51,15 @@ def packed_forward_kwargs(cu_seqlens: torch.Tensor, max_len: int) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _torch_varlen():
-    """(varlen_attn, how it is told 'causal', whether it takes fewer K/V heads) or None."""
+    """(varlen_attn, how it is told 'causal', whether it takes fewer K/V heads, whether it takes a
+    scale) or None; read once, not on every layer's call."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
     params = inspect.signature(varlen_attn).parameters
     causal = "is_causal" if "is_causal" in params else "window_size"  # torch 2.10: is_causal; later: window (-1, 0)
-    return varlen_attn, causal, "enable_gqa" in params
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
 
 
 def attention_backend(device: torch.device) -> str:
@@ -73,9 +74,9 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     backend = backend or attention_backend(q.device)
     groups = q.shape[1] // k.shape[1]
     if backend == "torch_varlen":
-        fn, causal, gqa = _torch_varlen()
+        fn, causal, gqa, takes_scale = _torch_varlen()
         kw = {"is_causal": True} if causal == "is_causal" else {"window_size": (-1, 0)}
-        if scale is not None and "scale" in inspect.signature(fn).parameters:
+        if scale is not None and takes_scale:
             kw["scale"] = scale
         elif scale is not None and abs(scale - q.shape[-1] ** -0.5) > 1e-12:
             raise ValueError("this torch's varlen_attn takes no scale; the model's is not 1/sqrt(head_dim)")
