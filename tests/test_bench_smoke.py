@@ -5,6 +5,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# torchrun's variables, which a trainer run earlier in this pytest process leaves in its environment
+# (with its process group still bound to MASTER_PORT): a benchmark started as a single process must
+# not inherit them, or it joins that port and fails
+_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _single_process_env():
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
 
 
 def test_bench_loss_quick(tmp_path):
@@ -34,7 +44,7 @@ def test_bench_rewards_quick(tmp_path):
 def test_bench_train_quick(tmp_path):
     out = tmp_path / "train.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--quick", "--out", str(out)],
-                   check=True, capture_output=True, timeout=600)
+                   check=True, capture_output=True, timeout=600, env=_single_process_env())
     result = json.loads(out.read_text())
     assert result["steps_measured"] == 2 and result["tokens_per_second"] > 0
     assert {"time/rollout", "time/rewards", "time/update", "time/weight_push", "time/total"} <= set(result["step_ms"])
@@ -78,7 +88,7 @@ def test_bench_update_quick(tmp_path):
     """The update benchmark's CPU mode: every setting of the grid runs, packed and padded alike."""
     out = tmp_path / "update.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_update.py"), "--quick", "--out", str(out)],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, env=_single_process_env())
     result = json.loads(out.read_text())
     assert len(result["grid"]) == 8 and not any(g.get("oom") for g in result["grid"])
     assert {(g["layout"], g["ckpt"]) for g in result["grid"]} == {(l, c) for l in ("padded", "packed") for c in (True, False)}
@@ -95,7 +105,8 @@ def test_bench_vs_trl_sweep_runs_both_sides(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_vs_trl.py"), "--sweep", "--shape", "tiny",
                           "--engine", "hf", "--steps", "1", "--warmup", "0", "--prompts", "2", "--grid", "5", "--ckpts",
                           "on", "--max-new-tokens", "6", "--workload", "realistic", "--work", str(tmp_path / "work"),
-                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+                          "--out", str(out)], capture_output=True, text=True, timeout=600,
+                         env=_single_process_env())
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     result = json.loads(out.read_text())
     for side in ("ours", "trl"):
