@@ -5,6 +5,8 @@
 #   update            bench_update.py, fixed-length workload (1.7B shape): layout x checkpointing x
 #                     micro-batch x fused decoder body
 #   update_realistic  the same on the realistic-length workload
+#   phases            bench_rollout.py --phases, fixed and realistic workloads (1.7B shape): where the
+#                     rollout's time goes (push, wake, generate, sleep) per sleep setting and seeding
 #   vs_trl            bench_vs_trl.py --sweep (needs the vLLM pieces: carry .gpu-vllm/part.00..08 first)
 # Carry .whl (scripts/gpu_wheels.sh). JSON and logs under $OUT. UPDATE_ARGS, VS_TRL_ARGS add arguments.
 set -uo pipefail
@@ -21,6 +23,11 @@ for job in "${jobs[@]}"; do
          timeout ${UPDATE_TIMEOUT:-280} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w ${UPDATE_ARGS:-} \
            --out "$OUT/update_$w.json" > "$OUT/update_$w.log" 2>&1; echo "-- $job rc=$? in $((SECONDS - t)) s"
          sed -n '/^layout/,$p' "$OUT/update_$w.log"; grep -E "Error|error" "$OUT/update_$w.log" | tail -3 ;;
+  phases) for w in fixed realistic; do
+           timeout ${PHASES_TIMEOUT:-240} python3 benchmarks/bench_rollout.py --phases --shape ${SHAPE:-1.7b} --prompts 16 \
+             --max-new-tokens 128 --workload $w --out "$OUT/phases_$w.json" > "$OUT/phases_$w.log" 2>&1
+           echo "-- phases $w rc=$? in $((SECONDS - t)) s"; grep -E "^(sleep|awake|prefill)|Error" "$OUT/phases_$w.log" | tail -8
+         done ;;
   vs_trl) timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep ${VS_TRL_ARGS:-} --out "$OUT/vs_trl.json" \
            > "$OUT/vs_trl.log" 2>&1; echo "-- vs_trl rc=$? in $((SECONDS - t)) s"; tail -30 "$OUT/vs_trl.log" ;;
   esac

@@ -77,6 +77,7 @@ class VLLMEngine(RolloutEngine):
         self.sleep_level = sleep_level
         self.sleeping: set = set()  # vLLM memory tags released by sleep: "weights", "kv_cache"
         self.needs_weights = dummy_weights  # the engine's weights are not the policy's: push before generating
+        self.per_request_seeds = True  # each request seeded from (seed, prompt): a resumed run samples the same
         threads = torch.get_num_threads()
         rng_state = torch.get_rng_state()
         t = time.perf_counter()
@@ -108,7 +109,8 @@ class VLLMEngine(RolloutEngine):
                 # token ids only: the rewards decode the texts once themselves, so vLLM's incremental
                 # detokenizer (host work on every generated token) is skipped
                 params.append(SamplingParams(n=k, temperature=max(temperature, 0.0), top_p=top_p,
-                                             max_tokens=max_new_tokens, seed=seed * 100_003 + i,
+                                             max_tokens=max_new_tokens,
+                                             seed=seed * 100_003 + i if self.per_request_seeds else None,
                                              stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False))
         outs = self.llm.generate(reqs, params, use_tqdm=False)
         t2 = time.perf_counter()
