@@ -7,6 +7,8 @@
 #   update_realistic  the same on the realistic-length workload
 #   phases            bench_rollout.py --phases, fixed and realistic workloads (1.7B shape): where the
 #                     rollout's time goes (push, wake, generate, sleep) per sleep setting and seeding
+#   decode            probe_decode.py: a vLLM decode step's time per batch size, a profile of one generate,
+#                     in-process and with vLLM's engine core in its own process
 #   vs_trl            bench_vs_trl.py --sweep (needs the vLLM pieces: carry .gpu-vllm/part.00..08 first)
 # Carry .whl (scripts/gpu_wheels.sh). JSON and logs under $OUT. UPDATE_ARGS, VS_TRL_ARGS add arguments.
 set -uo pipefail
@@ -28,6 +30,12 @@ for job in "${jobs[@]}"; do
              --max-new-tokens 128 --workload $w --out "$OUT/phases_$w.json" > "$OUT/phases_$w.log" 2>&1
            echo "-- phases $w rc=$? in $((SECONDS - t)) s"; grep -E "^(sleep|awake|prefill)|Error" "$OUT/phases_$w.log" | tail -8
          done ;;
+  decode) timeout 300 python3 benchmarks/probe_decode.py --shape ${SHAPE:-1.7b} --out "$OUT/decode_inproc.json" \
+           > "$OUT/decode_inproc.log" 2>&1; echo "-- decode in-process rc=$? in $((SECONDS - t)) s"
+         grep -E "^batch|^profile|Error" "$OUT/decode_inproc.log"; sed -n '/^profile/,/^{/p' "$OUT/decode_inproc.log" | cut -c1-160 | head -60
+         VLLM_ENABLE_V1_MULTIPROCESSING=1 timeout 200 python3 benchmarks/probe_decode.py --shape ${SHAPE:-1.7b} --no-profile \
+           --out "$OUT/decode_mp.json" > "$OUT/decode_mp.log" 2>&1; echo "-- decode multiprocessing rc=$? in $((SECONDS - t)) s"
+         grep -E "^batch|Error" "$OUT/decode_mp.log" ;;
   vs_trl) timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep ${VS_TRL_ARGS:-} --out "$OUT/vs_trl.json" \
            > "$OUT/vs_trl.log" 2>&1; echo "-- vs_trl rc=$? in $((SECONDS - t)) s"; tail -30 "$OUT/vs_trl.log" ;;
   esac
