@@ -284,28 +284,64 @@ def matcher_before_after() -> str:
     return "\n".join(lines)
 
 
-def vs_trl_best() -> str:
+def _vs_trl_sweep(name: str) -> str:
     """bench_vs_trl.py --sweep on one H200: each side's grid (micro-batch x checkpointing) and its best."""
-    d = _load("vs_trl_h200_1.7b_fixed.json")
-    lines = ["| side | micro-batch | checkpointing | tokens/s | step | generation | update (all but generation) | peak GiB |",
-             "|---|---|---|---|---|---|---|---|"]
-    for side, name in (("ours", "relate_fast"), ("trl", "TRL 1.16")):
+    d = _load(name)
+    lines = ["| side | micro-batch | checkpointing | tokens/s | step | generation | update (all but generation) "
+             "| peak GiB | response tokens |", "|---|---|---|---|---|---|---|---|---|"]
+    for side, label in (("ours", "relate_fast"), ("trl", "TRL 1.16")):
         best = d["best"][side]
         for r in d["grid"][side]:
             mark = "**" if r is not None and r.get("micro_batch") == best["micro_batch"] and r.get("ckpt") == best["ckpt"] else ""
             if "error" in r:
-                lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], r["error"], "", "", "", ""]))
+                lines.append(_row([label, str(r["micro_batch"]), r["ckpt"], r["error"], "", "", "", "", ""]))
                 continue
-            lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], f"{mark}{r['tokens_per_second']:,.0f}{mark}",
+            lines.append(_row([label, str(r["micro_batch"]), r["ckpt"], f"{mark}{r['tokens_per_second']:,.0f}{mark}",
                                f"{r['step_s']:.2f} s", f"{r['generation_s']:.2f} s", f"{r['update_s']:.2f} s",
-                               f"{r['peak_mem_gib']:.1f}"]))
+                               f"{r['peak_mem_gib']:.1f}", f"{r.get('response_tokens_mean', 0):.1f}"]))
     r = d["ratios"]
     lines += ["", "| best against best | ratio |", "|---|---|",
               _row(["end to end (tokens/s)", f"**{r['end_to_end_tokens_per_second']:.2f}×**"]),
+              _row(["step time", f"{r['step_time_speedup']:.2f}×"]),
               _row(["update (all but generation), at the best end-to-end settings", f"{r['update_speedup']:.2f}×"]),
               _row(["update, each side's fastest update of the grid", f"{r['best_update_speedup']:.2f}×"]),
               _row(["generation", f"{r['generation_speedup']:.2f}×"]),
               _row(["peak memory, ours / TRL's", f"{r['peak_mem']:.2f}×"])]
+    return "\n".join(lines)
+
+
+def vs_trl_best() -> str:
+    return _vs_trl_sweep("vs_trl_h200_1.7b_fixed.json")
+
+
+def vs_trl_realistic() -> str:
+    return _vs_trl_sweep("vs_trl_h200_1.7b_realistic.json")
+
+
+def rollout_phases() -> str:
+    """bench_rollout.py --phases on one H200: a training step's rollout, part by part, per variant."""
+    lines = ["| workload | variant | push | wake | generate | sleep | total | generated tokens |",
+             "|---|---|---|---|---|---|---|---|"]
+    for w in ("fixed", "realistic"):
+        d = _load(f"rollout_phases_h200_1.7b_{w}_37930e5.json")
+        for name, v in d["variants"].items():
+            t = v["seconds"]
+            lines.append(_row([w, name.replace("_", " "), *(f"{t[k]:.3f} s" for k in ("push", "wake", "generate", "sleep")),
+                               f"**{t['total']:.3f} s**" if name == "sleep_level2" else f"{t['total']:.3f} s",
+                               f"{v['generated_tokens']:,.0f}"]))
+    return "\n".join(lines)
+
+
+def decode_steps() -> str:
+    """probe_decode.py on one H200: the time of one vLLM decode step by batch size."""
+    d = _load("decode_h200_1.7b_215854b.json")
+    lines = ["| sequences | generate (128 new tokens) | prefill + 1 token | per decode step |", "|---|---|---|---|"]
+    for batch, v in d["per_batch"].items():
+        lines.append(_row([batch, f"{v['generate_s']:.3f} s", f"{v['prefill_s']:.3f} s", f"{v['decode_step_ms']:.2f} ms"]))
+    p = d["profile"]
+    lines.append("")
+    lines.append(f"Profiled generate of {p['batch']} sequences: {p['wall_s']:.3f} s of wall time under the profiler, "
+                 f"{p['gpu_kernel_s']:.3f} s of GPU kernels ({p['gpu_busy_share']:.0%}).")
     return "\n".join(lines)
 
 
@@ -340,7 +376,8 @@ def update_realistic() -> str:
     return _update_grid("update_h200_1.7b_realistic_ae434bf.json")
 
 
-TABLES = {"vs_trl_best": vs_trl_best, "update_fixed": update_fixed, "update_realistic": update_realistic, "matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton, "loss_epilogue": loss_epilogue, "loss_probs": loss_probs,
+TABLES = {"vs_trl_best": vs_trl_best, "vs_trl_realistic": vs_trl_realistic, "rollout_phases": rollout_phases,
+          "decode_steps": decode_steps, "update_fixed": update_fixed, "update_realistic": update_realistic, "matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton, "loss_epilogue": loss_epilogue, "loss_probs": loss_probs,
           "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
 
 

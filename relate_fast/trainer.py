@@ -17,6 +17,7 @@ is checked before anything is written (`relate_fast.preflight`).
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import logging
 import math
@@ -292,6 +293,11 @@ class Trainer:
             self._mark("eval_baseline")
         start = self._restore()
         self._truncate_metrics(start)
+        # What exists now lives for the whole run (models, compiled graphs, tokenizer, data). vLLM's sleep
+        # and wake each run a full gc.collect(), which would scan all of it every step: frozen, a
+        # collection scans only what the steps create.
+        gc.collect()
+        gc.freeze()
         nan_run = 0
         bar = self._progress(range(start, cfg.grpo.steps), desc="GRPO", initial=start, total=cfg.grpo.steps)
         try:
@@ -321,6 +327,8 @@ class Trainer:
             self._log(f"stopped; the run resumes from the checkpoint of step {self.saved_step} "
                       f"({self.ckpt.folder(self.saved_step) if self.saved_step else 'none yet: from the start of GRPO'})")
             raise
+        finally:
+            gc.unfreeze()  # what the loop kept alive can be collected again once the trainer is dropped
         summary = None
         if self.rank == 0:
             summary = {"steps": cfg.grpo.steps, "rollout_engine": self.rollout.name, "preset": cfg.reward.preset,

@@ -307,6 +307,29 @@ def test_save_final_false_writes_no_checkpoint_and_no_model(tmp_path, capsys):
     assert "checkpoint of step" not in capsys.readouterr().err
 
 
+def test_setup_objects_are_frozen_for_the_garbage_collector_during_the_steps_only(tmp_path, monkeypatch):
+    """vLLM's sleep and wake run gc.collect() every step: the loop runs with the setup's objects frozen
+    (a collection then skips them), and they are collectable again once the loop ends."""
+    import gc
+
+    from relate_fast.train import main
+    from relate_fast.trainer import Trainer
+
+    seen = []
+    real = Trainer.grpo_step
+
+    def recording(self, step):
+        seen.append(gc.get_freeze_count())
+        return real(self, step)
+
+    monkeypatch.setattr(Trainer, "grpo_step", recording)
+    args = [str(tmp_path) if a is None else a for a in SMALL]
+    assert main(args + ["--run.name", "gc", "--grpo.steps", "1", "--run.save_final", "false",
+                        "--eval.enabled", "false"]) == 0
+    assert len(seen) == 1 and seen[0] > 1000
+    assert gc.get_freeze_count() == 0
+
+
 def test_trainer_scores_correctness_and_relevance_with_an_llm_judge(tmp_path, capsys):
     """reward.judge_model: the tiny model of a first run judges the second run's rollouts (HF
     generate on the CPU); the judged components replace the preset's and are logged."""
