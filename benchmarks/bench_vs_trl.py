@@ -23,8 +23,10 @@ tokens with EOS), up to `--max-new-tokens`.
 The settings a user tunes, swept with `--sweep` for each side (a fresh process per setting, one vLLM
 engine per process): `--micro-batch` {8, 20, 40, 80} sequences (TRL's per_device_train_batch_size;
 ours gets a token budget of that many rows of the widest possible row, prompt + max new tokens, in
-the layout `--layout`, packed by default on a GPU) x gradient checkpointing {on, off}. A setting that
-fails (out of memory) is recorded with its error. The result holds the whole grid, each side's best
+the layout `--layout`, packed by default on a GPU) x gradient checkpointing {on, off}, and for TRL its
+own speed options `--trl-speeds` {none, liger (liger-kernel's RMSNorm/SwiGLU/RoPE through the HF
+Trainer's `use_liger_kernel`), compile (the Trainer's `torch_compile`)}. A setting that fails (out of
+memory, or an option that does not run) is recorded with its error. The result holds the whole grid, each side's best
 (highest tokens/s) and the best-against-best ratios.
 
 Measured per optimizer step after `--warmup` steps: wall time, the generation part, the update part
@@ -134,8 +136,9 @@ def run_ours(folder, args, work) -> dict:
             "--data.langs", "[en]", "--data.max_prompt_tokens", "512"]
     trainer = Trainer(load_config(None, over))
     trainer.run()
-    rows = [json.loads(l) for l in (work / "ours" / "metrics.jsonl").read_text().splitlines()][args.warmup:] \
+    all_rows = [json.loads(l) for l in (work / "ours" / "metrics.jsonl").read_text().splitlines()] \
         if trainer.rank == 0 else []
+    rows = all_rows[args.warmup:]
     peak = _peak_gib_max_over_ranks()
     if trainer.rank != 0:
         return {}
@@ -145,6 +148,7 @@ def run_ours(folder, args, work) -> dict:
            "stages_s": {k[5:]: med(k) for k in rows[0] if k.startswith("time/")},
            "tokens_per_second": med("tokens_per_second"),
            "response_tokens_mean": statistics.mean(r["response_tokens_mean"] for r in rows),
+           "response_tokens_per_step": [round(r["response_tokens_mean"], 1) for r in all_rows],
            "eos_rate": statistics.mean(r["eos_rate"] for r in rows),
            "reward_mean": statistics.mean(r["reward/total"] for r in rows if "reward/total" in r) if "reward/total" in rows[0] else None,
            "rollout_engine": trainer.rollout.name, "rollout_engine_start_s": round(trainer.rollout_init_s, 1),
@@ -196,6 +200,10 @@ def run_trl(folder, args, work) -> dict:
               gradient_checkpointing=args.ckpt == "on", logging_steps=1, report_to=[], save_strategy="no",
               temperature=1.0, use_cpu=not torch.cuda.is_available(), seed=0,
               chat_template_kwargs={"enable_thinking": False}, deepspeed=ds_config if use_ds else None)
+    if args.trl_speed == "liger":
+        kw["use_liger_kernel"] = True
+    elif args.trl_speed == "compile":
+        kw["torch_compile"] = True
     if args.engine == "vllm":
         kw.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=args.vllm_memory,
                   vllm_enable_sleep_mode=True, vllm_importance_sampling_correction=False)
@@ -229,6 +237,7 @@ def run_trl(folder, args, work) -> dict:
             # TRL counts its own rank's tokens; every rank has the same per-GPU work
             "tokens_per_second": statistics.median(n * world / t for t, _, n, _ in steady),
             "response_tokens_mean": statistics.mean(c for _, _, _, c in steady),
+            "response_tokens_per_step": [round(c, 1) for _, _, _, c in times],
             "peak_mem_gib": peak, "world_size": world,
             "data_parallel": "deepspeed zero-2 (HF Trainer integration)" if use_ds else "DDP"}
 
@@ -236,13 +245,13 @@ def run_trl(folder, args, work) -> dict:
 # --------------------------------------------------------------------------- the sweep
 
 
-def _setting(side: str, mb: int, ckpt: str) -> str:
-    return f"{side}_mb{mb}_ckpt{ckpt}"
+def _setting(side: str, mb: int, ckpt: str, speed: str = "none") -> str:
+    return f"{side}_mb{mb}_ckpt{ckpt}" + ("" if speed == "none" else f"_{speed}")
 
 
 def sweep(args) -> dict:
-    """Each side x micro-batch x checkpointing in its own process (one vLLM engine per process);
-    a setting that fails is kept with the end of its log."""
+    """Each side x micro-batch x checkpointing (x TRL's speed options) in its own process (one vLLM engine
+    per process); a setting that fails is kept with the end of its log."""
     out_dir = Path(args.sweep_dir or Path(args.out).with_suffix("")).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     common = ["--shape", args.shape, "--engine", args.engine, "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -251,27 +260,28 @@ def sweep(args) -> dict:
               "--work", str(shared_workdir("vs_trl", args.work))]
     if not args.trl_deepspeed:
         common.append("--no-trl-deepspeed")
-    for side in args.sides.split(","):
-        for mb in [int(x) for x in args.grid.split(",")]:
-            for ckpt in args.ckpts.split(","):
-                name = _setting(side, mb, ckpt)
-                if (out_dir / f"{name}.json").is_file() and not args.rerun:
-                    print(f"-- {name}: done earlier", flush=True)
-                    continue
-                t = time.time()
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--micro-batch", str(mb),
-                       "--ckpt", ckpt, "--out", str(out_dir / f"{name}.json"), *common]
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
-                    rc, log = proc.returncode, proc.stdout + proc.stderr
-                except subprocess.TimeoutExpired as e:
-                    rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
-                (out_dir / f"{name}.log").write_text(log[-20000:])
-                if rc != 0:
-                    err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
-                    (out_dir / f"{name}.json").write_text(json.dumps({side: {"error": err, "log_tail": log[-1500:]},
-                                                                      "settings": {"micro_batch": mb, "ckpt": ckpt}}))
-                print(f"-- {name}: {'ok' if rc == 0 else rc} in {time.time() - t:.0f} s", flush=True)
+    runs = [(side, mb, ckpt, speed) for side in args.sides.split(",") for mb in [int(x) for x in args.grid.split(",")]
+            for ckpt in args.ckpts.split(",") for speed in (args.trl_speeds.split(",") if side == "trl" else ["none"])]
+    for side, mb, ckpt, speed in runs:
+        name = _setting(side, mb, ckpt, speed)
+        if (out_dir / f"{name}.json").is_file() and not args.rerun:
+            print(f"-- {name}: done earlier", flush=True)
+            continue
+        t = time.time()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--micro-batch", str(mb),
+               "--ckpt", ckpt, "--trl-speed", speed, "--out", str(out_dir / f"{name}.json"), *common]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
+            rc, log = proc.returncode, proc.stdout + proc.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+        (out_dir / f"{name}.log").write_text(log[-20000:])
+        if rc != 0:
+            err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
+            (out_dir / f"{name}.json").write_text(json.dumps({side: {"error": err, "log_tail": log[-1500:]},
+                                                              "settings": {"micro_batch": mb, "ckpt": ckpt,
+                                                                           "trl_speed": speed}}))
+        print(f"-- {name}: {'ok' if rc == 0 else rc} in {time.time() - t:.0f} s", flush=True)
     return combine_dir(out_dir)
 
 
@@ -282,13 +292,14 @@ def combine_dir(out_dir: Path) -> dict:
     for f in sorted(Path(out_dir).glob("*_mb*_ckpt*.json")):
         d = json.loads(f.read_text())
         side = "ours" if "ours" in d else "trl"
-        row = dict(d[side], micro_batch=d["settings"]["micro_batch"], ckpt=d["settings"]["ckpt"])
+        row = dict(d[side], micro_batch=d["settings"]["micro_batch"], ckpt=d["settings"]["ckpt"],
+                   speed=d["settings"].get("trl_speed", "none") if side == "trl" else "none")
         grid[side].append(row)
         if "info" in d:
             info[side] = d["info"]
-            settings = {k: v for k, v in d["settings"].items() if k not in ("micro_batch", "ckpt")}
+            settings = {k: v for k, v in d["settings"].items() if k not in ("micro_batch", "ckpt", "trl_speed")}
     for rows in grid.values():
-        rows.sort(key=lambda r: (r["micro_batch"], r["ckpt"]))
+        rows.sort(key=lambda r: (r["speed"], r["micro_batch"], r["ckpt"]))
     best = {side: max((r for r in rows if "error" not in r), key=lambda r: r["tokens_per_second"], default=None)
             for side, rows in grid.items()}
     result = {"grid": grid, "best": best, "settings": settings, "info": info}
@@ -306,19 +317,19 @@ def combine_dir(out_dir: Path) -> dict:
 
 
 def print_grid(result: dict):
-    print("\nside  micro-batch ckpt  tokens/s  step s  generation s  update s  peak GiB  response tokens")
+    print("\nside  speed    micro-batch ckpt  tokens/s  step s  generation s  update s  peak GiB  response tokens")
     for side, rows in result["grid"].items():
         for r in rows:
             if "error" in r:
-                print(f"{side:5} {r['micro_batch']:11} {r['ckpt']:4}  {r['error']}")
+                print(f"{side:5} {r.get('speed', 'none'):8} {r['micro_batch']:11} {r['ckpt']:4}  {r['error']}")
             else:
-                print(f"{side:5} {r['micro_batch']:11} {r['ckpt']:4}  {r['tokens_per_second']:8.0f}  {r['step_s']:6.2f}  "
+                print(f"{side:5} {r.get('speed', 'none'):8} {r['micro_batch']:11} {r['ckpt']:4}  {r['tokens_per_second']:8.0f}  {r['step_s']:6.2f}  "
                       f"{r['generation_s']:12.2f}  {r['update_s']:8.2f}  {r['peak_mem_gib']:8.1f}  "
                       f"{r.get('response_tokens_mean', 0):6.1f}")
     if result.get("ratios"):
         b = result["best"]
         print(f"best: ours mb {b['ours']['micro_batch']} ckpt {b['ours']['ckpt']}, trl mb {b['trl']['micro_batch']} "
-              f"ckpt {b['trl']['ckpt']}: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v))
+              f"ckpt {b['trl']['ckpt']} speed {b['trl'].get('speed', 'none')}: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v))
 
 
 def main(argv=None):
@@ -339,6 +350,9 @@ def main(argv=None):
     ap.add_argument("--grid", default="8,20,40,80", help="--sweep: micro-batch sizes")
     ap.add_argument("--ckpts", default="on,off", help="--sweep: checkpointing settings")
     ap.add_argument("--sides", default="ours,trl", help="--sweep: sides")
+    ap.add_argument("--trl-speed", default="none", choices=("none", "liger", "compile"),
+                    help="TRL's speed option (one setting): liger = use_liger_kernel, compile = torch_compile")
+    ap.add_argument("--trl-speeds", default="none,liger", help="--sweep: TRL's speed options")
     ap.add_argument("--sweep-dir", default=None, help="--sweep: folder of the per-setting JSONs (default: next to --out)")
     ap.add_argument("--rerun", action="store_true", help="--sweep: run settings whose JSON exists again")
     ap.add_argument("--run-timeout", type=int, default=420, help="--sweep: seconds per setting")
@@ -363,7 +377,7 @@ def main(argv=None):
         return None
     res["wall_s"] = round(time.time() - t, 1)
     settings = {k: getattr(args, k) for k in ("shape", "workload", "engine", "steps", "warmup", "prompts", "micro_batch",
-                                              "ckpt", "max_new_tokens", "vllm_memory", "layout", "fused")}
+                                              "ckpt", "max_new_tokens", "vllm_memory", "layout", "fused", "trl_speed")}
     result = {args.side: res, "settings": dict(settings, group_size=G), "info": provenance()}
     print(json.dumps(result, indent=2))
     write_json(args.out, result)

@@ -292,11 +292,13 @@ def _vs_trl_sweep(name: str) -> str:
     for side, label in (("ours", "relate_fast"), ("trl", "TRL 1.16")):
         best = d["best"][side]
         for r in d["grid"][side]:
-            mark = "**" if r is not None and r.get("micro_batch") == best["micro_batch"] and r.get("ckpt") == best["ckpt"] else ""
+            key = lambda x: (x.get("micro_batch"), x.get("ckpt"), x.get("speed", "none"))  # noqa: E731
+            mark = "**" if key(r) == key(best) else ""
+            name = label if r.get("speed", "none") == "none" else f"{label} ({r['speed']})"
             if "error" in r:
-                lines.append(_row([label, str(r["micro_batch"]), r["ckpt"], r["error"], "", "", "", "", ""]))
+                lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], r["error"], "", "", "", "", ""]))
                 continue
-            lines.append(_row([label, str(r["micro_batch"]), r["ckpt"], f"{mark}{r['tokens_per_second']:,.0f}{mark}",
+            lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], f"{mark}{r['tokens_per_second']:,.0f}{mark}",
                                f"{r['step_s']:.2f} s", f"{r['generation_s']:.2f} s", f"{r['update_s']:.2f} s",
                                f"{r['peak_mem_gib']:.1f}", f"{r.get('response_tokens_mean', 0):.1f}"]))
     r = d["ratios"]

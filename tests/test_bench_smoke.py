@@ -104,7 +104,7 @@ def test_bench_vs_trl_sweep_runs_both_sides(tmp_path):
     out = tmp_path / "vs_trl.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_vs_trl.py"), "--sweep", "--shape", "tiny",
                           "--engine", "hf", "--steps", "1", "--warmup", "0", "--prompts", "2", "--grid", "5", "--ckpts",
-                          "on", "--max-new-tokens", "6", "--workload", "realistic", "--work", str(tmp_path / "work"),
+                          "on", "--trl-speeds", "none", "--max-new-tokens", "6", "--workload", "realistic", "--work", str(tmp_path / "work"),
                           "--out", str(out)], capture_output=True, text=True, timeout=600,
                          env=_single_process_env())
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -116,6 +116,25 @@ def test_bench_vs_trl_sweep_runs_both_sides(tmp_path):
         assert result["best"][side] == row and result["info"][side]["commit"]
     assert result["ratios"]["end_to_end_tokens_per_second"] > 0
     assert result["settings"]["workload"] == "realistic"
+
+
+def test_bench_vs_trl_combines_trl_speed_options_into_the_grid(tmp_path):
+    """TRL's speed options are settings of their own in the grid (one file each), and the best may be one."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_vs_trl import _setting, combine_dir
+
+    def write(side, mb, ckpt, speed, tps):
+        res = {"step_s": 1.0, "generation_s": 0.5, "update_s": 0.5, "tokens_per_second": tps, "peak_mem_gib": 10.0}
+        (tmp_path / f"{_setting(side, mb, ckpt, speed)}.json").write_text(json.dumps(
+            {side: res, "settings": {"micro_batch": mb, "ckpt": ckpt, "trl_speed": speed, "shape": "tiny"}}))
+
+    write("ours", 40, "off", "none", 300.0)
+    write("trl", 40, "off", "none", 100.0)
+    write("trl", 40, "off", "liger", 150.0)
+    assert _setting("trl", 40, "off", "liger") == "trl_mb40_ckptoff_liger" and _setting("ours", 8, "on") == "ours_mb8_ckpton"
+    result = combine_dir(tmp_path)
+    assert [r["speed"] for r in result["grid"]["trl"]] == ["liger", "none"]
+    assert result["best"]["trl"]["speed"] == "liger" and result["ratios"]["end_to_end_tokens_per_second"] == 2.0
 
 
 def test_make_stop_gives_random_weights_varied_stopping_lengths():
