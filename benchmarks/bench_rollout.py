@@ -7,7 +7,7 @@
 
 One engine per process (vLLM cannot build a second engine in a process). A Qwen3-shaped policy with
 seeded random weights (default 0.6B) and the real Qwen3 tokenizer; the engine starts from dummy
-weights and receives the policy's by `push_weights`. Measured: engine start-up; `--prompts` prompts x
+weights and receives the policy's by `ensure_weights`. Measured: engine start-up; `--prompts` prompts x
 `--n` samples x `--max-new-tokens` tokens (random weights almost never stop, so every response is full
 length), after a warm-up call; the push of all weights (after sleep level 2, so it includes waking
 the weights); GPU memory by `torch.cuda.mem_get_info()` (vLLM's memory lives outside PyTorch's
@@ -107,7 +107,8 @@ def main(argv=None):
     def timed_push():
         sync()
         t = time.perf_counter()
-        engine.push_weights(policy)
+        engine.mark_stale()
+        engine.ensure_weights(policy)
         sync()
         push.append(time.perf_counter() - t)
 
@@ -188,7 +189,8 @@ def phases(args) -> dict:
         for r in range(args.repeats + 1):  # the first is a warm-up
             sync()
             t = time.perf_counter()
-            engine.push_weights(policy)  # every training step pushes the updated weights
+            engine.mark_stale()  # every training step pushes the updated weights
+            engine.ensure_weights(policy)
             sync()
             push = time.perf_counter() - t
             out = engine.generate(pids, args.n, max_new_tokens=new, temperature=1.0, seed=r)

@@ -206,8 +206,6 @@ class GRPOStep:
         return {"loss": loss_sum, "finite": finite, "grad_norm": grad_norm,
                 **{k: v / max(ntok, 1) for k, v in sums.items()}}
 
-    def push(self) -> None:
-        self.rollout.push_weights(self.updater.model)
 
     # -- the chain ----------------------------------------------------------------------------------
     def run(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]], lr: float) -> dict:
@@ -227,13 +225,14 @@ class GRPOStep:
         with stage("rollout"):
             b = self.sample(index, prompts, prompt_ids)
         times.update({f"rollout_{k}": v for k, v in (getattr(self.rollout, "timings", None) or {}).items()})
-        judge = self.reward_fn.ctx.judge
-        asked = (judge.calls, judge.unparsed) if judge is not None else None
+        asked = self.reward_fn.judge_counts()
         with stage("rewards"):
             self.score(b)
             self.compute_advantages(b)
-        if judge is not None and judge.calls > asked[0]:  # replies the judge gave no score in (on this rank)
-            b.judge_unparsed = (judge.unparsed - asked[1]) / (judge.calls - asked[0])
+        if asked is not None:
+            calls, unparsed = self.reward_fn.judge_counts()
+            if calls > asked[0]:  # replies the judge gave no score in (on this rank)
+                b.judge_unparsed = (unparsed - asked[1]) / (calls - asked[0])
         if self.updates_per_batch > 1:
             with stage("old_logprobs"):
                 self.compute_logprobs_old(b)
@@ -243,10 +242,11 @@ class GRPOStep:
         self.check_finite(b, index)
         with stage("update"):
             records = self.update(b, lr)
-        changed = any(r["finite"] for r in records)
-        if changed or self.rollout.needs_weights:
+        if any(r["finite"] for r in records):
+            self.rollout.mark_stale()
+        if self.rollout.needs_weights:
             with stage("weight_push"):
-                self.push()
+                self.rollout.ensure_weights(self.updater.model)
         times["total"] = time.perf_counter() - t0
         return self._metrics(b, records, times, lr, mem)
 

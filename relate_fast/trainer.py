@@ -21,7 +21,6 @@ import gc
 import json
 import logging
 import math
-import pickle
 import random
 import shutil
 import signal
@@ -283,8 +282,7 @@ class Trainer:
                   f"{cfg.reward.preset}; world size {self.world}; update: {resolve_layout(cfg.grpo.layout, device())} "
                   f"layout, attention {policy.config._attn_implementation}")
         self.updater = PolicyUpdater(policy, cfg, self.world)
-        if self.rollout.needs_weights:  # dummy weights: the policy's go in first
-            self.rollout.push_weights(self.updater.model)
+        self.rollout.ensure_weights(self.updater.model)  # dummy weights: the policy's go in first
         self.step = GRPOStep(cfg, rollout=self.rollout, updater=self.updater, reward_fn=self.reward_fn, tokenizer=tok,
                              reference=reference, rank=self.rank, world=self.world)
         if not self._phase_done("eval_baseline"):
@@ -372,17 +370,16 @@ class Trainer:
             if self.ckpt.steps():
                 raise CheckpointError(f"no checkpoint in {self.ckpt.root} is intact (see above); move the folder "
                                       f"aside to start GRPO over")
-            if self.rollout.needs_weights:  # the evaluation's sleep discarded them
-                self.rollout.push_weights(self.updater.model)
+            self.rollout.ensure_weights(self.updater.model)  # the evaluation's sleep may have discarded them
             return 0
         self.updater.load(folder)
         state = self.ckpt.read_rank_state(folder)
         _set_rng_state(state["rng"])
-        if state.get("ngrams") is not None:
-            self.reward_fn.ctx.ngrams = pickle.loads(state["ngrams"])
+        self.reward_fn.load_state_dict(state)
         for enc, cache in zip(self.encoders, state.get("encoder_caches", [])):
             enc.load_cache_state(cache)
-        self.rollout.push_weights(self.updater.model)
+        self.rollout.mark_stale()
+        self.rollout.ensure_weights(self.updater.model)
         self.saved_step = step
         self._log(f"restored GRPO step {step} from {folder}")
         return step
@@ -429,8 +426,7 @@ class Trainer:
     # -- checkpoints, metrics ---------------------------------------------------------------------
     def checkpoint(self, step: int):
         """The state after GRPO step `step`, written atomically (relate_fast.checkpoint)."""
-        state = {"step": step, "rng": _rng_state(),
-                 "ngrams": pickle.dumps(self.reward_fn.ctx.ngrams) if self.reward_fn.ctx.ngrams is not None else None,
+        state = {"step": step, "rng": _rng_state(), **self.reward_fn.state_dict(),
                  "encoder_caches": [enc.cache_state() for enc in self.encoders]}
 
         def write(folder: Path):
@@ -492,8 +488,7 @@ class Trainer:
         cfg = self.cfg
         rows = self.eval_rows[:cfg.eval.prompts] if cfg.eval.prompts else self.eval_rows
         pids = [self._prompt(r) for r in rows]
-        if self.rollout.needs_weights:
-            self.rollout.push_weights(self.updater.model)
+        self.rollout.ensure_weights(self.updater.model)
         comps = self.rollout.generate(pids, cfg.eval.samples, max_new_tokens=cfg.rollout.max_new_tokens,
                                       temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, seed=10**9 + 7)
         flat_rows = [r for r in rows for _ in range(cfg.eval.samples)]

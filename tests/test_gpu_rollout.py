@@ -35,12 +35,13 @@ try:
     engine.generate(pids, 1, **kw)
     raise SystemExit("generate without weights must fail")
 except RuntimeError as e:
-    assert "push_weights" in str(e)
+    assert "ensure_weights" in str(e)
 torch.manual_seed(1)
 with torch.no_grad():
     for p in model.parameters():
         p.add_(torch.randn_like(p) * 0.05)
-engine.push_weights(model)
+engine.mark_stale()
+engine.ensure_weights(model)
 free_awake_weights = torch.cuda.mem_get_info()[0]
 after = engine.generate(pids, 1, **kw)
 ref = hf.generate(pids, 1, **kw)

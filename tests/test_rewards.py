@@ -199,6 +199,29 @@ def _batch(tok, texts, rows=None, g=2):
     return RolloutBatch(rows, texts, [tok.encode(t) for t in texts], group_size=g)
 
 
+def test_reward_state_carries_the_ngram_window_to_a_fresh_function(relate_fn, small_bpe):
+    """A resumed run's rewards equal the uninterrupted run's: the n-gram window travels in state_dict
+    (a fresh function without it scores the next batch differently)."""
+    cfg = RewardConfig(preset="relate", ngram_min_count=2)
+    fresh = lambda: RewardFunction.from_config(cfg, tokenizer=small_bpe, encoder=HashedNgramEncoder(),  # noqa: E731
+                                               ctcvr=_ConstantCTCVR())
+    first = [GOOD_ZH, GOOD_ZH + "！", GOOD_ZH + "。", GOOD_ZH]
+    later = [GOOD_ZH + "！！", GOOD_ZH]
+    relate_fn(_batch(small_bpe, first))
+    resumed = fresh()
+    resumed.load_state_dict(relate_fn.state_dict())
+    expect = relate_fn(_batch(small_bpe, later)).token_matrix()
+    np.testing.assert_array_equal(resumed(_batch(small_bpe, later)).token_matrix(), expect)
+    assert not np.array_equal(fresh()(_batch(small_bpe, later)).token_matrix(), expect)
+    assert relate_fn.judge_counts() is None  # no LLM judge in this preset
+    replies = iter(["Score: 1", "no idea"])
+    judged = RewardFunction.from_config(RewardConfig(preset="model1", extra=[{"name": "correctness_judge"}]),
+                                        judge=LLMJudge(lambda prompts: [next(replies) for _ in prompts]))
+    assert judged.judge_counts() == (0, 0)
+    judged(RolloutBatch([EN] * 2, [GOOD_EN, GOOD_EN], [[1], [2]], group_size=2))
+    assert judged.judge_counts() == (2, 1)
+
+
 def test_combiner_arithmetic(relate_fn, small_bpe):
     texts = [GOOD_ZH, format_ad("全网最低价雅思", "保证通过", "zh"), GOOD_ZH + "！", ""]
     out = relate_fn(_batch(small_bpe, texts))

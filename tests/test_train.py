@@ -203,7 +203,8 @@ with torch.no_grad():
     for p in model.parameters():
         p.add_(torch.randn_like(p) * 0.05)
 before = vllm_engine.generate(pids, 1, **kw)
-vllm_engine.push_weights(model)
+vllm_engine.mark_stale()
+assert vllm_engine.ensure_weights(model) and not vllm_engine.ensure_weights(model)
 after = vllm_engine.generate(pids, 1, **kw)
 assert after == hf.generate(pids, 1, **kw) and after != before
 sampled = vllm_engine.generate(pids, 3, max_new_tokens=40, temperature=1.0, seed=3)

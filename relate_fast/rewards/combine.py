@@ -15,10 +15,11 @@ level); relate = model4's set with diversity (eq. 5) and risk moved to token lev
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -437,6 +438,22 @@ class RewardFunction:
         ctx = RewardContext(blacklist=blacklist, aligner=aligner, ngrams=ngrams, encoder=encoder, ctcvr=ctcvr,
                             judge=judge, num_threads=num_threads)
         return cls(specs, ctx)
+
+    # -- what the trainer checkpoints and reports, without reaching into the context -----------------
+    def state_dict(self) -> dict:
+        """What changes from step to step and sets the next step's rewards: the n-gram window (the
+        frequent n-grams G_high are counted over the last steps' responses)."""
+        ngrams = self.ctx.ngrams
+        return {"ngrams": pickle.dumps(ngrams) if ngrams is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("ngrams") is not None:
+            self.ctx.ngrams = pickle.loads(state["ngrams"])
+
+    def judge_counts(self) -> Optional[Tuple[int, int]]:
+        """(calls, replies with no score) of the LLM judge so far; None without a judge."""
+        judge = self.ctx.judge
+        return None if judge is None else (judge.calls, judge.unparsed)
 
     @property
     def has_token_level(self) -> bool:

@@ -18,13 +18,28 @@ class RolloutEngine:
                  top_p: float = 1.0, seed: int = 0) -> List[List[List[int]]]:
         raise NotImplementedError
 
-    #: True while the engine cannot generate until `push_weights` (dummy weights, or discarded by sleep)
+    #: True while the engine's weights are not the policy's: dummy weights, discarded by sleep, or the
+    #: policy changed since the last push (`mark_stale`)
     needs_weights = False
     #: seconds of the last `generate`'s parts, where the engine measures them (vLLM: wake, generate, sleep)
     timings: dict = {}
 
+    def mark_stale(self) -> None:
+        """The policy's weights changed (an update, a restored checkpoint): the next `ensure_weights` pushes."""
+        self.needs_weights = True
+
+    def ensure_weights(self, model) -> bool:
+        """Makes the engine sample from `model`'s current weights, pushing them only when its own are not
+        (the one place that pushes). Returns whether it pushed."""
+        if not self.needs_weights:
+            return False
+        self.push_weights(model)
+        self.needs_weights = False
+        return True
+
     def push_weights(self, model) -> None:
-        """Makes the engine sample from `model`'s current weights."""
+        """Copies `model`'s current weights into the engine (engines implement it; callers use
+        `ensure_weights`)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -39,7 +54,7 @@ def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32",
                 max_model_len: int = 1024, dummy_weights: bool = False) -> RolloutEngine:
     """`cfg.engine`: "vllm", "hf", or "auto" (vLLM when installed; otherwise HF generate, with a warning).
     `dummy_weights`: the folder holds a config and tokenizer only; vLLM starts from dummy weights and
-    needs `push_weights` before it generates (HF generate runs on the policy itself either way)."""
+    needs `ensure_weights` before it generates (HF generate runs on the policy itself either way)."""
     if cfg.engine not in ("auto", "vllm", "hf"):
         raise ValueError(f"rollout.engine must be auto, vllm or hf, got {cfg.engine!r}")
     if cfg.engine == "vllm" or (cfg.engine == "auto" and vllm_available()):

