@@ -9,7 +9,7 @@
 Both sides: a Qwen3-shaped policy (default 1.7B) with random bf16 weights saved once and the real
 Qwen3 tokenizer; per GPU `--prompts` prompts x G = 5 completions of up to `--max-new-tokens` tokens
 per optimizer step (one optimizer step per generation batch), β = 0, loss grpo, temperature 1,
-AdamW (lr 1e-6), DeepSpeed ZeRO-2 (TRL through the HF Trainer's DeepSpeed integration; plain DDP
+AdamW (`--lr`, see below), DeepSpeed ZeRO-2 (TRL through the HF Trainer's DeepSpeed integration; plain DDP
 with --no-trl-deepspeed), vLLM colocated with the same memory share and sleep mode on, and the same
 reward: relate_fast's Model 1 preset (length in Qwen3 tokens + format) computed by the same
 `RewardFunction` on the same token ids. TRL's vLLM importance-sampling correction is off (ours has
@@ -18,7 +18,12 @@ none, and it would cost TRL an extra forward per batch).
 Workloads: `fixed`, the random policy never stops, so every response is `--max-new-tokens` long;
 `realistic`, the policy's weights are made to stop (benchmarks.common.make_stop): responses end with
 EOS at varied lengths, about 37 tokens on average (the dataset's reference ads are 27-47 Qwen3
-tokens with EOS), up to `--max-new-tokens`.
+tokens with EOS), up to `--max-new-tokens`. Training must not move those lengths, or the two sides
+(which train differently) would generate different work: Adam's first steps move every weight by about
+the learning rate whatever the gradient, and on this hand-made policy one step at 1e-6 took the mean
+length from 38 to 14 tokens (benchmarks/probe_stop_drift.py; a sweep at 1e-6 measured 84 tokens on our
+side and 58 on TRL's). So `--lr` defaults to 1e-6 on the fixed workload and to 1e-12 on the realistic
+one: the same update work, a policy that stays put.
 
 The settings a user tunes, swept with `--sweep` for each side (a fresh process per setting, one vLLM
 engine per process): `--micro-batch` {8, 20, 40, 80} sequences (TRL's per_device_train_batch_size;
@@ -130,7 +135,7 @@ def run_ours(folder, args, work) -> dict:
             str(args.prompts), "--rollout.max_new_tokens", str(args.max_new_tokens), "--rollout.temperature", "1.0",
             "--rollout.vllm_gpu_memory_utilization", str(args.vllm_memory),
             "--grpo.steps", str(args.steps), "--grpo.beta", "0", "--grpo.loss_type", "grpo", "--grpo.layout", args.layout,
-            "--grpo.micro_batch_tokens", str(args.micro_batch * width), "--grpo.lr", "1e-6",
+            "--grpo.micro_batch_tokens", str(args.micro_batch * width), "--grpo.lr", str(args.lr),
             "--reward.preset", "model1", "--reward.monitor", "false", "--ctcvr.encoder", "hashed",
             "--reward.encoder", "hashed", "--ctcvr.epochs", "1", "--ctcvr.variants", "2", "--ctcvr.impressions", "2",
             "--data.langs", "[en]", "--data.max_prompt_tokens", "512"]
@@ -196,7 +201,7 @@ def run_trl(folder, args, work) -> dict:
     use_ds = torch.cuda.is_available() and args.trl_deepspeed
     kw = dict(output_dir=str(work / "trl"), per_device_train_batch_size=args.micro_batch,
               gradient_accumulation_steps=gas, num_generations=G, max_completion_length=args.max_new_tokens,
-              max_steps=args.steps, learning_rate=1e-6, beta=0.0, loss_type="grpo", bf16=torch.cuda.is_available(),
+              max_steps=args.steps, learning_rate=args.lr, beta=0.0, loss_type="grpo", bf16=torch.cuda.is_available(),
               gradient_checkpointing=args.ckpt == "on", logging_steps=1, report_to=[], save_strategy="no",
               temperature=1.0, use_cpu=not torch.cuda.is_available(), seed=0,
               chat_template_kwargs={"enable_thinking": False}, deepspeed=ds_config if use_ds else None)
@@ -256,8 +261,8 @@ def sweep(args) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     common = ["--shape", args.shape, "--engine", args.engine, "--steps", str(args.steps), "--warmup", str(args.warmup),
               "--prompts", str(args.prompts), "--max-new-tokens", str(args.max_new_tokens), "--vllm-memory",
-              str(args.vllm_memory), "--workload", args.workload, "--layout", args.layout, "--fused", args.fused,
-              "--work", str(shared_workdir("vs_trl", args.work))]
+              str(args.vllm_memory), "--workload", args.workload, "--lr", str(args.lr), "--layout", args.layout,
+              "--fused", args.fused, "--work", str(shared_workdir("vs_trl", args.work))]
     if not args.trl_deepspeed:
         common.append("--no-trl-deepspeed")
     runs = [(side, mb, ckpt, speed) for side in args.sides.split(",") for mb in [int(x) for x in args.grid.split(",")]
@@ -357,11 +362,15 @@ def main(argv=None):
     ap.add_argument("--rerun", action="store_true", help="--sweep: run settings whose JSON exists again")
     ap.add_argument("--run-timeout", type=int, default=420, help="--sweep: seconds per setting")
     ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=None,
+                    help="learning rate, both sides (default: 1e-6 fixed workload, 1e-12 realistic; see the docstring)")
     ap.add_argument("--vllm-memory", type=float, default=0.3, help="vLLM's share of GPU memory, both sides")
     ap.add_argument("--no-trl-deepspeed", dest="trl_deepspeed", action="store_false")
     ap.add_argument("--work", default=None, help="folder for the policy and the runs (shared by both sides)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "vs_trl.json"))
     args = ap.parse_args(argv)
+    if args.lr is None:
+        args.lr = 1e-12 if args.workload == "realistic" else 1e-6
     if args.sweep or args.combine_dir:
         result = sweep(args) if args.sweep else combine_dir(Path(args.combine_dir))
         print_grid(result)
@@ -377,7 +386,7 @@ def main(argv=None):
         return None
     res["wall_s"] = round(time.time() - t, 1)
     settings = {k: getattr(args, k) for k in ("shape", "workload", "engine", "steps", "warmup", "prompts", "micro_batch",
-                                              "ckpt", "max_new_tokens", "vllm_memory", "layout", "fused", "trl_speed")}
+                                              "ckpt", "max_new_tokens", "vllm_memory", "layout", "fused", "trl_speed", "lr")}
     result = {args.side: res, "settings": dict(settings, group_size=G), "info": provenance()}
     print(json.dumps(result, indent=2))
     write_json(args.out, result)

@@ -23,14 +23,19 @@ import hashlib
 import json
 import os
 import pickle
+import random
 import re
 import shutil
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+import numpy as np
+import torch
+
 from relate_fast.distributed import all_gather_objects, barrier
 
-__all__ = ["CheckpointStore", "CheckpointError", "atomic_write_text", "fsync_path"]
+__all__ = ["CheckpointStore", "CheckpointError", "atomic_write_text", "fsync_path", "rng_state", "set_rng_state",
+           "seed_all"]
 
 _STEP_RE = re.compile(r"^step-(\d{6,})$")
 MANIFEST = "manifest.json"
@@ -59,6 +64,29 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_path(path.parent)
+
+
+def rng_state() -> dict:
+    """Every generator a step draws from (Python, NumPy, torch, CUDA): what a checkpoint stores so a
+    resumed run continues identically."""
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict):
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def seed_all(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _sha256(path: Path) -> str:

@@ -116,6 +116,7 @@ def test_bench_vs_trl_sweep_runs_both_sides(tmp_path):
         assert result["best"][side] == row and result["info"][side]["commit"]
     assert result["ratios"]["end_to_end_tokens_per_second"] > 0
     assert result["settings"]["workload"] == "realistic"
+    assert result["settings"]["lr"] == 1e-12  # the hand-made stopping policy must stay put (probe_stop_drift.py)
 
 
 def test_bench_vs_trl_combines_trl_speed_options_into_the_grid(tmp_path):
