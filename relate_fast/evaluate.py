@@ -17,7 +17,6 @@ The trainer's baseline and final evaluations use :func:`evaluate_texts` (means o
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -26,8 +25,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from relate_fast.rewards import COMPONENTS, RewardContext, RewardFunction, RolloutBatch
-from relate_fast.rewards.combine import NgramWindow
+from relate_fast.rewards import RewardFunction
 
 __all__ = ["text_metrics", "evaluate_texts", "bootstrap_mean_ci", "bootstrap_diff_ci", "bootstrap_lift_ci",
            "gsb_by_reward", "report_from_generations", "main"]
@@ -41,51 +39,22 @@ REPORTED = {
 
 
 def text_metrics(rows: Sequence, texts: Sequence[str], token_ids: Optional[Sequence[Sequence[int]]], reward_cfg,
-                 ctx: RewardContext, *, group_size: int = 1, sim_seed: int = 0) -> Dict[str, np.ndarray]:
-    """Per-text metrics of a set of generations (n-gram counts over these texts only)."""
-    from relate_fast.matcher import NgramCounter
+                 rewards: RewardFunction, *, group_size: int = 1, sim_seed: int = 0) -> Dict[str, np.ndarray]:
+    """Per-text metrics of a set of generations: the reward function's own (n-gram counts over these
+    texts only; `RewardFunction.evaluation_metrics`), the click simulator's CTCVR and the lengths."""
     from relate_fast.sim import ClickSimulator
 
-    unit = ctx.ngrams.counter.unit if ctx.ngrams is not None else reward_cfg.ngram_unit
-    if token_ids is None:
-        unit = "char"
-    counter = NgramCounter(reward_cfg.ngram_n_min, reward_cfg.ngram_n_max, count="responses", window=1, unit=unit)
-    stop = ctx.ngrams.stop_ids if ctx.ngrams is not None else ()
-    ngrams = NgramWindow(counter, min_share=reward_cfg.ngram_min_share, min_count=reward_cfg.ngram_min_count,
-                         stop_ids=stop)
-    eval_ctx = RewardContext(blacklist=ctx.blacklist, aligner=ctx.aligner, ngrams=ngrams, encoder=ctx.encoder,
-                             ctcvr=ctx.ctcvr, judge=ctx.judge, num_threads=ctx.num_threads)
-    specs = [s for s in copy.deepcopy(reward_cfg.component_specs())
-             if not (s.weight == 0 and any(getattr(eval_ctx, n, None) is None for n in COMPONENTS[s.name].needs))]
-    if token_ids is None:  # token-level components need token ids
-        specs = [s for s in specs if COMPONENTS[s.name].granularity == "sentence"]
-    fn = RewardFunction(specs, eval_ctx)
-    batch = RolloutBatch(list(rows), list(texts), token_ids, group_size=group_size)
-    out = fn(batch)
-    m = {"reward": out.sentence.astype(float), "compliance": out.compliant.astype(float),
-         "diversity": COMPONENTS["diversity"].fn(batch, eval_ctx).astype(float)}
-    comps = out.components
-    if ctx.ctcvr is not None:
-        m["ctcvr_model"] = comps["ctcvr"] if "ctcvr" in comps else ctx.ctcvr.predict(rows, texts)["ctcvr"].astype(float)
+    m = rewards.evaluation_metrics(rows, texts, token_ids, reward_cfg, group_size=group_size)
     m["ctcvr_sim"] = ClickSimulator(sim_seed).probabilities(rows, texts)["ctcvr"].astype(float)
-    for name in ("relevance", "correctness"):
-        if name in comps:
-            m[name] = comps[name]
-    if "length" in comps:
-        m["length_pass"] = (comps["length"] == 1.0).astype(float)
-    if "format" in comps:
-        m["format_pass"] = (comps["format"] == 1.0).astype(float)
-    for k, v in comps.items():
-        m[f"component/{k}"] = np.asarray(v, dtype=float)
     if token_ids is not None:
         m["response_tokens"] = np.array([len(t) for t in token_ids], dtype=float)
     return m
 
 
-def evaluate_texts(rows, texts, token_ids, reward_cfg, ctx: RewardContext, *, group_size: int = 1,
+def evaluate_texts(rows, texts, token_ids, reward_cfg, rewards: RewardFunction, *, group_size: int = 1,
                    sim_seed: int = 0) -> dict:
     """Means of :func:`text_metrics` under the names the trainer's summary.json uses."""
-    m = text_metrics(rows, texts, token_ids, reward_cfg, ctx, group_size=group_size, sim_seed=sim_seed)
+    m = text_metrics(rows, texts, token_ids, reward_cfg, rewards, group_size=group_size, sim_seed=sim_seed)
     rename = {"compliance": "compliance_rate", "length_pass": "length_pass_rate", "format_pass": "format_pass_rate",
               "response_tokens": "response_tokens_mean"}
     res = {rename.get(k, k): float(np.mean(v)) for k, v in m.items() if k not in ("relevance", "correctness")}
@@ -391,9 +360,9 @@ def main(argv=None) -> int:
         print(f"[evaluate] generating with {side} {path}: {len(rows)} prompts × {args.samples}", file=sys.stderr)
         model, tok, ids, texts = _generate(path, rows, args.samples, args.engine, args.temperature, max_new,
                                            args.seed, dtype)
-        ctx = RewardFunction.from_config(reward_cfg, tokenizer=tok, encoder=encoder, ctcvr=ctcvr,
-                                         vocab_size=model.config.vocab_size).ctx
-        m = text_metrics(flat_rows, texts, ids, reward_cfg, ctx, group_size=args.samples, sim_seed=args.seed)
+        rewards = RewardFunction.from_config(reward_cfg, tokenizer=tok, encoder=encoder, ctcvr=ctcvr,
+                                             vocab_size=model.config.vocab_size)
+        m = text_metrics(flat_rows, texts, ids, reward_cfg, rewards, group_size=args.samples, sim_seed=args.seed)
         _write_generations(out / f"generations_{side}.jsonl", flat_rows, texts, m)
         results[side] = (m, texts)
     rep = summarize(results["model"][0], results.get("baseline", (None,))[0], groups, groups,

@@ -330,7 +330,7 @@ class Trainer:
         flat_rows = [r for r in rows for _ in range(cfg.eval.samples)]
         flat = [c for g in comps for c in g]
         texts = self.tok.batch_decode(flat, skip_special_tokens=True)
-        res = evaluate_texts(flat_rows, texts, flat, cfg.reward, self.reward_fn.ctx, group_size=cfg.eval.samples,
+        res = evaluate_texts(flat_rows, texts, flat, cfg.reward, self.reward_fn, group_size=cfg.eval.samples,
                              sim_seed=cfg.run.seed)
         if self.rank == 0:
             atomic_write_text(self.run_dir / f"eval_{name}.json", json.dumps(res, indent=2))

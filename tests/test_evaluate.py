@@ -30,9 +30,9 @@ def test_text_metrics_on_hand_made_texts(small_bpe):
     unformatted = "IELTS course in London, small classes"
     texts = [good, hype, unformatted]
     cfg = RewardConfig(preset="model4", ngram_min_count=2)
-    ctx = RewardFunction.from_config(cfg, tokenizer=small_bpe, encoder=HashedNgramEncoder(), ctcvr=_CTCVR()).ctx
+    rewards = RewardFunction.from_config(cfg, tokenizer=small_bpe, encoder=HashedNgramEncoder(), ctcvr=_CTCVR())
     ids = [small_bpe.encode(t) for t in texts]
-    m = text_metrics([EN] * 3, texts, ids, cfg, ctx, group_size=1)
+    m = text_metrics([EN] * 3, texts, ids, cfg, rewards, group_size=1)
     assert m["compliance"].tolist() == [1.0, 0.0, 1.0]  # "the best", "guaranteed pass"
     assert m["format_pass"].tolist() == [1.0, 1.0, 0.0]
     assert m["correctness"].tolist() == [1.0, -1.0, 1.0]  # $999 is not in the facts

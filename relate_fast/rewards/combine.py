@@ -14,6 +14,7 @@ level); relate = model4's set with diversity (eq. 5) and risk moved to token lev
 """
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 import time
@@ -454,6 +455,42 @@ class RewardFunction:
         """(calls, replies with no score) of the LLM judge so far; None without a judge."""
         judge = self.ctx.judge
         return None if judge is None else (judge.calls, judge.unparsed)
+
+    def evaluation_metrics(self, rows, texts, token_ids, cfg: RewardConfig, *, group_size: int = 1) -> Dict[str, np.ndarray]:
+        """Per-text reward metrics of a set of generations (evaluation, not training): the same resources
+        (blacklist, aligner, encoder, CTCVR model, judge) with an n-gram window over these texts alone;
+        weight-0 monitors whose resources are missing are left out, and token-level components when there
+        are no token ids. Keys: reward, compliance, diversity, ctcvr_model (with a CTCVR model), relevance,
+        correctness, length_pass, format_pass (where those components run) and component/<name>."""
+        ctx = self.ctx
+        unit = "char" if token_ids is None else (ctx.ngrams.counter.unit if ctx.ngrams is not None else cfg.ngram_unit)
+        from relate_fast.matcher import NgramCounter
+
+        counter = NgramCounter(cfg.ngram_n_min, cfg.ngram_n_max, count="responses", window=1, unit=unit)
+        ngrams = NgramWindow(counter, min_share=cfg.ngram_min_share, min_count=cfg.ngram_min_count,
+                             stop_ids=ctx.ngrams.stop_ids if ctx.ngrams is not None else ())
+        eval_ctx = RewardContext(blacklist=ctx.blacklist, aligner=ctx.aligner, ngrams=ngrams, encoder=ctx.encoder,
+                                 ctcvr=ctx.ctcvr, judge=ctx.judge, num_threads=ctx.num_threads)
+        specs = [s for s in copy.deepcopy(cfg.component_specs())
+                 if not (s.weight == 0 and any(getattr(eval_ctx, n, None) is None for n in get_component(s.name).needs))]
+        if token_ids is None:  # token-level components need token ids
+            specs = [s for s in specs if get_component(s.name).granularity == SENTENCE]
+        batch = RolloutBatch(list(rows), list(texts), token_ids, group_size=group_size)
+        out = RewardFunction(specs, eval_ctx)(batch)
+        comps = out.components
+        m = {"reward": out.sentence.astype(float), "compliance": out.compliant.astype(float),
+             "diversity": get_component("diversity").fn(batch, eval_ctx).astype(float)}
+        if ctx.ctcvr is not None:
+            m["ctcvr_model"] = comps["ctcvr"] if "ctcvr" in comps else ctx.ctcvr.predict(rows, texts)["ctcvr"].astype(float)
+        for name in ("relevance", "correctness"):
+            if name in comps:
+                m[name] = comps[name]
+        for name in ("length", "format"):
+            if name in comps:
+                m[f"{name}_pass"] = (comps[name] == 1.0).astype(float)
+        for k, v in comps.items():
+            m[f"component/{k}"] = np.asarray(v, dtype=float)
+        return m
 
     @property
     def has_token_level(self) -> bool:
