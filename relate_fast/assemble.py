@@ -23,7 +23,7 @@ from relate_fast.grpo import resolve_layout
 from relate_fast.models import fuse_layers, load_policy
 from relate_fast.policy import PolicyUpdater
 from relate_fast.rewards import RewardFunction
-from relate_fast.rollout import RolloutEngine
+from relate_fast.rollout import RolloutEngine, make_engine
 from relate_fast.step import GRPOStep
 
 __all__ = ["StepParts", "assemble", "load_model"]
@@ -52,7 +52,6 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
              log: Callable[[str], None]) -> StepParts:
     from relate_fast.rewards.embedding import make_encoder
     from relate_fast.rewards.judge import judge_from_config
-    from relate_fast.rollout import make_engine
 
     encoder = make_encoder(cfg.reward.encoder)
     same = cfg.ctcvr.encoder == cfg.reward.encoder  # one model in memory when both use the same

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from relate_fast.data.ads import LABEL_RE
-from relate_fast.rewards import components as _components  # noqa: F401  (registers the components)
+import relate_fast.rewards.components  # noqa: F401  (registers the components)
 from relate_fast.rewards.base import SENTENCE, TOKEN, RolloutBatch, check_finite, get_component
 
 __all__ = ["ComponentSpec", "PRESETS", "RewardConfig", "RewardContext", "RewardFunction", "RewardOutput",

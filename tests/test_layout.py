@@ -1,0 +1,103 @@
+"""The package's shape stays what docs/development.md draws: no import circle between relate_fast's
+modules (imports inside functions count too), the reward context read only inside rewards/, and the
+rollout engine's weights pushed from one place (RolloutEngine.ensure_weights)."""
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "relate_fast"
+
+
+def _modules():
+    mods = {}
+    for f in PKG.rglob("*.py"):
+        parts = f.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mods[name] = f
+    return mods
+
+
+def import_graph():
+    """module -> the relate_fast modules it imports anywhere in its text. `from pkg import sub` counts as
+    importing the submodule `sub` when it is one (not the package's __init__)."""
+    mods = _modules()
+    graph = {m: set() for m in mods}
+    for m, f in mods.items():
+        pkg = m if f.name == "__init__.py" else m.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                target = node.module or ""
+                if node.level:
+                    base = pkg.split(".")[:len(pkg.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                for a in node.names:
+                    sub = f"{target}.{a.name}"
+                    graph[m].add(sub if sub in mods else target)
+            elif isinstance(node, ast.Import):
+                graph[m].update(a.name for a in node.names)
+        graph[m] = {t for t in graph[m] if t in mods and t != m}
+    return graph
+
+
+def cycles(graph):
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_in_relate_fast():
+    graph = import_graph()
+    assert "relate_fast.rollout.hf" in graph["relate_fast.rollout"]  # the factory's lazy import is seen
+    assert cycles(graph) == []
+
+
+def _sources(exclude=()):
+    for f in PKG.rglob("*.py"):
+        if not any(f.is_relative_to(PKG / e) for e in exclude):
+            yield f, f.read_text(encoding="utf-8")
+
+
+def test_the_reward_context_is_read_only_inside_rewards():
+    hits = [f"{f.relative_to(ROOT)}:{i}" for f, text in _sources(exclude=("rewards",))
+            for i, line in enumerate(text.splitlines(), 1) if re.search(r"\.ctx\b", line)]
+    assert hits == []
+
+
+def test_weights_are_pushed_from_one_place():
+    calls = [f"{f.relative_to(ROOT)}:{i}" for f, text in _sources()
+             for i, line in enumerate(text.splitlines(), 1)
+             if re.search(r"\.push_weights\(", line) and "def push_weights" not in line]
+    assert calls == ["relate_fast/rollout/base.py:" + str(next(
+        i for i, line in enumerate((PKG / "rollout" / "base.py").read_text().splitlines(), 1)
+        if "self.push_weights(" in line))]
