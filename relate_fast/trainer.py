@@ -20,23 +20,22 @@ import gc
 import json
 import logging
 import math
-import random
 import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Tuple
 
 import torch
 
 from relate_fast.assemble import assemble
 from relate_fast.checkpoint import CheckpointError, CheckpointStore, atomic_write_text, rng_state, seed_all, set_rng_state
 from relate_fast.config import Config, config_to_dict, meaning_hash
-from relate_fast.data.ads import AdPrompt
+from relate_fast.data.schedule import PromptSchedule
 from relate_fast.distributed import all_ranks_true, barrier, init_distributed, replicas_identical
 from relate_fast.metrics_log import MetricsLog
-from relate_fast.models import build_tiny_model, prompt_ids
+from relate_fast.models import build_tiny_model
 from relate_fast.preflight import check_inputs
 from relate_fast.run_dir import prepare_run_dir
 from relate_fast.step import RolloutError, lr_at
@@ -78,7 +77,6 @@ class Trainer:
         self.state = self.ckpt.read_phases()
         self.saved_step = 0  # the step of the newest complete checkpoint (0: none yet)
         seed_all(cfg.run.seed)
-        self._prompt_cache: Dict[str, List[int]] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _log(self, msg: str):
@@ -144,6 +142,9 @@ class Trainer:
         self.tok, self.encoders, self.reward_fn = parts.tokenizer, parts.encoders, parts.reward_fn
         self.rollout, self.rollout_init_s, self.updater, self.grpo = \
             parts.rollout, parts.rollout_init_s, parts.updater, parts.step
+        self.prompts = PromptSchedule(self.rows, self.tok, prompts_per_step=self.cfg.rollout.prompts_per_step,
+                                      seed=self.cfg.run.seed, rank=self.rank, world=self.world,
+                                      max_prompt_tokens=self.cfg.data.max_prompt_tokens)
         if not self._phase_done("eval_baseline"):
             if self.rank == 0 and self.cfg.eval.enabled:
                 self.state["baseline"] = self.evaluate(self.updater.model, "baseline")
@@ -260,35 +261,11 @@ class Trainer:
         self._log(f"restored GRPO step {step} from {folder}")
         return step
 
-    def _prompt(self, row: AdPrompt) -> List[int]:
-        ids = self._prompt_cache.get(row.id)
-        if ids is None:
-            ids = prompt_ids(self.tok, row.prompt)
-            if len(ids) > self.cfg.data.max_prompt_tokens:
-                raise ValueError(f"prompt {row.id}: {len(ids)} tokens > data.max_prompt_tokens "
-                                 f"({self.cfg.data.max_prompt_tokens})")
-            self._prompt_cache[row.id] = ids
-        return ids
-
-    def _step_prompts(self, step: int) -> List[AdPrompt]:
-        """The prompts of `step` on this rank: a seeded permutation per epoch, strided over ranks so no
-        group is split across ranks."""
-        per_rank = self.cfg.rollout.prompts_per_step
-        per_step = per_rank * self.world
-        n = len(self.rows)
-        out = []
-        for k in range(per_rank):
-            pos = step * per_step + k * self.world + self.rank
-            epoch, i = divmod(pos, n)
-            perm = random.Random(self.cfg.run.seed * 1_000_003 + epoch).sample(range(n), n)
-            out.append(self.rows[perm[i]])
-        return out
-
     def grpo_step(self, step: int) -> dict:
         """GRPO step `step` (0-based): this rank's prompts through `GRPOStep.run`, then the replica check."""
-        rows = self._step_prompts(step)
+        rows = self.prompts.step_rows(step)
         try:
-            metrics = self.grpo.run(step, rows, [self._prompt(r) for r in rows], lr_at(self.cfg, step))
+            metrics = self.grpo.run(step, rows, [self.prompts.ids(r) for r in rows], lr_at(self.cfg, step))
         except RolloutError as e:
             raise RolloutError(f"{e}. The checkpoint in {self.ckpt.root} holds step {self.saved_step}; run the "
                                f"same command again to resume.") from e.__cause__
@@ -323,7 +300,7 @@ class Trainer:
 
         cfg = self.cfg
         rows = self.eval_rows[:cfg.eval.prompts] if cfg.eval.prompts else self.eval_rows
-        pids = [self._prompt(r) for r in rows]
+        pids = [self.prompts.ids(r) for r in rows]
         self.rollout.ensure_weights(self.updater.model)
         comps = self.rollout.generate(pids, cfg.eval.samples, max_new_tokens=cfg.rollout.max_new_tokens,
                                       temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, seed=10**9 + 7)
