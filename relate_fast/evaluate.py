@@ -294,9 +294,7 @@ def _run_config(path) -> Optional[dict]:
     return None
 
 
-def main(argv=None) -> int:
-    import datetime
-
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m relate_fast.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="policy folder (a run's final/ or cold_start/, or any HF folder)")
     ap.add_argument("--baseline", default=None, help="baseline policy folder (e.g. the run's cold_start/)")
@@ -315,7 +313,31 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="report folder (default: <model>/../eval_<split>)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=2000)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _gsb(results, rows, flat_rows, groups, judge_model, seed) -> dict:
+    """Good/same/bad of the model against the baseline: by an LLM judge on each prompt's first response
+    when `judge_model` is given, else by the reward."""
+    if judge_model is None:
+        return gsb_by_reward(results["model"][0]["reward"], results["baseline"][0]["reward"], groups, groups)
+    from relate_fast.models import load_policy
+    from relate_fast.rewards.judge import hf_generate_fn
+
+    first = {}
+    for side in ("model", "baseline"):
+        first[side] = {}
+        for r, t in zip(flat_rows, results[side][1]):
+            first[side].setdefault(r.id, t)
+    jm, jt = load_policy(judge_model)
+    return gsb_by_judge(hf_generate_fn(jm, jt, max_new_tokens=4), {r.id: r for r in rows}, first["model"],
+                        first["baseline"], seed=seed)
+
+
+def main(argv=None) -> int:
+    import datetime
+
+    args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from relate_fast.data.ads import load_ads
@@ -368,19 +390,7 @@ def main(argv=None) -> int:
     rep = summarize(results["model"][0], results.get("baseline", (None,))[0], groups, groups,
                     n_boot=args.bootstrap, seed=args.seed)
     if "baseline" in results:
-        first = {}
-        for side in ("model", "baseline"):
-            first[side] = {}
-            for r, t in zip(flat_rows, results[side][1]):
-                first[side].setdefault(r.id, t)
-        if args.judge_model:
-            from relate_fast.models import load_policy
-            from relate_fast.rewards.judge import hf_generate_fn
-            jm, jt = load_policy(args.judge_model)
-            rep["gsb"] = gsb_by_judge(hf_generate_fn(jm, jt, max_new_tokens=4), {r.id: r for r in rows},
-                                      first["model"], first["baseline"], seed=args.seed)
-        else:
-            rep["gsb"] = gsb_by_reward(results["model"][0]["reward"], results["baseline"][0]["reward"], groups, groups)
+        rep["gsb"] = _gsb(results, rows, flat_rows, groups, args.judge_model, args.seed)
     info = {"model": str(args.model), "baseline": args.baseline and str(args.baseline), "split": args.split,
             "prompts": len(rows), "samples": args.samples, "engine": args.engine, "preset": reward_cfg.preset,
             "ctcvr_model": ctcvr_path, "encoder": enc_name, "seed": args.seed, "bootstrap": args.bootstrap,
