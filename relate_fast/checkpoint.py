@@ -34,7 +34,7 @@ import torch
 
 from relate_fast.distributed import all_gather_objects, barrier
 
-__all__ = ["CheckpointStore", "CheckpointError", "atomic_write_text", "fsync_path", "rng_state", "set_rng_state",
+__all__ = ["CheckpointStore", "CheckpointError", "atomic_save_pretrained", "atomic_write_text", "fsync_path", "rng_state", "set_rng_state",
            "seed_all"]
 
 _STEP_RE = re.compile(r"^step-(\d{6,})$")
@@ -52,6 +52,28 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_save_pretrained(out: Path, model, tokenizer) -> Path:
+    """`model.save_pretrained` + `tokenizer.save_pretrained` into `out` so that `out` holds either the
+    previous folder or the complete new one, never a part: written beside it, flushed to disk, then
+    swapped in by renames."""
+    out = Path(out)
+    tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            fsync_path(f)
+    fsync_path(tmp)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    fsync_path(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -20,7 +20,6 @@ import gc
 import json
 import logging
 import math
-import shutil
 import sys
 import time
 import warnings
@@ -30,7 +29,8 @@ from typing import Tuple
 import torch
 
 from relate_fast.assemble import assemble
-from relate_fast.checkpoint import CheckpointError, CheckpointStore, atomic_write_text, rng_state, seed_all, set_rng_state
+from relate_fast.checkpoint import (CheckpointError, CheckpointStore, atomic_save_pretrained, atomic_write_text, rng_state,
+                                    seed_all, set_rng_state)
 from relate_fast.config import Config, config_to_dict, meaning_hash
 from relate_fast.data.schedule import PromptSchedule
 from relate_fast.distributed import all_ranks_true, barrier, init_distributed, replicas_identical
@@ -212,13 +212,7 @@ class Trainer:
                 summary.update(baseline=self.state.get("baseline"), final=self.evaluate(self.updater.model, "final"))
             summary["seconds"] = round(time.time() - t_start, 1)
             if cfg.run.save_final:
-                final = self.run_dir / "final"
-                tmp = self.run_dir / ".final.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.updater.model.save_pretrained(tmp)
-                self.tok.save_pretrained(tmp)
-                shutil.rmtree(final, ignore_errors=True)
-                tmp.rename(final)
+                atomic_save_pretrained(self.run_dir / "final", self.updater.model, self.tok)
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
             if (self.run_dir / "metrics.jsonl").is_file():  # no GRPO step, no curves
                 try:

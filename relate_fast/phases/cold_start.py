@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from relate_fast.checkpoint import atomic_save_pretrained
 from relate_fast.distributed import barrier, device
 from relate_fast.grpo import completion_hidden, pack, trunk_and_head
 from relate_fast.models import load_policy, prompt_ids
@@ -56,12 +56,7 @@ def run_cold_start(cfg, rows: Sequence, base: Path, out: Path, *, rank: int, pro
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         log(f"cold start: {sft.steps} steps, final SFT loss {loss.item():.3f}")
     if rank == 0:
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        atomic_save_pretrained(out, model, tok)
     barrier()
     del model
     return out
