@@ -27,7 +27,7 @@ import numpy as np
 
 from relate_fast.rewards import RewardFunction
 
-__all__ = ["text_metrics", "evaluate_texts", "bootstrap_mean_ci", "bootstrap_diff_ci", "bootstrap_lift_ci",
+__all__ = ["text_metrics", "evaluate_texts", "evaluate_policy", "bootstrap_mean_ci", "bootstrap_diff_ci", "bootstrap_lift_ci",
            "gsb_by_reward", "report_from_generations", "main"]
 
 #: per-text metrics summarised in reports: key -> label
@@ -59,6 +59,32 @@ def evaluate_texts(rows, texts, token_ids, reward_cfg, rewards: RewardFunction, 
               "response_tokens": "response_tokens_mean"}
     res = {rename.get(k, k): float(np.mean(v)) for k, v in m.items() if k not in ("relevance", "correctness")}
     res["n_texts"] = len(texts)
+    return res
+
+
+def evaluate_policy(engine, tokenizer, rewards: RewardFunction, rows, prompt_ids, cfg, *, out_dir=None,
+                    name: str = "eval", log=None) -> dict:
+    """The trainer's baseline and final evaluations: `cfg.eval.samples` responses per prompt from the
+    rollout engine (a fixed seed, so the two evaluations sample alike), scored by :func:`evaluate_texts`;
+    with `out_dir`, eval_<name>.json and samples_<name>.jsonl are written there."""
+    import torch
+
+    from relate_fast.checkpoint import atomic_write_text
+
+    with torch.no_grad():
+        groups = engine.generate([prompt_ids(r) for r in rows], cfg.eval.samples,
+                                 max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                                 top_p=cfg.rollout.top_p, seed=10**9 + 7)
+    flat_rows = [r for r in rows for _ in range(cfg.eval.samples)]
+    flat = [c for g in groups for c in g]
+    texts = tokenizer.batch_decode(flat, skip_special_tokens=True)
+    res = evaluate_texts(flat_rows, texts, flat, cfg.reward, rewards, group_size=cfg.eval.samples, sim_seed=cfg.run.seed)
+    if out_dir is not None:
+        atomic_write_text(Path(out_dir) / f"eval_{name}.json", json.dumps(res, indent=2))
+        atomic_write_text(Path(out_dir) / f"samples_{name}.jsonl", "".join(
+            json.dumps({"id": r.id, "text": t}, ensure_ascii=False) + "\n" for r, t in zip(flat_rows, texts)))
+    if log is not None:
+        log(f"eval {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if isinstance(v, float)))
     return res
 
 

@@ -81,6 +81,20 @@ def build_tiny_model(tiny_cfg, cache_root, *, seed: int = 0) -> Path:
     return folder
 
 
+def base_model_folder(model_cfg, out_root: Path, *, seed: int, rank: int = 0) -> Path:
+    """The policy's starting folder: `model.path`, or the embedded tiny model built once under
+    <out_dir>/_tiny_model (rank 0 builds it; the other ranks then find it cached)."""
+    if model_cfg.path is not None:
+        return Path(model_cfg.path)
+    from relate_fast.distributed import barrier
+
+    cache = Path(out_root) / "_tiny_model"
+    if rank == 0:
+        build_tiny_model(model_cfg.tiny, cache, seed=seed)
+    barrier()
+    return build_tiny_model(model_cfg.tiny, cache, seed=seed)
+
+
 INITS = ("pretrained", "random")
 FUSED_LAYERS = ("auto", "none", "liger", "compile")
 

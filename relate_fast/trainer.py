@@ -35,7 +35,7 @@ from relate_fast.config import Config, config_to_dict, meaning_hash
 from relate_fast.data.schedule import PromptSchedule
 from relate_fast.distributed import all_ranks_true, barrier, init_distributed, replicas_identical
 from relate_fast.metrics_log import MetricsLog
-from relate_fast.models import build_tiny_model
+from relate_fast.models import base_model_folder
 from relate_fast.preflight import check_inputs
 from relate_fast.run_dir import prepare_run_dir
 from relate_fast.step import RolloutError, lr_at
@@ -95,13 +95,7 @@ class Trainer:
 
     # -- phase 1: the policy ----------------------------------------------------------------------
     def base_model_folder(self) -> Path:
-        if self.cfg.model.path is not None:
-            return Path(self.cfg.model.path)
-        cache = Path(self.cfg.run.out_dir) / "_tiny_model"
-        if self.rank == 0:  # one rank builds; the others then find it cached
-            build_tiny_model(self.cfg.model.tiny, cache, seed=self.cfg.run.seed)
-        barrier()
-        return build_tiny_model(self.cfg.model.tiny, cache, seed=self.cfg.run.seed)
+        return base_model_folder(self.cfg.model, Path(self.cfg.run.out_dir), seed=self.cfg.run.seed, rank=self.rank)
 
     # -- phase 2: supervised cold start -------------------------------------------------------------
     def cold_start(self, base: Path) -> Tuple[Path, str]:
@@ -288,24 +282,11 @@ class Trainer:
                       f"in {time.time() - t:.1f} s ({folder})")
 
     # -- phase 5: evaluation ----------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, model, name: str) -> dict:
-        from relate_fast.evaluate import evaluate_texts
+        from relate_fast.evaluate import evaluate_policy
 
         cfg = self.cfg
-        rows = self.eval_rows[:cfg.eval.prompts] if cfg.eval.prompts else self.eval_rows
-        pids = [self.prompts.ids(r) for r in rows]
-        self.rollout.ensure_weights(self.updater.model)
-        comps = self.rollout.generate(pids, cfg.eval.samples, max_new_tokens=cfg.rollout.max_new_tokens,
-                                      temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, seed=10**9 + 7)
-        flat_rows = [r for r in rows for _ in range(cfg.eval.samples)]
-        flat = [c for g in comps for c in g]
-        texts = self.tok.batch_decode(flat, skip_special_tokens=True)
-        res = evaluate_texts(flat_rows, texts, flat, cfg.reward, self.reward_fn, group_size=cfg.eval.samples,
-                             sim_seed=cfg.run.seed)
-        if self.rank == 0:
-            atomic_write_text(self.run_dir / f"eval_{name}.json", json.dumps(res, indent=2))
-            atomic_write_text(self.run_dir / f"samples_{name}.jsonl", "".join(
-                json.dumps({"id": r.id, "text": t}, ensure_ascii=False) + "\n" for r, t in zip(flat_rows, texts)))
-        self._log(f"eval {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if isinstance(v, float)))
-        return res
+        self.rollout.ensure_weights(model)
+        return evaluate_policy(self.rollout, self.tok, self.reward_fn, self.eval_rows[:cfg.eval.prompts or None],
+                               self.prompts.ids, cfg, out_dir=self.run_dir if self.rank == 0 else None, name=name,
+                               log=self._log)
