@@ -39,6 +39,20 @@ class StepParts:
     updater: PolicyUpdater
     step: GRPOStep
 
+    # what a checkpoint keeps of the parts besides the policy and optimizer (the updater saves those)
+    def state_dict(self) -> dict:
+        return {**self.reward_fn.state_dict(), "encoder_caches": [enc.cache_state() for enc in self.encoders]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reward_fn.load_state_dict(state)
+        for enc, cache in zip(self.encoders, state.get("encoder_caches", [])):
+            enc.load_cache_state(cache)
+
+    def clear_caches(self) -> None:
+        """Empty embedding caches: GRPO starts alike whatever ran before it in this process."""
+        for enc in self.encoders:
+            enc.clear_cache()
+
 
 def load_model(cfg: Config, source: Tuple[Path, str]):
     """(model, tokenizer) of a (folder, init) source with the run's dtype, attention and layout."""

@@ -21,10 +21,16 @@ def init_distributed():
     if dist.is_initialized():  # e.g. by an in-process vLLM engine; DeepSpeed still reads LOCAL_RANK
         os.environ.setdefault("LOCAL_RANK", "0" if dist.get_world_size() == 1 else str(dist.get_rank()))
         return dist.get_rank(), dist.get_world_size()
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(29500 + os.getpid() % 1000))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if "RANK" not in os.environ:
+        # one process: an in-memory store, no port, and no launcher variables left in os.environ (a
+        # subprocess started later, a benchmark or a second run, would take them for a torchrun job's
+        # and join this process's port); DeepSpeed reads LOCAL_RANK only
+        os.environ.setdefault("LOCAL_RANK", "0")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(0)
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        return 0, 1
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend)

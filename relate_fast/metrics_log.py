@@ -35,6 +35,17 @@ class MetricsLog:
                     self._tb.add_scalar(k, v, m["step"])
             self._tb.flush()
 
+    def plot(self, out: Path):
+        """The reward curves (relate_fast.plots) into `out`; nothing without a GRPO step or matplotlib."""
+        if self.rank != 0 or not self.path.is_file():
+            return
+        from relate_fast.plots import plot_rewards
+
+        try:
+            plot_rewards(self.path, out)
+        except ImportError as e:  # matplotlib, imported by the plot itself
+            self._log(f"plots skipped: {e}")
+
     def truncate(self, step: int):
         """Keeps the lines of steps <= `step`. A partial last line (what a crash mid-write leaves) is cut;
         a malformed line elsewhere is an error naming the file and line."""

@@ -133,7 +133,7 @@ class Trainer:
             return json.loads((self.run_dir / "summary.json").read_text()) if self.rank == 0 else None
         cold = self.cold_start(self.base_model_folder())
         parts = assemble(self.cfg, cold, ctcvr_model=self.ctcvr_model, rank=self.rank, world=self.world, log=self._log)
-        self.tok, self.encoders, self.reward_fn = parts.tokenizer, parts.encoders, parts.reward_fn
+        self.parts, self.tok, self.reward_fn = parts, parts.tokenizer, parts.reward_fn
         self.rollout, self.rollout_init_s, self.updater, self.grpo = \
             parts.rollout, parts.rollout_init_s, parts.updater, parts.step
         self.prompts = PromptSchedule(self.rows, self.tok, prompts_per_step=self.cfg.rollout.prompts_per_step,
@@ -208,12 +208,7 @@ class Trainer:
             if cfg.run.save_final:
                 atomic_save_pretrained(self.run_dir / "final", self.updater.model, self.tok)
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
-            if (self.run_dir / "metrics.jsonl").is_file():  # no GRPO step, no curves
-                try:
-                    from relate_fast.plots import plot_rewards
-                    plot_rewards(self.run_dir / "metrics.jsonl", self.run_dir / "plots")
-                except ImportError as e:
-                    self._log(f"plots skipped: {e}")
+            self.metrics.plot(self.run_dir / "plots")
             if cfg.eval.enabled:
                 b, f = summary["baseline"], summary["final"]
                 self._log("summary (baseline -> final): " + ", ".join(
@@ -227,8 +222,7 @@ class Trainer:
         this process; then the newest intact checkpoint, if any, restores everything that changes the next
         step's numbers. Returns the step to continue from."""
         seed_all(self.cfg.run.seed + 7_919)
-        for enc in self.encoders:
-            enc.clear_cache()
+        self.parts.clear_caches()
         self.ckpt.clean_partial()
         step, folder = self.ckpt.latest_valid(config_hash=self.config_hash, log=self._log)
         if folder is None:
@@ -240,9 +234,7 @@ class Trainer:
         self.updater.load(folder)
         state = self.ckpt.read_rank_state(folder)
         set_rng_state(state["rng"])
-        self.reward_fn.load_state_dict(state)
-        for enc, cache in zip(self.encoders, state.get("encoder_caches", [])):
-            enc.load_cache_state(cache)
+        self.parts.load_state_dict(state)
         self.rollout.mark_stale()
         self.rollout.ensure_weights(self.updater.model)
         self.saved_step = step
@@ -267,8 +259,7 @@ class Trainer:
     # -- checkpoints, metrics ---------------------------------------------------------------------
     def checkpoint(self, step: int):
         """The state after GRPO step `step`, written atomically (relate_fast.checkpoint)."""
-        state = {"step": step, "rng": rng_state(), **self.reward_fn.state_dict(),
-                 "encoder_caches": [enc.cache_state() for enc in self.encoders]}
+        state = {"step": step, "rng": rng_state(), **self.parts.state_dict()}
 
         def write(folder: Path):
             self.updater.save(folder, {"step": step}, rank=self.rank)
