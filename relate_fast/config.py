@@ -21,32 +21,35 @@ __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "SFTConfig", 
            "SAFE_CHANGES", "config_diff", "meaning_hash"]
 
 
-def _f(default, help: str):
+def _f(default, help: str, *, safe: bool = False):
+    """A setting with its help text. `safe`: it may change when a run resumes, because it changes how the
+    run goes or how long, not what it computes (SAFE_CHANGES is made of these)."""
+    meta = {"help": help, "safe_on_resume": safe}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class RunConfig:
-    name: str = _f("tiny_cpu", "Run name: outputs go to <out_dir>/<name>/.")
-    out_dir: str = _f("runs", "Folder holding one sub-folder per run.")
+    name: str = _f("tiny_cpu", "Run name: outputs go to <out_dir>/<name>/.", safe=True)
+    out_dir: str = _f("runs", "Folder holding one sub-folder per run.", safe=True)
     seed: int = _f(0, "Seed of every random choice (data order, sampling, initialisation).")
-    resume: bool = _f(True, "Continue from <run>/checkpoint when it exists (else start fresh).")
+    resume: bool = _f(True, "Continue from <run>/checkpoint when it exists (else start fresh).", safe=True)
     checkpoint_every: int = _f(5, "GRPO steps between checkpoints (a crash loses at most this many); 0 = only at "
-                                  "the end and on Ctrl-C.")
+                                  "the end and on Ctrl-C.", safe=True)
     save_final: bool = _f(True, "At the end of the run, write the last step's checkpoint and the final/ model "
                                 "folder. Off only for benchmarks: for a Qwen3-8B policy under ZeRO-2 the checkpoint "
                                 "is ~115 GB (bf16 weights plus every rank's fp32 master and Adam shards), minutes "
-                                "of disk writes.")
-    keep_checkpoints: int = _f(2, "Checkpoints kept (the newest); a damaged one falls back to the one before.")
-    max_nan_steps: int = _f(3, "Stop after this many consecutive steps with a non-finite loss (each is skipped).")
-    threads: int = _f(0, "torch CPU threads (0 = leave torch's default).")
+                                "of disk writes.", safe=True)
+    keep_checkpoints: int = _f(2, "Checkpoints kept (the newest); a damaged one falls back to the one before.", safe=True)
+    max_nan_steps: int = _f(3, "Stop after this many consecutive steps with a non-finite loss (each is skipped).", safe=True)
+    threads: int = _f(0, "torch CPU threads (0 = leave torch's default).", safe=True)
     check_replicas_every: int = _f(0, "Every this many steps, check that all ranks hold identical parameters "
-                                      "(a checksum all-reduce); 0 = never.")
-    progress: bool = _f(True, "Show progress bars.")
+                                      "(a checksum all-reduce); 0 = never.", safe=True)
+    progress: bool = _f(True, "Show progress bars.", safe=True)
     peak_tflops: float = _f(0.0, "The GPU's dense bf16 peak (TFLOP/s) for the update's MFU in metrics.jsonl (speed/update_mfu); "
-                                 "0 = the datasheet rate of a known GPU (H100/H200: 989), none on the CPU.")
+                                 "0 = the datasheet rate of a known GPU (H100/H200: 989), none on the CPU.", safe=True)
 
 
 @dataclass
@@ -96,14 +99,14 @@ class RolloutConfig:
     max_new_tokens: int = _f(64, "Longest response.")
     temperature: float = _f(1.0, "Sampling temperature (also divides the logits in the loss).")
     top_p: float = _f(1.0, "Nucleus sampling (1 = off: the loss assumes the full distribution).")
-    vllm_kv_cache_gb: float = _f(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.")
-    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM's share of GPU memory on CUDA.")
-    vllm_sleep: bool = _f(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed).")
+    vllm_kv_cache_gb: float = _f(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True)
+    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM's share of GPU memory on CUDA.", safe=True)
+    vllm_sleep: bool = _f(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed).", safe=True)
     vllm_sleep_level: int = _f(2, "vLLM sleep level: 2 discards the weights (the policy's are pushed after every "
-                                  "update anyway), 1 keeps a CPU copy of them.")
+                                  "update anyway), 1 keeps a CPU copy of them.", safe=True)
     vllm_execution: str = _f("compiled", "On CUDA: compiled (vLLM's default: torch.compile + CUDA graphs), "
                                          "cuda_graphs (full CUDA graphs for decoding, no compilation: starts faster), "
-                                         "or eager. The CPU always runs eager.")
+                                         "or eager. The CPU always runs eager.", safe=True)
 
 
 @dataclass
@@ -125,7 +128,7 @@ class CTCVRConfig:
 
 @dataclass
 class GRPOConfig:
-    steps: int = _f(40, "GRPO steps (one rollout batch each, then mini_batches x epochs optimizer steps).")
+    steps: int = _f(40, "GRPO steps (one rollout batch each, then mini_batches x epochs optimizer steps).", safe=True)
     mini_batches: int = _f(1, "Optimizer steps per pass over a rollout batch, each on an equal share of its groups "
                               "(groups kept whole; must divide rollout.prompts_per_step). Like verl's PPO "
                               "mini-batches. With one update per batch (mini_batches = epochs = 1) the policy is "
@@ -151,9 +154,9 @@ class GRPOConfig:
 class DeepSpeedConfig:
     enabled: bool = _f(True, "Wrap the policy in a DeepSpeed engine (ZeRO-2); False uses plain torch (DDP when distributed).")
     zero_stage: int = _f(2, "ZeRO stage (2: optimizer states and gradients sharded, weights replicated).")
-    overlap_comm: bool = _f(True, "Overlap gradient reduction with backward.")
-    reduce_bucket_size: int = _f(50_000_000, "Elements per gradient-reduction bucket.")
-    allgather_bucket_size: int = _f(50_000_000, "Elements per parameter all-gather bucket.")
+    overlap_comm: bool = _f(True, "Overlap gradient reduction with backward.", safe=True)
+    reduce_bucket_size: int = _f(50_000_000, "Elements per gradient-reduction bucket.", safe=True)
+    allgather_bucket_size: int = _f(50_000_000, "Elements per parameter all-gather bucket.", safe=True)
 
 
 @dataclass
@@ -314,14 +317,19 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     return validate(_build(Config, tree, ""))
 
 
-#: Settings that may change when a run resumes: they change how it runs or how long, not what it
-#: computes. Any other difference makes the resumed run a different run, which is refused.
-SAFE_CHANGES = frozenset({
-    "run.name", "run.out_dir", "run.checkpoint_every", "run.keep_checkpoints", "run.save_final", "run.max_nan_steps",
-    "run.threads", "run.check_replicas_every", "run.peak_tflops",
-    "run.progress", "run.resume", "grpo.steps", "rollout.vllm_execution", "rollout.vllm_gpu_memory_utilization",
-    "rollout.vllm_kv_cache_gb", "rollout.vllm_sleep", "rollout.vllm_sleep_level", "deepspeed.overlap_comm",
-    "deepspeed.reduce_bucket_size", "deepspeed.allgather_bucket_size"})
+def _safe_settings(cls, prefix: str = ""):
+    for f in dataclasses.fields(cls):
+        section = f.default_factory
+        if isinstance(section, type) and dataclasses.is_dataclass(section):
+            yield from _safe_settings(section, f"{prefix}{f.name}.")
+        elif f.metadata.get("safe_on_resume"):
+            yield f"{prefix}{f.name}"
+
+
+#: Settings that may change when a run resumes (the fields made with `safe=True`): they change how it
+#: runs or how long, not what it computes. Any other difference makes the resumed run a different run,
+#: which is refused.
+SAFE_CHANGES = frozenset(_safe_settings(Config))
 
 
 def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
@@ -436,5 +444,6 @@ def format_help(cls=Config, prefix: str = "") -> str:
             lines.append(format_help(tp, key + "."))
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  --{key} (default {default!r})\n      {f.metadata.get('help', '')}")
+            safe = " May change when a run resumes." if f.metadata.get("safe_on_resume") else ""
+            lines.append(f"  --{key} (default {default!r})\n      {f.metadata.get('help', '')}{safe}")
     return "\n".join(lines)

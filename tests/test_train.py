@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from relate_fast.config import Config, format_help, load_config
+from relate_fast.config import SAFE_CHANGES, Config, config_to_dict, format_help, load_config, meaning_hash
 from relate_fast.grpo import grpo_micro_loss, micro_batches, pack, sequence_logprobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,11 +65,37 @@ def test_config_errors(tmp_path):
         load_config(None, ["--grpo.steps"])
 
 
+def test_settings_safe_to_change_on_resume_are_marked_on_their_fields():
+    """SAFE_CHANGES is made of the fields marked safe: how a run goes or how long, never what it computes."""
+    assert {"run.progress", "run.checkpoint_every", "grpo.steps", "rollout.vllm_sleep"} <= SAFE_CHANGES
+    assert not {"grpo.lr", "sft.steps", "rollout.temperature", "reward.preset"} & SAFE_CHANGES
+    flat = set(_flat_keys(Config()))
+    assert SAFE_CHANGES <= flat
+    base = config_to_dict(Config())
+    for key, other in (("run.progress", False), ("grpo.steps", 7), ("grpo.lr", 1e-3)):
+        section, name = key.split(".")
+        changed = config_to_dict(Config())
+        changed[section][name] = other
+        assert (meaning_hash(changed) == meaning_hash(base)) == (key in SAFE_CHANGES)
+
+
+def _flat_keys(cfg, prefix=""):
+    import dataclasses
+
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            yield from _flat_keys(v, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
 def test_cli_help_and_bad_option(capsys):
     from relate_fast.train import main
 
     assert main(["--help"]) == 0
-    assert "--grpo.beta" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--grpo.beta" in out and out.count("May change when a run resumes.") == len(SAFE_CHANGES)
     assert main(["--grpo.stepz", "3"]) == 2
     assert "unknown option" in capsys.readouterr().err
 
@@ -304,6 +330,8 @@ def test_save_final_false_writes_no_checkpoint_and_no_model(tmp_path, capsys, mo
     from relate_fast.train import main
     from relate_fast.trainer import Trainer
 
+    launcher = {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    before = launcher & set(os.environ)  # what other in-process libraries (accelerate, ...) may have left
     frozen = []
     real = Trainer.grpo_step
     monkeypatch.setattr(Trainer, "grpo_step", lambda self, step: frozen.append(gc.get_freeze_count()) or real(self, step))
@@ -315,8 +343,8 @@ def test_save_final_false_writes_no_checkpoint_and_no_model(tmp_path, capsys, mo
     assert not _checkpoints(run) and not (run / "final").exists()
     assert "checkpoint of step" not in capsys.readouterr().err
     assert len(frozen) == 2 and min(frozen) > 1000 and gc.get_freeze_count() == 0
-    # a one-process run leaves no launcher variables behind for the subprocesses started after it
-    assert not {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} & set(os.environ)
+    # a one-process run adds no launcher variables for the subprocesses started after it to inherit
+    assert launcher & set(os.environ) <= before
 
 
 def test_trainer_scores_correctness_and_relevance_with_an_llm_judge(tmp_path, capsys):
