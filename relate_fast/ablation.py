@@ -23,7 +23,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-PRESETS = ("model1", "model2", "model3", "model4", "relate")
+from relate_fast.rewards.combine import PRESETS as _REWARD_PRESETS
+
+#: the paper's five configurations (Table 3's rows): the reward presets, in their order
+PRESETS = tuple(_REWARD_PRESETS)
 
 #: Table 3's columns: (summary key, label, group)
 COLUMNS = [
