@@ -5,7 +5,7 @@ The chunked pass of relate_fast.loss works on `C` tokens at a time:
 
     z  = hidden[chunk] @ weight.T               cuBLAS, bf16 operands, fp32 out  [C, V] (the only vocab-sized buffer)
     lse, z_tgt, entropy = row_stats(z, ...)     this module: one read of z
-    logp = z_tgt - lse; g = dL/dlogp            relate_fast.loss._token_terms, on [C] vectors
+    logp = z_tgt - lse; g = dL/dlogp            relate_fast.loss.objective.token_terms, on [C] vectors
     dz = g·(onehot - softmax(z))/T              this module: a second read of z, dz written over z in bf16
     grad_hidden[chunk] = dz @ weight            cuBLAS
     grad_weight       += dz.T @ hidden[chunk]   cuBLAS
