@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.common import provenance, qwen3_folder, write_json  # noqa: E402
+from benchmarks.common import MEAN_RESPONSE_TOKENS, provenance, qwen3_folder, write_json  # noqa: E402
 
 
 def sync():
@@ -152,7 +152,6 @@ def phases(args) -> dict:
 
     import torch
 
-    from benchmarks.bench_vs_trl import MEAN_RESPONSE_TOKENS
     from relate_fast.data import sample_ads
     from relate_fast.models import load_policy, prompt_ids
     from relate_fast.rollout.vllm_engine import VLLMEngine

@@ -55,10 +55,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.common import provenance, qwen3_folder, shared_workdir, write_json  # noqa: E402
+from benchmarks.common import MEAN_RESPONSE_TOKENS, provenance, qwen3_folder, shared_workdir, write_json  # noqa: E402
 
 G = 5
-MEAN_RESPONSE_TOKENS = 37.0  # the realistic workload's mean (reference ads + EOS: 27-47, mean ~37)
 
 
 def shared_policy(work: Path, shape: str, workload: str) -> Path:

@@ -31,6 +31,9 @@ def torch_no_grad(fn):
     return wrapped
 
 # Qwen3 shapes (config.json of the released models); vocabulary 151,936, head_dim 128.
+#: the realistic workload's mean response length (the dataset's reference ads + EOS: 27-47 tokens)
+MEAN_RESPONSE_TOKENS = 37.0
+
 QWEN3_SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, head_dim=32, tie_word_embeddings=True),

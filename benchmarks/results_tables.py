@@ -289,10 +289,10 @@ def _vs_trl_sweep(name: str) -> str:
     d = _load(name)
     lines = ["| side | micro-batch | checkpointing | tokens/s | step | generation | update (all but generation) "
              "| peak GiB | response tokens |", "|---|---|---|---|---|---|---|---|---|"]
+    key = lambda x: (x.get("micro_batch"), x.get("ckpt"), x.get("speed", "none"))  # noqa: E731
     for side, label in (("ours", "relate_fast"), ("trl", "TRL 1.16")):
         best = d["best"][side]
         for r in d["grid"][side]:
-            key = lambda x: (x.get("micro_batch"), x.get("ckpt"), x.get("speed", "none"))  # noqa: E731
             mark = "**" if key(r) == key(best) else ""
             name = label if r.get("speed", "none") == "none" else f"{label} ({r['speed']})"
             if "error" in r:

@@ -142,7 +142,6 @@ class VLLMEngine(RolloutEngine):
         else:
             # the CPU backend repacks weights after loading, so it takes the checkpoint-format reload
             self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
-        self.needs_weights = False
 
     def close(self) -> None:
         del self.llm
