@@ -30,8 +30,12 @@ engine per process): `--micro-batch` {8, 20, 40, 80} sequences (TRL's per_device
 ours gets a token budget of that many rows of the widest possible row, prompt + max new tokens, in
 the layout `--layout`, packed by default on a GPU) x gradient checkpointing {on, off}, and for TRL its
 own speed options `--trl-speeds` {none, liger (liger-kernel's RMSNorm/SwiGLU/RoPE through the HF
-Trainer's `use_liger_kernel`), compile (the Trainer's `torch_compile`)}. A setting that fails (out of
-memory, or an option that does not run) is recorded with its error. The result holds the whole grid, each side's best
+Trainer's `use_liger_kernel`), compile (the Trainer's `torch_compile`)}, and on both sides vLLM's mode
+`--vllm-modes` {sleep (the engine's memory freed during the update, `--vllm-memory` of the GPU while it
+samples), awake (no sleep: the engine keeps a smaller share, `--awake-memory`, through the update and skips
+the wake-up, the re-allocation and the weights' reload)}. `--only` runs the named settings of that grid
+(e.g. `ours_mb80_ckptoff,trl_mb40_ckptoff_liger_awake`). A setting that fails (out of memory, or an
+option that does not run) is recorded with its error. The result holds the whole grid, each side's best
 (highest tokens/s) and the best-against-best ratios.
 
 Measured per optimizer step after `--warmup` steps: wall time, the generation part, the update part
@@ -121,6 +125,12 @@ def _peak_gib_max_over_ranks() -> float:
     return float(t)
 
 
+def _vllm_share(args) -> float:
+    """vLLM's share of the GPU: the sampling share when it sleeps through the update, the smaller
+    always-held share when it stays awake."""
+    return args.vllm_memory if args.vllm_mode == "sleep" else args.awake_memory
+
+
 def run_ours(folder, args, work) -> dict:
     from relate_fast.config import load_config
     from relate_fast.trainer import Trainer
@@ -132,7 +142,8 @@ def run_ours(folder, args, work) -> dict:
             "--model.fused_layers", args.fused, "--sft.steps", "0",
             "--rollout.engine", args.engine, "--rollout.group_size", str(G), "--rollout.prompts_per_step",
             str(args.prompts), "--rollout.max_new_tokens", str(args.max_new_tokens), "--rollout.temperature", "1.0",
-            "--rollout.vllm_gpu_memory_utilization", str(args.vllm_memory),
+            "--rollout.vllm_gpu_memory_utilization", str(_vllm_share(args)),
+            "--rollout.vllm_sleep", str(args.vllm_mode == "sleep").lower(),
             "--grpo.steps", str(args.steps), "--grpo.beta", "0", "--grpo.loss_type", "grpo", "--grpo.layout", args.layout,
             "--grpo.micro_batch_tokens", str(args.micro_batch * width), "--grpo.lr", str(args.lr),
             "--reward.preset", "model1", "--reward.monitor", "false", "--ctcvr.encoder", "hashed",
@@ -209,8 +220,8 @@ def run_trl(folder, args, work) -> dict:
     elif args.trl_speed == "compile":
         kw["torch_compile"] = True
     if args.engine == "vllm":
-        kw.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=args.vllm_memory,
-                  vllm_enable_sleep_mode=True, vllm_importance_sampling_correction=False)
+        kw.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=_vllm_share(args),
+                  vllm_enable_sleep_mode=args.vllm_mode == "sleep", vllm_importance_sampling_correction=False)
     conf = GRPOConfig(**kw)
     tok = AutoTokenizer.from_pretrained(str(folder))
     trainer = Timed(model=str(folder), reward_funcs=SameReward(tok), args=conf, train_dataset=ds, processing_class=tok)
@@ -249,8 +260,8 @@ def run_trl(folder, args, work) -> dict:
 # --------------------------------------------------------------------------- the sweep
 
 
-def _setting(side: str, mb: int, ckpt: str, speed: str = "none") -> str:
-    return f"{side}_mb{mb}_ckpt{ckpt}" + ("" if speed == "none" else f"_{speed}")
+def _setting(side: str, mb: int, ckpt: str, speed: str = "none", mode: str = "sleep") -> str:
+    return f"{side}_mb{mb}_ckpt{ckpt}" + ("" if speed == "none" else f"_{speed}") + ("" if mode == "sleep" else f"_{mode}")
 
 
 def sweep(args) -> dict:
@@ -260,20 +271,27 @@ def sweep(args) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     common = ["--shape", args.shape, "--engine", args.engine, "--steps", str(args.steps), "--warmup", str(args.warmup),
               "--prompts", str(args.prompts), "--max-new-tokens", str(args.max_new_tokens), "--vllm-memory",
-              str(args.vllm_memory), "--workload", args.workload, "--lr", str(args.lr), "--layout", args.layout,
+              str(args.vllm_memory), "--awake-memory", str(args.awake_memory), "--workload", args.workload, "--lr", str(args.lr), "--layout", args.layout,
               "--fused", args.fused, "--work", str(shared_workdir("vs_trl", args.work))]
     if not args.trl_deepspeed:
         common.append("--no-trl-deepspeed")
-    runs = [(side, mb, ckpt, speed) for side in args.sides.split(",") for mb in [int(x) for x in args.grid.split(",")]
-            for ckpt in args.ckpts.split(",") for speed in (args.trl_speeds.split(",") if side == "trl" else ["none"])]
-    for side, mb, ckpt, speed in runs:
-        name = _setting(side, mb, ckpt, speed)
+    runs = [(side, mb, ckpt, speed, mode) for side in args.sides.split(",")
+            for mb in [int(x) for x in args.grid.split(",")] for ckpt in args.ckpts.split(",")
+            for speed in (args.trl_speeds.split(",") if side == "trl" else ["none"]) for mode in args.vllm_modes.split(",")]
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {_setting(*r) for r in runs}
+        if unknown:
+            raise SystemExit(f"--only: {', '.join(sorted(unknown))} not in the grid (--grid, --ckpts, --trl-speeds, --vllm-modes)")
+        runs = [r for r in runs if _setting(*r) in wanted]
+    for side, mb, ckpt, speed, mode in runs:
+        name = _setting(side, mb, ckpt, speed, mode)
         if (out_dir / f"{name}.json").is_file() and not args.rerun:
             print(f"-- {name}: done earlier", flush=True)
             continue
         t = time.time()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--micro-batch", str(mb),
-               "--ckpt", ckpt, "--trl-speed", speed, "--out", str(out_dir / f"{name}.json"), *common]
+               "--ckpt", ckpt, "--trl-speed", speed, "--vllm-mode", mode, "--out", str(out_dir / f"{name}.json"), *common]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
             rc, log = proc.returncode, proc.stdout + proc.stderr
@@ -284,7 +302,7 @@ def sweep(args) -> dict:
             err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
             (out_dir / f"{name}.json").write_text(json.dumps({side: {"error": err, "log_tail": log[-1500:]},
                                                               "settings": {"micro_batch": mb, "ckpt": ckpt,
-                                                                           "trl_speed": speed}}))
+                                                                           "trl_speed": speed, "vllm_mode": mode}}))
         print(f"-- {name}: {'ok' if rc == 0 else rc} in {time.time() - t:.0f} s", flush=True)
     return combine_dir(out_dir)
 
@@ -297,13 +315,14 @@ def combine_dir(out_dir: Path) -> dict:
         d = json.loads(f.read_text())
         side = "ours" if "ours" in d else "trl"
         row = dict(d[side], micro_batch=d["settings"]["micro_batch"], ckpt=d["settings"]["ckpt"],
-                   speed=d["settings"].get("trl_speed", "none") if side == "trl" else "none")
+                   speed=d["settings"].get("trl_speed", "none") if side == "trl" else "none",
+                   vllm_mode=d["settings"].get("vllm_mode", "sleep"))
         grid[side].append(row)
         if "info" in d:
             info[side] = d["info"]
-            settings = {k: v for k, v in d["settings"].items() if k not in ("micro_batch", "ckpt", "trl_speed")}
+            settings = {k: v for k, v in d["settings"].items() if k not in ("micro_batch", "ckpt", "trl_speed", "vllm_mode")}
     for rows in grid.values():
-        rows.sort(key=lambda r: (r["speed"], r["micro_batch"], r["ckpt"]))
+        rows.sort(key=lambda r: (r["vllm_mode"], r["speed"], r["micro_batch"], r["ckpt"]))
     best = {side: max((r for r in rows if "error" not in r), key=lambda r: r["tokens_per_second"], default=None)
             for side, rows in grid.items()}
     result = {"grid": grid, "best": best, "settings": settings, "info": info}
@@ -321,19 +340,20 @@ def combine_dir(out_dir: Path) -> dict:
 
 
 def print_grid(result: dict):
-    print("\nside  speed    micro-batch ckpt  tokens/s  step s  generation s  update s  peak GiB  response tokens")
+    print("\nside  speed    vllm   micro-batch ckpt  tokens/s  step s  generation s  update s  peak GiB  response tokens")
     for side, rows in result["grid"].items():
         for r in rows:
             if "error" in r:
-                print(f"{side:5} {r.get('speed', 'none'):8} {r['micro_batch']:11} {r['ckpt']:4}  {r['error']}")
+                print(f"{side:5} {r.get('speed', 'none'):8} {r.get('vllm_mode', 'sleep'):6} {r['micro_batch']:11} {r['ckpt']:4}  {r['error']}")
             else:
-                print(f"{side:5} {r.get('speed', 'none'):8} {r['micro_batch']:11} {r['ckpt']:4}  {r['tokens_per_second']:8.0f}  {r['step_s']:6.2f}  "
+                print(f"{side:5} {r.get('speed', 'none'):8} {r.get('vllm_mode', 'sleep'):6} {r['micro_batch']:11} {r['ckpt']:4}  {r['tokens_per_second']:8.0f}  {r['step_s']:6.2f}  "
                       f"{r['generation_s']:12.2f}  {r['update_s']:8.2f}  {r['peak_mem_gib']:8.1f}  "
                       f"{r.get('response_tokens_mean', 0):6.1f}")
     if result.get("ratios"):
         b = result["best"]
-        print(f"best: ours mb {b['ours']['micro_batch']} ckpt {b['ours']['ckpt']}, trl mb {b['trl']['micro_batch']} "
-              f"ckpt {b['trl']['ckpt']} speed {b['trl'].get('speed', 'none')}: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v))
+        print(f"best: ours mb {b['ours']['micro_batch']} ckpt {b['ours']['ckpt']} vllm {b['ours'].get('vllm_mode', 'sleep')}, "
+              f"trl mb {b['trl']['micro_batch']} ckpt {b['trl']['ckpt']} speed {b['trl'].get('speed', 'none')} "
+              f"vllm {b['trl'].get('vllm_mode', 'sleep')}: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v))
 
 
 def main(argv=None):
@@ -357,6 +377,12 @@ def main(argv=None):
     ap.add_argument("--trl-speed", default="none", choices=("none", "liger", "compile"),
                     help="TRL's speed option (one setting): liger = use_liger_kernel, compile = torch_compile")
     ap.add_argument("--trl-speeds", default="none,liger", help="--sweep: TRL's speed options")
+    ap.add_argument("--vllm-mode", default="sleep", choices=("sleep", "awake"),
+                    help="both sides (one setting): sleep through the update, or stay awake at --awake-memory")
+    ap.add_argument("--vllm-modes", default="sleep", help="--sweep: vLLM modes (sleep, awake)")
+    ap.add_argument("--awake-memory", type=float, default=0.1,
+                    help="vLLM's share of GPU memory when it stays awake, both sides")
+    ap.add_argument("--only", default=None, help="--sweep: comma-separated setting names of the grid to run")
     ap.add_argument("--sweep-dir", default=None, help="--sweep: folder of the per-setting JSONs (default: next to --out)")
     ap.add_argument("--rerun", action="store_true", help="--sweep: run settings whose JSON exists again")
     ap.add_argument("--run-timeout", type=int, default=420, help="--sweep: seconds per setting")
@@ -385,7 +411,8 @@ def main(argv=None):
         return None
     res["wall_s"] = round(time.time() - t, 1)
     settings = {k: getattr(args, k) for k in ("shape", "workload", "engine", "steps", "warmup", "prompts", "micro_batch",
-                                              "ckpt", "max_new_tokens", "vllm_memory", "layout", "fused", "trl_speed", "lr")}
+                                              "ckpt", "max_new_tokens", "vllm_memory", "awake_memory", "vllm_mode", "layout",
+                                              "fused", "trl_speed", "lr")}
     result = {args.side: res, "settings": dict(settings, group_size=G), "info": provenance()}
     print(json.dumps(result, indent=2))
     write_json(args.out, result)

@@ -289,12 +289,13 @@ def _vs_trl_sweep(name: str) -> str:
     d = _load(name)
     lines = ["| side | micro-batch | checkpointing | tokens/s | step | generation | update (all but generation) "
              "| peak GiB | response tokens |", "|---|---|---|---|---|---|---|---|---|"]
-    key = lambda x: (x.get("micro_batch"), x.get("ckpt"), x.get("speed", "none"))  # noqa: E731
+    key = lambda x: (x.get("micro_batch"), x.get("ckpt"), x.get("speed", "none"), x.get("vllm_mode", "sleep"))  # noqa: E731
     for side, label in (("ours", "relate_fast"), ("trl", "TRL 1.16")):
         best = d["best"][side]
         for r in d["grid"][side]:
             mark = "**" if key(r) == key(best) else ""
-            name = label if r.get("speed", "none") == "none" else f"{label} ({r['speed']})"
+            options = [o for o in (r.get("speed", "none"), r.get("vllm_mode", "sleep")) if o not in ("none", "sleep")]
+            name = f"{label} ({', '.join(options)})" if options else label  # vLLM awake through the update
             if "error" in r:
                 lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], r["error"], "", "", "", "", ""]))
                 continue

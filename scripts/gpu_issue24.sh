@@ -9,7 +9,9 @@
 #                     rollout's time goes (push, wake, generate, sleep) per sleep setting and seeding
 #   decode            probe_decode.py: a vLLM decode step's time per batch size, a profile of one generate,
 #                     in-process and with vLLM's engine core in its own process
-#   vs_trl            bench_vs_trl.py --sweep (needs the vLLM pieces: carry .gpu-vllm/part.00..08 first)
+#   vs_trl            bench_vs_trl.py --sweep, fixed workload (needs the vLLM pieces: carry .gpu-vllm/part.00..08
+#                     first); ONLY_FIXED names the settings to run (--only)
+#   vs_trl_realistic  the same on the realistic workload; ONLY_REALISTIC
 # Carry .whl (scripts/gpu_wheels.sh). JSON and logs under $OUT. UPDATE_ARGS, VS_TRL_ARGS add arguments.
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
@@ -36,7 +38,13 @@ for job in "${jobs[@]}"; do
          VLLM_ENABLE_V1_MULTIPROCESSING=1 timeout 200 python3 benchmarks/probe_decode.py --shape ${SHAPE:-1.7b} --no-profile \
            --out "$OUT/decode_mp.json" > "$OUT/decode_mp.log" 2>&1; echo "-- decode multiprocessing rc=$? in $((SECONDS - t)) s"
          grep -E "^batch|Error" "$OUT/decode_mp.log" ;;
-  vs_trl) timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep ${VS_TRL_ARGS:-} --out "$OUT/vs_trl.json" \
-           > "$OUT/vs_trl.log" 2>&1; echo "-- vs_trl rc=$? in $((SECONDS - t)) s"; tail -30 "$OUT/vs_trl.log" ;;
+  vs_trl|vs_trl_realistic)
+         # the per-setting JSONs stay in /tmp on the warm machine: a later call resumes the sweep where this
+         # one stopped (a setting cut by the timeout is run again); each call returns the combined grid
+         w=fixed; only=${ONLY_FIXED:-}; [ "$job" = vs_trl_realistic ] && { w=realistic; only=${ONLY_REALISTIC:-}; }
+         timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep --workload $w ${VS_TRL_ARGS:-} \
+           ${only:+--only $only} --sweep-dir /tmp/sweep_$w --out "$OUT/vs_trl_$w.json" > "$OUT/vs_trl_$w.log" 2>&1
+         echo "-- $job rc=$? in $((SECONDS - t)) s"; tail -25 "$OUT/vs_trl_$w.log"
+         tar czf "$OUT/sweep_$w.tgz" -C /tmp sweep_$w 2>/dev/null ;;
   esac
 done

@@ -124,18 +124,31 @@ def test_bench_vs_trl_combines_trl_speed_options_into_the_grid(tmp_path):
     sys.path.insert(0, str(ROOT))
     from benchmarks.bench_vs_trl import _setting, combine_dir
 
-    def write(side, mb, ckpt, speed, tps):
+    def write(side, mb, ckpt, speed, tps, mode="sleep"):
         res = {"step_s": 1.0, "generation_s": 0.5, "update_s": 0.5, "tokens_per_second": tps, "peak_mem_gib": 10.0}
-        (tmp_path / f"{_setting(side, mb, ckpt, speed)}.json").write_text(json.dumps(
-            {side: res, "settings": {"micro_batch": mb, "ckpt": ckpt, "trl_speed": speed, "shape": "tiny"}}))
+        (tmp_path / f"{_setting(side, mb, ckpt, speed, mode)}.json").write_text(json.dumps(
+            {side: res, "settings": {"micro_batch": mb, "ckpt": ckpt, "trl_speed": speed, "vllm_mode": mode, "shape": "tiny"}}))
 
     write("ours", 40, "off", "none", 300.0)
+    write("ours", 40, "off", "none", 350.0, mode="awake")
     write("trl", 40, "off", "none", 100.0)
     write("trl", 40, "off", "liger", 150.0)
     assert _setting("trl", 40, "off", "liger") == "trl_mb40_ckptoff_liger" and _setting("ours", 8, "on") == "ours_mb8_ckpton"
+    assert _setting("trl", 40, "off", "liger", "awake") == "trl_mb40_ckptoff_liger_awake"
     result = combine_dir(tmp_path)
     assert [r["speed"] for r in result["grid"]["trl"]] == ["liger", "none"]
-    assert result["best"]["trl"]["speed"] == "liger" and result["ratios"]["end_to_end_tokens_per_second"] == 2.0
+    assert result["best"]["trl"]["speed"] == "liger" and result["best"]["ours"]["vllm_mode"] == "awake"
+    assert result["ratios"]["end_to_end_tokens_per_second"] == 350.0 / 150.0
+
+
+def test_bench_vs_trl_only_names_settings_of_the_grid(tmp_path):
+    """--only runs the named settings alone, and a name outside the grid is refused before any run."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_vs_trl.py"), "--sweep", "--grid", "40",
+                          "--ckpts", "off", "--vllm-modes", "sleep,awake", "--only", "ours_mb40_ckptoff,trl_mb80_ckptoff",
+                          "--sweep-dir", str(tmp_path / "s"), "--out", str(tmp_path / "o.json")],
+                         capture_output=True, text=True, timeout=120, env=_single_process_env())
+    assert res.returncode != 0 and "trl_mb80_ckptoff not in the grid" in res.stderr, res.stderr[-2000:]
+    assert not list((tmp_path / "s").glob("*.json"))
 
 
 def test_make_stop_gives_random_weights_varied_stopping_lengths():
