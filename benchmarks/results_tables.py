@@ -285,21 +285,24 @@ def matcher_before_after() -> str:
 
 
 def _vs_trl_sweep(name: str) -> str:
-    """bench_vs_trl.py --sweep on one H200: each side's grid (micro-batch x checkpointing) and its best."""
+    """bench_vs_trl.py --sweep on one H200: each side's grid (micro-batch x checkpointing x speed options x
+    vLLM mode) and its best."""
     d = _load(name)
-    lines = ["| side | micro-batch | checkpointing | tokens/s | step | generation | update (all but generation) "
-             "| peak GiB | response tokens |", "|---|---|---|---|---|---|---|---|---|"]
+    st = d["settings"]
+    lines = ["| side | micro-batch | checkpointing | vLLM during the update | tokens/s | step | generation "
+             "| update (all but generation) | peak GiB | response tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
     key = lambda x: (x.get("micro_batch"), x.get("ckpt"), x.get("speed", "none"), x.get("vllm_mode", "sleep"))  # noqa: E731
     for side, label in (("ours", "relate_fast"), ("trl", "TRL 1.16")):
         best = d["best"][side]
         for r in d["grid"][side]:
             mark = "**" if key(r) == key(best) else ""
-            options = [o for o in (r.get("speed", "none"), r.get("vllm_mode", "sleep")) if o not in ("none", "sleep")]
-            name = f"{label} ({', '.join(options)})" if options else label  # vLLM awake through the update
+            name = label if r.get("speed", "none") == "none" else f"{label} ({r['speed']})"
+            vllm = (f"asleep (samples at {st['vllm_memory']})" if r.get("vllm_mode", "sleep") == "sleep"
+                    else f"awake at {st['awake_memory']}")
             if "error" in r:
-                lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], r["error"], "", "", "", "", ""]))
+                lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], vllm, r["error"], "", "", "", "", ""]))
                 continue
-            lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], f"{mark}{r['tokens_per_second']:,.0f}{mark}",
+            lines.append(_row([name, str(r["micro_batch"]), r["ckpt"], vllm, f"{mark}{r['tokens_per_second']:,.0f}{mark}",
                                f"{r['step_s']:.2f} s", f"{r['generation_s']:.2f} s", f"{r['update_s']:.2f} s",
                                f"{r['peak_mem_gib']:.1f}", f"{r.get('response_tokens_mean', 0):.1f}"]))
     r = d["ratios"]
@@ -313,12 +316,20 @@ def _vs_trl_sweep(name: str) -> str:
     return "\n".join(lines)
 
 
-def vs_trl_best() -> str:
-    return _vs_trl_sweep("vs_trl_h200_1.7b_fixed.json")
+def vs_trl_fixed() -> str:
+    return _vs_trl_sweep("vs_trl_h200_1.7b_fixed_f72f346.json")
 
 
 def vs_trl_realistic() -> str:
-    return _vs_trl_sweep("vs_trl_h200_1.7b_realistic.json")
+    return _vs_trl_sweep("vs_trl_h200_1.7b_realistic_f72f346.json")
+
+
+def vs_trl_fixed_82a2df0() -> str:
+    return _vs_trl_sweep("vs_trl_h200_1.7b_fixed_82a2df0.json")
+
+
+def vs_trl_realistic_215854b() -> str:
+    return _vs_trl_sweep("vs_trl_h200_1.7b_realistic_215854b.json")
 
 
 def rollout_phases() -> str:
@@ -379,9 +390,15 @@ def update_realistic() -> str:
     return _update_grid("update_h200_1.7b_realistic_ae434bf.json")
 
 
-TABLES = {"vs_trl_best": vs_trl_best, "vs_trl_realistic": vs_trl_realistic, "rollout_phases": rollout_phases,
-          "decode_steps": decode_steps, "update_fixed": update_fixed, "update_realistic": update_realistic, "matcher_before_after": matcher_before_after, "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl, "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton, "loss_epilogue": loss_epilogue, "loss_probs": loss_probs,
-          "train_h100": train_h100, "train_cpu": train_cpu, "rollout_engines": rollout_engines}
+TABLES = {
+    "vs_trl_fixed": vs_trl_fixed, "vs_trl_realistic": vs_trl_realistic, "vs_trl_fixed_82a2df0": vs_trl_fixed_82a2df0,
+    "vs_trl_realistic_215854b": vs_trl_realistic_215854b, "rollout_phases": rollout_phases, "decode_steps": decode_steps,
+    "update_fixed": update_fixed, "update_realistic": update_realistic, "matcher_before_after": matcher_before_after,
+    "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl,
+    "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton,
+    "loss_epilogue": loss_epilogue, "loss_probs": loss_probs, "train_h100": train_h100, "train_cpu": train_cpu,
+    "rollout_engines": rollout_engines,
+}
 
 
 def render(text: str) -> str:
