@@ -15,156 +15,181 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from relate_fast.rewards.combine import RewardConfig
+from relate_fast.settings import check_fields, describe, setting
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "SFTConfig", "CTCVRConfig", "GRPOConfig",
            "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "config_to_dict", "format_help", "validate",
            "SAFE_CHANGES", "config_diff", "meaning_hash"]
 
 
-def _f(default, help: str, *, safe: bool = False):
-    """A setting with its help text. `safe`: it may change when a run resumes, because it changes how the
-    run goes or how long, not what it computes (SAFE_CHANGES is made of these)."""
-    meta = {"help": help, "safe_on_resume": safe}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
+# choices held by registries elsewhere, looked up when a config is checked (no import cycle at import time)
+def _fused_layers():
+    from relate_fast.models import FUSED_LAYERS
+    return FUSED_LAYERS
+
+
+def _loss_types():
+    from relate_fast.loss import LOSS_TYPES
+    return LOSS_TYPES
+
+
+def _layouts():
+    from relate_fast.grpo import LAYOUTS
+    return LAYOUTS
+
+
+def _loss_backends():
+    from relate_fast.loss import BACKENDS
+    return ("auto",) + tuple(BACKENDS)
+
+
+def _logits_paths():
+    from relate_fast.loss.rows import LOGITS_CHOICES
+    return LOGITS_CHOICES
 
 
 @dataclass
 class RunConfig:
-    name: str = _f("tiny_cpu", "Run name: outputs go to <out_dir>/<name>/.", safe=True)
-    out_dir: str = _f("runs", "Folder holding one sub-folder per run.", safe=True)
-    seed: int = _f(0, "Seed of every random choice (data order, sampling, initialisation).")
-    resume: bool = _f(True, "Continue from <run>/checkpoint when it exists (else start fresh).", safe=True)
-    checkpoint_every: int = _f(5, "GRPO steps between checkpoints (a crash loses at most this many); 0 = only at "
-                                  "the end and on Ctrl-C.", safe=True)
-    save_final: bool = _f(True, "At the end of the run, write the last step's checkpoint and the final/ model "
+    name: str = setting("tiny_cpu", "Run name: outputs go to <out_dir>/<name>/.", safe=True)
+    out_dir: str = setting("runs", "Folder holding one sub-folder per run.", safe=True)
+    seed: int = setting(0, "Seed of every random choice (data order, sampling, initialisation).")
+    resume: bool = setting(True, "Continue from <run>/checkpoint when it exists (else start fresh).", safe=True)
+    checkpoint_every: int = setting(5, "GRPO steps between checkpoints (a crash loses at most this many); 0 = only at "
+                                  "the end and on Ctrl-C.", safe=True, ge=0)
+    save_final: bool = setting(True, "At the end of the run, write the last step's checkpoint and the final/ model "
                                 "folder. Off only for benchmarks: for a Qwen3-8B policy under ZeRO-2 the checkpoint "
                                 "is ~115 GB (bf16 weights plus every rank's fp32 master and Adam shards), minutes "
                                 "of disk writes.", safe=True)
-    keep_checkpoints: int = _f(2, "Checkpoints kept (the newest); a damaged one falls back to the one before.", safe=True)
-    max_nan_steps: int = _f(3, "Stop after this many consecutive steps with a non-finite loss (each is skipped).", safe=True)
-    threads: int = _f(0, "torch CPU threads (0 = leave torch's default).", safe=True)
-    check_replicas_every: int = _f(0, "Every this many steps, check that all ranks hold identical parameters "
-                                      "(a checksum all-reduce); 0 = never.", safe=True)
-    progress: bool = _f(True, "Show progress bars.", safe=True)
-    peak_tflops: float = _f(0.0, "The GPU's dense bf16 peak (TFLOP/s) for the update's MFU in metrics.jsonl (speed/update_mfu); "
-                                 "0 = the datasheet rate of a known GPU (H100/H200: 989), none on the CPU.", safe=True)
+    keep_checkpoints: int = setting(2, "Checkpoints kept (the newest); a damaged one falls back to the one before.", safe=True, ge=1)
+    max_nan_steps: int = setting(3, "Stop after this many consecutive steps with a non-finite loss (each is skipped).", safe=True, ge=1)
+    threads: int = setting(0, "torch CPU threads (0 = leave torch's default).", safe=True, ge=0)
+    check_replicas_every: int = setting(0, "Every this many steps, check that all ranks hold identical parameters "
+                                      "(a checksum all-reduce); 0 = never.", safe=True, ge=0)
+    progress: bool = setting(True, "Show progress bars.", safe=True)
+    peak_tflops: float = setting(0.0, "The GPU's dense bf16 peak (TFLOP/s) for the update's MFU in metrics.jsonl (speed/update_mfu); "
+                                 "0 = the datasheet rate of a known GPU (H100/H200: 989), none on the CPU.", safe=True, ge=0)
 
 
 @dataclass
 class TinyModelConfig:
-    vocab_size: int = _f(3000, "Byte-level BPE vocabulary trained on the sample dataset.")
-    hidden_size: int = _f(128, "Hidden size.")
-    num_hidden_layers: int = _f(2, "Decoder layers.")
-    num_attention_heads: int = _f(4, "Attention heads.")
-    num_key_value_heads: int = _f(2, "Key/value heads (GQA).")
-    head_dim: int = _f(32, "Head dimension (vLLM's CPU attention needs 32 or more).")
-    intermediate_size: int = _f(384, "MLP width.")
-    max_position_embeddings: int = _f(1024, "Longest sequence.")
+    vocab_size: int = setting(3000, "Byte-level BPE vocabulary trained on the sample dataset.")
+    hidden_size: int = setting(128, "Hidden size.")
+    num_hidden_layers: int = setting(2, "Decoder layers.")
+    num_attention_heads: int = setting(4, "Attention heads.")
+    num_key_value_heads: int = setting(2, "Key/value heads (GQA).")
+    head_dim: int = setting(32, "Head dimension (vLLM's CPU attention needs 32 or more).")
+    intermediate_size: int = setting(384, "MLP width.")
+    max_position_embeddings: int = setting(1024, "Longest sequence.")
 
 
 @dataclass
 class ModelConfig:
-    path: Optional[str] = _f(None, "Policy weights: a local folder or a model name. None builds the embedded tiny "
+    path: Optional[str] = setting(None, "Policy weights: a local folder or a model name. None builds the embedded tiny "
                                    "Qwen3 and its tokenizer (cached under <out_dir>/_tiny_model).")
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "The embedded tiny model."})
-    dtype: str = _f("float32", "Training dtype: float32 or bfloat16.")
-    attn_implementation: str = _f("auto", "auto (flash_attention_2 when installed on GPU; else relate_varlen, sdpa that "
+    dtype: str = setting("float32", "Training dtype: float32 or bfloat16.", choices=("float32", "bfloat16"))
+    attn_implementation: str = setting("auto", "auto (flash_attention_2 when installed on GPU; else relate_varlen, sdpa that "
                                           "also takes packed rows, when grpo.layout resolves to packed; else sdpa), sdpa, "
                                           "eager, flash_attention_2, relate_varlen.")
-    gradient_checkpointing: bool = _f(False, "Non-reentrant activation checkpointing of the decoder layers.")
-    fused_layers: str = _f("auto", "The decoder body's elementwise work fused: compile (torch.compile of each decoder "
+    gradient_checkpointing: bool = setting(False, "Non-reentrant activation checkpointing of the decoder layers.")
+    fused_layers: str = setting("auto", "The decoder body's elementwise work fused: compile (torch.compile of each decoder "
                                    "layer), liger (liger-kernel's RMSNorm, SwiGLU and RoPE; needs liger-kernel, and "
                                    "patches transformers' Qwen3 classes process-wide), none, or auto (compile on a GPU with "
                                    "vLLM rollouts; none on the CPU or when HF generate samples from the policy "
-                                   "itself). The lm_head and the loss are always relate_fast's fused loss.")
-    init: str = _f("pretrained", "pretrained: the weights at model.path; random: the architecture of model.path's "
+                                   "itself). The lm_head and the loss are always relate_fast's fused loss.", choices=_fused_layers)
+    init: str = setting("pretrained", "pretrained: the weights at model.path; random: the architecture of model.path's "
                                  "config.json with seeded random weights (a model's shape without its weights, for "
-                                 "benchmarks; vLLM then starts from dummy weights and gets the policy's pushed).")
+                                 "benchmarks; vLLM then starts from dummy weights and gets the policy's pushed).", choices=("pretrained", "random"))
 
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = _f(None, "Ad dataset JSONL (None = the shipped sample, relate_fast/data/sample_ads.jsonl).")
-    langs: List[str] = _f(["zh", "en"], "Languages used from the dataset.")
-    max_prompt_tokens: int = _f(256, "Prompts longer than this many tokens are an error naming the prompt id.")
+    path: Optional[str] = setting(None, "Ad dataset JSONL (None = the shipped sample, relate_fast/data/sample_ads.jsonl).")
+    langs: List[str] = setting(["zh", "en"], "Languages used from the dataset.")
+    max_prompt_tokens: int = setting(256, "Prompts longer than this many tokens are an error naming the prompt id.", ge=1)
 
 
 @dataclass
 class RolloutConfig:
-    engine: str = _f("auto", "auto (vLLM when installed, else HF generate), vllm, or hf.")
-    group_size: int = _f(5, "G: responses sampled per prompt.")
-    prompts_per_step: int = _f(8, "Prompts per GRPO step on each rank (responses = prompts x G).")
-    max_new_tokens: int = _f(64, "Longest response.")
-    temperature: float = _f(1.0, "Sampling temperature (also divides the logits in the loss).")
-    top_p: float = _f(1.0, "Nucleus sampling (1 = off: the loss assumes the full distribution).")
-    vllm_kv_cache_gb: float = _f(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True)
-    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM's share of GPU memory on CUDA.", safe=True)
-    vllm_sleep: bool = _f(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed).", safe=True)
-    vllm_sleep_level: int = _f(2, "vLLM sleep level: 2 discards the weights (the policy's are pushed after every "
-                                  "update anyway), 1 keeps a CPU copy of them.", safe=True)
-    vllm_execution: str = _f("compiled", "On CUDA: compiled (vLLM's default: torch.compile + CUDA graphs), "
+    engine: str = setting("auto", "auto (vLLM when installed, else HF generate), vllm, or hf.", choices=("auto", "vllm", "hf"))
+    group_size: int = setting(5, "G: responses sampled per prompt.", ge=2)
+    prompts_per_step: int = setting(8, "Prompts per GRPO step on each rank (responses = prompts x G).", ge=1)
+    max_new_tokens: int = setting(64, "Longest response.", ge=1)
+    temperature: float = setting(1.0, "Sampling temperature (also divides the logits in the loss).", gt=0)
+    top_p: float = setting(1.0, "Nucleus sampling (1 = off: the loss assumes the full distribution).", gt=0, le=1)
+    vllm_kv_cache_gb: float = setting(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True, gt=0)
+    vllm_gpu_memory_utilization: float = setting(0.3, "vLLM's share of GPU memory on CUDA.", safe=True, gt=0, lt=1)
+    vllm_sleep: bool = setting(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed).", safe=True)
+    vllm_sleep_level: int = setting(2, "vLLM sleep level: 2 discards the weights (the policy's are pushed after every "
+                                  "update anyway), 1 keeps a CPU copy of them.", safe=True, choices=(1, 2))
+    vllm_execution: str = setting("compiled", "On CUDA: compiled (vLLM's default: torch.compile + CUDA graphs), "
                                          "cuda_graphs (full CUDA graphs for decoding, no compilation: starts faster), "
-                                         "or eager. The CPU always runs eager.", safe=True)
+                                         "or eager. The CPU always runs eager.", safe=True, choices=("compiled", "cuda_graphs", "eager"))
 
 
 @dataclass
 class SFTConfig:
-    steps: int = _f(300, "Supervised cold-start steps on the reference ads (0 = skip).")
-    batch_size: int = _f(32, "Prompts per cold-start step.")
-    lr: float = _f(2e-3, "Cold-start learning rate (AdamW, cosine decay).")
+    steps: int = setting(300, "Supervised cold-start steps on the reference ads (0 = skip).", ge=0)
+    batch_size: int = setting(32, "Prompts per cold-start step.", ge=1)
+    lr: float = setting(2e-3, "Cold-start learning rate (AdamW, cosine decay).", gt=0)
 
 
 @dataclass
 class CTCVRConfig:
-    model: Optional[str] = _f(None, "A trained CTCVR model folder; None trains one on simulator logs.")
-    encoder: str = _f("minilm", "Embedding model of the CTCVR model (its inputs): minilm, hashed, or a path. The "
+    model: Optional[str] = setting(None, "A trained CTCVR model folder; None trains one on simulator logs.")
+    encoder: str = setting("minilm", "Embedding model of the CTCVR model (its inputs): minilm, hashed, or a path. The "
                                 "relevance reward uses reward.encoder; when both are the same, one model is loaded.")
-    variants: int = _f(8, "Creatives per training prompt in the simulated logs.")
-    impressions: int = _f(8, "Impressions per creative.")
-    epochs: int = _f(12, "CTCVR training epochs.")
+    variants: int = setting(8, "Creatives per training prompt in the simulated logs.", ge=1)
+    impressions: int = setting(8, "Impressions per creative.", ge=1)
+    epochs: int = setting(12, "CTCVR training epochs.", ge=1)
 
 
 @dataclass
 class GRPOConfig:
-    steps: int = _f(40, "GRPO steps (one rollout batch each, then mini_batches x epochs optimizer steps).", safe=True)
-    mini_batches: int = _f(1, "Optimizer steps per pass over a rollout batch, each on an equal share of its groups "
+    steps: int = setting(40, "GRPO steps (one rollout batch each, then mini_batches x epochs optimizer steps).", safe=True, ge=0)
+    mini_batches: int = setting(1, "Optimizer steps per pass over a rollout batch, each on an equal share of its groups "
                               "(groups kept whole; must divide rollout.prompts_per_step). Like verl's PPO "
                               "mini-batches. With one update per batch (mini_batches = epochs = 1) the policy is "
-                              "on-policy: no old log-probs are computed and the ratio is 1.")
-    epochs: int = _f(1, "Passes over each rollout batch (like TRL's num_iterations).")
-    lr: float = _f(5e-4, "Learning rate (AdamW, constant after warm-up).")
-    warmup_steps: int = _f(2, "Linear warm-up, in GRPO steps.")
-    beta: float = _f(0.02, "KL coefficient (k3 to the cold-start reference); 0 skips the reference entirely.")
-    eps_low: float = _f(0.2, "Lower clip range.")
-    eps_high: float = _f(0.28, "Upper clip range (clip-higher).")
-    loss_type: str = _f("grpo", "grpo, bnpo, dr_grpo, dapo or seq_sum (the paper's eq. 6).")
-    micro_batch_tokens: int = _f(4096, "Token budget of one micro-batch: prompt + response tokens, counted with their "
-                                       "padding in the padded layout, real tokens only in the packed one.")
-    layout: str = _f("auto", "How a micro-batch's rows reach the model: packed (their tokens back to back, varlen "
+                              "on-policy: no old log-probs are computed and the ratio is 1.", ge=1)
+    epochs: int = setting(1, "Passes over each rollout batch (like TRL's num_iterations).", ge=1)
+    lr: float = setting(5e-4, "Learning rate (AdamW, constant after warm-up).", gt=0)
+    warmup_steps: int = setting(2, "Linear warm-up, in GRPO steps.", ge=0)
+    beta: float = setting(0.02, "KL coefficient (k3 to the cold-start reference); 0 skips the reference entirely.", ge=0)
+    eps_low: float = setting(0.2, "Lower clip range.", ge=0, lt=1)
+    eps_high: float = setting(0.28, "Upper clip range (clip-higher).", ge=0)
+    loss_type: str = setting("grpo", "grpo, bnpo, dr_grpo, dapo or seq_sum (the paper's eq. 6).", choices=_loss_types)
+    micro_batch_tokens: int = setting(4096, "Token budget of one micro-batch: prompt + response tokens, counted with their "
+                                       "padding in the padded layout, real tokens only in the packed one.", ge=1)
+    layout: str = setting("auto", "How a micro-batch's rows reach the model: packed (their tokens back to back, varlen "
                              "attention: no pad token computed), padded (rows x the widest row), or auto (packed on "
                              "CUDA, padded on the CPU). Packed needs model.attn_implementation auto, relate_varlen or "
-                             "flash_attention_2; both layouts compute the same loss.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
+                             "flash_attention_2; both layouts compute the same loss.", choices=_layouts)
+    loss_backend: str = setting("auto", "The fused loss's row backend: triton, torch, or auto (triton on CUDA, torch "
+                                         "elsewhere). The environment variable RELATE_FAST_BACKEND overrides it.",
+                                choices=_loss_backends)
+    logits_path: str = setting("auto", "How the triton backend gets a chunk's logits: epilogue (the logits GEMM with its "
+                                       "row statistics in the epilogue, Hopper GPUs), fp32 (cuBLAS fp32 products and the "
+                                       "row kernels), or auto (epilogue where the GPU and operands allow it). The "
+                                       "environment variable RELATE_FAST_LOGITS overrides it.", choices=_logits_paths)
+    max_grad_norm: float = setting(1.0, "Gradient clipping.", gt=0)
+    weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
 
 
 @dataclass
 class DeepSpeedConfig:
-    enabled: bool = _f(True, "Wrap the policy in a DeepSpeed engine (ZeRO-2); False uses plain torch (DDP when distributed).")
-    zero_stage: int = _f(2, "ZeRO stage (2: optimizer states and gradients sharded, weights replicated).")
-    overlap_comm: bool = _f(True, "Overlap gradient reduction with backward.", safe=True)
-    reduce_bucket_size: int = _f(50_000_000, "Elements per gradient-reduction bucket.", safe=True)
-    allgather_bucket_size: int = _f(50_000_000, "Elements per parameter all-gather bucket.", safe=True)
+    enabled: bool = setting(True, "Wrap the policy in a DeepSpeed engine (ZeRO-2); False uses plain torch (DDP when distributed).")
+    zero_stage: int = setting(2, "ZeRO stage (2: optimizer states and gradients sharded, weights replicated).", choices=(0, 1, 2))
+    overlap_comm: bool = setting(True, "Overlap gradient reduction with backward.", safe=True)
+    reduce_bucket_size: int = setting(50_000_000, "Elements per gradient-reduction bucket.", safe=True, ge=1)
+    allgather_bucket_size: int = setting(50_000_000, "Elements per parameter all-gather bucket.", safe=True, ge=1)
 
 
 @dataclass
 class EvalConfig:
-    enabled: bool = _f(True, "Evaluate the cold-start and the final policy (summary.json); off for benchmarks.")
-    split: str = _f("validation", "Dataset split evaluated before and after GRPO.")
-    prompts: int = _f(48, "Prompts evaluated (0 = the whole split).")
-    samples: int = _f(2, "Sampled responses per prompt (at the rollout temperature).")
+    enabled: bool = setting(True, "Evaluate the cold-start and the final policy (summary.json); off for benchmarks.")
+    split: str = setting("validation", "Dataset split evaluated before and after GRPO.")
+    prompts: int = setting(48, "Prompts evaluated (0 = the whole split).", ge=0)
+    samples: int = setting(2, "Sampled responses per prompt (at the rollout temperature).", ge=1)
 
 
 @dataclass
@@ -359,67 +384,27 @@ def meaning_hash(cfg_dict: dict) -> str:
 
 
 def validate(cfg: Config) -> Config:
-    """Ranges and constraints between fields, checked when the config loads; each error names the field."""
+    """Every field against its choices and bounds (its metadata: relate_fast.settings), then the
+    constraints between fields; each error names the field."""
+    check_fields(cfg)
+
     def need(ok: bool, field: str, msg: str):
         if not ok:
             raise ValueError(f"{field}: {msg}")
 
     r, g = cfg.rollout, cfg.grpo
-    need(r.group_size >= 2, "rollout.group_size", f"must be >= 2 (GRPO compares responses within a group), got {r.group_size}")
-    need(r.prompts_per_step >= 1, "rollout.prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
-    need(r.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
-    need(r.engine in ("auto", "vllm", "hf"), "rollout.engine", f"must be auto, vllm or hf, got {r.engine!r}")
-    need(r.vllm_sleep_level in (1, 2), "rollout.vllm_sleep_level", f"must be 1 or 2, got {r.vllm_sleep_level}")
-    need(r.vllm_execution in ("compiled", "cuda_graphs", "eager"), "rollout.vllm_execution",
-         f"must be compiled, cuda_graphs or eager, got {r.vllm_execution!r}")
-    need(0 < r.vllm_gpu_memory_utilization < 1, "rollout.vllm_gpu_memory_utilization",
-         f"must be in (0, 1), got {r.vllm_gpu_memory_utilization}")
-    need(g.steps >= 0, "grpo.steps", f"must be >= 0, got {g.steps}")
-    need(cfg.run.checkpoint_every >= 0, "run.checkpoint_every", f"must be >= 0, got {cfg.run.checkpoint_every}")
-    need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints", f"must be >= 1, got {cfg.run.keep_checkpoints}")
-    need(cfg.run.max_nan_steps >= 1, "run.max_nan_steps", f"must be >= 1, got {cfg.run.max_nan_steps}")
-    need(cfg.sft.steps >= 0, "sft.steps", f"must be >= 0, got {cfg.sft.steps}")
-    need(cfg.eval.prompts >= 0 and cfg.eval.samples >= 1, "eval.prompts",
-         f"eval.prompts must be >= 0 and eval.samples >= 1, got {cfg.eval.prompts}, {cfg.eval.samples}")
-    need(cfg.rollout.temperature > 0, "rollout.temperature", f"must be > 0, got {cfg.rollout.temperature}")
-    need(0 < cfg.rollout.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {cfg.rollout.top_p}")
-    need(g.lr > 0, "grpo.lr", f"must be > 0, got {g.lr}")
-    need(0 <= g.eps_low < 1 and g.eps_high >= 0, "grpo.eps_low",
-         f"need 0 <= grpo.eps_low < 1 and grpo.eps_high >= 0, got {g.eps_low}, {g.eps_high}")
-    need(g.mini_batches >= 1, "grpo.mini_batches", f"must be >= 1, got {g.mini_batches}")
-    need(g.epochs >= 1, "grpo.epochs", f"must be >= 1, got {g.epochs}")
     need(r.prompts_per_step % g.mini_batches == 0, "grpo.mini_batches",
          f"{g.mini_batches} must divide rollout.prompts_per_step ({r.prompts_per_step}): a mini-batch holds whole groups")
-    need(g.micro_batch_tokens >= 1, "grpo.micro_batch_tokens", f"must be >= 1, got {g.micro_batch_tokens}")
-    need(g.beta >= 0, "grpo.beta", f"must be >= 0, got {g.beta}")
-    from relate_fast.grpo import LAYOUTS
     from relate_fast.varlen import supports_packing
 
-    need(g.layout in LAYOUTS, "grpo.layout", f"must be one of {LAYOUTS}, got {g.layout!r}")
     need(g.layout != "packed" or cfg.model.attn_implementation == "auto" or supports_packing(cfg.model.attn_implementation),
          "grpo.layout", f"packed needs an attention that takes packed rows (model.attn_implementation auto, "
                         f"relate_varlen or flash_attention_2), got {cfg.model.attn_implementation!r}")
-    from relate_fast.loss import LOSS_TYPES
-    from relate_fast.rewards.combine import PRESETS
-
-    need(g.loss_type in LOSS_TYPES, "grpo.loss_type", f"must be one of {LOSS_TYPES}, got {g.loss_type!r}")
-    need(cfg.reward.preset in PRESETS, "reward.preset", f"must be one of {sorted(PRESETS)}, got {cfg.reward.preset!r}")
-    need(cfg.model.init in ("pretrained", "random"), "model.init", f"must be pretrained or random, got {cfg.model.init!r}")
     need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
          "random needs model.path (a folder with the architecture's config.json and tokenizer)")
-    from relate_fast.models import FUSED_LAYERS
-
-    need(cfg.model.fused_layers in FUSED_LAYERS, "model.fused_layers",
-         f"must be one of {FUSED_LAYERS}, got {cfg.model.fused_layers!r}")
-    need(cfg.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {cfg.model.dtype!r}")
     rw = cfg.reward
-    need(rw.judge_engine in ("hf", "vllm"), "reward.judge_engine", f"must be hf or vllm, got {rw.judge_engine!r}")
     need(not rw.judge_relevance or rw.judge_model is not None, "reward.judge_relevance",
          "needs reward.judge_model (the judge that scores relevance)")
-    need(0 < rw.judge_gpu_memory_utilization < 1, "reward.judge_gpu_memory_utilization",
-         f"must be in (0, 1), got {rw.judge_gpu_memory_utilization}")
-    need(rw.judge_batch_size >= 1, "reward.judge_batch_size", f"must be >= 1, got {rw.judge_batch_size}")
-    need(rw.judge_max_new_tokens >= 1, "reward.judge_max_new_tokens", f"must be >= 1, got {rw.judge_max_new_tokens}")
     # one field per setting: the trainer's CTCVR model is ctcvr.model (reward.ctcvr_model serves
     # RewardFunction.from_config outside the trainer)
     need(cfg.reward.ctcvr_model is None, "reward.ctcvr_model",
@@ -445,5 +430,6 @@ def format_help(cls=Config, prefix: str = "") -> str:
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             safe = " May change when a run resumes." if f.metadata.get("safe_on_resume") else ""
-            lines.append(f"  --{key} (default {default!r})\n      {f.metadata.get('help', '')}{safe}")
+            allowed = f"; {describe(f)}" if describe(f) else ""
+            lines.append(f"  --{key} (default {default!r}{allowed})\n      {f.metadata.get('help', '')}{safe}")
     return "\n".join(lines)

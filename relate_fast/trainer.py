@@ -7,7 +7,7 @@ Phases (each resumable; finished phases are recorded in <run>/checkpoint/phases.
      reference policy of the KL term and the rollout engine's starting weights (sft.steps 0: the base);
   3. CTCVR model (`relate_fast.phases.ctcvr`) on click-simulator logs -> <run>/ctcvr (unless ctcvr.model);
   4. GRPO: one `relate_fast.step.GRPOStep` per step (sample -> score -> advantages -> update -> push),
-     checkpointed between steps (`relate_fast.checkpoint`);
+     checkpointed between steps (`relate_fast.resume`);
   5. evaluation of the cold-start and the final policy -> summary.json, plots.
 
 A run's resolved settings are its identity (<run>/config.yaml): resuming with settings that change
@@ -29,14 +29,15 @@ from typing import Tuple
 import torch
 
 from relate_fast.assemble import assemble
-from relate_fast.checkpoint import (CheckpointError, CheckpointStore, atomic_save_pretrained, atomic_write_text, rng_state,
-                                    seed_all, set_rng_state)
+from relate_fast.checkpoint import CheckpointStore, atomic_save_pretrained, atomic_write_text, seed_all
 from relate_fast.config import Config, config_to_dict, meaning_hash
 from relate_fast.data.schedule import PromptSchedule
 from relate_fast.distributed import all_ranks_true, barrier, init_distributed, replicas_identical
+from relate_fast.loss.rows import configure as configure_loss
 from relate_fast.metrics_log import MetricsLog
 from relate_fast.models import base_model_folder
 from relate_fast.preflight import check_inputs
+from relate_fast.resume import GRPOCheckpoints
 from relate_fast.run_dir import prepare_run_dir
 from relate_fast.step import RolloutError, lr_at
 from relate_fast.stop_requests import StopRequests
@@ -66,16 +67,18 @@ class Trainer:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         inputs = check_inputs(cfg)  # every input, before anything is written or moved
+        configure_loss(backend=None if cfg.grpo.loss_backend == "auto" else cfg.grpo.loss_backend,
+                       logits=cfg.grpo.logits_path)
         self.rows, self.eval_rows = inputs.rows, inputs.eval_rows
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
         self.config_dict = config_to_dict(cfg)
-        self.config_hash = meaning_hash(self.config_dict)
         self.ckpt = CheckpointStore(self.run_dir / "checkpoint", rank=self.rank, world=self.world,
                                     keep=cfg.run.keep_checkpoints)
+        self.checkpoints = GRPOCheckpoints(self.ckpt, config_hash=meaning_hash(self.config_dict), seed=cfg.run.seed,
+                                           rank=self.rank, log=self._log)
         prepare_run_dir(self.run_dir, self.config_dict, resume=cfg.run.resume, rank=self.rank, log=self._log)
         self.metrics = MetricsLog(self.run_dir, rank=self.rank, log=self._log)
         self.state = self.ckpt.read_phases()
-        self.saved_step = 0  # the step of the newest complete checkpoint (0: none yet)
         seed_all(cfg.run.seed)
 
     # -- bookkeeping ------------------------------------------------------------------------------
@@ -143,15 +146,14 @@ class Trainer:
             if self.rank == 0 and self.cfg.eval.enabled:
                 self.state["baseline"] = self.evaluate(self.updater.model, "baseline")
             self._mark("eval_baseline")
-        start = self._restore()
+        start = self.checkpoints.restore(parts)
         self.metrics.truncate(start)
         self._train(start)
         return self._finish(t_start)
 
     def _finished(self) -> bool:
-        summary, done = self.run_dir / "summary.json", self.ckpt.steps()
-        if summary.is_file() and done and done[0] >= self.cfg.grpo.steps and \
-                self.ckpt.verify(done[0], config_hash=self.config_hash) is None:
+        summary = self.run_dir / "summary.json"
+        if summary.is_file() and self.checkpoints.finished(self.cfg.grpo.steps):
             self._log(f"{self.run_dir} has finished its {self.cfg.grpo.steps} GRPO steps ({summary}); nothing to do")
             return True
         return False
@@ -176,8 +178,8 @@ class Trainer:
                         warnings.warn(f"GRPO step {step + 1}: non-finite loss, step skipped ({nan_run} in a row)")
                         if nan_run >= cfg.run.max_nan_steps:
                             raise FloatingPointError(
-                                f"{nan_run} consecutive non-finite losses (run.max_nan_steps); the checkpoint of "
-                                f"step {self.saved_step} in {self.ckpt.root} is kept")
+                                f"{nan_run} consecutive non-finite losses (run.max_nan_steps); the run resumes "
+                                f"from {self.checkpoints.where()}")
                     else:
                         nan_run = 0
                     if hasattr(bar, "set_postfix"):
@@ -186,12 +188,11 @@ class Trainer:
                     every = cfg.run.checkpoint_every
                     last = step + 1 == cfg.grpo.steps and cfg.run.save_final
                     if stopping or (every and (step + 1) % every == 0) or last:
-                        self.checkpoint(step + 1)
+                        self.checkpoints.save(step + 1, self.parts)
                     if stopping:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
-            self._log(f"stopped; the run resumes from the checkpoint of step {self.saved_step} "
-                      f"({self.ckpt.folder(self.saved_step) if self.saved_step else 'none yet: from the start of GRPO'})")
+            self._log(f"stopped; the run resumes from {self.checkpoints.where()}")
             raise
         finally:
             gc.unfreeze()  # what the loop kept alive can be collected again once the trainer is dropped
@@ -217,60 +218,20 @@ class Trainer:
         barrier()
         return summary
 
-    def _restore(self) -> int:
-        """The GRPO phase starts from the same RNG state and empty embedding caches whatever ran before in
-        this process; then the newest intact checkpoint, if any, restores everything that changes the next
-        step's numbers. Returns the step to continue from."""
-        seed_all(self.cfg.run.seed + 7_919)
-        self.parts.clear_caches()
-        self.ckpt.clean_partial()
-        step, folder = self.ckpt.latest_valid(config_hash=self.config_hash, log=self._log)
-        if folder is None:
-            if self.ckpt.steps():
-                raise CheckpointError(f"no checkpoint in {self.ckpt.root} is intact (see above); move the folder "
-                                      f"aside to start GRPO over")
-            self.rollout.ensure_weights(self.updater.model)  # the evaluation's sleep may have discarded them
-            return 0
-        self.updater.load(folder)
-        state = self.ckpt.read_rank_state(folder)
-        set_rng_state(state["rng"])
-        self.parts.load_state_dict(state)
-        self.rollout.mark_stale()
-        self.rollout.ensure_weights(self.updater.model)
-        self.saved_step = step
-        self._log(f"restored GRPO step {step} from {folder}")
-        return step
-
     def grpo_step(self, step: int) -> dict:
         """GRPO step `step` (0-based): this rank's prompts through `GRPOStep.run`, then the replica check."""
         rows = self.prompts.step_rows(step)
         try:
             metrics = self.grpo.run(step, rows, [self.prompts.ids(r) for r in rows], lr_at(self.cfg, step))
         except RolloutError as e:
-            raise RolloutError(f"{e}. The checkpoint in {self.ckpt.root} holds step {self.saved_step}; run the "
-                               f"same command again to resume.") from e.__cause__
+            raise RolloutError(f"{e}. The checkpoint in {self.ckpt.root} holds step {self.checkpoints.saved_step}; run "
+                               f"the same command again to resume.") from e.__cause__
         every = self.cfg.run.check_replicas_every
         if every and (step + 1) % every == 0:
             ok, lo, hi = replicas_identical(self.updater.model)
             if not ok:
                 raise RuntimeError(f"parameters differ across ranks after GRPO step {step + 1} (checksums {lo} .. {hi})")
         return {"step": step + 1, **metrics}
-
-    # -- checkpoints, metrics ---------------------------------------------------------------------
-    def checkpoint(self, step: int):
-        """The state after GRPO step `step`, written atomically (relate_fast.checkpoint)."""
-        state = {"step": step, "rng": rng_state(), **self.parts.state_dict()}
-
-        def write(folder: Path):
-            self.updater.save(folder, {"step": step}, rank=self.rank)
-            self.ckpt.write_rank_state(folder, state)
-
-        t = time.time()
-        folder = self.ckpt.save(step, write, config_hash=self.config_hash)
-        self.saved_step = step
-        if self.rank == 0:  # a large policy's checkpoint takes minutes: say what it cost
-            self._log(f"checkpoint of step {step}: {self.ckpt.last_saved_bytes / 2**30:.2f} GiB "
-                      f"in {time.time() - t:.1f} s ({folder})")
 
     # -- phase 5: evaluation ----------------------------------------------------------------------
     def evaluate(self, model, name: str) -> dict:

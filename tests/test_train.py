@@ -65,6 +65,66 @@ def test_config_errors(tmp_path):
         load_config(None, ["--grpo.steps"])
 
 
+def test_choices_and_bounds_are_field_metadata_checked_when_a_config_loads():
+    """Every field's allowed values live on the field (relate_fast.settings): a value outside them is an
+    error naming the field, --help lists them, and RewardFunction.from_config checks its own fields."""
+    import dataclasses
+
+    from relate_fast.rewards.combine import RewardConfig, RewardFunction
+    from relate_fast.settings import choices_of
+
+    for args, msg in ((["--rollout.engine", "sglang"], "rollout.engine: must be one of auto, vllm, hf, got 'sglang'"),
+                      (["--grpo.layout", "ragged"], "grpo.layout: must be one of auto, packed, padded"),
+                      (["--grpo.loss_backend", "cuda"], "grpo.loss_backend: must be one of auto, torch, triton"),
+                      (["--grpo.logits_path", "bf16"], "grpo.logits_path: must be one of auto, epilogue, fp32"),
+                      (["--rollout.top_p", "1.5"], r"rollout.top_p: must be in \(0, 1\], got 1.5"),
+                      (["--rollout.group_size", "1"], "rollout.group_size: must be >= 2, got 1"),
+                      (["--reward.judge_batch_size", "0"], "reward.judge_batch_size: must be >= 1, got 0"),
+                      (["--rollout.vllm_gpu_memory_utilization", "1"], r"must be in \(0, 1\), got 1.0")):
+        with pytest.raises(ValueError, match=msg):
+            load_config(None, args)
+    help_text = format_help()
+    assert "--grpo.loss_type (default 'grpo'; one of grpo," in help_text and "--rollout.top_p (default 1.0; in (0, 1])" in help_text
+    reward_fields = {f.name: f for f in dataclasses.fields(RewardConfig)}
+    assert choices_of(reward_fields["preset"]) == ("model1", "model2", "model3", "model4", "relate")
+    with pytest.raises(ValueError, match="reward.ngram_unit: must be one of token, char"):
+        RewardFunction.from_config(RewardConfig(preset="model1", ngram_unit="word"))
+
+
+def test_loss_backend_and_logits_path_are_settings_the_environment_overrides(monkeypatch, tmp_path):
+    """grpo.loss_backend / grpo.logits_path reach the loss through rows.configure; the environment
+    variables override them; a call's own backend= argument wins over both."""
+    import torch
+
+    from relate_fast.loss import rows
+
+    monkeypatch.delenv("RELATE_FAST_BACKEND", raising=False)
+    monkeypatch.delenv("RELATE_FAST_LOGITS", raising=False)
+    cpu, h = torch.device("cpu"), torch.zeros(2, 8)
+    try:
+        assert rows.resolve_backend(None, cpu) == "torch"
+        rows.configure(backend="triton", logits="fp32")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert rows.resolve_backend(None, cpu) == "triton" and rows.resolve_backend("torch", cpu) == "torch"
+        monkeypatch.setenv("RELATE_FAST_BACKEND", "torch")
+        assert rows.resolve_backend(None, cpu) == "torch"
+        rows.configure(logits="epilogue")
+        with pytest.raises(ValueError, match="epilogue logits path"):
+            rows.resolve_logits_path("torch", h, h)
+        monkeypatch.setenv("RELATE_FAST_LOGITS", "fp32")
+        assert rows.resolve_logits_path("torch", h, h) == "fp32"
+        with pytest.raises(ValueError, match="logits must be one of"):
+            rows.configure(logits="bf16")
+        from relate_fast.trainer import Trainer  # the trainer sets them from its config
+
+        args = [str(tmp_path) if a is None else a for a in SMALL] + ["--grpo.loss_backend", "torch",
+                                                                     "--grpo.logits_path", "fp32"]
+        Trainer(load_config(None, args))
+        assert rows._CONFIGURED == {"backend": "torch", "logits": "fp32"}
+    finally:
+        rows.configure()
+
+
 def test_settings_safe_to_change_on_resume_are_marked_on_their_fields():
     """SAFE_CHANGES is made of the fields marked safe: how a run goes or how long, never what it computes."""
     assert {"run.progress", "run.checkpoint_every", "grpo.steps", "rollout.vllm_sleep"} <= SAFE_CHANGES

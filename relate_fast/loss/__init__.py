@@ -26,9 +26,12 @@ logits in backward (four products; for callers that must not hold the gradients 
 
 Backends: "triton" (the default on CUDA; under TRITON_INTERPRET=1 it also runs on CPU tensors, which
 is how CI tests it) and "torch" (the default elsewhere: the same chunked algorithm with torch row
-ops). RELATE_FAST_BACKEND=torch|triton overrides the default. The triton backend gets a chunk's
-logits and statistics from the epilogue GEMM of relate_fast.kernels.logits_gemm on Hopper, else from
-cuBLAS fp32 products + the row kernels (`chunked.LOGITS_PATHS`; RELATE_FAST_LOGITS=auto|epilogue|fp32).
+ops). The triton backend gets a chunk's logits and statistics from the epilogue GEMM of
+relate_fast.kernels.logits_gemm on Hopper, else from cuBLAS fp32 products + the row kernels
+(`chunked.LOGITS_PATHS`). Which backend and logits path a call uses: its `backend=` argument, else the
+environment variables RELATE_FAST_BACKEND=torch|triton and RELATE_FAST_LOGITS=auto|epilogue|fp32
+(overrides), else the process defaults of `rows.configure` (the trainer sets them from
+grpo.loss_backend and grpo.logits_path), else auto.
 The epilogue path keeps the chunk as bf16 P = e^(z/T - z_tgt/T) instead of fp32 z: dz = s·P per row
 (the one-hot term folded into P's target element), so grad_h = s ⊙ (P @ W) and grad_W += Pᵀ @ (s ⊙ h)
 take P as it is, with no dlogits pass.

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["BACKENDS", "TorchRows", "TritonRows", "ROWS", "resolve_backend", "resolve_logits_path"]
+__all__ = ["BACKENDS", "TorchRows", "TritonRows", "ROWS", "configure", "resolve_backend", "resolve_logits_path"]
 
 BACKENDS = ("torch", "triton")
 
@@ -54,9 +54,26 @@ class TritonRows:
 ROWS = {"torch": TorchRows, "triton": TritonRows}
 
 
+# Process-wide defaults, set by `configure` (the trainer: grpo.loss_backend, grpo.logits_path). Which one
+# a call uses: its own backend= argument, else the environment variable (RELATE_FAST_BACKEND,
+# RELATE_FAST_LOGITS: an override for a run or a benchmark), else these, else auto.
+_CONFIGURED = {"backend": None, "logits": "auto"}
+
+
+def configure(*, backend: Optional[str] = None, logits: str = "auto") -> None:
+    """The loss's defaults in this process: `backend` "torch" | "triton" | None (auto: triton on CUDA,
+    torch elsewhere); `logits` "auto" | "epilogue" | "fp32" (how the triton backend gets a chunk's logits)."""
+    if backend not in (None,) + BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or None (auto); got {backend!r}")
+    if logits not in LOGITS_CHOICES:
+        raise ValueError(f"logits must be one of {', '.join(LOGITS_CHOICES)}; got {logits!r}")
+    _CONFIGURED.update(backend=backend, logits=logits)
+
+
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     if backend is None:
-        backend = os.environ.get("RELATE_FAST_BACKEND") or ("triton" if device.type == "cuda" else "torch")
+        backend = (os.environ.get("RELATE_FAST_BACKEND") or _CONFIGURED["backend"]
+                   or ("triton" if device.type == "cuda" else "torch"))
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
@@ -64,12 +81,11 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     return backend
 
 
-# RELATE_FAST_LOGITS: "auto" (the default: the epilogue GEMM on a Hopper GPU where the operands suit
+# The logits path: "auto" (the default: the epilogue GEMM on a Hopper GPU where the operands suit
 # it, else fp32 logits), "epilogue" (insist, also under the interpreter: an error says why it cannot
 # run) or "fp32" (the cuBLAS + row kernels path, the reference). On an H100 the epilogue path measured
 # 1.03-1.06x the floor against 1.13-1.20x (benchmarks/RESULTS.md, issue 18).
 LOGITS_CHOICES = ("auto", "epilogue", "fp32")
-LOGITS_DEFAULT = "auto"
 
 
 def _epilogue_blocker(hidden: torch.Tensor, weight: torch.Tensor) -> Optional[str]:
@@ -92,7 +108,7 @@ def _epilogue_blocker(hidden: torch.Tensor, weight: torch.Tensor) -> Optional[st
 
 def resolve_logits_path(backend: str, hidden: torch.Tensor, weight: torch.Tensor) -> str:
     """"epilogue" or "fp32" (relate_fast.loss.chunked.LOGITS_PATHS) for this call."""
-    choice = os.environ.get("RELATE_FAST_LOGITS", LOGITS_DEFAULT)
+    choice = os.environ.get("RELATE_FAST_LOGITS") or _CONFIGURED["logits"]
     if choice not in LOGITS_CHOICES:
         raise ValueError(f"RELATE_FAST_LOGITS must be one of {', '.join(LOGITS_CHOICES)}; got {choice!r}")
     if choice == "fp32" or (choice == "auto" and hidden.device.type != "cuda"):
@@ -101,5 +117,5 @@ def resolve_logits_path(backend: str, hidden: torch.Tensor, weight: torch.Tensor
     if why is None:
         return "epilogue"
     if choice == "epilogue":
-        raise ValueError(f"RELATE_FAST_LOGITS=epilogue cannot run here: {why}")
+        raise ValueError(f"the epilogue logits path (grpo.logits_path or RELATE_FAST_LOGITS) cannot run here: {why}")
     return "fp32"

@@ -27,6 +27,7 @@ import numpy as np
 from relate_fast.data.ads import LABEL_RE
 import relate_fast.rewards.components  # noqa: F401  (registers the components)
 from relate_fast.rewards.base import SENTENCE, TOKEN, RolloutBatch, check_finite, get_component
+from relate_fast.settings import check_fields, setting
 
 __all__ = ["ComponentSpec", "PRESETS", "RewardConfig", "RewardContext", "RewardFunction", "RewardOutput",
            "NgramWindow", "preset_components"]
@@ -71,60 +72,53 @@ def preset_components(preset: str) -> List[ComponentSpec]:
     return [ComponentSpec(c.name, c.weight, c.normalize, dict(c.params)) for c in PRESETS[preset]]
 
 
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
-
-
 @dataclass
 class RewardConfig:
     """Which reward components are active and the resources they read."""
 
-    preset: str = _help("Reward configuration of the paper's Table 2: model1, model2, model3, model4 or relate.",
-                        default="relate")
-    weights: Dict[str, float] = _help("Per-component weight overrides, e.g. {ctcvr: 2.0}.", default_factory=dict)
-    normalize: Dict[str, str] = _help("Per-component normalisation overrides (none, batch_z, group_z), "
-                                      "e.g. {ctcvr: none}.", default_factory=dict)
-    params: Dict[str, Dict[str, object]] = _help(
-        "Per-component keyword overrides, e.g. {risk_token: {lam: 2.0}, length: {unit: chars, target: {en: [50, 150]}}}.",
-        default_factory=dict)
-    extra: List[Dict[str, object]] = _help(
-        "Components added to the preset: a list of {name, weight, normalize, params}.", default_factory=list)
-    alpha: float = _help("α of eq. 9: A[i,t] = A_sent[i] + α·r_tok[i,t] (applied inside the loss).", default=1.0)
-    blacklist: Optional[str] = _help("Compliance list file (block/exempt TSV); None = the shipped bilingual list.",
-                                     default=None)
-    blacklist_normalize: bool = _help("Fold width/case and skip inserted separators when matching.", default=True)
-    ngram_n_min: int = _help("Shortest n-gram counted for diversity.", default=2)
-    ngram_n_max: int = _help("Longest n-gram counted for diversity.", default=10)
-    ngram_window: int = _help("How many recent rollout batches the n-gram counts cover.", default=4)
-    ngram_min_share: float = _help(
-        "G_high threshold as a share of the responses in the window (an n-gram is frequent when it occurs in "
-        "at least this share of them); used when ngram_min_count is None.", default=0.1)
-    ngram_min_count: Optional[int] = _help("Absolute G_high threshold (overrides ngram_min_share).", default=None)
-    ngram_unit: str = _help("'token' counts token-id n-grams (the paper); 'char' counts character n-grams.",
-                            default="token")
-    encoder: str = _help("Embedding model of the relevance reward: 'minilm' (offline, English-only), 'hashed' "
-                         "(character n-grams, any language), or a sentence-transformers path. Standalone "
-                         "(RewardFunction.from_config) it also encodes for the CTCVR model; the trainer's CTCVR "
-                         "model uses ctcvr.encoder.", default="minilm")
-    ctcvr_model: Optional[str] = _help("Folder of a trained CTCVR model, for RewardFunction.from_config outside the "
-                                       "trainer (python -m relate_fast.rewards.ctcvr train); the trainer uses "
-                                       "ctcvr.model instead.", default=None)
-    judge_model: Optional[str] = _help(
-        "LLM judge (a local folder, or a name in the offline HF cache). Set, the preset's correctness is "
-        "scored by it (correctness_judge, the paper's judge) instead of the rule-based fact check, which "
-        "stays as a weight-0 monitor.", default=None)
-    judge_relevance: bool = _help("With a judge: relevance is judged too (relevance_judge) instead of the "
-                                  "embedding cosine of reward.encoder.", default=False)
-    judge_engine: str = _help("'hf': the judge loaded with Hugging Face on this rank's device (GPU or CPU); "
-                              "'vllm': a second vLLM engine on this rank's GPU beside the rollout engine.",
-                              default="hf")
-    judge_gpu_memory_utilization: float = _help("With judge_engine vllm: the judge engine's share of the GPU.",
-                                                default=0.15)
-    judge_batch_size: int = _help("With judge_engine hf: prompts per generate call.", default=64)
-    judge_max_new_tokens: int = _help("Tokens the judge may write (it answers 'Score: N').", default=12)
-    monitor: bool = _help("Also compute, with weight 0, the sentence-level components the preset leaves out "
-                          "(length, format, relevance, correctness, ctcvr, risk, diversity), for the metrics.",
-                          default=True)
+    preset: str = setting("relate", "Reward configuration of the paper's Table 2: model1, model2, model3, model4 or "
+                                    "relate.", choices=lambda: tuple(PRESETS))
+    weights: Dict[str, float] = setting({}, "Per-component weight overrides, e.g. {ctcvr: 2.0}.")
+    normalize: Dict[str, str] = setting({}, "Per-component normalisation overrides (none, batch_z, group_z), "
+                                            "e.g. {ctcvr: none}.")
+    params: Dict[str, Dict[str, object]] = setting({}, "Per-component keyword overrides, e.g. {risk_token: {lam: 2.0}, "
+                                                       "length: {unit: chars, target: {en: [50, 150]}}}.")
+    extra: List[Dict[str, object]] = setting([], "Components added to the preset: a list of {name, weight, normalize, "
+                                                 "params}.")
+    alpha: float = setting(1.0, "α of eq. 9: A[i,t] = A_sent[i] + α·r_tok[i,t] (applied inside the loss).")
+    blacklist: Optional[str] = setting(None, "Compliance list file (block/exempt TSV); None = the shipped bilingual list.")
+    blacklist_normalize: bool = setting(True, "Fold width/case and skip inserted separators when matching.")
+    ngram_n_min: int = setting(2, "Shortest n-gram counted for diversity.", ge=1)
+    ngram_n_max: int = setting(10, "Longest n-gram counted for diversity.", ge=1)
+    ngram_window: int = setting(4, "How many recent rollout batches the n-gram counts cover.", ge=1)
+    ngram_min_share: float = setting(0.1, "G_high threshold as a share of the responses in the window (an n-gram is "
+                                          "frequent when it occurs in at least this share of them); used when "
+                                          "ngram_min_count is None.", gt=0, le=1)
+    ngram_min_count: Optional[int] = setting(None, "Absolute G_high threshold (overrides ngram_min_share).", ge=1)
+    ngram_unit: str = setting("token", "'token' counts token-id n-grams (the paper); 'char' counts character n-grams.",
+                              choices=("token", "char"))
+    encoder: str = setting("minilm", "Embedding model of the relevance reward: 'minilm' (offline, English-only), "
+                                     "'hashed' (character n-grams, any language), or a sentence-transformers path. "
+                                     "Standalone (RewardFunction.from_config) it also encodes for the CTCVR model; the "
+                                     "trainer's CTCVR model uses ctcvr.encoder.")
+    ctcvr_model: Optional[str] = setting(None, "Folder of a trained CTCVR model, for RewardFunction.from_config outside "
+                                               "the trainer (python -m relate_fast.rewards.ctcvr train); the trainer "
+                                               "uses ctcvr.model instead.")
+    judge_model: Optional[str] = setting(None, "LLM judge (a local folder, or a name in the offline HF cache). Set, the "
+                                               "preset's correctness is scored by it (correctness_judge, the paper's "
+                                               "judge) instead of the rule-based fact check, which stays as a weight-0 "
+                                               "monitor.")
+    judge_relevance: bool = setting(False, "With a judge: relevance is judged too (relevance_judge) instead of the "
+                                           "embedding cosine of reward.encoder.")
+    judge_engine: str = setting("hf", "'hf': the judge loaded with Hugging Face on this rank's device (GPU or CPU); "
+                                      "'vllm': a second vLLM engine on this rank's GPU beside the rollout engine.",
+                                choices=("hf", "vllm"))
+    judge_gpu_memory_utilization: float = setting(0.15, "With judge_engine vllm: the judge engine's share of the GPU.",
+                                                  gt=0, lt=1)
+    judge_batch_size: int = setting(64, "With judge_engine hf: prompts per generate call.", ge=1)
+    judge_max_new_tokens: int = setting(12, "Tokens the judge may write (it answers 'Score: N').", ge=1)
+    monitor: bool = setting(True, "Also compute, with weight 0, the sentence-level components the preset leaves out "
+                                  "(length, format, relevance, correctness, ctcvr, risk, diversity), for the metrics.")
 
     def component_specs(self, *, monitors: Optional[bool] = None) -> List[ComponentSpec]:
         """The preset's components with the overrides applied, plus (when `monitor` is on) weight-0
@@ -396,6 +390,7 @@ class RewardFunction:
         cfg.ctcvr_model unless given) and the judge (must be given when correctness_judge is active)."""
         from relate_fast.matcher import Blacklist, NgramCounter, TokenAligner
 
+        check_fields(cfg, "reward.")  # choices and bounds, as the trainer's config checks them
         specs = cfg.component_specs(monitors=False)
         needs = {n for s in specs for n in get_component(s.name).needs}
         if cfg.monitor:  # weight-0 monitors, where their resources exist without loading anything new
