@@ -87,7 +87,7 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
         reference.eval().requires_grad_(False)
     t = time.time()
     rollout = make_engine(cfg.rollout, model_folder=cold[0], tokenizer=tok, policy=policy, dtype=cfg.model.dtype,
-                          seed=cfg.run.seed, max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens + 8,
+                          seed=cfg.run.seed, max_prompt_tokens=cfg.data.max_prompt_tokens,
                           dummy_weights=cold[1] == "random")
     rollout_init_s = time.time() - t
     fuse_layers(policy, cfg.model.fused_layers, generates=rollout.name == "hf")

@@ -18,7 +18,7 @@ from relate_fast.rewards.combine import RewardConfig
 from relate_fast.settings import check_fields, describe, setting
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "SFTConfig", "CTCVRConfig", "GRPOConfig",
-           "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "config_to_dict", "format_help", "validate",
+           "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "load_run_config", "config_to_dict", "format_help", "validate",
            "SAFE_CHANGES", "config_diff", "meaning_hash"]
 
 
@@ -340,6 +340,18 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         _set_dotted(over, k, v)
     tree = _merge(tree, over)
     return validate(_build(Config, tree, ""))
+
+
+def load_run_config(folder) -> Optional[Config]:
+    """The resolved config of the run a model folder belongs to (<run>/config.yaml beside <run>/final or
+    <run>/cold_start, or in the folder itself), checked like any config; None when there is none."""
+    for cand in (Path(folder) / "config.yaml", Path(folder).parent / "config.yaml"):
+        if cand.is_file():
+            try:
+                return load_config(str(cand))
+            except ValueError as e:
+                raise ValueError(f"{cand}: {e}" if str(cand) not in str(e) else str(e)) from None
+    return None
 
 
 def _safe_settings(cls, prefix: str = ""):

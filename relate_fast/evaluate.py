@@ -17,6 +17,7 @@ The trainer's baseline and final evaluations use :func:`evaluate_texts` (means o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -293,31 +294,20 @@ def plot_report(rep: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _generate(path, rows, samples, engine: str, temperature: float, max_new_tokens: int, seed: int, dtype: str):
+def _generate(path, rows, samples, rollout_cfg, seed: int, dtype: str):
+    """Each prompt's `samples` responses from the policy at `path`, by the engine of `rollout_cfg`."""
     from relate_fast.models import load_policy, prompt_ids
+    from relate_fast.rollout import make_engine
 
     model, tok = load_policy(path, dtype=dtype)
     pids = [prompt_ids(tok, r.prompt) for r in rows]
-    if engine == "vllm":
-        from relate_fast.rollout.vllm_engine import VLLMEngine
-        eng = VLLMEngine(path, tok, dtype=dtype, seed=seed, max_model_len=max(map(len, pids)) + max_new_tokens + 8)
-    else:
-        from relate_fast.rollout.hf import HFEngine
-        eng = HFEngine(model, tok)
-    comps = eng.generate(pids, samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    eng = make_engine(rollout_cfg, model_folder=path, tokenizer=tok, policy=model, dtype=dtype, seed=seed,
+                      max_prompt_tokens=max(map(len, pids)))
+    comps = eng.generate(pids, samples, max_new_tokens=rollout_cfg.max_new_tokens,
+                         temperature=rollout_cfg.temperature, seed=seed)
     eng.close()
     flat = [c for g in comps for c in g]
     return model, tok, flat, tok.batch_decode(flat, skip_special_tokens=True)
-
-
-def _run_config(path) -> Optional[dict]:
-    """The resolved config of the run a checkpoint belongs to (<run>/final -> <run>/config.yaml)."""
-    import yaml
-
-    for cand in (Path(path) / "config.yaml", Path(path).parent / "config.yaml"):
-        if cand.is_file():
-            return yaml.safe_load(cand.read_text(encoding="utf-8"))
-    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -328,10 +318,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="ad dataset JSONL (default: the shipped sample)")
     ap.add_argument("--langs", default=None, help="comma-separated languages (default: the run's, else zh,en)")
     ap.add_argument("--prompts", type=int, default=0, help="evaluate the first N prompts (0 = all)")
-    ap.add_argument("--samples", type=int, default=2, help="responses per prompt")
-    ap.add_argument("--engine", default="hf", choices=("hf", "vllm"))
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--samples", type=int, default=None, help="responses per prompt (default: the run's eval.samples)")
+    ap.add_argument("--engine", default=None, choices=("hf", "vllm", "auto"),
+                    help="rollout engine (default: the run's rollout.engine; hf for a folder of no run)")
+    ap.add_argument("--temperature", type=float, default=None, help="(default: the run's rollout.temperature)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="(default: the run's rollout.max_new_tokens)")
     ap.add_argument("--preset", default=None, help="reward preset for the reward metric (default: the run's)")
     ap.add_argument("--ctcvr-model", default=None, help="CTCVR model folder (default: the run's <run>/ctcvr)")
     ap.add_argument("--encoder", default=None, help="embedding model (default: the CTCVR model's)")
@@ -366,9 +357,10 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from relate_fast.config import Config, load_run_config
     from relate_fast.data.ads import load_ads
-    from relate_fast.rewards.combine import RewardConfig
     from relate_fast.rewards.ctcvr import CTCVRModel
+    from relate_fast.settings import check_fields
     from relate_fast.rewards.embedding import make_encoder
 
     for name in ("model", "baseline", "ctcvr_model", "judge_model"):
@@ -376,18 +368,22 @@ def main(argv=None) -> int:
         if p is not None and not Path(p).exists():
             print(f"relate_fast.evaluate: --{name.replace('_', '-')} {p}: no such folder", file=sys.stderr)
             return 2
-    run_cfg = _run_config(args.model) or {}
-    reward_tree = dict(run_cfg.get("reward", {}))
-    if args.preset:
-        reward_tree["preset"] = args.preset
-    from relate_fast.config import _build
-    reward_cfg = _build(RewardConfig, reward_tree, "reward")
-    langs = args.langs.split(",") if args.langs else run_cfg.get("data", {}).get("langs")
+    # the run's own settings (its config.yaml), or the defaults for a folder of no run; flags override
+    run_cfg = load_run_config(args.model)
+    cfg = run_cfg or Config()
+    pick = lambda flag, setting: setting if flag is None else flag  # noqa: E731
+    reward_cfg = dataclasses.replace(cfg.reward, preset=pick(args.preset, cfg.reward.preset))
+    rollout_cfg = dataclasses.replace(cfg.rollout, engine=pick(args.engine, cfg.rollout.engine if run_cfg else "hf"),
+                                      temperature=pick(args.temperature, cfg.rollout.temperature),
+                                      max_new_tokens=pick(args.max_new_tokens, cfg.rollout.max_new_tokens))
+    samples = pick(args.samples, cfg.eval.samples)
+    check_fields(reward_cfg, "reward.")
+    check_fields(rollout_cfg, "rollout.")
+    langs = args.langs.split(",") if args.langs else cfg.data.langs
     rows = load_ads(args.data, split=args.split, langs=langs)
     if args.prompts:
         rows = rows[:args.prompts]
-    max_new = args.max_new_tokens or run_cfg.get("rollout", {}).get("max_new_tokens", 64)
-    dtype = run_cfg.get("model", {}).get("dtype", "float32")
+    dtype = cfg.model.dtype
     ctcvr_path = args.ctcvr_model or next((str(p) for p in (Path(args.model).parent / "ctcvr",) if p.is_dir()), None)
     if ctcvr_path is None:
         print("relate_fast.evaluate: no CTCVR model: pass --ctcvr-model (python -m relate_fast.rewards.ctcvr train)",
@@ -399,18 +395,17 @@ def main(argv=None) -> int:
     out = Path(args.out or Path(args.model).parent / f"eval_{args.split}")
     out.mkdir(parents=True, exist_ok=True)
 
-    flat_rows = [r for r in rows for _ in range(args.samples)]
+    flat_rows = [r for r in rows for _ in range(samples)]
     groups = [r.id for r in flat_rows]
     results = {}
     for side, path in (("model", args.model), ("baseline", args.baseline)):
         if path is None:
             continue
-        print(f"[evaluate] generating with {side} {path}: {len(rows)} prompts × {args.samples}", file=sys.stderr)
-        model, tok, ids, texts = _generate(path, rows, args.samples, args.engine, args.temperature, max_new,
-                                           args.seed, dtype)
+        print(f"[evaluate] generating with {side} {path}: {len(rows)} prompts × {samples}", file=sys.stderr)
+        model, tok, ids, texts = _generate(path, rows, samples, rollout_cfg, args.seed, dtype)
         rewards = RewardFunction.from_config(reward_cfg, tokenizer=tok, encoder=encoder, ctcvr=ctcvr,
                                              vocab_size=model.config.vocab_size)
-        m = text_metrics(flat_rows, texts, ids, reward_cfg, rewards, group_size=args.samples, sim_seed=args.seed)
+        m = text_metrics(flat_rows, texts, ids, reward_cfg, rewards, group_size=samples, sim_seed=args.seed)
         _write_generations(out / f"generations_{side}.jsonl", flat_rows, texts, m)
         results[side] = (m, texts)
     rep = summarize(results["model"][0], results.get("baseline", (None,))[0], groups, groups,
@@ -418,7 +413,7 @@ def main(argv=None) -> int:
     if "baseline" in results:
         rep["gsb"] = _gsb(results, rows, flat_rows, groups, args.judge_model, args.seed)
     info = {"model": str(args.model), "baseline": args.baseline and str(args.baseline), "split": args.split,
-            "prompts": len(rows), "samples": args.samples, "engine": args.engine, "preset": reward_cfg.preset,
+            "prompts": len(rows), "samples": samples, "engine": rollout_cfg.engine, "preset": reward_cfg.preset,
             "ctcvr_model": ctcvr_path, "encoder": enc_name, "seed": args.seed, "bootstrap": args.bootstrap,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     rep["info"] = info

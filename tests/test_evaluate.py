@@ -123,3 +123,32 @@ def test_cli_report_equals_recomputation_from_generations(tiny_run, capsys):
     assert (out / "report.md").read_text().startswith("# Evaluation") and (out / "metrics.png").is_file()
     assert main(["--model", str(root / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_cli_takes_the_run_settings_from_its_config_yaml(tiny_run, tmp_path):
+    """A run's own config.yaml (beside final/) is the evaluation's settings: its reward preset, its
+    response length, its samples per prompt; flags override them. A bad value in it is an error naming
+    the file."""
+    import shutil
+
+    import yaml
+
+    root, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "final", run / "final")
+    (run / "config.yaml").write_text(yaml.safe_dump({"rollout": {"engine": "hf", "max_new_tokens": 4},
+                                                     "reward": {"preset": "model2"}, "eval": {"samples": 3}}))
+    out = tmp_path / "eval"
+    assert main(["--model", str(run / "final"), "--prompts", "2", "--ctcvr-model", str(root / "ctcvr"), "--out",
+                 str(out), "--bootstrap", "50"]) == 0
+    info = json.loads((out / "report.json").read_text())["info"]
+    assert (info["preset"], info["samples"], info["engine"]) == ("model2", 3, "hf")
+    rows = [json.loads(l) for l in (out / "generations_model.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    assert main(["--model", str(run / "final"), "--prompts", "1", "--samples", "1", "--preset", "model1",
+                 "--ctcvr-model", str(root / "ctcvr"), "--out", str(out), "--bootstrap", "50"]) == 0
+    info = json.loads((out / "report.json").read_text())["info"]
+    assert (info["preset"], info["samples"]) == ("model1", 1)
+    (run / "config.yaml").write_text(yaml.safe_dump({"rollout": {"top_p": 2.0}}))
+    with pytest.raises(ValueError, match=r"run/config.yaml: rollout.top_p: must be in"):
+        main(["--model", str(run / "final"), "--ctcvr-model", str(root / "ctcvr"), "--out", str(out)])

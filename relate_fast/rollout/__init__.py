@@ -20,17 +20,22 @@ def vllm_available() -> bool:
 
 
 def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32", seed: int = 0,
-                max_model_len: int = 1024, dummy_weights: bool = False) -> RolloutEngine:
-    """`cfg.engine`: "vllm", "hf", or "auto" (vLLM when installed; otherwise HF generate, with a warning).
-    `dummy_weights`: the folder holds a config and tokenizer only; vLLM starts from dummy weights and
-    needs `ensure_weights` before it generates (HF generate runs on the policy itself either way)."""
-    if cfg.engine not in ("auto", "vllm", "hf"):
-        raise ValueError(f"rollout.engine must be auto, vllm or hf, got {cfg.engine!r}")
+                max_prompt_tokens: int = 256, dummy_weights: bool = False) -> RolloutEngine:
+    """The engine of `cfg` (a RolloutConfig): `cfg.engine` "vllm", "hf", or "auto" (vLLM when installed;
+    otherwise HF generate, with a warning). `max_prompt_tokens`: the longest prompt it will be given
+    (with cfg.max_new_tokens, vLLM's context length). `dummy_weights`: the folder holds a config and
+    tokenizer only; vLLM starts from dummy weights and needs `ensure_weights` before it generates (HF
+    generate runs on the policy itself either way)."""
+    from relate_fast.settings import check_fields
+
+    check_fields(cfg, "rollout.")  # the config tree's own choices and bounds, for callers outside the trainer
     if cfg.engine == "vllm" or (cfg.engine == "auto" and vllm_available()):
         if not vllm_available():
             raise ImportError("rollout.engine=vllm but vLLM is not installed (bash scripts/setup.sh vllm)")
         from relate_fast.rollout.vllm_engine import VLLMEngine
 
+        # a few positions of slack past prompt + response (the chat template's closing tokens)
+        max_model_len = max_prompt_tokens + cfg.max_new_tokens + 8
         return VLLMEngine(model_folder, tokenizer, dtype=dtype, seed=seed, max_model_len=max_model_len,
                           kv_cache_gb=cfg.vllm_kv_cache_gb, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                           sleep=cfg.vllm_sleep, sleep_level=cfg.vllm_sleep_level, execution=cfg.vllm_execution,
