@@ -77,11 +77,19 @@ def test_generated_result_tables_match_their_json(tmp_path, monkeypatch):
     import benchmarks.results_tables as rt
 
     assert rt.main(["--check"]) == 0
-    doc = tmp_path / "RESULTS.md"
+    doc, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
     doc.write_text(rt.DOC.read_text().replace("| 2 | 2.63 s |", "| 2 | 2.50 s |"))
+    readme.write_text(rt.README.read_text())
     monkeypatch.setattr(rt, "DOC", doc)
+    monkeypatch.setattr(rt, "README", readme)
     assert rt.main(["--check"]) == 1
     assert rt.main([]) == 0 and rt.main(["--check"]) == 0 and "| 2 | 2.63 s |" in doc.read_text()
+    # the README's headline numbers come from the same JSON
+    fixed = json.loads((rt.RESULTS / "vs_trl_h200_1.7b_fixed_f72f346.json").read_text())["ratios"]
+    shown = f"**{fixed['end_to_end_tokens_per_second']:.2f}×** TRL's tokens/s"
+    assert shown in readme.read_text()
+    readme.write_text(readme.read_text().replace(shown, "**3.00×** TRL's tokens/s"))
+    assert rt.main(["--check"]) == 1
 
 
 def test_bench_update_quick(tmp_path):

@@ -101,3 +101,28 @@ def test_weights_are_pushed_from_one_place():
     assert calls == ["relate_fast/rollout/base.py:" + str(next(
         i for i, line in enumerate((PKG / "rollout" / "base.py").read_text().splitlines(), 1)
         if "self.push_weights(" in line))]
+
+
+def test_no_function_over_80_lines_and_a_short_trainer():
+    """The redesign's size limits: Trainer reads like a table of contents (<= 250 lines for its module)
+    and no function of the package runs past 80 lines."""
+    long = []
+    for f in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long, long
+    assert len((PKG / "trainer.py").read_text(encoding="utf-8").splitlines()) <= 250
+
+
+def test_readme_is_for_users():
+    """The README: at most 200 lines, no issue numbers, no table cell longer than a sentence or two, and
+    it opens with the two commands CI runs."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    assert not re.search(r"\bissues? #?\d+", text, re.I), re.search(r"\bissues? #?\d+", text, re.I)
+    cells = [c.strip() for line in text.splitlines() if line.startswith("|") for c in line.strip("|").split("|")]
+    assert max(map(len, cells)) <= 200, max(cells, key=len)
+    first_blocks = re.findall(r"```bash\n(.*?)\n```", text, re.S)[:2]
+    assert first_blocks[0].startswith("bash scripts/setup.sh train") and "relate_fast.train" in first_blocks[0]
+    assert first_blocks[1].startswith("bash scripts/setup.sh test") and "pytest" in first_blocks[1]  # .ci/run's line
