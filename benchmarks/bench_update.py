@@ -120,9 +120,9 @@ def main(argv=None):
     from relate_fast.config import load_config
     from relate_fast.distributed import init_distributed
     from relate_fast.flops import peak_tflops, update_flops
-    from relate_fast.grpo import pack
+    from relate_fast.batching import pack
     from relate_fast.models import load_policy
-    from relate_fast.policy import PolicyUpdater
+    from relate_fast.updater import PolicyUpdater
     from relate_fast.step import GRPOStep, StepBatch
 
     cuda = torch.cuda.is_available()

@@ -19,9 +19,9 @@ from typing import Callable, List, Optional, Tuple
 
 from relate_fast.config import Config
 from relate_fast.distributed import device
-from relate_fast.grpo import resolve_layout
+from relate_fast.batching import resolve_layout
 from relate_fast.models import fuse_layers, load_policy
-from relate_fast.policy import PolicyUpdater
+from relate_fast.updater import PolicyUpdater
 from relate_fast.rewards import RewardFunction
 from relate_fast.rollout import RolloutEngine, make_engine
 from relate_fast.step import GRPOStep

@@ -34,7 +34,7 @@ def _loss_types():
 
 
 def _layouts():
-    from relate_fast.grpo import LAYOUTS
+    from relate_fast.batching import LAYOUTS
     return LAYOUTS
 
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from relate_fast.distributed import all_gather_objects, all_ranks_true, device, max_over_ranks
-from relate_fast.grpo import (PackedBatch, grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
+from relate_fast.batching import (PackedBatch, grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
                               resolve_layout, sequence_logprobs)
 from relate_fast.loss import group_advantages, non_finite_on_mask
-from relate_fast.rewards import RolloutBatch
+from relate_fast.rollout.batch import RolloutBatch
 
 __all__ = ["StepBatch", "GRPOStep", "RolloutError", "lr_at"]
 
@@ -142,7 +142,7 @@ class GRPOStep:
                                            temperature=self.cfg.rollout.temperature, packed=self.packed_layout)
 
     @staticmethod
-    def check_finite(b: StepBatch, index: int) -> None:
+    def require_finite_inputs(b: StepBatch, index: int) -> None:
         """Advantages, token rewards and log-probs must be finite on the tokens that count: one check of
         the whole batch per step (one host sync), where the loss would check each micro-batch."""
         found = non_finite_on_mask(b.packed.mask, advantages=b.advantages, token_rewards=b.token_rewards,
@@ -239,7 +239,7 @@ class GRPOStep:
         if self.reference is not None:
             with stage("ref_logprobs"):
                 self.compute_logprobs_ref(b)
-        self.check_finite(b, index)
+        self.require_finite_inputs(b, index)
         with stage("update"):
             records = self.update(b, lr)
         if any(r["finite"] for r in records):

@@ -5,7 +5,7 @@ Phases (each resumable; finished phases are recorded in <run>/checkpoint/phases.
      model.init=random its architecture with seeded random weights);
   2. cold start (`relate_fast.phases.cold_start`): SFT on the reference ads -> <run>/cold_start, the
      reference policy of the KL term and the rollout engine's starting weights (sft.steps 0: the base);
-  3. CTCVR model (`relate_fast.phases.ctcvr`) on click-simulator logs -> <run>/ctcvr (unless ctcvr.model);
+  3. CTCVR model (`relate_fast.phases.train_ctcvr`) on click-simulator logs -> <run>/ctcvr (unless ctcvr.model);
   4. GRPO: one `relate_fast.step.GRPOStep` per step (sample -> score -> advantages -> update -> push),
      checkpointed between steps (`relate_fast.resume`);
   5. evaluation of the cold-start and the final policy -> summary.json, plots.
@@ -122,7 +122,7 @@ class Trainer:
             return CTCVRModel.load(self.cfg.ctcvr.model, encoder=encoder)
         out = self.run_dir / "ctcvr"
         if not self._phase_done("ctcvr"):
-            from relate_fast.phases.ctcvr import train_ctcvr_phase
+            from relate_fast.phases.train_ctcvr import train_ctcvr_phase
 
             train_ctcvr_phase(self.cfg, self.rows, encoder, out, rank=self.rank, log=self._log)
             self._mark("ctcvr")

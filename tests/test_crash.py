@@ -91,7 +91,7 @@ def test_bad_inputs_fail_before_any_work_and_nothing_is_deleted(finished, tmp_pa
         (["--grpo.steps", "-1"], "grpo.steps", "must be >= 0"),
         (["--rollout.prompts_per_step", "0"], "rollout.prompts_per_step", "must be >= 1"),
         (["--reward.preset", "modle2"], "reward.preset", "must be one of"),
-        (["--rollout.engine", "vlm"], "rollout.engine", "must be auto, vllm or hf"),
+        (["--rollout.engine", "vlm"], "rollout.engine", "must be one of auto, vllm, hf"),
         (["--data.langs", "[xx]"], "data.langs", "subset"),
     ]
     bad_list = tmp_path / "list.tsv"

@@ -5,7 +5,7 @@ being ~1e-2 at most."""
 import pytest
 import torch
 
-from relate_fast.grpo import micro_batches, pack, sequence_logprobs
+from relate_fast.batching import micro_batches, pack, sequence_logprobs
 from relate_fast.varlen import VARLEN_ATTN, register, varlen_attention
 
 pytestmark = pytest.mark.gpu
@@ -42,7 +42,7 @@ def test_torch_varlen_equals_reference_forward_and_backward():
 
 
 def test_packed_logprobs_and_grads_equal_padded_in_bf16():
-    from relate_fast.grpo import grpo_micro_loss, loss_weights, packed_micro_loss
+    from relate_fast.batching import grpo_micro_loss, loss_weights, packed_micro_loss
 
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(1, 1000, (int(n),), generator=g).tolist() for n in torch.randint(20, 120, (10,), generator=g)]

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from relate_fast.grpo import (grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
+from relate_fast.batching import (grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
                               sequence_logprobs)
 from relate_fast.varlen import VARLEN_ATTN, register, varlen_attention
 
@@ -136,7 +136,7 @@ def test_one_optimizer_step_packed_equals_padded(tmp_path):
     from relate_fast.config import TinyModelConfig, load_config
     from relate_fast.data import sample_ads
     from relate_fast.models import build_tiny_model, load_policy, prompt_ids
-    from relate_fast.policy import PolicyUpdater
+    from relate_fast.updater import PolicyUpdater
     from relate_fast.rewards import RewardFunction
     from relate_fast.rollout.hf import HFEngine
     from relate_fast.step import GRPOStep

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from relate_fast.config import load_config
-from relate_fast.grpo import grpo_micro_loss, micro_batches, sequence_logprobs
-from relate_fast.policy import PolicyUpdater
+from relate_fast.batching import grpo_micro_loss, micro_batches, sequence_logprobs
+from relate_fast.updater import PolicyUpdater
 from relate_fast.rewards import RewardFunction
 from relate_fast.rollout.hf import HFEngine
 from relate_fast.step import GRPOStep, StepBatch
@@ -146,10 +146,10 @@ def test_a_non_finite_batch_is_refused_before_the_update(tiny):
     step, rows, pids = make_step(tiny, "--grpo.mini_batches", "2")
     b = scored(step, rows, pids)
     step.compute_logprobs_old(b)
-    GRPOStep.check_finite(b, 0)  # a healthy batch passes
+    GRPOStep.require_finite_inputs(b, 0)  # a healthy batch passes
     b.old_logprobs[4, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"GRPO step 1: old_logprobs has a non-finite value \(response 4\)"):
-        GRPOStep.check_finite(b, 0)
+        GRPOStep.require_finite_inputs(b, 0)
 
 
 def test_one_field_per_setting():

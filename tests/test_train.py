@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from relate_fast.config import SAFE_CHANGES, Config, config_to_dict, format_help, load_config, meaning_hash
-from relate_fast.grpo import grpo_micro_loss, micro_batches, pack, sequence_logprobs
+from relate_fast.batching import grpo_micro_loss, micro_batches, pack, sequence_logprobs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_shipped_configs_load_and_overrides():
         assert (c.grpo.eps_low, c.grpo.eps_high, c.grpo.loss_type) == (0.2, 0.2, "seq_sum"), name
         assert c.grpo.beta > 0 and c.rollout.group_size == 5, name
         assert ranks * c.rollout.prompts_per_step * c.rollout.group_size == 1440, name
-    assert "--rollout.group_size (default 5)" in format_help()
+    assert "--rollout.group_size (default 5; >= 2)" in format_help()
 
 
 def test_config_errors(tmp_path):
@@ -224,7 +224,7 @@ def test_micro_batches_of_a_given_count_stay_within_the_budget():
 
 
 def test_repeated_updates_on_a_fixed_batch_lower_the_loss():
-    from relate_fast.policy import PolicyUpdater
+    from relate_fast.updater import PolicyUpdater
 
     prompts, comps = random_batch(2, rows=10)
     comps = [c or [5] for c in comps]

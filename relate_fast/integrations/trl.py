@@ -89,7 +89,7 @@ class RelateGRPOTrainer(GRPOTrainer):
 
     # -- the loss --------------------------------------------------------------------------------------
     def _last_hidden(self, model, input_ids, attention_mask, logits_to_keep):
-        from relate_fast.grpo import trunk_and_head
+        from relate_fast.batching import trunk_and_head
 
         trunk, head = trunk_and_head(_unwrap(model))
         with self.accelerator.autocast():

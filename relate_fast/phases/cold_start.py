@@ -14,7 +14,7 @@ import torch
 
 from relate_fast.checkpoint import atomic_save_pretrained
 from relate_fast.distributed import barrier, device
-from relate_fast.grpo import completion_hidden, pack, trunk_and_head
+from relate_fast.batching import completion_hidden, pack, trunk_and_head
 from relate_fast.models import load_policy, prompt_ids
 
 __all__ = ["run_cold_start"]

@@ -19,35 +19,12 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from relate_fast.rollout.batch import RolloutBatch  # what a component scores (defined with the rollouts)
+
 __all__ = ["RolloutBatch", "Component", "COMPONENTS", "register_component", "get_component",
-           "check_finite"]
+           "require_finite"]
 
 SENTENCE, TOKEN = "sentence", "token"
-
-
-@dataclass
-class RolloutBatch:
-    """B responses: ``prompts[i]`` is the AdPrompt response i answers (repeated G times per group)."""
-
-    prompts: Sequence  # [B] AdPrompt
-    texts: Sequence[str]  # [B] decoded completions
-    token_ids: Optional[Sequence[Sequence[int]]] = None  # [B] completion token ids (token components)
-    group_size: int = 1
-
-    def __post_init__(self):
-        if len(self.prompts) != len(self.texts):
-            raise ValueError(f"RolloutBatch: {len(self.prompts)} prompts but {len(self.texts)} texts")
-        for i, t in enumerate(self.texts):
-            if not isinstance(t, str):
-                raise TypeError(f"RolloutBatch.texts[{i}] must be str, got {type(t).__name__}")
-        if self.token_ids is not None and len(self.token_ids) != len(self.texts):
-            raise ValueError(f"RolloutBatch: {len(self.token_ids)} token-id sequences but {len(self.texts)} texts")
-        if not isinstance(self.group_size, int) or self.group_size < 1 or len(self.texts) % self.group_size:
-            raise ValueError(f"RolloutBatch: group_size {self.group_size!r} must be an int >= 1 dividing "
-                             f"the batch size {len(self.texts)}")
-
-    def __len__(self) -> int:
-        return len(self.texts)
 
 
 @dataclass(frozen=True)
@@ -84,7 +61,7 @@ def get_component(name: str) -> Component:
         raise ValueError(f"unknown reward component {name!r}; known: {sorted(COMPONENTS)}") from None
 
 
-def check_finite(name: str, values) -> None:
+def require_finite(name: str, values) -> None:
     """A NaN or inf from a component is an error naming it (it would poison every advantage)."""
     arrays = values if isinstance(values, list) else [values]
     for i, a in enumerate(arrays):

@@ -26,7 +26,7 @@ import numpy as np
 
 from relate_fast.data.ads import LABEL_RE
 import relate_fast.rewards.components  # noqa: F401  (registers the components)
-from relate_fast.rewards.base import SENTENCE, TOKEN, RolloutBatch, check_finite, get_component
+from relate_fast.rewards.base import SENTENCE, TOKEN, RolloutBatch, get_component, require_finite
 from relate_fast.settings import check_fields, setting
 
 __all__ = ["ComponentSpec", "PRESETS", "RewardConfig", "RewardContext", "RewardFunction", "RewardOutput",
@@ -513,13 +513,13 @@ class RewardFunction:
                 v = np.asarray(v, dtype=np.float64)
                 if v.shape != (len(batch),):
                     raise ValueError(f"reward component {s.name!r} returned shape {v.shape}, expected ({len(batch)},)")
-                check_finite(s.name, v)
+                require_finite(s.name, v)
                 values[s.name] = v
                 sentence += s.weight * _normalize(v, s.normalize, batch.group_size)
             else:
                 if len(v) != len(batch):
                     raise ValueError(f"reward component {s.name!r} returned {len(v)} sequences for {len(batch)} responses")
-                check_finite(s.name, v)
+                require_finite(s.name, v)
                 values[s.name] = np.array([float(x.sum()) for x in v])
                 token = [np.asarray(x, dtype=np.float32).copy() for x in v] if token is None \
                     else [a + np.asarray(x, dtype=np.float32) for a, x in zip(token, v)]

@@ -6,9 +6,9 @@ import sys
 import torch
 
 from relate_fast.config import load_config
-from relate_fast.grpo import grpo_micro_loss, micro_batches, pack
+from relate_fast.batching import grpo_micro_loss, micro_batches, pack
 from relate_fast.distributed import init_distributed
-from relate_fast.policy import PolicyUpdater
+from relate_fast.updater import PolicyUpdater
 
 
 def main(out_dir):

@@ -1,4 +1,5 @@
-"""The policy-update math of one GRPO step, independent of how the model is wrapped.
+"""How a rollout batch becomes micro-batches and their losses: the policy-update math of one GRPO step,
+independent of how the model is wrapped.
 
 Sequences are laid out as ``[left-padded prompt | right-padded completion]`` so that the hidden
 state at column ``P - 1 + t`` predicts completion token t for every row (P = prompt width). The
