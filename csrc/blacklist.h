@@ -43,7 +43,7 @@ class CharAlphabet {
   uint32_t folds_ = 0;
 };
 
-// Token id -> exact bytes, built once from a tokenizer (relate_fast/matcher.py does the reading).
+// Token id -> exact bytes, built once from a tokenizer (relate_fast/matcher/aligner.py does the reading).
 class TokenTable {
  public:
   TokenTable(std::string blob, std::vector<int64_t> offsets, std::vector<uint8_t> valid);

@@ -126,3 +126,13 @@ def test_readme_is_for_users():
     first_blocks = re.findall(r"```bash\n(.*?)\n```", text, re.S)[:2]
     assert first_blocks[0].startswith("bash scripts/setup.sh train") and "relate_fast.train" in first_blocks[0]
     assert first_blocks[1].startswith("bash scripts/setup.sh test") and "pytest" in first_blocks[1]  # .ci/run's line
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists its packages by hand: a new sub-package left out would import here (the
+    source tree is on the path) and fail in an installed copy."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(f.parent.relative_to(ROOT).parts) for f in PKG.rglob("__init__.py")}
+    assert found - {"relate_fast.kernels"} <= listed, sorted(found - listed)
