@@ -31,11 +31,12 @@ their logits, so garbage there can't make NaN.
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
 import triton.language as tl
+
+from .launch import launch_opts, sm_count
 
 
 @triton.jit
@@ -102,16 +103,6 @@ def _row_dlogits_kernel(Z_ptr, stride_z, DZ_ptr, stride_dz, T_ptr, LSE_ptr, G_pt
 
 def _block_v(V: int) -> int:
     return max(16, min(2048, triton.next_power_of_2(V)))
-
-
-@functools.lru_cache(maxsize=None)
-def sm_count(device: torch.device) -> int:
-    """The GPU's SM count, cached: uncached it is 10-20 us of CPU on every launch that asks."""
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def launch_opts(dev: torch.device, num_warps) -> dict:
-    return {"num_warps": num_warps or 8} if dev.type == "cuda" else {}
 
 
 def row_stats(z: torch.Tensor, targets: torch.Tensor, inv_temp: float, want_entropy: bool, *, block_v=None,

@@ -30,14 +30,13 @@ wrong, errors of 1e10 on a 16 × 16 product with Triton 3.9), which is how CI te
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from .grpo_loss import launch_opts, sm_count
+from .launch import capability, interpreting, launch_opts, sm_count
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -70,15 +69,8 @@ def available(device: torch.device) -> bool:
     if TensorDescriptor is None:
         return False
     if device.type == "cuda":
-        return _capability(device)[0] >= 9
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(device: torch.device):  # asked on every loss call, before the GPU has work
-    return torch.cuda.get_device_capability(device)
+        return capability(device)[0] >= 9
+    return interpreting()
 
 
 @triton.jit
