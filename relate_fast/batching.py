@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from relate_fast.loss import fused_grpo_loss, fused_grpo_loss_tokens, fused_logprobs
+from relate_fast.loss.objective import LOSS_REGISTRY
 from relate_fast.loss.objective import token_weights
 
 __all__ = ["PackedBatch", "PackedLayout", "LAYOUTS", "resolve_layout", "pack", "micro_batches", "trunk_and_head",
@@ -319,7 +320,7 @@ def _packed_logprobs(model, weight, batch: PackedBatch, token_budget: int, tempe
 def loss_weights(mask: torch.Tensor, loss_type: str, *, total_tokens: float, max_completion_length: int) -> torch.Tensor:
     """[B, C] per-token weights c of an optimizer step's whole batch, loss = Σ per·c: what the padded
     path's per-micro-batch losses (each scaled as in `grpo_micro_loss`) add up to."""
-    if loss_type in ("bnpo", "dapo"):
+    if LOSS_REGISTRY[loss_type].token_normalised:
         return token_weights(mask, "dapo", None, total_tokens)
     return token_weights(mask, loss_type, max_completion_length, None)
 
@@ -365,7 +366,7 @@ def grpo_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Tenso
               ref_logprobs=cut(ref_logprobs), beta=beta, eps_low=eps_low, eps_high=eps_high,
               temperature=temperature, return_entropy=True)
     adv = (advantages[s] if advantages.dim() == 1 else advantages[s, :C]).to(dev)
-    if loss_type in ("bnpo", "dapo"):
+    if LOSS_REGISTRY[loss_type].token_normalised:
         # token-normalised: one global token count makes the micro-batch losses add up exactly
         loss, metrics = fused_grpo_loss(h, weight, mb.targets.to(dev), mb.mask.to(dev), adv, loss_type="dapo",
                                         num_items=total_tokens, **kw)

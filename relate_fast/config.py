@@ -29,8 +29,13 @@ def _fused_layers():
 
 
 def _loss_types():
-    from relate_fast.loss import LOSS_TYPES
-    return LOSS_TYPES
+    from relate_fast.loss.objective import LOSS_REGISTRY
+    return tuple(LOSS_REGISTRY)
+
+
+def _advantage_estimators():
+    from relate_fast.loss import ADVANTAGE_ESTIMATORS
+    return tuple(ADVANTAGE_ESTIMATORS)
 
 
 def _layouts():
@@ -157,6 +162,9 @@ class GRPOConfig:
     beta: float = setting(0.02, "KL coefficient (k3 to the cold-start reference); 0 skips the reference entirely.", ge=0)
     eps_low: float = setting(0.2, "Lower clip range.", ge=0, lt=1)
     eps_high: float = setting(0.28, "Upper clip range (clip-higher).", ge=0)
+    advantage: str = setting("group_z", "Sentence-level advantage estimator (relate_fast.loss.ADVANTAGE_ESTIMATORS): "
+                                        "group_z (RELATE eq. 8: the group z-score) or group_center (Dr. GRPO: "
+                                        "not divided by the group's std).", choices=_advantage_estimators)
     loss_type: str = setting("grpo", "grpo, bnpo, dr_grpo, dapo or seq_sum (the paper's eq. 6).", choices=_loss_types)
     micro_batch_tokens: int = setting(4096, "Token budget of one micro-batch: prompt + response tokens, counted with their "
                                        "padding in the padded layout, real tokens only in the packed one.", ge=1)

@@ -28,7 +28,7 @@ import torch
 from relate_fast.distributed import all_gather_objects, all_ranks_true, device, max_over_ranks
 from relate_fast.batching import (PackedBatch, grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
                               resolve_layout, sequence_logprobs)
-from relate_fast.loss import group_advantages, non_finite_on_mask
+from relate_fast.loss import ADVANTAGE_ESTIMATORS, non_finite_on_mask
 from relate_fast.rollout.batch import RolloutBatch
 
 __all__ = ["StepBatch", "GRPOStep", "RolloutError", "lr_at"]
@@ -126,9 +126,10 @@ class GRPOStep:
             b.token_rewards = torch.from_numpy(b.rewards.token_matrix(C)).to(device())
 
     def compute_advantages(self, b: StepBatch) -> None:
-        """A_sent = z-score of r_i within each group (eq. 8), on the device; the loss adds α·r_tok."""
+        """A_sent from the rewards r_i by grpo.advantage (default: the group z-score, eq. 8), on the
+        device; the loss adds α·r_tok."""
         r = torch.from_numpy(np.asarray(b.rewards.sentence, dtype=np.float32)).to(device())
-        b.advantages = group_advantages(r, b.group_size)
+        b.advantages = ADVANTAGE_ESTIMATORS[self.cfg.grpo.advantage](r, b.group_size)
 
     def compute_logprobs_old(self, b: StepBatch) -> None:
         """Old log-probs, needed only when the batch is updated more than once: with one update ρ ≡ 1

@@ -315,3 +315,37 @@ def test_check_finite_names_the_argument(arg):
         fused_grpo_loss(*args, adv, check_finite=True, **kw)
     loss, _ = fused_grpo_loss(*args, adv, **kw)  # unchecked: the NaN flows into the loss, as documented
     assert not torch.isfinite(loss)
+
+
+def test_loss_types_and_advantage_estimators_are_registries():
+    """As verl's core_algos: a loss type or an advantage estimator is a pure function in a registry,
+    which the loss, the trainer's config and its batching read; registering one makes it usable."""
+    from relate_fast.config import load_config
+    from relate_fast.loss import ADVANTAGE_ESTIMATORS, register_loss_type
+    from relate_fast.loss.objective import LOSS_REGISTRY
+
+    assert set(LOSS_TYPES) == set(LOSS_REGISTRY) == {"grpo", "bnpo", "dr_grpo", "dapo", "seq_sum"}
+    assert {n for n, t in LOSS_REGISTRY.items() if t.token_normalised} == {"bnpo", "dapo"}
+    r = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(ADVANTAGE_ESTIMATORS["group_center"](r, 3), torch.tensor([-2.0, -1, 3, -1, -1, 2], dtype=torch.float64))
+    torch.testing.assert_close(ADVANTAGE_ESTIMATORS["group_z"](r, 3), group_advantages(r, 3))
+    assert load_config(None, ["--grpo.advantage", "group_center"]).grpo.advantage == "group_center"
+    with pytest.raises(ValueError, match="grpo.advantage: must be one of group_z, group_center"):
+        load_config(None, ["--grpo.advantage", "ppo"])
+    hidden, weight, targets, mask, g = make()
+    adv = torch.randn(targets.shape[0], generator=g)
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        fused_grpo_loss(hidden, weight, targets, mask, adv, loss_type="half_mean")
+    try:
+        @register_loss_type("half_mean", token_normalised=False)
+        def _half_mean(m, max_completion_length, num_items):  # half of grpo's
+            return 0.5 * LOSS_REGISTRY["grpo"].weights(m, max_completion_length, num_items)
+
+        half, _ = fused_grpo_loss(hidden, weight, targets, mask, adv, loss_type="half_mean")
+        full, _ = fused_grpo_loss(hidden, weight, targets, mask, adv, loss_type="grpo")
+        torch.testing.assert_close(half, 0.5 * full)
+        assert load_config(None, ["--grpo.loss_type", "half_mean"]).grpo.loss_type == "half_mean"
+        with pytest.raises(ValueError, match="already registered"):
+            register_loss_type("half_mean", token_normalised=False)(_half_mean)
+    finally:
+        LOSS_REGISTRY.pop("half_mean", None)

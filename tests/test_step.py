@@ -72,6 +72,14 @@ def test_stages_fill_a_typed_batch(tiny):
     torch.testing.assert_close(half.advantages, b.advantages[G:3 * G])
 
 
+def test_the_advantage_estimator_is_a_setting(tiny):
+    """grpo.advantage group_center: the rewards minus their group mean, not divided by the std."""
+    step, rows, pids = make_step(tiny, "--grpo.advantage", "group_center")
+    b = scored(step, rows, pids)
+    r = torch.as_tensor(b.rewards.sentence, dtype=torch.float32).view(-1, G)
+    torch.testing.assert_close(b.advantages.view(-1, G).cpu(), r - r.mean(1, keepdim=True))
+
+
 def test_one_update_per_batch_computes_no_old_logprobs(tiny, monkeypatch):
     import relate_fast.step as step_mod
 

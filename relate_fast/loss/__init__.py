@@ -39,7 +39,10 @@ take P as it is, with no dlogits pass.
 Modules, as Liger lays out an op: this file holds the public functions (argument checks, then one
 call into the pass); `objective.py` the per-token math of eq. 6 and the loss types; `chunked.py` the
 chunked pass and its autograd Function; `rows.py` the two row backends; `checks.py` the boundary
-checks. The Triton kernels themselves live in relate_fast.kernels.grpo_loss.
+checks; `advantages.py` the advantage estimators. As verl's core_algos, the loss types
+(`objective.register_loss_type`) and the advantage estimators (`advantages.register_advantage_estimator`)
+are pure functions in registries, which the trainer and the integrations read alike. The Triton
+kernels themselves live in relate_fast.kernels.
 """
 from __future__ import annotations
 
@@ -47,34 +50,14 @@ from typing import Dict, Tuple
 
 import torch
 
+from relate_fast.loss.advantages import ADVANTAGE_ESTIMATORS, group_advantages, register_advantage_estimator
 from relate_fast.loss.checks import check_finite_on_mask, check_target_range, check_tensor, non_finite_on_mask
 from relate_fast.loss.chunked import BYTES_PER_LOGIT, FusedGRPO, PassConfig, chunk_rows, logprobs_pass
-from relate_fast.loss.objective import LOSS_TYPES, token_weights
+from relate_fast.loss.objective import LOSS_REGISTRY, LOSS_TYPES, register_loss_type, token_weights
 from relate_fast.loss.rows import BACKENDS, resolve_backend, resolve_logits_path
 
-__all__ = ["fused_grpo_loss", "fused_grpo_loss_tokens", "fused_logprobs", "group_advantages", "non_finite_on_mask", "LOSS_TYPES", "BACKENDS"]
-
-
-def group_advantages(rewards: torch.Tensor, group_size: int, *, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
-    """RELATE eq. 8: A_i = (r_i - mean_group(r)) / (std_group(r) + eps), unbiased std.
-
-    rewards: [B] with B a multiple of group_size; consecutive group_size entries form one group.
-    scale=False returns r_i - mean_group(r) (Dr. GRPO). A group of one has advantage 0.
-    """
-    if not isinstance(rewards, torch.Tensor):
-        raise TypeError(f"rewards must be a torch.Tensor, got {type(rewards).__name__}")
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [B], got shape {tuple(rewards.shape)}")
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
-    if rewards.numel() % group_size != 0:
-        raise ValueError(f"rewards has {rewards.numel()} entries, not a multiple of group_size={group_size}")
-    r = rewards.view(-1, group_size).to(torch.float64 if rewards.dtype == torch.float64 else torch.float32)
-    centred = r - r.mean(dim=1, keepdim=True)
-    if scale:
-        std = r.std(dim=1, keepdim=True, unbiased=True) if group_size > 1 else torch.zeros_like(r[:, :1])
-        centred = centred / (std + eps)
-    return centred.reshape(-1).to(rewards.dtype if rewards.is_floating_point() else torch.float32)
+__all__ = ["fused_grpo_loss", "fused_grpo_loss_tokens", "fused_logprobs", "group_advantages", "non_finite_on_mask",
+           "LOSS_TYPES", "BACKENDS", "ADVANTAGE_ESTIMATORS", "register_advantage_estimator", "register_loss_type"]
 
 
 def _check_head(hidden, weight, dev):
@@ -138,8 +121,8 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     for name, x in (("token_rewards", token_rewards), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
         if x is not None:
             check_tensor(x, name, shape=(B, T), floating=True, device=dev)
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}; got {loss_type!r}")
+    if loss_type not in LOSS_REGISTRY:
+        raise ValueError(f"loss_type must be one of {', '.join(LOSS_REGISTRY)}; got {loss_type!r}")
     _check_objective(beta, ref_logprobs, temperature, eps_low, eps_high)
     if max_completion_length is not None and max_completion_length <= 0:
         raise ValueError(f"max_completion_length must be > 0, got {max_completion_length!r}")

@@ -3,30 +3,78 @@ only place the method's math is written. Pure functions on [N] vectors, shared b
 from __future__ import annotations
 
 import math
-from typing import Dict
+from dataclasses import dataclass
+from typing import Callable, Dict
 
 import torch
 
-__all__ = ["LOSS_TYPES", "token_weights", "token_terms", "objective_metrics"]
+__all__ = ["LOSS_TYPES", "LossType", "LOSS_REGISTRY", "register_loss_type", "token_weights", "token_terms",
+           "objective_metrics"]
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "seq_sum")
+
+@dataclass(frozen=True)
+class LossType:
+    """How a loss type reduces the per-token terms: loss = Σ per[b, t]·c[b, t] with c = weights(m, L, n)
+    (m: the float mask, L: max_completion_length, n: num_items). `token_normalised`: c divides by a token
+    count, so micro-batches of one optimizer step add up to the batch's loss only through one global
+    count (the trainer passes it as num_items); otherwise each micro-batch's loss scales by its share
+    of the rows."""
+    name: str
+    weights: Callable
+    token_normalised: bool
+
+
+LOSS_REGISTRY: Dict[str, LossType] = {}
+
+
+def register_loss_type(name: str, *, token_normalised: bool):
+    """Decorator: registers ``weights(m [B, T] float, max_completion_length, num_items) -> c [B, T]``."""
+    def deco(fn):
+        if name in LOSS_REGISTRY:
+            raise ValueError(f"loss type {name!r} is already registered")
+        LOSS_REGISTRY[name] = LossType(name, fn, token_normalised)
+        return fn
+    return deco
+
+
+@register_loss_type("grpo", token_normalised=False)
+def _grpo(m, max_completion_length, num_items):
+    """Mean over sequences of the per-sequence token mean."""
+    return m / (m.shape[0] * m.sum(dim=1, keepdim=True).clamp(min=1.0))
+
+
+@register_loss_type("bnpo", token_normalised=True)
+def _bnpo(m, max_completion_length, num_items):
+    """Token mean over the batch."""
+    return m / m.sum().clamp(min=1.0)
+
+
+@register_loss_type("dr_grpo", token_normalised=False)
+def _dr_grpo(m, max_completion_length, num_items):
+    """Sum over tokens / (B · max_completion_length), a constant denominator."""
+    B, T = m.shape
+    return m / (B * (T if max_completion_length is None else max_completion_length))
+
+
+@register_loss_type("dapo", token_normalised=True)
+def _dapo(m, max_completion_length, num_items):
+    """Sum over tokens / num_items (the global token count; default the local mask sum)."""
+    n = m.sum().clamp(min=1.0) if num_items is None else torch.as_tensor(num_items, dtype=torch.float32, device=m.device)
+    return m / n
+
+
+@register_loss_type("seq_sum", token_normalised=False)
+def _seq_sum(m, max_completion_length, num_items):
+    """The paper's eq. 6: sum over tokens, mean over sequences."""
+    return m / m.shape[0]
+
+
+LOSS_TYPES = tuple(LOSS_REGISTRY)
 
 
 def token_weights(mask: torch.Tensor, loss_type: str, max_completion_length, num_items) -> torch.Tensor:
     """c[b, t] such that loss = Σ per[b, t]·c[b, t] for each reduction (m = mask)."""
-    m = mask.float()
-    B, T = m.shape
-    if loss_type == "grpo":  # mean over sequences of the per-sequence token mean
-        return m / (B * m.sum(dim=1, keepdim=True).clamp(min=1.0))
-    if loss_type == "bnpo":
-        return m / m.sum().clamp(min=1.0)
-    if loss_type == "dr_grpo":
-        L = T if max_completion_length is None else max_completion_length
-        return m / (B * L)
-    if loss_type == "dapo":
-        n = m.sum().clamp(min=1.0) if num_items is None else torch.as_tensor(num_items, dtype=torch.float32, device=m.device)
-        return m / n
-    return m / B  # seq_sum: the paper's eq. 6
+    return LOSS_REGISTRY[loss_type].weights(mask.float(), max_completion_length, num_items)
 
 
 def token_terms(logp, old, adv, ref, coef, beta: float, eps_low: float, eps_high: float):
