@@ -388,9 +388,26 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+#: Fields added after runs of earlier versions existed. A run saved without one ran as its default does,
+#: so at its default it changes neither the run's identity (meaning_hash) nor counts as a change when
+#: the run resumes: an upgrade mid-run keeps the run resumable. Append every field added from now on.
+ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage")
+
+
+def _default_of(dotted: str):
+    node = Config()
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def config_diff(old: dict, new: dict) -> List[tuple]:
-    """[(field, old value, new value)] of the dotted fields that differ between two config dicts."""
+    """[(field, old value, new value)] of the dotted fields that differ between two config dicts (an
+    ADDED_FIELDS field missing from one counts as its default)."""
     a, b = _flatten(old), _flatten(new)
+    for flat in (a, b):
+        for k in ADDED_FIELDS:
+            flat.setdefault(k, _default_of(k))
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
@@ -399,7 +416,8 @@ def meaning_hash(cfg_dict: dict) -> str:
     import hashlib
     import json
 
-    kept = {k: v for k, v in _flatten(cfg_dict).items() if k not in SAFE_CHANGES}
+    kept = {k: v for k, v in _flatten(cfg_dict).items()
+            if k not in SAFE_CHANGES and not (k in ADDED_FIELDS and v == _default_of(k))}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

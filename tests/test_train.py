@@ -125,6 +125,22 @@ def test_loss_backend_and_logits_path_are_settings_the_environment_overrides(mon
         rows.configure()
 
 
+def test_fields_added_later_keep_older_runs_resumable():
+    """A run saved before a field existed ran as its default does: at the default the field neither
+    changes the run's identity nor counts as a change on resume; set otherwise, it does."""
+    from relate_fast.config import ADDED_FIELDS, config_diff
+
+    new = config_to_dict(Config())
+    old = config_to_dict(Config())
+    for k in ADDED_FIELDS:
+        section, name = k.split(".")
+        del old[section][name]
+    assert meaning_hash(old) == meaning_hash(new) and config_diff(old, new) == []
+    other = config_to_dict(load_config(None, ["--grpo.advantage", "group_center"]))
+    assert meaning_hash(other) != meaning_hash(old) and config_diff(old, other) == [("grpo.advantage", "group_z",
+                                                                                    "group_center")]
+
+
 def test_settings_safe_to_change_on_resume_are_marked_on_their_fields():
     """SAFE_CHANGES is made of the fields marked safe: how a run goes or how long, never what it computes."""
     assert {"run.progress", "run.checkpoint_every", "grpo.steps", "rollout.vllm_sleep"} <= SAFE_CHANGES
