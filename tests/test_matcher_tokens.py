@@ -144,6 +144,24 @@ def test_token_rewards_compose_and_pad(qwen_tokenizer):
         token_rewards(batch, blacklist=bl)
 
 
+def test_token_rewards_leave_the_final_eos_and_excluded_tokens_unflagged():
+    """r_tok's n-gram part as the trainer makes it: a trailing EOS (in every response, so in a frequent
+    n-gram) is unflagged with stop_ids, and excluded tokens are never flagged; the same builders make
+    the trainer's diversity_token masks (tests/test_rewards.py runs those)."""
+    eos = 9
+    batch = [[1, 2, 3, 7, eos], [4, 2, 3, 7, eos], [5, 6, 7, eos]]
+    counter = NgramCounter(2, 3, count="responses")
+    counter.update(batch)
+    plain = token_rewards(batch, ngram_counter=counter, min_count=3, lambda_ngram=0.5)
+    assert plain[0, 4] == plain[1, 4] == plain[2, 3] == -0.5  # "7 eos" is in all three: eos flagged
+    stopped = token_rewards(batch, ngram_counter=counter, min_count=2, lambda_ngram=0.5, stop_ids=[eos])
+    assert stopped[0, 4] == 0 and stopped[1, 4] == 0 and stopped[2, 3] == 0
+    assert (stopped[0, 1:4] == -0.5).all() and (stopped[1, 1:4] == -0.5).all()  # "2 3 7" twice: flagged
+    no_threes = token_rewards(batch, ngram_counter=counter, min_count=2, lambda_ngram=0.5, stop_ids=[eos],
+                              exclude=lambda ids: np.asarray(ids) == 3)
+    assert no_threes[0, 2] == 0 and no_threes[0, 1] == -0.5 and no_threes[0, 3] == -0.5
+
+
 def test_decode_equals_decoding_the_concatenated_bytes(tokenizer):
     """The native decode (precomputed code points for whole-character tokens, byte decoding for
     the rest) must equal decoding the concatenation with one U+FFFD per invalid byte."""

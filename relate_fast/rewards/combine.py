@@ -26,6 +26,7 @@ import numpy as np
 
 from relate_fast.data.ads import LABEL_RE
 import relate_fast.rewards.components  # noqa: F401  (registers the components)
+from relate_fast.matcher.compose import blacklist_masks, ngram_masks, strip_stop
 from relate_fast.rewards.base import SENTENCE, TOKEN, RolloutBatch, get_component, require_finite
 from relate_fast.settings import check_fields, setting
 
@@ -153,12 +154,8 @@ class NgramWindow:
         self.sizes = deque(maxlen=counter.window or None)
 
     def strip(self, ids):
-        """A response without its trailing special tokens (EOS): "now.<eos>" is in every response, and
-        penalising it would teach the policy never to stop."""
-        ids = list(ids)
-        while ids and ids[-1] in self.stop_ids:
-            ids.pop()
-        return ids
+        """A response without its trailing special tokens (EOS), as r_tok's n-gram masks see it."""
+        return strip_stop(ids, self.stop_ids)
 
     def update(self, batch: RolloutBatch) -> None:
         self.counter.update(self._seqs(batch))
@@ -217,8 +214,8 @@ class RewardContext:
     def blacklist_token_masks(self, batch):
         if batch.token_ids is None:
             raise ValueError("risk_token needs the batch's token ids")
-        return self._cached("bl_tok", batch, lambda: self.blacklist.token_mask(batch.token_ids, self.aligner,
-                                                                                num_threads=self.num_threads))
+        return self._cached("bl_tok", batch, lambda: blacklist_masks(batch.token_ids, self.blacklist, self.aligner,
+                                                                      num_threads=self.num_threads))
 
     def ngram_token_masks(self, batch):
         """Per response, a bool per token (per character with ngram_unit='char' and no token ids)."""
@@ -226,15 +223,11 @@ class RewardContext:
             c, w = self.ngrams.counter, self.ngrams
             if c.unit == "char" and batch.token_ids is None:  # sentence-level diversity on texts alone
                 return [_unflag_labels_chars(m, t) for m, t in zip(c.mask(list(batch.texts), w.min_count), batch.texts)]
-            stripped = [w.strip(ids) for ids in batch.token_ids]
-            masks = (c.mask(stripped, w.min_count) if c.unit == "token"
-                     else c.token_mask(stripped, self.aligner, w.min_count))
-            out = []
-            for m, ids in zip(masks, batch.token_ids):
-                full = np.zeros(len(ids), dtype=bool)
-                full[:len(m)] = m
-                out.append(_unflag_labels_tokens(full, ids, self.aligner) if self.aligner is not None else full)
-            return out
+            # r_tok's n-gram masks, made as matcher.token_rewards makes them: the trailing EOS and the
+            # template's labels never flagged
+            labels = (lambda ids: _label_tokens(ids, self.aligner)) if self.aligner is not None else None
+            return ngram_masks(batch.token_ids, c, w.min_count, aligner=self.aligner, stop_ids=w.stop_ids,
+                               exclude=labels)
         return self._cached("ng_tok", batch, make)
 
 
@@ -307,12 +300,6 @@ def _unflag_labels_chars(mask: np.ndarray, text: str) -> np.ndarray:
     for mt in LABEL_RE.finditer(text):
         mask[mt.start():mt.end()] = False
     return mask
-
-
-def _unflag_labels_tokens(mask: np.ndarray, ids, aligner) -> np.ndarray:
-    if not mask.any():
-        return mask
-    return mask & ~_label_tokens(ids, aligner)
 
 
 @dataclass
