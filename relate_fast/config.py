@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -443,10 +444,15 @@ def validate(cfg: Config) -> Config:
     rw = cfg.reward
     need(not rw.judge_relevance or rw.judge_model is not None, "reward.judge_relevance",
          "needs reward.judge_model (the judge that scores relevance)")
-    # one field per setting: the trainer's CTCVR model is ctcvr.model (reward.ctcvr_model serves
-    # RewardFunction.from_config outside the trainer)
-    need(cfg.reward.ctcvr_model is None, "reward.ctcvr_model",
-         "the trainer reads the CTCVR model from ctcvr.model; set that instead")
+    # one field per setting: the trainer's CTCVR model is ctcvr.model. reward.ctcvr_model serves
+    # RewardFunction.from_config outside the trainer; given to the trainer it moves there, with a warning
+    if rw.ctcvr_model is not None:
+        need(cfg.ctcvr.model in (None, rw.ctcvr_model), "reward.ctcvr_model",
+             f"{rw.ctcvr_model!r} differs from ctcvr.model {cfg.ctcvr.model!r}; the trainer reads ctcvr.model: "
+             f"set that alone")
+        warnings.warn("reward.ctcvr_model is ctcvr.model in the trainer's config; it was moved there (set "
+                      "ctcvr.model instead)", DeprecationWarning, stacklevel=2)
+        cfg.ctcvr.model, rw.ctcvr_model = rw.ctcvr_model, None
     return cfg
 
 

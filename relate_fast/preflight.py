@@ -95,8 +95,6 @@ def check_inputs(cfg) -> RunInputs:
         Blacklist.from_file(cfg.reward.blacklist)  # a malformed line fails with file:line
     if cfg.ctcvr.model is not None and not Path(cfg.ctcvr.model).is_dir():
         raise FileNotFoundError(f"ctcvr.model {cfg.ctcvr.model}: no such folder")
-    if cfg.reward.ctcvr_model is not None and not Path(cfg.reward.ctcvr_model).is_dir():
-        raise FileNotFoundError(f"reward.ctcvr_model {cfg.reward.ctcvr_model}: no such folder")
     _check_encoder(cfg.reward.encoder, "reward.encoder")
     _check_encoder(cfg.ctcvr.encoder, "ctcvr.encoder")
     judged = [s.name for s in specs if s.name in ("correctness_judge", "relevance_judge")]

@@ -161,5 +161,10 @@ def test_a_non_finite_batch_is_refused_before_the_update(tiny):
 
 
 def test_one_field_per_setting():
-    with pytest.raises(ValueError, match="reward.ctcvr_model: the trainer reads the CTCVR model from ctcvr.model"):
-        load_config(None, ["--reward.ctcvr_model", "runs/ctcvr"])
+    """reward.ctcvr_model (RewardFunction.from_config's, outside the trainer) given to the trainer moves to
+    its one field, ctcvr.model, with a deprecation warning; two different values are an error."""
+    with pytest.warns(DeprecationWarning, match="reward.ctcvr_model is ctcvr.model"):
+        cfg = load_config(None, ["--reward.ctcvr_model", "runs/ctcvr"])
+    assert cfg.ctcvr.model == "runs/ctcvr" and cfg.reward.ctcvr_model is None
+    with pytest.raises(ValueError, match="reward.ctcvr_model: 'a' differs from ctcvr.model 'b'"):
+        load_config(None, ["--reward.ctcvr_model", "a", "--ctcvr.model", "b"])
