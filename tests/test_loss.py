@@ -19,7 +19,7 @@ backends = pytest.mark.parametrize("backend", [
 
 def reference(hidden, weight, targets, mask, advantages, *, token_rewards=None, alpha=1.0, old_logprobs=None,
               ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2, temperature=1.0, loss_type="grpo",
-              max_completion_length=None, num_items=None):
+              max_completion_length=None, num_items=None, sampler_logprobs=None, tis_cap=2.0):
     """Straight from the method's equations, in float64 with materialised logits."""
     h = hidden.detach().double().requires_grad_(True)
     w = weight.detach().double().requires_grad_(weight.requires_grad)
@@ -31,6 +31,8 @@ def reference(hidden, weight, targets, mask, advantages, *, token_rewards=None, 
     if token_rewards is not None:
         A = A + alpha * token_rewards.double()
     old = logp.detach() if old_logprobs is None else old_logprobs.double()
+    if sampler_logprobs is not None and tis_cap is not None:  # truncated importance sampling (behaviour = sampler)
+        A = A * torch.clamp(torch.exp(old - sampler_logprobs.double()), max=tis_cap)
     ratio = torch.exp(logp - old)
     per = -torch.minimum(ratio * A, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * A)
     if beta != 0.0:
@@ -349,3 +351,48 @@ def test_loss_types_and_advantage_estimators_are_registries():
             register_loss_type("half_mean", token_normalised=False)(_half_mean)
     finally:
         LOSS_REGISTRY.pop("half_mean", None)
+
+
+@backends
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+@pytest.mark.parametrize("with_old", [False, True])
+def test_sampler_logprobs_weight_the_advantages_by_truncated_importance(backend, loss_type, with_old):
+    """The correction for a sampler that is not the trainer: A·min(exp(old - sampler), C) per token,
+    against float64, with the trainer's old log-probs or (one update) its current ones; the metrics give
+    the gap and the weights; tis_cap None measures without weighting; no sampler = the loss as before."""
+    hidden, weight, targets, mask, g = make(B=4, T=9)
+    B, T = targets.shape
+    adv = torch.randn(B, generator=g)
+    lp = fused_logprobs(hidden, weight, targets)
+    old = lp + 0.3 * torch.randn(B, T, generator=g) if with_old else None
+    sampler = lp + 0.8 * torch.randn(B, T, generator=g)  # some weights pass the cap of 2
+    common = dict(token_rewards=-(torch.rand(B, T, generator=g) > 0.7).float(), alpha=0.5, old_logprobs=old,
+                  eps_low=0.2, eps_high=0.28, loss_type=loss_type, num_items=17, backend=backend)
+    _, m = run_both(hidden, weight, targets, mask, adv, 1e-5, sampler_logprobs=sampler, tis_cap=2.0, **common)
+    o = (old if with_old else lp)
+    gap, w, mk = o - sampler, torch.exp(o - sampler).clamp(max=2.0), mask.bool()
+    torch.testing.assert_close(m["sampler_gap"], gap[mk].mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(m["tis_weight_mean"], w[mk].mean(), rtol=1e-5, atol=1e-5)
+    assert m["tis_weight_max"] <= 2.0 and 0 < m["tis_truncated"] < 1
+    torch.testing.assert_close(m["tis_truncated"], (w[mk] >= 2.0).float().mean())
+    measured, mm = fused_grpo_loss(hidden, weight, targets, mask, adv, sampler_logprobs=sampler, tis_cap=None, **common)
+    plain, pm = fused_grpo_loss(hidden, weight, targets, mask, adv, **common)
+    assert torch.equal(measured, plain) and "tis_weight_mean" not in mm and "sampler_gap" in mm
+    assert "sampler_gap" not in pm
+    # the packed entry point takes them alike: [N] vectors with the loss weights given
+    from relate_fast.loss import fused_grpo_loss_tokens
+    from relate_fast.loss.objective import token_weights
+
+    coef = token_weights(mask, loss_type, None, 17)
+    adv_t = adv[:, None].expand(B, T) + 0.5 * common["token_rewards"]
+    flat = lambda x: None if x is None else x.reshape(-1)  # noqa: E731
+    tok_loss, tm = fused_grpo_loss_tokens(hidden.reshape(B * T, -1), weight, targets.reshape(-1), flat(coef), flat(adv_t),
+                                          old_logprobs=flat(old), eps_low=0.2, eps_high=0.28, backend=backend,
+                                          sampler_logprobs=flat(sampler), tis_cap=2.0)
+    full, fm = fused_grpo_loss(hidden, weight, targets, mask, adv, sampler_logprobs=sampler, tis_cap=2.0, **common)
+    torch.testing.assert_close(tok_loss, full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tm["tis_weight_mean"], fm["tis_weight_mean"])
+    with pytest.raises(ValueError, match="tis_cap must be a number > 0"):
+        fused_grpo_loss(hidden, weight, targets, mask, adv, sampler_logprobs=sampler, tis_cap=0, **common)
+    with pytest.raises(ValueError, match="sampler_logprobs"):
+        fused_grpo_loss(hidden, weight, targets, mask, adv, sampler_logprobs=sampler[:, :3], **common)

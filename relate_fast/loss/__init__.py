@@ -79,9 +79,17 @@ def _check_objective(beta, ref_logprobs, temperature, eps_low, eps_high):
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
 
 
-def _metric_names(return_entropy: bool):
-    return ("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max") + (
-        ("entropy",) if return_entropy else ())
+def _metric_names(return_entropy: bool, sampler: bool = False, tis_cap=None):
+    """The metric names in the order objective_metrics makes them."""
+    return (("kl", "clip_ratio", "clip_low", "clip_high", "ratio_mean", "ratio_max")
+            + (("entropy",) if return_entropy else ())
+            + (("sampler_gap", "sampler_gap_abs") if sampler else ())
+            + (("tis_weight_mean", "tis_weight_max", "tis_truncated") if sampler and tis_cap is not None else ()))
+
+
+def _check_tis(tis_cap):
+    if tis_cap is not None and not (isinstance(tis_cap, (int, float)) and not isinstance(tis_cap, bool) and tis_cap > 0):
+        raise ValueError(f"tis_cap must be a number > 0 or None (measure only), got {tis_cap!r}")
 
 
 def _zero_loss(hidden, weight, names, dev):
@@ -94,7 +102,8 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
                     old_logprobs=None, ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2,
                     temperature=1.0, loss_type="grpo", max_completion_length=None, num_items=None,
                     return_entropy=False, chunk_size=None, backend=None,
-                    recompute=False, check_finite=False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                    recompute=False, check_finite=False, sampler_logprobs=None,
+                    tis_cap=2.0) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Clipped GRPO objective (RELATE eq. 6) with A = advantages + alpha·token_rewards and β·k3 KL.
 
     Returns (loss, metrics); metrics holds detached tensors (no host sync): kl, clip_ratio,
@@ -107,6 +116,12 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     check_finite: refuse NaN/inf in advantages, token_rewards, old_logprobs and ref_logprobs on
     counted tokens (mask != 0) with a ValueError naming the argument; off by default because it
     costs a host sync (the trainer checks its whole batch once per step instead).
+    sampler_logprobs: [B, T] log-probs of the targets under the engine that sampled them (vLLM's
+    processed log-probs). Given, the advantages are weighted per token by the truncated importance
+    weight min(exp(old - sampler), tis_cap) (old: old_logprobs, or the current log-probs detached),
+    the correction for a sampler that is not the trainer (other numerics, or a stale policy); tis_cap
+    None measures the gap without weighting. Metrics then add sampler_gap, sampler_gap_abs and, with
+    the weights, tis_weight_mean, tis_weight_max, tis_truncated. Off (None) by default.
     An empty batch (B = 0 or T = 0) gives a zero loss whose gradients are zeros.
     """
     check_tensor(hidden, "hidden", dims=(3,), floating=True)
@@ -118,7 +133,8 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     check_tensor(advantages, "advantages", dims=(1, 2), device=dev)
     if advantages.dim() == 1 and advantages.shape[0] != B or advantages.dim() == 2 and tuple(advantages.shape) != (B, T):
         raise ValueError(f"advantages must have shape [{B}] or [{B}, {T}], got {tuple(advantages.shape)}")
-    for name, x in (("token_rewards", token_rewards), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
+    for name, x in (("token_rewards", token_rewards), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs),
+                    ("sampler_logprobs", sampler_logprobs)):
         if x is not None:
             check_tensor(x, name, shape=(B, T), floating=True, device=dev)
     if loss_type not in LOSS_REGISTRY:
@@ -131,8 +147,9 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
     check_target_range(targets, V)
     if check_finite:
         check_finite_on_mask(mask, advantages=advantages, token_rewards=token_rewards, old_logprobs=old_logprobs,
-                              ref_logprobs=ref_logprobs if beta != 0.0 else None)
-    names = _metric_names(return_entropy)
+                              ref_logprobs=ref_logprobs if beta != 0.0 else None, sampler_logprobs=sampler_logprobs)
+    _check_tis(tis_cap)
+    names = _metric_names(return_entropy, sampler_logprobs is not None, tis_cap)
     if B * T == 0:
         return _zero_loss(hidden, weight, names, dev)
 
@@ -145,32 +162,36 @@ def fused_grpo_loss(hidden, weight, targets, mask, advantages, *, token_rewards=
             adv = adv + alpha * token_rewards.float()
         coef = token_weights(mask, loss_type, max_completion_length, num_items)
         flat = lambda x: None if x is None else x.reshape(N).float()  # noqa: E731
-        return coef.reshape(N), adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None
+        return (coef.reshape(N), adv.reshape(N), flat(old_logprobs), flat(ref_logprobs) if beta != 0.0 else None,
+                flat(sampler_logprobs))
 
     return _pass(hidden.reshape(N, H), weight, targets.reshape(N).long(), token_inputs, names, beta=beta,
                  eps_low=eps_low, eps_high=eps_high, temperature=temperature, return_entropy=return_entropy,
-                 chunk_size=chunk_size, backend=backend, recompute=recompute)
+                 chunk_size=chunk_size, backend=backend, recompute=recompute, tis_cap=tis_cap)
 
 
 def _pass(h2, weight, targets, token_inputs, names, *, beta, eps_low, eps_high, temperature, return_entropy,
-          chunk_size, backend, recompute):
+          chunk_size, backend, recompute, tis_cap=None):
     N, V = h2.shape[0], weight.shape[0]
     logits = resolve_logits_path(backend, h2, weight)
     cfg = PassConfig(backend=backend, chunk=chunk_rows(V, N, chunk_size, backend, BYTES_PER_LOGIT[logits]),
                      logits=logits, beta=float(beta), eps_low=float(eps_low), eps_high=float(eps_high),
-                     temperature=float(temperature), want_entropy=bool(return_entropy), recompute=bool(recompute))
+                     temperature=float(temperature), want_entropy=bool(return_entropy), recompute=bool(recompute),
+                     tis_cap=None if tis_cap is None else float(tis_cap))
     out = FusedGRPO.apply(h2, weight, targets, token_inputs, cfg)
     return out[0], dict(zip(names, out[2:]))
 
 
 def fused_grpo_loss_tokens(hidden, weight, targets, coef, advantages, *, token_rewards=None, alpha=1.0,
                            old_logprobs=None, ref_logprobs=None, beta=0.0, eps_low=0.2, eps_high=0.2,
-                           temperature=1.0, return_entropy=False, chunk_size=None, backend=None, recompute=False):
+                           temperature=1.0, return_entropy=False, chunk_size=None, backend=None, recompute=False,
+                           sampler_logprobs=None, tis_cap=2.0):
     """The same objective on tokens already packed back to back: hidden [N, H] and [N] vectors, with
     each token's loss weight `coef` given (loss = Σ per·coef; `objective.token_weights` makes them for
     every loss type from a [B, T] mask). The entry point of the trainer's packed micro-batches, which
     hold no padding; `fused_grpo_loss` is this with the weights made from its mask and loss type.
-    Tokens with coef 0 do not count (nor in the metrics)."""
+    Tokens with coef 0 do not count (nor in the metrics). sampler_logprobs, tis_cap: as for
+    fused_grpo_loss."""
     check_tensor(hidden, "hidden", dims=(2,), floating=True)
     dev = hidden.device
     N = hidden.shape[0]
@@ -178,13 +199,15 @@ def fused_grpo_loss_tokens(hidden, weight, targets, coef, advantages, *, token_r
     check_tensor(targets, "targets", shape=(N,), floating=False, device=dev)
     check_tensor(coef, "coef", shape=(N,), floating=True, device=dev)
     check_tensor(advantages, "advantages", shape=(N,), device=dev)
-    for name, x in (("token_rewards", token_rewards), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
+    for name, x in (("token_rewards", token_rewards), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs),
+                    ("sampler_logprobs", sampler_logprobs)):
         if x is not None:
             check_tensor(x, name, shape=(N,), floating=True, device=dev)
     _check_objective(beta, ref_logprobs, temperature, eps_low, eps_high)
     backend = resolve_backend(backend, dev)
     check_target_range(targets, weight.shape[0])
-    names = _metric_names(return_entropy)
+    _check_tis(tis_cap)
+    names = _metric_names(return_entropy, sampler_logprobs is not None, tis_cap)
     if N == 0:
         return _zero_loss(hidden, weight, names, dev)
 
@@ -193,11 +216,11 @@ def fused_grpo_loss_tokens(hidden, weight, targets, coef, advantages, *, token_r
         if token_rewards is not None:
             adv = adv + alpha * token_rewards.float()
         f = lambda x: None if x is None else x.float()  # noqa: E731
-        return coef.float(), adv, f(old_logprobs), f(ref_logprobs) if beta != 0.0 else None
+        return coef.float(), adv, f(old_logprobs), f(ref_logprobs) if beta != 0.0 else None, f(sampler_logprobs)
 
     return _pass(hidden, weight, targets.long(), token_inputs, names, beta=beta, eps_low=eps_low, eps_high=eps_high,
                  temperature=temperature, return_entropy=return_entropy, chunk_size=chunk_size, backend=backend,
-                 recompute=recompute)
+                 recompute=recompute, tis_cap=tis_cap)
 
 
 @torch.no_grad()

@@ -77,13 +77,27 @@ def token_weights(mask: torch.Tensor, loss_type: str, max_completion_length, num
     return LOSS_REGISTRY[loss_type].weights(mask.float(), max_completion_length, num_items)
 
 
-def token_terms(logp, old, adv, ref, coef, beta: float, eps_low: float, eps_high: float):
+def token_terms(logp, old, adv, ref, coef, beta: float, eps_low: float, eps_high: float, sampler=None,
+                tis_cap=None):
     """Per-token loss contribution per·c, its derivative g = c·d per/d logp, and the metric inputs.
 
     The one place the objective (RELATE eq. 6) is written: ρ = exp(logp - old),
     per = -min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A) + β·k3, k3 = exp(ref-logp) - (ref-logp) - 1.
+
+    With the sampler's log-probs (`sampler`: the engine that generated the tokens, whose numerics or
+    weights may differ from the trainer's), A is weighted per token by the truncated importance weight
+    w = min(exp(old - sampler), C) (C = `tis_cap`; old = logp detached when there is no old policy):
+    the behaviour policy was the sampler's, not the trainer's old policy. w ≥ 0 scales both terms of
+    the min alike, so the clip is unchanged. `tis_cap` None: w = 1 (the mismatch is measured, not
+    corrected). Returns (per·c, g, ratio, k3, clip_low, clip_high, w, gap) with gap = old - sampler.
     """
     o = logp if old is None else old
+    w = gap = None
+    if sampler is not None:
+        gap = o - sampler
+        if tis_cap is not None:
+            w = torch.exp(gap).clamp(max=tis_cap)
+            adv = adv * w
     ratio = torch.exp(logp - o)
     clip_high = (adv > 0) & (ratio > 1.0 + eps_high)
     clip_low = (adv < 0) & (ratio < 1.0 - eps_low)
@@ -99,11 +113,15 @@ def token_terms(logp, old, adv, ref, coef, beta: float, eps_low: float, eps_high
     live = coef != 0
     # padding may hold anything (an inf k3 against a garbage reference): where, not multiply
     zero = torch.zeros_like(per)
-    return torch.where(live, per * coef, zero), torch.where(live, dper * coef, zero), ratio, k3, clip_low, clip_high
+    return (torch.where(live, per * coef, zero), torch.where(live, dper * coef, zero), ratio, k3, clip_low, clip_high,
+            w, gap)
 
 
-def objective_metrics(coef, ratio, k3, clip_low, clip_high, entropy) -> Dict[str, torch.Tensor]:
-    """Masked means over the tokens that count (c > 0), as detached tensors, without a host sync."""
+def objective_metrics(coef, ratio, k3, clip_low, clip_high, entropy, tis_w=None, gap=None,
+                      tis_cap=None) -> Dict[str, torch.Tensor]:
+    """Masked means over the tokens that count (c > 0), as detached tensors, without a host sync. With
+    the sampler's log-probs: the trainer-sampler log-prob gap (mean and mean absolute) and, when the
+    weights are applied, their mean, max and the share truncated at the cap."""
     m = coef > 0
     mf = m.float()
     mass = mf.sum().clamp(min=1.0)
@@ -115,4 +133,11 @@ def objective_metrics(coef, ratio, k3, clip_low, clip_high, entropy) -> Dict[str
            if ratio.numel() else torch.full((), -math.inf, device=coef.device)}
     if entropy is not None:
         out["entropy"] = mean(entropy)
+    if gap is not None:
+        out["sampler_gap"], out["sampler_gap_abs"] = mean(gap), mean(gap.abs())
+    if tis_w is not None:
+        out["tis_weight_mean"] = mean(tis_w)
+        out["tis_weight_max"] = (torch.where(m, tis_w, torch.zeros_like(tis_w)).max() if tis_w.numel()
+                                 else torch.zeros((), device=coef.device))
+        out["tis_truncated"] = mean((tis_w >= tis_cap).float())
     return out
