@@ -27,3 +27,64 @@ def test_hf_engine_samples_from_the_module_it_was_given_last():
     assert not e.ensure_weights("other") and e.model == "policy"
     e.mark_stale()
     assert e.ensure_weights("other") and e.model == "other"
+
+
+def _tiny(tmp_path):
+    from relate_fast.config import TinyModelConfig
+    from relate_fast.models import build_tiny_model, load_policy
+
+    folder = build_tiny_model(TinyModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                              num_attention_heads=2, num_key_value_heads=1, head_dim=32), tmp_path)
+    return folder, *load_policy(folder)
+
+
+def _trainer_logprobs(model, prompt, completion, temperature):
+    import torch
+
+    ids = torch.tensor([list(prompt) + list(completion)])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float() / temperature
+    lp = torch.log_softmax(logits, dim=-1)
+    P = len(prompt)
+    return [lp[P - 1 + t, tok].item() for t, tok in enumerate(completion)]
+
+
+def _check_sampler_logprobs(engine, model, tok, temperature, tol):
+    from relate_fast.data import sample_ads
+    from relate_fast.models import prompt_ids
+
+    prompts = [prompt_ids(tok, r.prompt) for r in sample_ads("train", langs=["en"])[:2]]
+    comps = engine.generate(prompts, 2, max_new_tokens=6, temperature=temperature, seed=3, logprobs=True)
+    lps = engine.last_logprobs
+    assert [[len(c) for c in g] for g in comps] == [[len(x) for x in g] for g in lps]
+    worst = max(abs(a - b) for p, g, lg in zip(prompts, comps, lps) for c, lc in zip(g, lg)
+                for a, b in zip(lc, _trainer_logprobs(model, p, c, temperature)))
+    assert worst < tol, worst
+    engine.generate(prompts, 1, max_new_tokens=2, temperature=temperature, seed=3)
+    assert engine.last_logprobs is None  # only when asked
+
+
+def test_hf_engine_returns_the_log_probs_it_sampled_from(tmp_path):
+    """The sampled tokens' log-probs (the behaviour policy of the importance-weighted loss) equal the
+    trainer's at the same temperature: the same module, so only float noise apart."""
+    _, model, tok = _tiny(tmp_path)
+    _check_sampler_logprobs(HFEngine(model, tok), model, tok, temperature=0.7, tol=1e-4)
+
+
+def test_vllm_engine_returns_the_log_probs_it_sampled_from(tmp_path):
+    """vLLM's processed log-probs of its samples against the trainer's: another implementation of the
+    same weights (on the CPU: fp32), so within a small gap."""
+    import pytest
+
+    from relate_fast.rollout import vllm_available
+
+    if not vllm_available():
+        pytest.skip("vLLM is not installed")
+    from relate_fast.rollout.vllm_engine import VLLMEngine
+
+    folder, model, tok = _tiny(tmp_path)
+    engine = VLLMEngine(folder, tok, dtype="float32", max_model_len=512, kv_cache_gb=0.1)
+    try:
+        _check_sampler_logprobs(engine, model, tok, temperature=0.7, tol=1e-3)
+    finally:
+        engine.close()

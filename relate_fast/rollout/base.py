@@ -13,8 +13,14 @@ class RolloutEngine:
     name = "base"
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, *, max_new_tokens: int, temperature: float,
-                 top_p: float = 1.0, seed: int = 0) -> List[List[List[int]]]:
+                 top_p: float = 1.0, seed: int = 0, logprobs: bool = False) -> List[List[List[int]]]:
+        """`logprobs`: also keep, in `last_logprobs` (the completions' nesting, one float per token), each
+        sampled token's log-prob under the distribution it was sampled from (after temperature and
+        top-p): the behaviour policy of an importance-weighted loss."""
         raise NotImplementedError
+
+    #: the sampled tokens' log-probs of the last `generate(..., logprobs=True)`, else None
+    last_logprobs = None
 
     #: True while the engine's weights are not the policy's: dummy weights, discarded by sleep, or the
     #: policy changed since the last push (`mark_stale`)

@@ -16,8 +16,9 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, *, max_new_tokens: int, temperature: float,
-                 top_p: float = 1.0, seed: int = 0) -> List[List[List[int]]]:
+                 top_p: float = 1.0, seed: int = 0, logprobs: bool = False) -> List[List[List[int]]]:
         model, eos, pad = self.model, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        self.last_logprobs = [] if logprobs else None
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
@@ -40,15 +41,24 @@ class HFEngine(RolloutEngine):
                 if temperature <= 0:
                     ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
                 res = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **sampling, **rep,
-                                     max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos)
-                comp = res[:, width:].cpu().tolist()
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
+                                     output_scores=logprobs, return_dict_in_generate=logprobs)
+                seqs = res.sequences if logprobs else res
+                comp = seqs[:, width:].cpu().tolist()
+                if logprobs:  # the scores are the logits as sampled from (temperature and top-p applied)
+                    steps = torch.stack([torch.log_softmax(sc.float(), dim=-1) for sc in res.scores], dim=1)
+                    lps = steps.gather(2, seqs[:, width:width + steps.shape[1], None].to(steps.device)).squeeze(2).cpu()
                 for i in range(len(chunk)):
-                    group = []
-                    for seq in comp[i * n:(i + 1) * n]:
+                    group, group_lp = [], []
+                    for j, seq in enumerate(comp[i * n:(i + 1) * n]):
                         if eos in seq:
                             seq = seq[:seq.index(eos) + 1]
                         group.append(seq)
+                        if logprobs:
+                            group_lp.append(lps[i * n + j, :len(seq)].tolist())
                     out.append(group)
+                    if logprobs:
+                        self.last_logprobs.append(group_lp)
         finally:
             model.train(was_training)
         return out

@@ -51,8 +51,9 @@ class VLLMEngine(RolloutEngine):
         from vllm import LLM
 
         cuda = torch.cuda.is_available()
+        # returned log-probs (when asked) are those of the distribution sampled from: after temperature/top-p
         kw = dict(model=str(folder), tokenizer=str(folder), dtype=dtype, max_model_len=max_model_len,
-                  enable_prefix_caching=False, seed=seed)
+                  enable_prefix_caching=False, seed=seed, logprobs_mode="processed_logprobs")
         if dummy_weights:
             kw["load_format"] = "dummy"
         if cuda:
@@ -89,7 +90,7 @@ class VLLMEngine(RolloutEngine):
         self.tokenizer = tokenizer
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, *, max_new_tokens: int, temperature: float,
-                 top_p: float = 1.0, seed: int = 0) -> List[List[List[int]]]:
+                 top_p: float = 1.0, seed: int = 0, logprobs: bool = False) -> List[List[List[int]]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -111,10 +112,14 @@ class VLLMEngine(RolloutEngine):
                 params.append(SamplingParams(n=k, temperature=max(temperature, 0.0), top_p=top_p,
                                              max_tokens=max_new_tokens,
                                              seed=seed * 100_003 + i if self.per_request_seeds else None,
-                                             stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False))
+                                             stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False,
+                                             logprobs=0 if logprobs else None))
         outs = self.llm.generate(reqs, params, use_tqdm=False)
         t2 = time.perf_counter()
         flat = [list(c.token_ids) for o in outs for c in o.outputs]
+        # logprobs=0: each position's dict holds the sampled token's (processed_logprobs: as sampled)
+        lps = [[pos[t].logprob for pos, t in zip(c.logprobs, c.token_ids)] for o in outs for c in o.outputs] \
+            if logprobs else None
         if self.sleep_mode:  # free the KV cache (and the weights at level 2) while the policy trains
             self.llm.sleep(level=self.sleep_level)
             self.sleeping = {"weights", "kv_cache"}
@@ -122,6 +127,7 @@ class VLLMEngine(RolloutEngine):
         _sync(self.cuda)
         # where a rollout's time goes (the trainer logs them as time/rollout_<part>)
         self.timings = {"wake": t1 - t0, "generate": t2 - t1, "sleep": time.perf_counter() - t2}
+        self.last_logprobs = [lps[i * n:(i + 1) * n] for i in range(len(prompt_ids))] if logprobs else None
         return [flat[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
     def _wake(self, *tags):
