@@ -327,7 +327,8 @@ def loss_weights(mask: torch.Tensor, loss_type: str, *, total_tokens: float, max
 
 def packed_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Tensor, coef: torch.Tensor, *,
                       token_rewards=None, alpha: float = 1.0, old_logprobs=None, ref_logprobs=None, beta: float = 0.0,
-                      eps_low: float = 0.2, eps_high: float = 0.2, temperature: float = 1.0):
+                      eps_low: float = 0.2, eps_high: float = 0.2, temperature: float = 1.0, sampler_logprobs=None,
+                      tis_cap=None):
     """Loss of rows `s` in the packed layout: `coef` [B, C] is `loss_weights` of the whole batch, so the
     micro-batch losses sum to the batch's loss. Returns (loss, metrics, completion tokens)."""
     rows = batch.layout().rows(s)
@@ -344,14 +345,16 @@ def packed_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Ten
     loss, metrics = fused_grpo_loss_tokens(
         h, weight, pick(batch.targets), pick(coef), pick(advantages), token_rewards=pick(token_rewards), alpha=alpha,
         old_logprobs=pick(old_logprobs), ref_logprobs=pick(ref_logprobs), beta=beta, eps_low=eps_low,
-        eps_high=eps_high, temperature=temperature, return_entropy=True)
+        eps_high=eps_high, temperature=temperature, return_entropy=True, sampler_logprobs=pick(sampler_logprobs),
+        tis_cap=tis_cap)
     return loss, metrics, rows.num_tokens
 
 
 def grpo_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Tensor, *, token_rewards=None,
                     alpha: float = 1.0, old_logprobs=None, ref_logprobs=None, beta: float = 0.0,
                     eps_low: float = 0.2, eps_high: float = 0.2, temperature: float = 1.0,
-                    loss_type: str = "grpo", total_rows: int, total_tokens: float, max_completion_length: int):
+                    loss_type: str = "grpo", total_rows: int, total_tokens: float, max_completion_length: int,
+                    sampler_logprobs=None, tis_cap=None):
     """Loss of rows `s`, scaled so that the micro-batch losses sum to the whole batch's loss."""
     mb = batch.rows(s)
     C = mb.targets.shape[1]
@@ -364,7 +367,7 @@ def grpo_micro_loss(model, batch: PackedBatch, s: slice, advantages: torch.Tenso
 
     kw = dict(token_rewards=cut(token_rewards), alpha=alpha, old_logprobs=cut(old_logprobs),
               ref_logprobs=cut(ref_logprobs), beta=beta, eps_low=eps_low, eps_high=eps_high,
-              temperature=temperature, return_entropy=True)
+              temperature=temperature, return_entropy=True, sampler_logprobs=cut(sampler_logprobs), tis_cap=tis_cap)
     adv = (advantages[s] if advantages.dim() == 1 else advantages[s, :C]).to(dev)
     if LOSS_REGISTRY[loss_type].token_normalised:
         # token-normalised: one global token count makes the micro-batch losses add up exactly

@@ -180,6 +180,13 @@ class GRPOConfig:
                                        "row statistics in the epilogue, Hopper GPUs), fp32 (cuBLAS fp32 products and the "
                                        "row kernels), or auto (epilogue where the GPU and operands allow it). The "
                                        "environment variable RELATE_FAST_LOGITS overrides it.", choices=_logits_paths)
+    sampler_correction: str = setting("off", "The sampler is not the trainer (vLLM's numerics; in off-policy modes a "
+                                             "staler policy): tis weights each token's advantage by the truncated "
+                                             "importance weight min(p_trainer / p_sampler, grpo.tis_cap), from the "
+                                             "engine's own log-probs; measure logs the trainer-sampler gap "
+                                             "(sampler_gap) without weighting; off computes neither.",
+                                      choices=("off", "measure", "tis"))
+    tis_cap: float = setting(2.0, "The cap C of the truncated importance weight (grpo.sampler_correction tis).", gt=0)
     max_grad_norm: float = setting(1.0, "Gradient clipping.", gt=0)
     weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
 
@@ -392,7 +399,7 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
 #: Fields added after runs of earlier versions existed. A run saved without one ran as its default does,
 #: so at its default it changes neither the run's identity (meaning_hash) nor counts as a change when
 #: the run resumes: an upgrade mid-run keeps the run resumable. Append every field added from now on.
-ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage")
+ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage", "grpo.sampler_correction", "grpo.tis_cap")
 
 
 def _default_of(dotted: str):

@@ -52,6 +52,9 @@ class StepBatch:
     token_rewards: Optional[torch.Tensor] = None  # [B, C] r_tok, device (None: no token component)
     old_logprobs: Optional[torch.Tensor] = None  # [B, C] device; None: on-policy (ρ ≡ 1)
     ref_logprobs: Optional[torch.Tensor] = None  # [B, C] device; None: β = 0
+    # the engine's log-probs of its samples: host lists after `sample`, [B, C] on the device after `score`
+    # (None: grpo.sampler_correction off)
+    sampler_logprobs: Optional[object] = None
     judge_unparsed: Optional[float] = None  # share of the judge's replies without a score (None: no judge)
 
     def __len__(self) -> int:
@@ -73,7 +76,7 @@ class StepBatch:
                        completion_ids=self.completion_ids[rows], packed=packed,
                        advantages=None if self.advantages is None else self.advantages[rows],
                        token_rewards=cut(self.token_rewards), old_logprobs=cut(self.old_logprobs),
-                       ref_logprobs=cut(self.ref_logprobs))
+                       ref_logprobs=cut(self.ref_logprobs), sampler_logprobs=cut(self.sampler_logprobs))
 
 
 def _sync():
@@ -97,16 +100,19 @@ class GRPOStep:
     def sample(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> StepBatch:
         """G completions per prompt from the rollout engine, with a seed per (step, rank)."""
         cfg, G = self.cfg, self.cfg.rollout.group_size
+        # the kwarg only when asked: an engine written before it keeps working with the correction off
+        want = {"logprobs": True} if cfg.grpo.sampler_correction != "off" else {}
         try:
             groups = self.rollout.generate(prompt_ids, G, max_new_tokens=cfg.rollout.max_new_tokens,
                                            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                                           seed=cfg.run.seed * 1_000_003 + index * self.world + self.rank)
+                                           seed=cfg.run.seed * 1_000_003 + index * self.world + self.rank, **want)
         except Exception as e:  # noqa: BLE001 - any engine failure ends the step the same way
             raise RolloutError(f"rollout engine {self.rollout.name!r} failed at GRPO step {index + 1}: "
                                f"{type(e).__name__}: {e}") from e
         return StepBatch(prompts=[r for r in prompts for _ in range(G)],
                          prompt_ids=[list(p) for p in prompt_ids for _ in range(G)],
-                         completion_ids=[list(c) for group in groups for c in group], group_size=G)
+                         completion_ids=[list(c) for group in groups for c in group], group_size=G,
+                         sampler_logprobs=[lp for group in self.rollout.last_logprobs for lp in group] if want else None)
 
     def score(self, b: StepBatch) -> None:
         """Sentence rewards r_i and token rewards r_tok; packs the batch onto the device. Under data
@@ -121,6 +127,11 @@ class GRPOStep:
                                     [x for p in parts for x in p[2]], group_size=b.group_size)
         b.rewards = self.reward_fn(local, ngram_batch=everyone)
         b.packed = pack(b.prompt_ids, b.completion_ids, self.tok.pad_token_id).to(device())
+        if b.sampler_logprobs is not None:  # aligned with the packed completions, zero past each one's end
+            lps = torch.zeros(b.packed.targets.shape, dtype=torch.float32)
+            for i, lp in enumerate(b.sampler_logprobs):
+                lps[i, :len(lp)] = torch.tensor(lp, dtype=torch.float32)
+            b.sampler_logprobs = lps.to(device())
         if b.rewards.token is not None:
             C = b.packed.targets.shape[1]
             b.token_rewards = torch.from_numpy(b.rewards.token_matrix(C)).to(device())
@@ -147,7 +158,8 @@ class GRPOStep:
         """Advantages, token rewards and log-probs must be finite on the tokens that count: one check of
         the whole batch per step (one host sync), where the loss would check each micro-batch."""
         found = non_finite_on_mask(b.packed.mask, advantages=b.advantages, token_rewards=b.token_rewards,
-                                   old_logprobs=b.old_logprobs, ref_logprobs=b.ref_logprobs)
+                                   old_logprobs=b.old_logprobs, ref_logprobs=b.ref_logprobs,
+                                   sampler_logprobs=b.sampler_logprobs)
         if found is not None:
             name, row, _ = found
             raise FloatingPointError(f"GRPO step {index + 1}: {name} has a non-finite value (response {row}); "
@@ -180,7 +192,9 @@ class GRPOStep:
         ntok = 0
         common = dict(token_rewards=mb.token_rewards, alpha=cfg.reward.alpha, old_logprobs=mb.old_logprobs,
                       ref_logprobs=mb.ref_logprobs, beta=cfg.grpo.beta, eps_low=cfg.grpo.eps_low,
-                      eps_high=cfg.grpo.eps_high, temperature=cfg.rollout.temperature)
+                      eps_high=cfg.grpo.eps_high, temperature=cfg.rollout.temperature,
+                      sampler_logprobs=mb.sampler_logprobs,
+                      tis_cap=cfg.grpo.tis_cap if cfg.grpo.sampler_correction == "tis" else None)
         if packed:  # every token's weight in the batch's loss, once: the micro-batch losses add up to it
             coef = loss_weights(mb.packed.mask, cfg.grpo.loss_type, total_tokens=total_tokens,
                                 max_completion_length=cfg.rollout.max_new_tokens)

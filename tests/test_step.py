@@ -93,6 +93,26 @@ def test_one_update_per_batch_computes_no_old_logprobs(tiny, monkeypatch):
     assert "per_update" not in m
 
 
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_sampler_correction_measures_and_weights_by_the_engines_log_probs(tiny, layout):
+    """grpo.sampler_correction: the engine's log-probs reach the loss aligned with the completions. HF
+    generate samples from the trained module itself, so the gap is float noise and the weights are 1:
+    `measure` logs the gap and trains exactly as `off`; `tis` logs the weights, and its update is the
+    same within noise."""
+    runs = {}
+    for mode in ("off", "measure", "tis"):
+        step, rows, pids = make_step(tiny, "--grpo.sampler_correction", mode, "--grpo.layout", layout)
+        torch.manual_seed(0)
+        runs[mode] = (step.run(0, rows, pids, lr=1e-3), step.updater.model)
+    off, measure, tis = (runs[k][0] for k in ("off", "measure", "tis"))
+    assert "sampler_gap" not in off and "tis_weight_mean" not in measure
+    assert measure["loss"] == off["loss"] and measure["sampler_gap_abs"] < 1e-4
+    assert abs(tis["tis_weight_mean"] - 1) < 1e-4 and tis["tis_truncated"] == 0
+    assert tis["loss"] == pytest.approx(off["loss"], rel=1e-4, abs=1e-6)
+    for p, q in zip(runs["measure"][1].parameters(), runs["off"][1].parameters()):
+        assert torch.equal(p, q)
+
+
 def test_mini_batches_and_epochs_equal_a_manual_loop(tiny):
     """mini_batches=2, epochs=2: four optimizer steps, each on half the groups, against old log-probs
     taken once before the first; the parameters equal a hand-written loop over the same halves."""
