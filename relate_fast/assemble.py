@@ -41,10 +41,12 @@ class StepParts:
 
     # what a checkpoint keeps of the parts besides the policy and optimizer (the updater saves those)
     def state_dict(self) -> dict:
-        return {**self.reward_fn.state_dict(), "encoder_caches": [enc.cache_state() for enc in self.encoders]}
+        return {**self.reward_fn.state_dict(), "encoder_caches": [enc.cache_state() for enc in self.encoders],
+                "step": self.step.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.reward_fn.load_state_dict(state)
+        self.step.load_state_dict(state.get("step", {}))
         for enc, cache in zip(self.encoders, state.get("encoder_caches", [])):
             enc.load_cache_state(cache)
 

@@ -20,7 +20,7 @@ from relate_fast.settings import check_fields, describe, setting
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "SFTConfig", "CTCVRConfig", "GRPOConfig",
            "DeepSpeedConfig", "EvalConfig", "RunConfig", "load_config", "load_run_config", "config_to_dict", "format_help", "validate",
-           "SAFE_CHANGES", "config_diff", "meaning_hash"]
+           "SAFE_CHANGES", "config_diff", "meaning_hash", "sampler_correction"]
 
 
 # choices held by registries elsewhere, looked up when a config is checked (no import cycle at import time)
@@ -123,6 +123,13 @@ class RolloutConfig:
     max_new_tokens: int = setting(64, "Longest response.", ge=1)
     temperature: float = setting(1.0, "Sampling temperature (also divides the logits in the loss).", gt=0)
     top_p: float = setting(1.0, "Nucleus sampling (1 = off: the loss assumes the full distribution).", gt=0, le=1)
+    mode: str = setting("sync", "sync: each step samples with the current weights, then learns. one_step_off: the "
+                                "batch a step learns from was sampled one update earlier (with the weights before "
+                                "the previous update), the staleness corrected by grpo.sampler_correction; the "
+                                "batch waiting for the next step is part of every checkpoint (so the last step "
+                                "samples one batch more). The next batch is sampled before this step's update for "
+                                "now: the schedule and its correction, not yet the overlap.",
+                        choices=("sync", "one_step_off"))
     vllm_kv_cache_gb: float = setting(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True, gt=0)
     vllm_gpu_memory_utilization: float = setting(0.3, "vLLM's share of GPU memory on CUDA.", safe=True, gt=0, lt=1)
     vllm_sleep: bool = setting(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed).", safe=True)
@@ -180,12 +187,13 @@ class GRPOConfig:
                                        "row statistics in the epilogue, Hopper GPUs), fp32 (cuBLAS fp32 products and the "
                                        "row kernels), or auto (epilogue where the GPU and operands allow it). The "
                                        "environment variable RELATE_FAST_LOGITS overrides it.", choices=_logits_paths)
-    sampler_correction: str = setting("off", "The sampler is not the trainer (vLLM's numerics; in off-policy modes a "
-                                             "staler policy): tis weights each token's advantage by the truncated "
-                                             "importance weight min(p_trainer / p_sampler, grpo.tis_cap), from the "
-                                             "engine's own log-probs; measure logs the trainer-sampler gap "
-                                             "(sampler_gap) without weighting; off computes neither.",
-                                      choices=("off", "measure", "tis"))
+    sampler_correction: str = setting("auto", "The sampler is not the trainer (vLLM's numerics; in off-policy modes a "
+                                              "staler policy): tis weights each token's advantage by the truncated "
+                                              "importance weight min(p_trainer / p_sampler, grpo.tis_cap), from the "
+                                              "engine's own log-probs; measure logs the trainer-sampler gap "
+                                              "(sampler_gap) without weighting; off computes neither; auto: tis under "
+                                              "rollout.mode one_step_off, off in sync.",
+                                      choices=("auto", "off", "measure", "tis"))
     tis_cap: float = setting(2.0, "The cap C of the truncated importance weight (grpo.sampler_correction tis).", gt=0)
     max_grad_norm: float = setting(1.0, "Gradient clipping.", gt=0)
     weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
@@ -399,7 +407,8 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
 #: Fields added after runs of earlier versions existed. A run saved without one ran as its default does,
 #: so at its default it changes neither the run's identity (meaning_hash) nor counts as a change when
 #: the run resumes: an upgrade mid-run keeps the run resumable. Append every field added from now on.
-ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage", "grpo.sampler_correction", "grpo.tis_cap")
+ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage", "grpo.sampler_correction", "grpo.tis_cap",
+                "rollout.mode")
 
 
 def _default_of(dotted: str):
@@ -461,6 +470,12 @@ def validate(cfg: Config) -> Config:
                       "ctcvr.model instead)", DeprecationWarning, stacklevel=2)
         cfg.ctcvr.model, rw.ctcvr_model = rw.ctcvr_model, None
     return cfg
+
+
+def sampler_correction(cfg: Config) -> str:
+    """grpo.sampler_correction resolved: auto is tis under rollout.mode one_step_off, off in sync."""
+    mode = cfg.grpo.sampler_correction
+    return mode if mode != "auto" else ("tis" if cfg.rollout.mode == "one_step_off" else "off")
 
 
 def _build_tree_check(loaded, where):

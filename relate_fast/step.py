@@ -28,6 +28,7 @@ import torch
 from relate_fast.distributed import all_gather_objects, all_ranks_true, device, max_over_ranks
 from relate_fast.batching import (PackedBatch, grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
                               resolve_layout, sequence_logprobs)
+from relate_fast.config import sampler_correction
 from relate_fast.loss import ADVANTAGE_ESTIMATORS, non_finite_on_mask
 from relate_fast.rollout.batch import RolloutBatch
 
@@ -56,6 +57,7 @@ class StepBatch:
     # (None: grpo.sampler_correction off)
     sampler_logprobs: Optional[object] = None
     judge_unparsed: Optional[float] = None  # share of the judge's replies without a score (None: no judge)
+    weights_version: int = 0  # updates applied to the weights that sampled it (rollout.mode one_step_off)
 
     def __len__(self) -> int:
         return len(self.completion_ids)
@@ -91,6 +93,18 @@ class GRPOStep:
         if cfg.grpo.beta != 0 and reference is None:
             raise ValueError("grpo.beta > 0 needs the reference policy")
         self.packed_layout = resolve_layout(cfg.grpo.layout, device()) == "packed"
+        self.correction = sampler_correction(cfg)
+        self.weights_version = 0  # finite updates applied so far: the version of the weights that sample next
+        # one_step_off: the batch sampled for the next step, with the weights before this step's update
+        self.pending: Optional[dict] = None
+
+    # what a checkpoint keeps of the step: the weights' version and the batch waiting for the next step
+    def state_dict(self) -> dict:
+        return {"weights_version": self.weights_version, "pending": self.pending}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weights_version = state.get("weights_version", 0)
+        self.pending = state.get("pending")
 
     @property
     def updates_per_batch(self) -> int:
@@ -101,7 +115,7 @@ class GRPOStep:
         """G completions per prompt from the rollout engine, with a seed per (step, rank)."""
         cfg, G = self.cfg, self.cfg.rollout.group_size
         # the kwarg only when asked: an engine written before it keeps working with the correction off
-        want = {"logprobs": True} if cfg.grpo.sampler_correction != "off" else {}
+        want = {"logprobs": True} if self.correction != "off" else {}
         try:
             groups = self.rollout.generate(prompt_ids, G, max_new_tokens=cfg.rollout.max_new_tokens,
                                            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
@@ -112,7 +126,27 @@ class GRPOStep:
         return StepBatch(prompts=[r for r in prompts for _ in range(G)],
                          prompt_ids=[list(p) for p in prompt_ids for _ in range(G)],
                          completion_ids=[list(c) for group in groups for c in group], group_size=G,
-                         sampler_logprobs=[lp for group in self.rollout.last_logprobs for lp in group] if want else None)
+                         sampler_logprobs=[lp for group in self.rollout.last_logprobs for lp in group] if want else None,
+                         weights_version=self.weights_version)
+
+    def _batch_for(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> StepBatch:
+        """Step `index`'s batch: sampled now (sync, or the first step), or the one sampled for it during
+        the previous step (one_step_off)."""
+        p = self.pending
+        if p is None or p["index"] != index:
+            return self.sample(index, prompts, prompt_ids)
+        self.pending = None
+        G = self.cfg.rollout.group_size
+        return StepBatch(prompts=[r for r in prompts for _ in range(G)],
+                         prompt_ids=[list(x) for x in prompt_ids for _ in range(G)],
+                         completion_ids=p["completion_ids"], group_size=G, sampler_logprobs=p["sampler_logprobs"],
+                         weights_version=p["weights_version"])
+
+    def _sample_ahead(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> None:
+        """one_step_off: the next step's batch, sampled with the weights this step learns from."""
+        b = self.sample(index, prompts, prompt_ids)
+        self.pending = {"index": index, "completion_ids": b.completion_ids, "sampler_logprobs": b.sampler_logprobs,
+                        "weights_version": b.weights_version}
 
     def score(self, b: StepBatch) -> None:
         """Sentence rewards r_i and token rewards r_tok; packs the batch onto the device. Under data
@@ -194,7 +228,7 @@ class GRPOStep:
                       ref_logprobs=mb.ref_logprobs, beta=cfg.grpo.beta, eps_low=cfg.grpo.eps_low,
                       eps_high=cfg.grpo.eps_high, temperature=cfg.rollout.temperature,
                       sampler_logprobs=mb.sampler_logprobs,
-                      tis_cap=cfg.grpo.tis_cap if cfg.grpo.sampler_correction == "tis" else None)
+                      tis_cap=cfg.grpo.tis_cap if self.correction == "tis" else None)
         if packed:  # every token's weight in the batch's loss, once: the micro-batch losses add up to it
             coef = loss_weights(mb.packed.mask, cfg.grpo.loss_type, total_tokens=total_tokens,
                                 max_completion_length=cfg.rollout.max_new_tokens)
@@ -223,8 +257,11 @@ class GRPOStep:
 
 
     # -- the chain ----------------------------------------------------------------------------------
-    def run(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]], lr: float) -> dict:
-        """Runs every stage for GRPO step `index` (0-based) on this rank's prompts; returns its metrics."""
+    def run(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]], lr: float, *,
+            next_prompts: Optional[Sequence] = None, next_prompt_ids: Optional[Sequence[List[int]]] = None) -> dict:
+        """Runs every stage for GRPO step `index` (0-based) on this rank's prompts; returns its metrics.
+        rollout.mode one_step_off: `next_prompts` (the next step's) are sampled before this step's update,
+        with the weights this step starts from."""
         times: Dict[str, float] = {}
         mem = _DeviceMemory()
 
@@ -238,7 +275,9 @@ class GRPOStep:
 
         t0 = time.perf_counter()
         with stage("rollout"):
-            b = self.sample(index, prompts, prompt_ids)
+            b = self._batch_for(index, prompts, prompt_ids)
+            if self.cfg.rollout.mode == "one_step_off" and next_prompts is not None:
+                self._sample_ahead(index + 1, next_prompts, next_prompt_ids)
         times.update({f"rollout_{k}": v for k, v in (getattr(self.rollout, "timings", None) or {}).items()})
         asked = self.reward_fn.judge_counts()
         with stage("rewards"):
@@ -257,13 +296,18 @@ class GRPOStep:
         self.require_finite_inputs(b, index)
         with stage("update"):
             records = self.update(b, lr)
+        staleness = self.weights_version - b.weights_version
         if any(r["finite"] for r in records):
             self.rollout.mark_stale()
+            self.weights_version += 1
         if self.rollout.needs_weights:
             with stage("weight_push"):
                 self.rollout.ensure_weights(self.updater.model)
         times["total"] = time.perf_counter() - t0
-        return self._metrics(b, records, times, lr, mem)
+        m = self._metrics(b, records, times, lr, mem)
+        if self.cfg.rollout.mode != "sync":
+            m["offpolicy/staleness"] = staleness
+        return m
 
     def _update_utilisation(self, b: StepBatch, seconds: float) -> dict:
         """The update's model FLOPs per second per GPU (relate_fast.flops: no padding, no recomputation

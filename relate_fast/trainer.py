@@ -221,8 +221,12 @@ class Trainer:
     def grpo_step(self, step: int) -> dict:
         """GRPO step `step` (0-based): this rank's prompts through `GRPOStep.run`, then the replica check."""
         rows = self.prompts.step_rows(step)
+        ahead = {}
+        if self.cfg.rollout.mode == "one_step_off":  # also after the last step: a run extended later continues alike
+            nxt = self.prompts.step_rows(step + 1)
+            ahead = dict(next_prompts=nxt, next_prompt_ids=[self.prompts.ids(r) for r in nxt])
         try:
-            metrics = self.grpo.run(step, rows, [self.prompts.ids(r) for r in rows], lr_at(self.cfg, step))
+            metrics = self.grpo.run(step, rows, [self.prompts.ids(r) for r in rows], lr_at(self.cfg, step), **ahead)
         except RolloutError as e:
             raise RolloutError(f"{e}. The checkpoint in {self.ckpt.root} holds step {self.checkpoints.saved_step}; run "
                                f"the same command again to resume.") from e.__cause__

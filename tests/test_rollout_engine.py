@@ -71,20 +71,32 @@ def test_hf_engine_returns_the_log_probs_it_sampled_from(tmp_path):
     _check_sampler_logprobs(HFEngine(model, tok), model, tok, temperature=0.7, tol=1e-4)
 
 
+def _vllm_logprobs_check(tmp):  # in a process of its own: an in-process vLLM leaves torch.distributed behind
+    from pathlib import Path
+
+    from relate_fast.rollout.vllm_engine import VLLMEngine
+
+    folder, model, tok = _tiny(Path(tmp))
+    engine = VLLMEngine(folder, tok, dtype="float32", max_model_len=512, kv_cache_gb=0.1)
+    _check_sampler_logprobs(engine, model, tok, temperature=0.7, tol=1e-3)
+
+
 def test_vllm_engine_returns_the_log_probs_it_sampled_from(tmp_path):
     """vLLM's processed log-probs of its samples against the trainer's: another implementation of the
     same weights (on the CPU: fp32), so within a small gap."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
     import pytest
 
     from relate_fast.rollout import vllm_available
 
     if not vllm_available():
         pytest.skip("vLLM is not installed")
-    from relate_fast.rollout.vllm_engine import VLLMEngine
-
-    folder, model, tok = _tiny(tmp_path)
-    engine = VLLMEngine(folder, tok, dtype="float32", max_model_len=512, kv_cache_gb=0.1)
-    try:
-        _check_sampler_logprobs(engine, model, tok, temperature=0.7, tol=1e-3)
-    finally:
-        engine.close()
+    root = Path(__file__).resolve().parents[1]
+    code = f"from tests.test_rollout_engine import _vllm_logprobs_check; _vllm_logprobs_check({str(tmp_path)!r})"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root,
+                         env=dict(os.environ, PYTHONPATH=str(root)))
+    assert res.returncode == 0, res.stderr[-3000:]

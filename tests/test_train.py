@@ -335,10 +335,10 @@ SMALL = ["--run.out_dir", None, "--run.progress", "false", "--model.tiny.vocab_s
          "--eval.prompts", "3", "--run.checkpoint_every", "1", "--reward.ngram_min_count", "2"]
 
 
-def _run(tmp_path, name, steps):
+def _run(tmp_path, name, steps, *extra):
     from relate_fast.train import main
 
-    args = [str(tmp_path) if a is None else a for a in SMALL] + ["--run.name", name, "--grpo.steps", str(steps)]
+    args = [str(tmp_path) if a is None else a for a in SMALL] + ["--run.name", name, "--grpo.steps", str(steps), *extra]
     assert main(args) == 0
     return [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
 
@@ -365,6 +365,24 @@ def test_end_to_end_outputs_and_resume_continues_identically(tmp_path):
     resumed = _run(tmp_path, "b", 3)
     assert [m["step"] for m in resumed] == [1, 2, 3]
     assert _comparable(resumed[2]) == _comparable(full[2])
+
+
+def test_one_step_off_learns_from_batches_one_update_stale_and_resumes_exactly(tmp_path):
+    """rollout.mode one_step_off: step 1 samples its own batch and the next one; every later step learns
+    from a batch sampled before the previous update (staleness 1), corrected by the truncated importance
+    weights (sampler_correction auto = tis). The batch waiting for the next step is in the checkpoint, so
+    a run stopped after step 2 and resumed continues exactly."""
+    extra = ("--rollout.mode", "one_step_off", "--eval.enabled", "false")
+    full = _run(tmp_path, "off1", 3, *extra)
+    assert [m["offpolicy/staleness"] for m in full] == [0, 1, 1]
+    assert all({"sampler_gap", "tis_weight_mean", "tis_truncated"} <= set(m) for m in full)
+    assert full[0]["tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)  # fresh batch: the trainer sampled it
+    part = _run(tmp_path, "off2", 2, *extra)
+    assert [_comparable(m) for m in part] == [_comparable(m) for m in full[:2]]
+    resumed = _run(tmp_path, "off2", 3, *extra)
+    assert _comparable(resumed[2]) == _comparable(full[2])
+    sync = _run(tmp_path, "sync", 2, "--eval.enabled", "false")
+    assert "offpolicy/staleness" not in sync[0] and "sampler_gap" not in sync[0]
 
 
 def test_bad_inputs_give_one_clear_error(tmp_path, capsys):
