@@ -244,7 +244,10 @@ class GRPOStep:
             self.updater.backward(loss, boundary=i == len(slices) - 1)
             loss_sum += loss.detach().float()
             for key, v in m.items():
-                sums[key] = sums.get(key, 0.0) + v.detach().float() * n
+                if key.endswith("_max"):  # a maximum over the micro-batches, not a token-weighted mean
+                    sums[key] = torch.maximum(sums[key], v.detach().float()) if key in sums else v.detach().float()
+                else:
+                    sums[key] = sums.get(key, 0.0) + v.detach().float() * n
             ntok += n
         finite = all_ranks_true(~bad)
         if finite:
@@ -253,7 +256,7 @@ class GRPOStep:
             self.updater.discard_gradients()
             grad_norm = float("nan")
         return {"loss": loss_sum, "finite": finite, "grad_norm": grad_norm,
-                **{k: v / max(ntok, 1) for k, v in sums.items()}}
+                **{k: v if k.endswith("_max") else v / max(ntok, 1) for k, v in sums.items()}}
 
 
     # -- the chain ----------------------------------------------------------------------------------
@@ -332,7 +335,7 @@ class GRPOStep:
         finite = [r for r in records if r["finite"]]
         scalar = {k for r in records for k in r if k not in ("finite",)}
         per_update = [{k: float(r[k]) for k in sorted(scalar)} for r in records]
-        mean = {k: float(np.mean([u[k] for u in per_update])) for k in sorted(scalar)}
+        mean = {k: float((np.max if k.endswith("_max") else np.mean)([u[k] for u in per_update])) for k in sorted(scalar)}
         comp = sum(len(c) for c in b.completion_ids)
         tokens = comp + sum(len(p) for p in b.prompt_ids)
         counts = torch.tensor([tokens, len(b)], dtype=torch.float64, device=device())

@@ -158,6 +158,9 @@ def test_several_updates_make_the_clip_bind_and_log_each_update(tiny):
     assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-4)  # same policy as the old log-probs
     assert max(u["clip_ratio"] for u in later) > 0  # the policy moved: the clip binds
     assert m["clip_ratio"] == pytest.approx(sum(u["clip_ratio"] for u in m["per_update"]) / 6)
+    # a *_max metric is the maximum over micro-batches and updates, never an average of maxima
+    assert m["ratio_max"] == max(u["ratio_max"] for u in m["per_update"]) > m["ratio_mean"]
+    assert all(u["ratio_max"] >= u["ratio_mean"] for u in m["per_update"])
 
 
 def test_mini_batches_must_divide_the_groups():
