@@ -23,35 +23,22 @@ __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "SFTConfig", 
            "SAFE_CHANGES", "config_diff", "meaning_hash", "sampler_correction"]
 
 
-# choices held by registries elsewhere, looked up when a config is checked (no import cycle at import time)
-def _fused_layers():
-    from relate_fast.models import FUSED_LAYERS
-    return FUSED_LAYERS
+def _choices_of(module: str, name: str, first: tuple = ()):
+    """The choices a registry elsewhere holds (its keys), looked up when a config is checked: config.py
+    imports no registry at import time, so no import cycle."""
+    def lookup():
+        import importlib
+
+        return first + tuple(getattr(importlib.import_module(module), name))
+    return lookup
 
 
-def _loss_types():
-    from relate_fast.loss.objective import LOSS_REGISTRY
-    return tuple(LOSS_REGISTRY)
-
-
-def _advantage_estimators():
-    from relate_fast.loss import ADVANTAGE_ESTIMATORS
-    return tuple(ADVANTAGE_ESTIMATORS)
-
-
-def _layouts():
-    from relate_fast.batching import LAYOUTS
-    return LAYOUTS
-
-
-def _loss_backends():
-    from relate_fast.loss import BACKENDS
-    return ("auto",) + tuple(BACKENDS)
-
-
-def _logits_paths():
-    from relate_fast.loss.rows import LOGITS_CHOICES
-    return LOGITS_CHOICES
+_fused_layers = _choices_of("relate_fast.models", "FUSED_LAYERS")
+_loss_types = _choices_of("relate_fast.loss.objective", "LOSS_REGISTRY")
+_advantage_estimators = _choices_of("relate_fast.loss.advantages", "ADVANTAGE_ESTIMATORS")
+_layouts = _choices_of("relate_fast.batching", "LAYOUTS")
+_loss_backends = _choices_of("relate_fast.loss.rows", "BACKENDS", first=("auto",))
+_logits_paths = _choices_of("relate_fast.loss.rows", "LOGITS_CHOICES")
 
 
 @dataclass
