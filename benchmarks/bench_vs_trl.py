@@ -143,7 +143,7 @@ def run_ours(folder, args, work) -> dict:
             "--rollout.engine", args.engine, "--rollout.group_size", str(G), "--rollout.prompts_per_step",
             str(args.prompts), "--rollout.max_new_tokens", str(args.max_new_tokens), "--rollout.temperature", "1.0",
             "--rollout.vllm_gpu_memory_utilization", str(_vllm_share(args)),
-            "--rollout.vllm_sleep", str(args.vllm_mode == "sleep").lower(),
+            "--rollout.vllm_sleep", str(args.vllm_mode == "sleep").lower(), "--rollout.mode", args.rollout_mode,
             "--grpo.steps", str(args.steps), "--grpo.beta", "0", "--grpo.loss_type", "grpo", "--grpo.layout", args.layout,
             "--grpo.micro_batch_tokens", str(args.micro_batch * width), "--grpo.lr", str(args.lr),
             "--reward.preset", "model1", "--reward.monitor", "false", "--ctcvr.encoder", "hashed",
@@ -260,6 +260,11 @@ def run_trl(folder, args, work) -> dict:
 # --------------------------------------------------------------------------- the sweep
 
 
+def _ours_speed(settings: dict) -> str:
+    mode = settings.get("rollout_mode", "sync")
+    return "none" if mode == "sync" else mode
+
+
 def _setting(side: str, mb: int, ckpt: str, speed: str = "none", mode: str = "sleep") -> str:
     return f"{side}_mb{mb}_ckpt{ckpt}" + ("" if speed == "none" else f"_{speed}") + ("" if mode == "sleep" else f"_{mode}")
 
@@ -277,7 +282,8 @@ def sweep(args) -> dict:
         common.append("--no-trl-deepspeed")
     runs = [(side, mb, ckpt, speed, mode) for side in args.sides.split(",")
             for mb in [int(x) for x in args.grid.split(",")] for ckpt in args.ckpts.split(",")
-            for speed in (args.trl_speeds.split(",") if side == "trl" else ["none"]) for mode in args.vllm_modes.split(",")]
+            for speed in (args.trl_speeds if side == "trl" else args.rollout_modes).split(",")
+            for mode in args.vllm_modes.split(",")]
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {_setting(*r) for r in runs}
@@ -290,8 +296,10 @@ def sweep(args) -> dict:
             print(f"-- {name}: done earlier", flush=True)
             continue
         t = time.time()
+        # the "speed" of a setting: TRL's speed option, or our rollout.mode
+        speed_arg = ["--trl-speed", speed] if side == "trl" else ["--rollout-mode", "sync" if speed == "none" else speed]
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--micro-batch", str(mb),
-               "--ckpt", ckpt, "--trl-speed", speed, "--vllm-mode", mode, "--out", str(out_dir / f"{name}.json"), *common]
+               "--ckpt", ckpt, *speed_arg, "--vllm-mode", mode, "--out", str(out_dir / f"{name}.json"), *common]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
             rc, log = proc.returncode, proc.stdout + proc.stderr
@@ -315,17 +323,24 @@ def combine_dir(out_dir: Path) -> dict:
         d = json.loads(f.read_text())
         side = "ours" if "ours" in d else "trl"
         row = dict(d[side], micro_batch=d["settings"]["micro_batch"], ckpt=d["settings"]["ckpt"],
-                   speed=d["settings"].get("trl_speed", "none") if side == "trl" else "none",
+                   speed=d["settings"].get("trl_speed", "none") if side == "trl" else _ours_speed(d["settings"]),
                    vllm_mode=d["settings"].get("vllm_mode", "sleep"))
         grid[side].append(row)
         if "info" in d:
             info[side] = d["info"]
-            settings = {k: v for k, v in d["settings"].items() if k not in ("micro_batch", "ckpt", "trl_speed", "vllm_mode")}
+            settings = {k: v for k, v in d["settings"].items() if k not in ("micro_batch", "ckpt", "trl_speed", "vllm_mode", "rollout_mode")}
     for rows in grid.values():
         rows.sort(key=lambda r: (r["vllm_mode"], r["speed"], r["micro_batch"], r["ckpt"]))
     best = {side: max((r for r in rows if "error" not in r), key=lambda r: r["tokens_per_second"], default=None)
             for side, rows in grid.items()}
     result = {"grid": grid, "best": best, "settings": settings, "info": info}
+    modes = sorted({r["speed"] for r in grid["ours"] if "error" not in r})
+    if len(modes) > 1:  # our rollout modes against each other, each at its best setting
+        by_mode = {m: max((r for r in grid["ours"] if "error" not in r and r["speed"] == m),
+                          key=lambda r: r["tokens_per_second"]) for m in modes}
+        result["ours_best_by_rollout_mode"] = {("sync" if m == "none" else m): r for m, r in by_mode.items()}
+        if "one_step_off" in by_mode and "none" in by_mode:
+            result["one_step_off_over_sync"] = by_mode["one_step_off"]["tokens_per_second"] / by_mode["none"]["tokens_per_second"]
     o, t = best["ours"], best["trl"]
     if o and t:
         result["ratios"] = {"end_to_end_tokens_per_second": o["tokens_per_second"] / t["tokens_per_second"],
@@ -377,6 +392,11 @@ def main(argv=None):
     ap.add_argument("--trl-speed", default="none", choices=("none", "liger", "compile"),
                     help="TRL's speed option (one setting): liger = use_liger_kernel, compile = torch_compile")
     ap.add_argument("--trl-speeds", default="none,liger", help="--sweep: TRL's speed options")
+    ap.add_argument("--rollout-mode", default="sync", choices=("sync", "one_step_off"),
+                    help="ours (one setting): rollout.mode; one_step_off samples the next batch during the update "
+                         "(use with --vllm-mode awake: the engine stays awake anyway)")
+    ap.add_argument("--rollout-modes", default="none",
+                    help="--sweep: our rollout modes (none = sync, one_step_off); they fill the grid's speed column")
     ap.add_argument("--vllm-mode", default="sleep", choices=("sleep", "awake"),
                     help="both sides (one setting): sleep through the update, or stay awake at --awake-memory")
     ap.add_argument("--vllm-modes", default="sleep", help="--sweep: vLLM modes (sleep, awake)")
@@ -412,7 +432,7 @@ def main(argv=None):
     res["wall_s"] = round(time.time() - t, 1)
     settings = {k: getattr(args, k) for k in ("shape", "workload", "engine", "steps", "warmup", "prompts", "micro_batch",
                                               "ckpt", "max_new_tokens", "vllm_memory", "awake_memory", "vllm_mode", "layout",
-                                              "fused", "trl_speed", "lr")}
+                                              "fused", "trl_speed", "rollout_mode", "lr")}
     result = {args.side: res, "settings": dict(settings, group_size=G), "info": provenance()}
     print(json.dumps(result, indent=2))
     write_json(args.out, result)

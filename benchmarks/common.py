@@ -41,6 +41,10 @@ QWEN3_SHAPES = {
                  num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
     "1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
                  num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
+    # Qwen/Qwen3-4B config.json
+    "4b": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=128, tie_word_embeddings=True, max_position_embeddings=40960,
+               rope_theta=1_000_000.0, rms_norm_eps=1e-6),
     # Qwen/Qwen3-8B config.json
     "8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
                num_key_value_heads=8, head_dim=128, tie_word_embeddings=False, max_position_embeddings=40960,

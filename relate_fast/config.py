@@ -114,12 +114,17 @@ class RolloutConfig:
                                 "batch a step learns from was sampled one update earlier (with the weights before "
                                 "the previous update), the staleness corrected by grpo.sampler_correction; the "
                                 "batch waiting for the next step is part of every checkpoint (so the last step "
-                                "samples one batch more). The next batch is sampled before this step's update for "
-                                "now: the schedule and its correction, not yet the overlap.",
+                                "samples one batch more); HF generate samples from its own copy of the policy. How "
+                                "it overlaps the update: rollout.overlap.",
                         choices=("sync", "one_step_off"))
+    overlap: str = setting("thread", "rollout.mode one_step_off: thread samples the next batch in a background thread "
+                                     "while the update runs (on CUDA on its own stream; the vLLM engine stays awake, "
+                                     "so rollout.vllm_sleep does not apply); off samples it in the main thread before the update: the same "
+                                     "batches and numbers, no overlap.", safe=True, choices=("thread", "off"))
     vllm_kv_cache_gb: float = setting(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True, gt=0)
     vllm_gpu_memory_utilization: float = setting(0.3, "vLLM's share of GPU memory on CUDA.", safe=True, gt=0, lt=1)
-    vllm_sleep: bool = setting(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed).", safe=True)
+    vllm_sleep: bool = setting(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed); "
+                                     "not while it samples during the update (rollout.overlap thread).", safe=True)
     vllm_sleep_level: int = setting(2, "vLLM sleep level: 2 discards the weights (the policy's are pushed after every "
                                   "update anyway), 1 keeps a CPU copy of them.", safe=True, choices=(1, 2))
     vllm_execution: str = setting("compiled", "On CUDA: compiled (vLLM's default: torch.compile + CUDA graphs), "
@@ -395,7 +400,7 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
 #: so at its default it changes neither the run's identity (meaning_hash) nor counts as a change when
 #: the run resumes: an upgrade mid-run keeps the run resumable. Append every field added from now on.
 ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage", "grpo.sampler_correction", "grpo.tis_cap",
-                "rollout.mode")
+                "rollout.mode", "rollout.overlap")
 
 
 def _default_of(dotted: str):
@@ -457,6 +462,12 @@ def validate(cfg: Config) -> Config:
                       "ctcvr.model instead)", DeprecationWarning, stacklevel=2)
         cfg.ctcvr.model, rw.ctcvr_model = rw.ctcvr_model, None
     return cfg
+
+
+def samples_in_background(rollout) -> bool:
+    """Whether the engine samples while the policy learns (a RolloutConfig: rollout.mode one_step_off
+    with rollout.overlap thread)."""
+    return rollout.mode == "one_step_off" and rollout.overlap == "thread"
 
 
 def sampler_correction(cfg: Config) -> str:

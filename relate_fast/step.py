@@ -28,8 +28,9 @@ import torch
 from relate_fast.distributed import all_gather_objects, all_ranks_true, device, max_over_ranks
 from relate_fast.batching import (PackedBatch, grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
                               resolve_layout, sequence_logprobs)
-from relate_fast.config import sampler_correction
+from relate_fast.config import sampler_correction, samples_in_background
 from relate_fast.loss import ADVANTAGE_ESTIMATORS, non_finite_on_mask
+from relate_fast.rollout.background import BackgroundSampler
 from relate_fast.rollout.batch import RolloutBatch
 
 __all__ = ["StepBatch", "GRPOStep", "RolloutError", "lr_at"]
@@ -82,8 +83,9 @@ class StepBatch:
 
 
 def _sync():
+    # this thread's stream only: a device-wide synchronize would also wait for the background sampler's
     if torch.cuda.is_available():
-        torch.cuda.synchronize()
+        torch.cuda.current_stream().synchronize()
 
 
 class GRPOStep:
@@ -97,6 +99,8 @@ class GRPOStep:
         self.weights_version = 0  # finite updates applied so far: the version of the weights that sample next
         # one_step_off: the batch sampled for the next step, with the weights before this step's update
         self.pending: Optional[dict] = None
+        # rollout.overlap thread: that batch is sampled in a background thread during the update
+        self.ahead = BackgroundSampler() if samples_in_background(cfg.rollout) else None
 
     # what a checkpoint keeps of the step: the weights' version and the batch waiting for the next step
     def state_dict(self) -> dict:
@@ -142,11 +146,14 @@ class GRPOStep:
                          completion_ids=p["completion_ids"], group_size=G, sampler_logprobs=p["sampler_logprobs"],
                          weights_version=p["weights_version"])
 
-    def _sample_ahead(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> None:
-        """one_step_off: the next step's batch, sampled with the weights this step learns from."""
+    def _sample_ahead(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> dict:
+        """one_step_off: the next step's batch, sampled with the weights this step learns from (what
+        `pending` keeps of it, and the seconds it took)."""
+        t = time.perf_counter()
         b = self.sample(index, prompts, prompt_ids)
-        self.pending = {"index": index, "completion_ids": b.completion_ids, "sampler_logprobs": b.sampler_logprobs,
-                        "weights_version": b.weights_version}
+        return {"index": index, "completion_ids": b.completion_ids, "sampler_logprobs": b.sampler_logprobs,
+                "weights_version": b.weights_version, "seconds": time.perf_counter() - t,
+                "timings": dict(getattr(self.rollout, "timings", None) or {})}
 
     def score(self, b: StepBatch) -> None:
         """Sentence rewards r_i and token rewards r_tok; packs the batch onto the device. Under data
@@ -277,11 +284,26 @@ class GRPOStep:
             mem.sample()
 
         t0 = time.perf_counter()
+        ahead = self.cfg.rollout.mode == "one_step_off" and next_prompts is not None
+        self.rollout.timings = {}  # the parts of this stage's generate calls (none: the batch was waiting)
         with stage("rollout"):
             b = self._batch_for(index, prompts, prompt_ids)
-            if self.cfg.rollout.mode == "one_step_off" and next_prompts is not None:
-                self._sample_ahead(index + 1, next_prompts, next_prompt_ids)
-        times.update({f"rollout_{k}": v for k, v in (getattr(self.rollout, "timings", None) or {}).items()})
+            if ahead and self.ahead is None:
+                self.pending = self._sample_ahead(index + 1, next_prompts, next_prompt_ids)
+                del self.pending["seconds"], self.pending["timings"]
+        times.update({f"rollout_{k}": v for k, v in self.rollout.timings.items()})
+        if ahead and self.ahead is not None:  # sampled while this step scores and learns
+            self.ahead.submit(lambda: self._sample_ahead(index + 1, next_prompts, next_prompt_ids))
+        try:
+            return self._learn(index, b, lr, times, stage, mem, t0)
+        finally:
+            if self.ahead is not None and self.ahead.busy:  # the step failed: wait for the sample, drop it
+                self.ahead.close()
+                self.ahead = BackgroundSampler()
+
+    def _learn(self, index: int, b: StepBatch, lr: float, times: dict, stage, mem, t0: float) -> dict:
+        """The stages after sampling: rewards, advantages, log-probs, update, the background sample's
+        collection (rollout.overlap thread) and the weight push."""
         asked = self.reward_fn.judge_counts()
         with stage("rewards"):
             self.score(b)
@@ -299,6 +321,11 @@ class GRPOStep:
         self.require_finite_inputs(b, index)
         with stage("update"):
             records = self.update(b, lr)
+        if self.ahead is not None and self.ahead.busy:
+            with stage("rollout_wait"):  # the part of the background sample the update did not hide
+                self.pending = self.ahead.result()
+            times["rollout_ahead"] = self.pending.pop("seconds")  # the whole background sample, and its parts
+            times.update({f"rollout_ahead_{k}": v for k, v in self.pending.pop("timings").items()})
         staleness = self.weights_version - b.weights_version
         if any(r["finite"] for r in records):
             self.rollout.mark_stale()

@@ -12,6 +12,12 @@
 #   vs_trl            bench_vs_trl.py --sweep, fixed workload (needs the vLLM pieces: carry .gpu-vllm/part.00..08
 #                     first); ONLY_FIXED names the settings to run (--only)
 #   vs_trl_realistic  the same on the realistic workload; ONLY_REALISTIC
+#   offpolicy         our rollout.mode sync against one_step_off (the next batch sampled in a background thread
+#                     during the update), vLLM awake at --awake-memory, micro-batch OFF_GRID (40,80), no
+#                     checkpointing, fixed workload; ONLY_OFF names settings
+#   offpolicy_realistic  the same on the realistic workload
+# SHAPE (1.7b, 4b, ...) picks the policy's shape; each shape and workload keeps its own sweep folder, which the
+# vs_trl and offpolicy jobs share (our sync row is the same run in both).
 # Carry .whl (scripts/gpu_wheels.sh). JSON and logs under $OUT. UPDATE_ARGS, VS_TRL_ARGS add arguments.
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
@@ -42,9 +48,20 @@ for job in "${jobs[@]}"; do
          # the per-setting JSONs stay in /tmp on the warm machine: a later call resumes the sweep where this
          # one stopped (a setting cut by the timeout is run again); each call returns the combined grid
          w=fixed; only=${ONLY_FIXED:-}; [ "$job" = vs_trl_realistic ] && { w=realistic; only=${ONLY_REALISTIC:-}; }
-         timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep --workload $w ${VS_TRL_ARGS:-} \
-           ${only:+--only $only} --sweep-dir /tmp/sweep_$w --out "$OUT/vs_trl_$w.json" > "$OUT/vs_trl_$w.log" 2>&1
+         d=sweep_${SHAPE:-1.7b}_$w
+         timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
+           ${VS_TRL_ARGS:-} ${only:+--only $only} --sweep-dir /tmp/$d --out "$OUT/vs_trl_$w.json" > "$OUT/vs_trl_$w.log" 2>&1
          echo "-- $job rc=$? in $((SECONDS - t)) s"; tail -25 "$OUT/vs_trl_$w.log"
-         tar czf "$OUT/sweep_$w.tgz" -C /tmp sweep_$w 2>/dev/null ;;
+         tar czf "$OUT/$d.tgz" -C /tmp $d 2>/dev/null ;;
+  offpolicy|offpolicy_realistic)
+         w=fixed; [ "$job" = offpolicy_realistic ] && w=realistic
+         d=sweep_${SHAPE:-1.7b}_$w
+         timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
+           --sides ours --rollout-modes none,one_step_off --vllm-modes awake --grid ${OFF_GRID:-40,80} --ckpts off \
+           ${VS_TRL_ARGS:-} ${ONLY_OFF:+--only $ONLY_OFF} --sweep-dir /tmp/$d --out "$OUT/offpolicy_$w.json" \
+           > "$OUT/offpolicy_$w.log" 2>&1
+         echo "-- $job rc=$? in $((SECONDS - t)) s"; tail -12 "$OUT/offpolicy_$w.log"
+         grep -o '"one_step_off_over_sync": [0-9.]*' "$OUT/offpolicy_$w.json"
+         tar czf "$OUT/$d.tgz" -C /tmp $d 2>/dev/null ;;
   esac
 done

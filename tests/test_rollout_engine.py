@@ -1,5 +1,7 @@
 """The rollout-engine protocol every engine shares (relate_fast.rollout.base): the weights are pushed in
 one place, `ensure_weights`, and only when the engine's are not the policy's."""
+import pytest
+
 from relate_fast.rollout.base import RolloutEngine
 from relate_fast.rollout.hf import HFEngine
 
@@ -27,6 +29,58 @@ def test_hf_engine_samples_from_the_module_it_was_given_last():
     assert not e.ensure_weights("other") and e.model == "policy"
     e.mark_stale()
     assert e.ensure_weights("other") and e.model == "other"
+
+
+def test_hf_engine_with_its_own_copy_samples_the_pushed_weights_only(tmp_path):
+    """rollout.overlap thread: HF generate samples from its own copy of the policy, which the update
+    does not touch until the next push (what lets it sample while the policy learns)."""
+    import torch
+
+    from relate_fast.data import sample_ads
+    from relate_fast.models import prompt_ids
+
+    _, model, tok = _tiny(tmp_path)
+    e = HFEngine(model, tok, own_copy=True)
+    assert e.needs_weights and e.model is None
+    with pytest.raises(RuntimeError, match="own copy of the policy"):
+        e.generate([[1, 2]], 1, max_new_tokens=2, temperature=1.0)
+    assert e.ensure_weights(model) and e.model is not model
+    prompts = [prompt_ids(tok, r.prompt) for r in sample_ads("train", langs=["en"])[:2]]
+    kw = dict(max_new_tokens=6, temperature=1.0, seed=5)
+    before = e.generate(prompts, 2, **kw)
+    with torch.no_grad():  # "an update" of the policy: the engine's copy keeps the old weights
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    assert e.generate(prompts, 2, **kw) == before
+    e.mark_stale()
+    e.ensure_weights(model)
+    assert all(torch.equal(a, b) for a, b in zip(e.model.parameters(), model.parameters()))
+    assert e.generate(prompts, 2, **kw) == HFEngine(model, tok).generate(prompts, 2, **kw)
+
+
+def test_background_sampler_returns_results_and_errors_in_order():
+    import threading
+
+    from relate_fast.rollout.background import BackgroundSampler
+
+    s = BackgroundSampler()
+    with pytest.raises(RuntimeError, match="nothing was submitted"):
+        s.result()
+    main = threading.get_ident()
+    s.submit(lambda: threading.get_ident())
+    with pytest.raises(RuntimeError, match="not collected"):
+        s.submit(lambda: 0)
+    assert s.result() != main and not s.busy  # it ran in the worker thread
+
+    def fails():
+        raise ValueError("engine broke")
+
+    s.submit(fails)
+    with pytest.raises(ValueError, match="engine broke"):
+        s.result()
+    s.submit(lambda: 1)
+    s.close()  # waits for the running sample
+    assert not s.busy
 
 
 def _tiny(tmp_path):

@@ -383,6 +383,12 @@ def test_one_step_off_learns_from_batches_one_update_stale_and_resumes_exactly(t
     assert _comparable(resumed[2]) == _comparable(full[2])
     sync = _run(tmp_path, "sync", 2, "--eval.enabled", "false")
     assert "offpolicy/staleness" not in sync[0] and "sampler_gap" not in sync[0]
+    # the default samples the next batch in a background thread during the update (rollout.overlap
+    # thread); sampled in the main thread instead, the run is the same number for number
+    assert "time/rollout_ahead" in full[1] and "time/rollout_wait" in full[1]
+    inline = _run(tmp_path, "off_inline", 3, *extra, "--rollout.overlap", "off")
+    assert [_comparable(m) for m in inline] == [_comparable(m) for m in full]
+    assert "time/rollout_ahead" not in inline[1]
 
 
 def test_bad_inputs_give_one_clear_error(tmp_path, capsys):

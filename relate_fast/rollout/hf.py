@@ -1,7 +1,11 @@
-"""Rollouts by Hugging Face ``generate`` on the policy module itself (no weight copy to push)."""
+"""Rollouts by Hugging Face ``generate``: on the policy module itself (no weight copy to push), or, in
+rollout.mode one_step_off (where it may sample while the policy learns), on its own copy of it, whose
+weights change only when they are pushed."""
 from __future__ import annotations
 
 from typing import List, Sequence
+
+import copy
 
 import torch
 
@@ -11,12 +15,17 @@ from relate_fast.rollout.base import RolloutEngine
 class HFEngine(RolloutEngine):
     name = "hf"
 
-    def __init__(self, model, tokenizer, *, batch_prompts: int = 64):
+    def __init__(self, model, tokenizer, *, batch_prompts: int = 64, own_copy: bool = False):
         self.model, self.tokenizer, self.batch_prompts = model, tokenizer, batch_prompts
+        self.own_copy = own_copy
+        if own_copy:  # the copy is made by the first push: from the policy as the trainer wraps and fuses it
+            self.model, self.needs_weights = None, True
 
     @torch.no_grad()
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, *, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, seed: int = 0, logprobs: bool = False) -> List[List[List[int]]]:
+        if self.model is None:
+            raise RuntimeError("the HF engine samples from its own copy of the policy: ensure_weights(model) first")
         model, eos, pad = self.model, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         self.last_logprobs = [] if logprobs else None
         was_training = model.training
@@ -64,4 +73,13 @@ class HFEngine(RolloutEngine):
         return out
 
     def push_weights(self, model) -> None:
-        self.model = model  # generate runs on the policy module itself
+        if not self.own_copy:
+            self.model = model  # generate runs on the policy module itself
+            return
+        module = getattr(model, "module", model)  # the policy inside DeepSpeed's engine
+        if self.model is None:
+            self.model = copy.deepcopy(module).eval().requires_grad_(False)
+        else:
+            with torch.no_grad():
+                for mine, theirs in zip(self.model.parameters(), module.parameters()):
+                    mine.copy_(theirs)

@@ -30,8 +30,9 @@ __all__ = ["VLLMEngine"]
 
 
 def _sync(cuda: bool):
+    # the calling thread's stream: generating in the background sampler must not wait for the update
     if cuda:
-        torch.cuda.synchronize()
+        torch.cuda.current_stream().synchronize()
 
 
 def _load_weights_in_place(worker, weights):
