@@ -20,6 +20,7 @@ its own weights, which change only by a push after `result`, and each request is
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Optional
 
@@ -34,7 +35,9 @@ class BackgroundSampler:
     def __init__(self):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relate-sampler")
         self._future: Optional[Future] = None
-        self._stream = torch.cuda.Stream() if torch.cuda.is_available() else None
+        # RELATE_FAST_SAMPLER_STREAM=0: the thread queues on the default stream (a diagnostic switch)
+        own = os.environ.get("RELATE_FAST_SAMPLER_STREAM", "1") != "0"
+        self._stream = torch.cuda.Stream() if torch.cuda.is_available() and own else None
 
     @property
     def busy(self) -> bool:
