@@ -332,6 +332,24 @@ def vs_trl_realistic_215854b() -> str:
     return _vs_trl_sweep("vs_trl_h200_1.7b_realistic_215854b.json")
 
 
+def offpolicy_h200() -> str:
+    """bench_vs_trl.py --sides ours --rollout-modes none,one_step_off on one H200: sync against one_step_off
+    with the next batch sampled in a background thread during the update, each pair from one call."""
+    d = _load("offpolicy_h200_1.7b_ea1f227.json")
+    lines = ["| run | workload | mode | tokens/s | step | generation (main thread) | update | background sample "
+             "| its unhidden part | one_step_off / sync |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in d["runs"]:
+        for mode in ("sync", "one_step_off"):
+            r = run[mode]["result"]
+            st = r["stages_s"]
+            ahead = f"{st['rollout_ahead']:.2f} s" if "rollout_ahead" in st else ""
+            wait = f"{st['rollout_wait']:.2f} s" if "rollout_wait" in st else ""
+            ratio = f"**{run['one_step_off_over_sync']:.2f}×**" if mode == "one_step_off" else ""
+            lines.append(_row([run["name"], run["workload"], mode, f"{r['tokens_per_second']:,.0f}", f"{r['step_s']:.2f} s",
+                               f"{st['rollout']:.2f} s", f"{st['update']:.2f} s", ahead, wait, ratio]))
+    return "\n".join(lines)
+
+
 def rollout_phases() -> str:
     """bench_rollout.py --phases on one H200: a training step's rollout, part by part, per variant."""
     lines = ["| workload | variant | push | wake | generate | sleep | total | generated tokens |",
@@ -447,7 +465,7 @@ TABLES = {
     "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl,
     "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton,
     "loss_epilogue": loss_epilogue, "loss_probs": loss_probs, "train_h100": train_h100, "train_cpu": train_cpu,
-    "rollout_engines": rollout_engines,
+    "rollout_engines": rollout_engines, "offpolicy_h200": offpolicy_h200,
 }
 
 
