@@ -90,7 +90,7 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
     t = time.time()
     rollout = make_engine(cfg.rollout, model_folder=cold[0], tokenizer=tok, policy=policy, dtype=cfg.model.dtype,
                           seed=cfg.run.seed, max_prompt_tokens=cfg.data.max_prompt_tokens,
-                          dummy_weights=cold[1] == "random")
+                          dummy_weights=cold[1] == "random", evaluation_only=cfg.rollout.sampler_ranks > 0)
     rollout_init_s = time.time() - t
     fuse_layers(policy, cfg.model.fused_layers, generates=rollout.name == "hf")
     log(f"rollout engine: {rollout.name} (started in {rollout_init_s:.1f} s); reward preset {cfg.reward.preset}; "

@@ -121,6 +121,10 @@ class RolloutConfig:
                                      "while the update runs (on CUDA on its own stream; the vLLM engine stays awake, "
                                      "so rollout.vllm_sleep does not apply); off samples it in the main thread before the update: the same "
                                      "batches and numbers, no overlap.", safe=True, choices=("thread", "off"))
+    sampler_ranks: int = setting(0, "Under torchrun with rollout.mode one_step_off: the last this-many ranks only sample "
+                                    "(relate_fast.rollout.split) and the others train; the weights go from the first "
+                                    "trainer to the samplers after each update, each batch from a sampler to its trainers. "
+                                    "0: every rank samples its own prompts. HF generate only, for now.", ge=0)
     vllm_kv_cache_gb: float = setting(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True, gt=0)
     vllm_gpu_memory_utilization: float = setting(0.3, "vLLM's share of GPU memory on CUDA.", safe=True, gt=0, lt=1)
     vllm_sleep: bool = setting(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed); "
@@ -400,7 +404,7 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
 #: so at its default it changes neither the run's identity (meaning_hash) nor counts as a change when
 #: the run resumes: an upgrade mid-run keeps the run resumable. Append every field added from now on.
 ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage", "grpo.sampler_correction", "grpo.tis_cap",
-                "rollout.mode", "rollout.overlap")
+                "rollout.mode", "rollout.overlap", "rollout.sampler_ranks")
 
 
 def _default_of(dotted: str):
@@ -447,6 +451,10 @@ def validate(cfg: Config) -> Config:
     need(g.layout != "packed" or cfg.model.attn_implementation == "auto" or supports_packing(cfg.model.attn_implementation),
          "grpo.layout", f"packed needs an attention that takes packed rows (model.attn_implementation auto, "
                         f"relate_varlen or flash_attention_2), got {cfg.model.attn_implementation!r}")
+    need(r.sampler_ranks == 0 or r.mode == "one_step_off", "rollout.sampler_ranks",
+         "ranks that only sample need rollout.mode one_step_off (they sample the next batch while the others learn)")
+    need(r.sampler_ranks == 0 or r.engine == "hf", "rollout.sampler_ranks",
+         f"sampling ranks run HF generate for now (rollout.engine hf); vLLM there is not built yet, got {r.engine!r}")
     need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
          "random needs model.path (a folder with the architecture's config.json and tokenizer)")
     rw = cfg.reward

@@ -2,6 +2,10 @@
 
 Every function works with a world of one (no process group needed beyond the one DeepSpeed wants),
 so the single-process CPU default and `torchrun --nproc_per_node N` take the same code path.
+
+With ranks that only sample (rollout.sampler_ranks, `relate_fast.rollout.split`), the collectives of
+training run among the training ranks only: `use_group` points every function here at their group,
+and `group_rank` / `group_size` are a trainer's rank and count within it.
 """
 from __future__ import annotations
 
@@ -10,7 +14,55 @@ from typing import Any, List
 
 import torch
 
-__all__ = ["init_distributed", "device", "barrier", "all_ranks_true", "max_over_ranks", "all_gather_objects", "replicas_identical"]
+__all__ = ["init_distributed", "device", "barrier", "all_ranks_true", "max_over_ranks", "all_gather_objects",
+           "replicas_identical", "all_reduce", "use_group", "training_group", "TrainingRanks"]
+
+_GROUP = None  # the process group of the training ranks (None: every rank of the job trains)
+_OWN = None  # a process group of this rank alone (DeepSpeed's model-parallel group when _GROUP is set)
+
+
+def use_group(group, own=None) -> None:
+    """Runs this module's collectives within `group` from now on (None: the whole job); `own` is a
+    group of this rank alone."""
+    global _GROUP, _OWN
+    _GROUP, _OWN = group, own
+
+
+class TrainingRanks:
+    """DeepSpeed's `mpu` when only some ranks train: data parallelism over their group, no model
+    parallelism (each rank its own model-parallel group)."""
+
+    def get_data_parallel_group(self):
+        return _GROUP
+
+    def get_data_parallel_world_size(self) -> int:
+        import torch.distributed as dist
+
+        return dist.get_world_size(_GROUP)
+
+    def get_data_parallel_rank(self) -> int:
+        import torch.distributed as dist
+
+        return dist.get_rank(_GROUP)
+
+    def get_data_parallel_group_ranks(self):
+        import torch.distributed as dist
+
+        return dist.get_process_group_ranks(_GROUP)
+
+    def get_model_parallel_group(self):
+        return _OWN
+
+    def get_model_parallel_world_size(self) -> int:
+        return 1
+
+    def get_model_parallel_rank(self) -> int:
+        return 0
+
+
+def training_group():
+    """The process group the training collectives use (None: the default group, every rank)."""
+    return _GROUP
 
 
 def init_distributed():
@@ -45,14 +97,23 @@ def device() -> torch.device:
 def _world() -> int:
     import torch.distributed as dist
 
-    return dist.get_world_size() if dist.is_initialized() else 1
+    return dist.get_world_size(_GROUP) if dist.is_initialized() else 1
+
+
+def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """`t` reduced in place over the training ranks (sum or max); `t` itself without a process group."""
+    import torch.distributed as dist
+
+    if _world() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=_GROUP)
+    return t
 
 
 def barrier() -> None:
     import torch.distributed as dist
 
     if _world() > 1:
-        dist.barrier()
+        dist.barrier(group=_GROUP)
 
 
 def all_ranks_true(ok) -> bool:
@@ -63,7 +124,7 @@ def all_ranks_true(ok) -> bool:
     t = torch.as_tensor(ok, device=device()).reshape(1).to(torch.int32)
     bad = 1 - t
     if _world() > 1:
-        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=_GROUP)
     return bool(bad.item() == 0)
 
 
@@ -74,7 +135,7 @@ def max_over_ranks(n: int) -> int:
     if _world() == 1:
         return int(n)
     t = torch.tensor([int(n)], dtype=torch.int64, device=device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_GROUP)
     return int(t.item())
 
 
@@ -85,7 +146,7 @@ def all_gather_objects(obj: Any) -> List[Any]:
     if _world() == 1:
         return [obj]
     parts: List[Any] = [None] * _world()
-    dist.all_gather_object(parts, obj)
+    dist.all_gather_object(parts, obj, group=_GROUP)
     return parts
 
 
@@ -98,6 +159,6 @@ def replicas_identical(module: torch.nn.Module) -> tuple:
         s = torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().reshape(1).to(device())
         lo, hi = s.clone(), s.clone()
         if _world() > 1:
-            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+            dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=_GROUP)
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=_GROUP)
     return lo.item() == hi.item(), lo.item(), hi.item()

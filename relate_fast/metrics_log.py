@@ -1,14 +1,25 @@
-"""metrics.jsonl (one JSON line per GRPO step) and its TensorBoard mirror, written by rank 0."""
+"""What a run shows while it runs: metrics.jsonl (one JSON line per GRPO step) and its TensorBoard mirror,
+written by rank 0, and the progress bars."""
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Callable
 
 from relate_fast.checkpoint import atomic_write_text
 
-__all__ = ["MetricsLog"]
+__all__ = ["MetricsLog", "progress_bar"]
+
+
+def progress_bar(it, enabled: bool, **kw):
+    """`it` with a tqdm bar on stderr when `enabled` (run.progress, on rank 0), else `it` itself."""
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, file=sys.stderr, dynamic_ncols=True, **kw)
 
 
 class MetricsLog:

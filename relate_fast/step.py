@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from relate_fast.distributed import all_gather_objects, all_ranks_true, device, max_over_ranks
+from relate_fast.distributed import all_gather_objects, all_ranks_true, all_reduce, device, max_over_ranks
 from relate_fast.batching import (PackedBatch, grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
                               resolve_layout, sequence_logprobs)
 from relate_fast.config import sampler_correction, samples_in_background
@@ -33,7 +33,7 @@ from relate_fast.loss import ADVANTAGE_ESTIMATORS, non_finite_on_mask
 from relate_fast.rollout.background import BackgroundSampler
 from relate_fast.rollout.batch import RolloutBatch
 
-__all__ = ["StepBatch", "GRPOStep", "RolloutError", "lr_at"]
+__all__ = ["StepBatch", "GRPOStep", "RolloutError", "lr_at", "sample_completions"]
 
 
 class RolloutError(RuntimeError):
@@ -82,6 +82,22 @@ class StepBatch:
                        ref_logprobs=cut(self.ref_logprobs), sampler_logprobs=cut(self.sampler_logprobs))
 
 
+def sample_completions(cfg, engine, index: int, prompt_ids: Sequence[List[int]], *, rank: int, world: int):
+    """(completions, their log-probs or None): G per prompt, flat, for GRPO step `index` of training rank
+    `rank` of `world`, seeded by (run seed, step, rank) so that whoever samples them gets the same."""
+    r = cfg.rollout
+    # the kwarg only when asked: an engine written before it keeps working with the correction off
+    want = {"logprobs": True} if sampler_correction(cfg) != "off" else {}
+    try:
+        groups = engine.generate(prompt_ids, r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                 top_p=r.top_p, seed=cfg.run.seed * 1_000_003 + index * world + rank, **want)
+    except Exception as e:  # noqa: BLE001 - any engine failure ends the step the same way
+        raise RolloutError(f"rollout engine {engine.name!r} failed at GRPO step {index + 1}: "
+                           f"{type(e).__name__}: {e}") from e
+    lps = [lp for group in engine.last_logprobs for lp in group] if want else None
+    return [list(c) for group in groups for c in group], lps
+
+
 def _sync():
     # this thread's stream only: a device-wide synchronize would also wait for the background sampler's
     if torch.cuda.is_available():
@@ -101,6 +117,8 @@ class GRPOStep:
         self.pending: Optional[dict] = None
         # rollout.overlap thread: that batch is sampled in a background thread during the update
         self.ahead = BackgroundSampler() if samples_in_background(cfg.rollout) else None
+        # rollout.sampler_ranks: the batches come from ranks that only sample (relate_fast.rollout.split)
+        self.link = None
 
     # what a checkpoint keeps of the step: the weights' version and the batch waiting for the next step
     def state_dict(self) -> dict:
@@ -114,24 +132,29 @@ class GRPOStep:
     def updates_per_batch(self) -> int:
         return self.cfg.grpo.mini_batches * self.cfg.grpo.epochs
 
+    def start_sampling_ranks(self, link, start: int, folder, init: str) -> None:
+        """A job with sampling ranks begins GRPO at step `start`: the samplers get the policy's folder and
+        weights, and sample the first batch unless the checkpoint holds it."""
+        self.link = link
+        need_first = self.pending is None or self.pending["index"] != start
+        link.send_weights(self.updater.model, self.weights_version, start=start, need_first=need_first,
+                          folder=str(folder), init=init)
+        if need_first:
+            self.pending = link.receive_batch(start)
+
+    def stop_sampling_ranks(self) -> None:
+        """The samplers leave their loop (after the last step or at a stop request)."""
+        if self.link is not None:
+            self.link.finish()
+
     # -- stages -----------------------------------------------------------------------------------
     def sample(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> StepBatch:
         """G completions per prompt from the rollout engine, with a seed per (step, rank)."""
-        cfg, G = self.cfg, self.cfg.rollout.group_size
-        # the kwarg only when asked: an engine written before it keeps working with the correction off
-        want = {"logprobs": True} if self.correction != "off" else {}
-        try:
-            groups = self.rollout.generate(prompt_ids, G, max_new_tokens=cfg.rollout.max_new_tokens,
-                                           temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                                           seed=cfg.run.seed * 1_000_003 + index * self.world + self.rank, **want)
-        except Exception as e:  # noqa: BLE001 - any engine failure ends the step the same way
-            raise RolloutError(f"rollout engine {self.rollout.name!r} failed at GRPO step {index + 1}: "
-                               f"{type(e).__name__}: {e}") from e
+        G = self.cfg.rollout.group_size
+        comp, lps = sample_completions(self.cfg, self.rollout, index, prompt_ids, rank=self.rank, world=self.world)
         return StepBatch(prompts=[r for r in prompts for _ in range(G)],
                          prompt_ids=[list(p) for p in prompt_ids for _ in range(G)],
-                         completion_ids=[list(c) for group in groups for c in group], group_size=G,
-                         sampler_logprobs=[lp for group in self.rollout.last_logprobs for lp in group] if want else None,
-                         weights_version=self.weights_version)
+                         completion_ids=comp, group_size=G, sampler_logprobs=lps, weights_version=self.weights_version)
 
     def _batch_for(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> StepBatch:
         """Step `index`'s batch: sampled now (sync, or the first step), or the one sampled for it during
@@ -284,7 +307,10 @@ class GRPOStep:
             mem.sample()
 
         t0 = time.perf_counter()
-        ahead = self.cfg.rollout.mode == "one_step_off" and next_prompts is not None
+        if self.link is not None and not self.link.weights_sent:
+            with stage("weight_push"):  # to the sampling ranks: they sample the next batch with them
+                self.link.send_weights(self.updater.model, self.weights_version)
+        ahead = self.cfg.rollout.mode == "one_step_off" and next_prompts is not None and self.link is None
         self.rollout.timings = {}  # the parts of this stage's generate calls (none: the batch was waiting)
         with stage("rollout"):
             b = self._batch_for(index, prompts, prompt_ids)
@@ -321,6 +347,10 @@ class GRPOStep:
         self.require_finite_inputs(b, index)
         with stage("update"):
             records = self.update(b, lr)
+        if self.link is not None:
+            with stage("rollout_wait"):  # the sampling ranks' batch for the next step
+                self.pending = self.link.receive_batch(index + 1)
+            self.link.weights_sent = False
         if self.ahead is not None and self.ahead.busy:
             with stage("rollout_wait"):  # the part of the background sample the update did not hide
                 self.pending = self.ahead.result()
@@ -365,11 +395,7 @@ class GRPOStep:
         mean = {k: float((np.max if k.endswith("_max") else np.mean)([u[k] for u in per_update])) for k in sorted(scalar)}
         comp = sum(len(c) for c in b.completion_ids)
         tokens = comp + sum(len(p) for p in b.prompt_ids)
-        counts = torch.tensor([tokens, len(b)], dtype=torch.float64, device=device())
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(counts)
+        counts = all_reduce(torch.tensor([tokens, len(b)], dtype=torch.float64, device=device()))
         eos = self.tok.eos_token_id
         m = {"loss": mean["loss"] if len(finite) == len(records) else float("nan"), "lr": lr,
              "grad_norm": mean["grad_norm"],
@@ -419,11 +445,7 @@ class _DeviceMemory:
     def report(self, world: int) -> dict:
         if not torch.cuda.is_available():
             return {}
-        t = torch.tensor([torch.cuda.max_memory_allocated() / 2**30, self.used], device=device())
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        t = all_reduce(torch.tensor([torch.cuda.max_memory_allocated() / 2**30, self.used], device=device()), "max")
         return {"gpu_mem_peak_gib": float(t[0]), "gpu_mem_device_used_gib": float(t[1])}
 
 

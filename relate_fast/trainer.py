@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import math
 import sys
 import time
@@ -34,28 +33,16 @@ from relate_fast.config import Config, config_to_dict, meaning_hash
 from relate_fast.data.schedule import PromptSchedule
 from relate_fast.distributed import all_ranks_true, barrier, init_distributed, replicas_identical
 from relate_fast.loss.rows import configure as configure_loss
-from relate_fast.metrics_log import MetricsLog
+from relate_fast.metrics_log import MetricsLog, progress_bar
 from relate_fast.models import base_model_folder
 from relate_fast.preflight import check_inputs
 from relate_fast.resume import GRPOCheckpoints
+from relate_fast.rollout.split import SamplerLink, sampling_rank, split_roles
 from relate_fast.run_dir import prepare_run_dir
 from relate_fast.step import RolloutError, lr_at
 from relate_fast.stop_requests import StopRequests
 
-log = logging.getLogger("relate_fast")
-
 __all__ = ["Trainer", "RolloutError"]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _progress(it, cfg: Config, rank: int, **kw):
-    if not cfg.run.progress or rank != 0:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, file=sys.stderr, dynamic_ncols=True, **kw)
 
 
 class Trainer:
@@ -64,12 +51,16 @@ class Trainer:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.rank, self.world = init_distributed()
+        # rollout.sampler_ranks: the last ranks only sample (relate_fast.rollout.split); the rest train
+        self.split, self.rank, self.world = split_roles(cfg, self.rank, self.world)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         inputs = check_inputs(cfg)  # every input, before anything is written or moved
+        self.rows, self.eval_rows = inputs.rows, inputs.eval_rows
+        if self.split and self.split.is_sampler:  # a sampling rank: run() is its loop, it writes nothing
+            return
         configure_loss(backend=None if cfg.grpo.loss_backend == "auto" else cfg.grpo.loss_backend,
                        logits=cfg.grpo.logits_path)
-        self.rows, self.eval_rows = inputs.rows, inputs.eval_rows
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
         self.config_dict = config_to_dict(cfg)
         self.ckpt = CheckpointStore(self.run_dir / "checkpoint", rank=self.rank, world=self.world,
@@ -87,7 +78,7 @@ class Trainer:
             print(f"[relate_fast] {msg}", file=sys.stderr, flush=True)
 
     def _progress(self, it, **kw):
-        return _progress(it, self.cfg, self.rank, **kw)
+        return progress_bar(it, self.cfg.run.progress and self.rank == 0, **kw)
 
     def _phase_done(self, name: str) -> bool:
         return name in self.state["phases"]
@@ -132,7 +123,11 @@ class Trainer:
     def run(self) -> dict:
         """Every phase in order; each one done before (a resumed run) is skipped. Returns the summary."""
         t_start = time.time()
+        if self.split and self.split.is_sampler:
+            return sampling_rank(self.cfg, self.split, self.rows)
         if self._finished():
+            if self.split:
+                SamplerLink(self.split).finish()
             return json.loads((self.run_dir / "summary.json").read_text()) if self.rank == 0 else None
         cold = self.cold_start(self.base_model_folder())
         parts = assemble(self.cfg, cold, ctcvr_model=self.ctcvr_model, rank=self.rank, world=self.world, log=self._log)
@@ -147,6 +142,8 @@ class Trainer:
                 self.state["baseline"] = self.evaluate(self.updater.model, "baseline")
             self._mark("eval_baseline")
         start = self.checkpoints.restore(parts)
+        if self.split:
+            self.grpo.start_sampling_ranks(SamplerLink(self.split), start, *cold)
         self.metrics.truncate(start)
         self._train(start)
         return self._finish(t_start)
@@ -189,6 +186,8 @@ class Trainer:
                     last = step + 1 == cfg.grpo.steps and cfg.run.save_final
                     if stopping or (every and (step + 1) % every == 0) or last:
                         self.checkpoints.save(step + 1, self.parts)
+                    if stopping or step + 1 == cfg.grpo.steps:
+                        self.grpo.stop_sampling_ranks()
                     if stopping:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:

@@ -14,11 +14,32 @@ changes from step to step and DeepSpeed's fixed gradient_accumulation_steps cann
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from relate_fast.distributed import TrainingRanks, all_reduce, training_group
+
 __all__ = ["PolicyUpdater"]
+
+
+@contextmanager
+def _barriers_among_trainers():
+    """DeepSpeed's checkpoint save and load end with a barrier over the whole job; with sampling ranks
+    (relate_fast.rollout.split) those are elsewhere in their loop, so the barrier is the trainers'."""
+    group = training_group()
+    if group is None:
+        yield
+        return
+    import deepspeed.comm as dcomm
+
+    whole_job = dcomm.barrier
+    dcomm.barrier = lambda group=None, **kw: whole_job(group=group if group is not None else training_group(), **kw)
+    try:
+        yield
+    finally:
+        dcomm.barrier = whole_job
 
 
 class PolicyUpdater:
@@ -49,9 +70,13 @@ class PolicyUpdater:
                 "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
                 "zero_allow_untested_optimizer": True,
                 "steps_per_print": 10**9,
+                # the tag is always "policy"; its check is an all-reduce over the whole job, sampling ranks included
+                "checkpoint": {"tag_validation": "Ignore"},
                 "wall_clock_breakdown": False,
             }
-            self.ds_engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_cfg)
+            # with sampling ranks, ZeRO shards over the training ranks only
+            mpu = TrainingRanks() if training_group() is not None else None
+            self.ds_engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_cfg, mpu=mpu)
             self.model = self.ds_engine.module
         else:
             self.optimizer = opt
@@ -74,12 +99,9 @@ class PolicyUpdater:
             gn = self.ds_engine.get_global_grad_norm()
             return float(gn) if gn is not None else float("nan")
         if self.world > 1:  # the loss calls the trunk directly, so no DDP hook would see it: reduce here
-            import torch.distributed as dist
-
             for p in self.model.parameters():
                 if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad.div_(self.world)
+                    all_reduce(p.grad).div_(self.world)
         gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grpo.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -96,14 +118,16 @@ class PolicyUpdater:
         """Weights and optimizer state into `folder` (collective under DeepSpeed: every rank writes its
         shards of folder/policy/; without it rank 0 writes folder/policy.pt, the replicas being equal)."""
         if self.ds_engine is not None:
-            self.ds_engine.save_checkpoint(str(folder), tag="policy", client_state=client_state, save_latest=False)
+            with _barriers_among_trainers():
+                self.ds_engine.save_checkpoint(str(folder), tag="policy", client_state=client_state, save_latest=False)
         elif rank == 0:
             torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                         "client_state": client_state}, folder / "policy.pt")
 
     def load(self, folder: Path) -> dict:
         if self.ds_engine is not None:
-            path, client = self.ds_engine.load_checkpoint(str(folder), tag="policy")
+            with _barriers_among_trainers():
+                path, client = self.ds_engine.load_checkpoint(str(folder), tag="policy")
             if path is None:
                 raise FileNotFoundError(f"{folder}/policy: DeepSpeed found no checkpoint to load")
             return client

