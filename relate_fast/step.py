@@ -132,9 +132,13 @@ class GRPOStep:
     def updates_per_batch(self) -> int:
         return self.cfg.grpo.mini_batches * self.cfg.grpo.epochs
 
-    def start_sampling_ranks(self, link, start: int, folder, init: str) -> None:
-        """A job with sampling ranks begins GRPO at step `start`: the samplers get the policy's folder and
-        weights, and sample the first batch unless the checkpoint holds it."""
+    def start_sampling_ranks(self, link, start: int, steps: int, folder, init: str) -> None:
+        """A job with sampling ranks begins GRPO at step `start` of `steps`: the samplers get the policy's
+        folder and weights, and sample the first batch unless the checkpoint holds it (with no step left
+        to run, they are told to stop)."""
+        if start >= steps:
+            link.finish()
+            return
         self.link = link
         need_first = self.pending is None or self.pending["index"] != start
         link.send_weights(self.updater.model, self.weights_version, start=start, need_first=need_first,

@@ -143,7 +143,7 @@ class Trainer:
             self._mark("eval_baseline")
         start = self.checkpoints.restore(parts)
         if self.split:
-            self.grpo.start_sampling_ranks(SamplerLink(self.split), start, *cold)
+            self.grpo.start_sampling_ranks(SamplerLink(self.split), start, self.cfg.grpo.steps, *cold)
         self.metrics.truncate(start)
         self._train(start)
         return self._finish(t_start)

@@ -9,7 +9,8 @@ its folder (a safe change of grpo.steps and run.name). Each scenario starts `pyt
 relate_fast.train` in such a copy, waits until metrics.jsonl
 has K lines (plus a delay, so the signal lands somewhere inside a step), then sends:
   kill9       SIGKILL                 -> the run resumes from its last checkpoint;
-(--quick runs kill9 and ctrl_c_x2; the release version all six, early and late)
+(--quick runs kill9 and ctrl_c_x2; the release version all six, early and late; --split, a torchrun job
+of one sampling rank and two trainers, kill9 of every process)
   ctrl_c      SIGINT once             -> the step finishes, a checkpoint is written, exit 130;
   ctrl_c_x2   SIGINT twice, 0.2 s apart -> the step is abandoned, nothing is written, exit 130;
 and then runs the same command again to the end. The resumed run's metrics.jsonl must equal the
@@ -39,9 +40,17 @@ RELEASE = ["--sft.steps", "20", "--rollout.prompts_per_step", "4", "--eval.enabl
            "--run.checkpoint_every", "2", "--grpo.steps", "10"]
 
 
-def command(out_dir: Path, name: str, settings) -> list:
-    return [sys.executable, "-m", "relate_fast.train", "--run.out_dir", str(out_dir), "--run.name", name,
-            "--run.progress", "false", *settings]
+#: --split: 1 sampling rank + 2 trainers under torchrun (gloo), HF generate on the sampling rank
+SPLIT = ["--rollout.mode", "one_step_off", "--rollout.sampler_ranks", "1", "--grpo.micro_batch_tokens", "360"]
+_PORTS = iter(range(29700, 29800))
+
+
+def command(out_dir: Path, name: str, settings, split: bool = False) -> list:
+    launcher = [sys.executable, "-m", "relate_fast.train"]
+    if split:  # a fresh port per launch: a killed job's port may linger
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "--master_port",
+                    str(next(_PORTS)), "-m", "relate_fast.train"]
+    return [*launcher, "--run.out_dir", str(out_dir), "--run.name", name, "--run.progress", "false", *settings]
 
 
 def metrics(run_dir: Path) -> list:
@@ -68,14 +77,18 @@ def from_base(out_dir: Path, name: str) -> None:
     shutil.copytree(out_dir / "base", out_dir / name)
 
 
-def scenario(out_dir: Path, name: str, settings, env, signals, after_lines: int, delay: float) -> dict:
+def scenario(out_dir: Path, name: str, settings, env, signals, after_lines: int, delay: float,
+             split: bool = False) -> dict:
     """Starts a run, interrupts it as `signals` says once metrics.jsonl has `after_lines` lines (+ delay),
-    then resumes it to the end. Returns what happened."""
+    then resumes it to the end. Returns what happened. `split`: a torchrun job, every process of which
+    gets the signal (a machine that goes down)."""
     from_base(out_dir, name)
-    cmd = command(out_dir, name, settings)
+    cmd = command(out_dir, name, settings, split)
     log = out_dir / f"{name}.log"
     with open(log, "ab") as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=split)
+        if split:
+            proc.send_signal = lambda sig: os.killpg(proc.pid, sig)
         deadline = time.time() + 900
         while len(metrics(out_dir / name)) < after_lines and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
@@ -87,7 +100,7 @@ def scenario(out_dir: Path, name: str, settings, env, signals, after_lines: int,
                 time.sleep(0.2)
         first_rc = proc.wait(timeout=900)
     lines_at_stop = len(metrics(out_dir / name))
-    rc = run_to_end(cmd, env, log)
+    rc = run_to_end(command(out_dir, name, settings, split), env, log)
     return {"first_exit": first_rc, "lines_at_stop": lines_at_stop, "resumed_exit": rc,
             "metrics": metrics(out_dir / name)}
 
@@ -97,20 +110,26 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="the small version the test suite runs")
     ap.add_argument("--out", default=None, help="work folder (default: a new temporary folder)")
     ap.add_argument("--engine", default="auto", help="rollout engine (default: the run's default, auto)")
+    ap.add_argument("--split", action="store_true", help="a torchrun job of 1 sampling rank and 2 trainers "
+                    "(rollout.sampler_ranks 1, HF generate), killed whole; the kill9 scenario only")
     args = ap.parse_args(argv)
     import tempfile
 
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="crash_test_"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = (QUICK if args.quick else RELEASE) + ["--rollout.engine", args.engine]
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", OMP_NUM_THREADS="2")
+    settings = (QUICK if args.quick else RELEASE) + ["--rollout.engine", "hf" if args.split else args.engine]
+    split = args.split
+    if split:
+        settings += SPLIT
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               OMP_NUM_THREADS="1" if args.split else "2")
     t = time.time()
-    rc = run_to_end(command(out_dir, "base", settings + ["--grpo.steps", "0"]), env, out_dir / "base.log")
+    rc = run_to_end(command(out_dir, "base", settings + ["--grpo.steps", "0"], split), env, out_dir / "base.log")
     if rc != 0:
         print(f"the phases before GRPO failed (exit {rc}); see {out_dir / 'base.log'}")
         return 1
     from_base(out_dir, "uninterrupted")
-    rc = run_to_end(command(out_dir, "uninterrupted", settings), env, out_dir / "uninterrupted.log")
+    rc = run_to_end(command(out_dir, "uninterrupted", settings, split), env, out_dir / "uninterrupted.log")
     reference = metrics(out_dir / "uninterrupted")
     if rc != 0 or not reference:
         print(f"the uninterrupted run failed (exit {rc}); see {out_dir / 'uninterrupted.log'}")
@@ -118,12 +137,14 @@ def main(argv=None) -> int:
     # quick: the two signals that leave no chance to clean up (the single Ctrl-C, which finishes the
     # step and saves, is also checked in-process by tests/test_train.py)
     plan = [("kill9", [signal.SIGKILL], 2, 0.3), ("ctrl_c_x2", [signal.SIGINT, signal.SIGINT], 2, 0.1)]
-    if not args.quick:
+    if split:  # torchrun turns a Ctrl-C into its own shutdown of the workers: the kill is the case to check
+        plan = plan[:1]
+    elif not args.quick:
         plan += [("ctrl_c", [signal.SIGINT], 1, 0.2), ("kill9_early", [signal.SIGKILL], 0, 8.0),
                  ("kill9_late", [signal.SIGKILL], 7, 0.5), ("ctrl_c_late", [signal.SIGINT], 6, 0.4)]
     report, ok = {"reference_steps": len(reference)}, True
     for name, sigs, after, delay in plan:
-        r = scenario(out_dir, name, settings, env, sigs, after, delay)
+        r = scenario(out_dir, name, settings, env, sigs, after, delay, split)
         same = [comparable(a) == comparable(b) for a, b in zip(r["metrics"], reference)]
         r["steps_equal"] = sum(same)
         r["ok"] = (r["resumed_exit"] == 0 and len(r["metrics"]) == len(reference) and all(same))
