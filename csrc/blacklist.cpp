@@ -280,8 +280,15 @@ void Blacklist::scan(const CharT* text, int64_t n, std::vector<Hit>& out) const 
     const uint32_t c = alphabet_.code(static_cast<uint32_t>(text[i]));
     if constexpr (Normalize) {
       if (c >= CharAlphabet::kExpand) {  // one rare branch for both: a skipped or an expanding character
-        if (c != CharAlphabet::kSkip)
+        if (c != CharAlphabet::kSkip) {
+          const size_t before = out.size();
           for (uint32_t e : alphabet_.expansion(c)) feed(e);
+          // every hit of the expansion ends after text[i]: (start, pattern) order, as within one feed
+          if (out.size() - before > 1)
+            std::sort(out.begin() + static_cast<std::ptrdiff_t>(before), out.end(), [](const Hit& a, const Hit& b) {
+              return a.start != b.start ? a.start < b.start : a.pattern < b.pattern;
+            });
+        }
         continue;
       }
     }
