@@ -7,10 +7,12 @@ export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLE
 # never NVLink multicast on these shared hosts, in every process we start
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if [ ! -f /tmp/site/.installed ]; then
+# each call's carry replaces .gpu-vllm/, so the calls that bring the pieces copy them to /tmp/parts
+mkdir -p /tmp/parts; cp .gpu-vllm/part.* /tmp/parts/ 2>/dev/null
+# an install made before the vLLM pieces were all here is made again once they are (the marker says which)
+if [ ! -f /tmp/site/.installed ] || { grep -qx no-vllm /tmp/site/.installed && [ "$(ls /tmp/parts/part.* 2>/dev/null | wc -l)" -ge 9 ]; }; then
+  rm -rf /tmp/site
   wheels=()
-  # each call's carry replaces .gpu-vllm/, so the calls that bring the pieces copy them to /tmp/parts
-  mkdir -p /tmp/parts; cp .gpu-vllm/part.* /tmp/parts/ 2>/dev/null
   if ls /tmp/parts/part.* >/dev/null 2>&1; then
     n=$(ls /tmp/parts/part.* | wc -l)
     [ "$n" -ge 9 ] || { echo "gpu_setup: only $n of the 9 vLLM pieces are here"; return 1 2>/dev/null || exit 1; }
@@ -27,7 +29,8 @@ if [ ! -f /tmp/site/.installed ]; then
   # (.whl/no-vllm: pydantic 2.14.4 and its dependencies, cp312; never installed over vLLM's own)
   if [ ! -d /tmp/w ] && ls .whl/no-vllm/*.whl >/dev/null 2>&1; then wheels+=(.whl/no-vllm/*.whl); fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}" \
-    && touch /tmp/site/.installed || { echo "gpu_setup: pip install failed"; return 1 2>/dev/null || exit 1; }
+    && { [ -d /tmp/w ] && echo vllm || echo no-vllm; } > /tmp/site/.installed \
+    || { echo "gpu_setup: pip install failed"; return 1 2>/dev/null || exit 1; }
 fi
 export PYTHONPATH=/tmp/site
 [ -e relate_fast/kernels ] || ln -s ../kernels relate_fast/kernels
