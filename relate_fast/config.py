@@ -124,7 +124,8 @@ class RolloutConfig:
     sampler_ranks: int = setting(0, "Under torchrun with rollout.mode one_step_off: the last this-many ranks only sample "
                                     "(relate_fast.rollout.split) and the others train; the weights go from the first "
                                     "trainer to the samplers after each update, each batch from a sampler to its trainers. "
-                                    "0: every rank samples its own prompts. HF generate only, for now.", ge=0)
+                                    "0: every rank samples its own prompts. A sampling rank's vLLM engine runs in its own process (the weights "
+                                    "reach it through a file in shared memory).", ge=0)
     vllm_kv_cache_gb: float = setting(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True, gt=0)
     vllm_gpu_memory_utilization: float = setting(0.3, "vLLM's share of GPU memory on CUDA.", safe=True, gt=0, lt=1)
     vllm_sleep: bool = setting(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed); "
@@ -453,8 +454,9 @@ def validate(cfg: Config) -> Config:
                         f"relate_varlen or flash_attention_2), got {cfg.model.attn_implementation!r}")
     need(r.sampler_ranks == 0 or r.mode == "one_step_off", "rollout.sampler_ranks",
          "ranks that only sample need rollout.mode one_step_off (they sample the next batch while the others learn)")
-    need(r.sampler_ranks == 0 or r.engine == "hf", "rollout.sampler_ranks",
-         f"sampling ranks run HF generate for now (rollout.engine hf); vLLM there is not built yet, got {r.engine!r}")
+    need(r.sampler_ranks == 0 or r.engine == "hf" or cfg.model.init == "pretrained", "rollout.sampler_ranks",
+         "with vLLM, sampling ranks need a policy folder with weights (model.init pretrained): their engine runs in "
+         "its own process and reloads the pushed weights from files, which vLLM's dummy-weights loader cannot")
     need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
          "random needs model.path (a folder with the architecture's config.json and tokenizer)")
     rw = cfg.reward

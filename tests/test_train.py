@@ -63,6 +63,17 @@ def test_config_errors(tmp_path):
         load_config(None, ["--reward.presett", "relate"])
     with pytest.raises(ValueError, match="needs a value"):
         load_config(None, ["--grpo.steps"])
+    with pytest.raises(ValueError, match="rollout.sampler_ranks: ranks that only sample need rollout.mode one_step_off"):
+        load_config(None, ["--rollout.sampler_ranks", "1"])
+    with pytest.raises(ValueError, match="rollout.sampler_ranks: with vLLM, sampling ranks need a policy folder with weights"):
+        load_config(None, ["--rollout.sampler_ranks", "1", "--rollout.mode", "one_step_off", "--model.init", "random",
+                           "--model.path", str(tmp_path), "--rollout.engine", "vllm"])
+    from relate_fast.distributed import init_distributed
+    from relate_fast.rollout.split import split_ranks
+
+    init_distributed()  # the one-process group a trainer makes
+    with pytest.raises(ValueError, match="rollout.sampler_ranks: 1 of a 1-rank job leaves no rank to train"):
+        split_ranks(1)
 
 
 def test_choices_and_bounds_are_field_metadata_checked_when_a_config_loads():
@@ -601,3 +612,20 @@ def test_sampling_rank_feeds_two_trainers_and_a_stopped_run_resumes_exactly(tmp_
     assert "restored GRPO step 2" in res.stderr
     resumed = [json.loads(l) for l in (tmp_path / "split2" / "metrics.jsonl").read_text().splitlines()]
     assert [_comparable(m) for m in resumed] == [_comparable(m) for m in full]
+
+
+@pytest.mark.slow
+def test_a_sampling_ranks_vllm_engine_runs_in_its_own_process_and_samples_what_colocated_ranks_do(tmp_path):
+    """With vLLM, a sampling rank's engine runs in its own process (one in-process would join the job's
+    process groups) and receives the weights through a file in shared memory: the run's numbers are
+    those of two colocated one_step_off ranks with their in-process engines."""
+    pytest.importorskip("vllm")
+    pytest.importorskip("deepspeed")
+    common = ("--rollout.engine", "vllm", "--rollout.mode", "one_step_off", "--eval.enabled", "false",
+              "--grpo.steps", "2", "--grpo.micro_batch_tokens", "360")
+    _torchrun(tmp_path, 3, 29621, "--run.name", "split", "--rollout.sampler_ranks", "1", *common, timeout=600)
+    _torchrun(tmp_path, 2, 29622, "--run.name", "colocated", *common, timeout=600)
+    split, colocated = ([json.loads(l) for l in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
+                        for n in ("split", "colocated"))
+    assert [m["step"] for m in split] == [1, 2]
+    assert [_comparable(m) for m in split] == [_comparable(m) for m in colocated]

