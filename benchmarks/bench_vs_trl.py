@@ -144,6 +144,7 @@ def run_ours(folder, args, work) -> dict:
             str(args.prompts), "--rollout.max_new_tokens", str(args.max_new_tokens), "--rollout.temperature", "1.0",
             "--rollout.vllm_gpu_memory_utilization", str(_vllm_share(args)),
             "--rollout.vllm_sleep", str(args.vllm_mode == "sleep").lower(), "--rollout.mode", args.rollout_mode,
+            "--rollout.sampler_ranks", str(args.sampler_ranks),
             "--grpo.steps", str(args.steps), "--grpo.beta", "0", "--grpo.loss_type", "grpo", "--grpo.layout", args.layout,
             "--grpo.micro_batch_tokens", str(args.micro_batch * width), "--grpo.lr", str(args.lr),
             "--reward.preset", "model1", "--reward.monitor", "false", "--ctcvr.encoder", "hashed",
@@ -162,6 +163,7 @@ def run_ours(folder, args, work) -> dict:
            "update_s": med("time/total") - med("time/rollout"),
            "stages_s": {k[5:]: med(k) for k in rows[0] if k.startswith("time/")},
            "tokens_per_second": med("tokens_per_second"),
+           "tokens_per_second_per_gpu": med("tokens_per_second_per_gpu"),  # every GPU of the job, sampling ranks too
            "response_tokens_mean": statistics.mean(r["response_tokens_mean"] for r in rows),
            "response_tokens_per_step": [round(r["response_tokens_mean"], 1) for r in all_rows],
            "eos_rate": statistics.mean(r["eos_rate"] for r in rows),
@@ -395,6 +397,8 @@ def main(argv=None):
     ap.add_argument("--rollout-mode", default="sync", choices=("sync", "one_step_off"),
                     help="ours (one setting): rollout.mode; one_step_off samples the next batch during the update "
                          "(use with --vllm-mode awake: the engine stays awake anyway)")
+    ap.add_argument("--sampler-ranks", type=int, default=0,
+                    help="ours, under torchrun with --rollout-mode one_step_off: ranks that only sample (rollout.sampler_ranks)")
     ap.add_argument("--rollout-modes", default="none",
                     help="--sweep: our rollout modes (none = sync, one_step_off); they fill the grid's speed column")
     ap.add_argument("--vllm-mode", default="sleep", choices=("sleep", "awake"),
@@ -432,7 +436,7 @@ def main(argv=None):
     res["wall_s"] = round(time.time() - t, 1)
     settings = {k: getattr(args, k) for k in ("shape", "workload", "engine", "steps", "warmup", "prompts", "micro_batch",
                                               "ckpt", "max_new_tokens", "vllm_memory", "awake_memory", "vllm_mode", "layout",
-                                              "fused", "trl_speed", "rollout_mode", "lr")}
+                                              "fused", "trl_speed", "rollout_mode", "sampler_ranks", "lr")}
     result = {args.side: res, "settings": dict(settings, group_size=G), "info": provenance()}
     print(json.dumps(result, indent=2))
     write_json(args.out, result)

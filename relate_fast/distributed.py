@@ -15,7 +15,7 @@ from typing import Any, List
 import torch
 
 __all__ = ["init_distributed", "device", "barrier", "all_ranks_true", "max_over_ranks", "all_gather_objects",
-           "replicas_identical", "all_reduce", "use_group", "training_group", "TrainingRanks"]
+           "replicas_identical", "all_reduce", "use_group", "training_group", "TrainingRanks", "job_size"]
 
 _GROUP = None  # the process group of the training ranks (None: every rank of the job trains)
 _OWN = None  # a process group of this rank alone (DeepSpeed's model-parallel group when _GROUP is set)
@@ -98,6 +98,13 @@ def _world() -> int:
     import torch.distributed as dist
 
     return dist.get_world_size(_GROUP) if dist.is_initialized() else 1
+
+
+def job_size() -> int:
+    """Every process of the job, sampling ranks included (what a per-GPU rate divides by)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from relate_fast.distributed import all_gather_objects, all_ranks_true, all_reduce, device, max_over_ranks
+from relate_fast.distributed import all_gather_objects, all_ranks_true, all_reduce, device, job_size, max_over_ranks
 from relate_fast.batching import (PackedBatch, grpo_micro_loss, loss_weights, micro_batches, pack, packed_micro_loss,
                               resolve_layout, sequence_logprobs)
 from relate_fast.config import sampler_correction, samples_in_background
@@ -411,7 +411,8 @@ class GRPOStep:
              "updates": len(records), "skipped_updates": len(records) - len(finite),
              **{f"time/{k}": v for k, v in times.items()},
              "tokens_per_second": float(counts[0]) / times["total"],
-             "tokens_per_second_per_gpu": float(counts[0]) / times["total"] / self.world,
+             # per GPU of the job: the sampling ranks' (rollout.sampler_ranks) count too
+             "tokens_per_second_per_gpu": float(counts[0]) / times["total"] / job_size(),
              "responses_global": int(counts[1])}
         if b.judge_unparsed is not None:
             m["judge/unparsed_share"] = b.judge_unparsed

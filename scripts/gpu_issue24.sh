@@ -16,6 +16,9 @@
 #                     during the update), vLLM awake at --awake-memory, micro-batch OFF_GRID (40,80), no
 #                     checkpointing, fixed workload; ONLY_OFF names settings
 #   offpolicy_realistic  the same on the realistic workload
+#   split             several GPUs (the multi-GPU issue): our sync on every GPU against one_step_off with
+#                     SAMPLER_RANKS (1) ranks that only sample, under torchrun on all the machine's GPUs;
+#                     WORKLOAD (fixed), MB (80 sequences per micro-batch), no checkpointing, vLLM awake
 # SHAPE (1.7b, 4b, ...) picks the policy's shape; each shape and workload keeps its own sweep folder, which the
 # vs_trl and offpolicy jobs share (our sync row is the same run in both).
 # Carry .whl (scripts/gpu_wheels.sh). JSON and logs under $OUT. UPDATE_ARGS, VS_TRL_ARGS add arguments.
@@ -63,5 +66,14 @@ for job in "${jobs[@]}"; do
          echo "-- $job rc=$? in $((SECONDS - t)) s"; tail -12 "$OUT/offpolicy_$w.log"
          grep -o '"one_step_off_over_sync": [0-9.]*' "$OUT/offpolicy_$w.json"
          tar czf "$OUT/$d.tgz" -C /tmp $d 2>/dev/null ;;
+  split) n=$(nvidia-smi -L | wc -l); k=${SAMPLER_RANKS:-1}; w=${WORKLOAD:-fixed}
+         for mode in sync split; do
+           extra=(); [ "$mode" = split ] && extra=(--rollout-mode one_step_off --sampler-ranks "$k")
+           timeout ${SPLIT_TIMEOUT:-280} torchrun --nproc_per_node "$n" --master_port $((29500 + RANDOM % 1000)) \
+             benchmarks/bench_vs_trl.py --side ours --shape ${SHAPE:-1.7b} --workload "$w" --micro-batch ${MB:-80} --ckpt off \
+             --vllm-mode awake "${extra[@]}" --out "$OUT/split_${mode}_${n}gpu_$w.json" > "$OUT/split_${mode}_${n}gpu_$w.log" 2>&1
+           echo "-- split: $mode on $n GPUs rc=$? in $((SECONDS - t)) s"
+           grep -oE '"tokens_per_second(_per_gpu)?": [0-9.]+' "$OUT/split_${mode}_${n}gpu_$w.json" | head -2
+         done ;;
   esac
 done
