@@ -118,8 +118,8 @@ class RolloutConfig:
                                 "it overlaps the update: rollout.overlap.",
                         choices=("sync", "one_step_off"))
     overlap: str = setting("thread", "rollout.mode one_step_off: thread samples the next batch in a background thread "
-                                     "while the update runs (on CUDA on its own stream; the vLLM engine stays awake, "
-                                     "so rollout.vllm_sleep does not apply); off samples it in the main thread before the update: the same "
+                                     "while the update runs (vLLM queues it on a CUDA stream of that thread's own; the "
+                                     "engine stays awake, so rollout.vllm_sleep does not apply); off samples it in the main thread before the update: the same "
                                      "batches and numbers, no overlap.", safe=True, choices=("thread", "off"))
     sampler_ranks: int = setting(0, "Under torchrun with rollout.mode one_step_off: the last this-many ranks only sample "
                                     "(relate_fast.rollout.split) and the others train; the weights go from the first "

@@ -4,8 +4,8 @@ Every function works with a world of one (no process group needed beyond the one
 so the single-process CPU default and `torchrun --nproc_per_node N` take the same code path.
 
 With ranks that only sample (rollout.sampler_ranks, `relate_fast.rollout.split`), the collectives of
-training run among the training ranks only: `use_group` points every function here at their group,
-and `group_rank` / `group_size` are a trainer's rank and count within it.
+training run among the training ranks only: `use_group` points every function here at their group
+(`job_size` still counts every process of the job).
 """
 from __future__ import annotations
 

@@ -173,14 +173,14 @@ class GRPOStep:
                          completion_ids=p["completion_ids"], group_size=G, sampler_logprobs=p["sampler_logprobs"],
                          weights_version=p["weights_version"])
 
-    def _sample_ahead(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> dict:
-        """one_step_off: the next step's batch, sampled with the weights this step learns from (what
-        `pending` keeps of it, and the seconds it took)."""
+    def _sample_ahead(self, index: int, prompts: Sequence, prompt_ids: Sequence[List[int]]) -> tuple:
+        """one_step_off: the next step's batch, sampled with the weights this step learns from: (what
+        `pending` keeps of it, {part: seconds} of the sample, "total" included)."""
         t = time.perf_counter()
         b = self.sample(index, prompts, prompt_ids)
+        times = {**(getattr(self.rollout, "timings", None) or {}), "total": time.perf_counter() - t}
         return {"index": index, "completion_ids": b.completion_ids, "sampler_logprobs": b.sampler_logprobs,
-                "weights_version": b.weights_version, "seconds": time.perf_counter() - t,
-                "timings": dict(getattr(self.rollout, "timings", None) or {})}
+                "weights_version": b.weights_version}, times
 
     def score(self, b: StepBatch) -> None:
         """Sentence rewards r_i and token rewards r_tok; packs the batch onto the device. Under data
@@ -319,8 +319,7 @@ class GRPOStep:
         with stage("rollout"):
             b = self._batch_for(index, prompts, prompt_ids)
             if ahead and self.ahead is None:
-                self.pending = self._sample_ahead(index + 1, next_prompts, next_prompt_ids)
-                del self.pending["seconds"], self.pending["timings"]
+                self.pending, _ = self._sample_ahead(index + 1, next_prompts, next_prompt_ids)
         times.update({f"rollout_{k}": v for k, v in self.rollout.timings.items()})
         if ahead and self.ahead is not None:  # sampled while this step scores and learns
             self.ahead.submit(lambda: self._sample_ahead(index + 1, next_prompts, next_prompt_ids))
@@ -357,9 +356,9 @@ class GRPOStep:
             self.link.weights_sent = False
         if self.ahead is not None and self.ahead.busy:
             with stage("rollout_wait"):  # the part of the background sample the update did not hide
-                self.pending = self.ahead.result()
-            times["rollout_ahead"] = self.pending.pop("seconds")  # the whole background sample, and its parts
-            times.update({f"rollout_ahead_{k}": v for k, v in self.pending.pop("timings").items()})
+                self.pending, ahead_times = self.ahead.result()
+            # the whole background sample (time/rollout_ahead), and its parts
+            times.update({"rollout_ahead" + ("" if k == "total" else f"_{k}"): v for k, v in ahead_times.items()})
         staleness = self.weights_version - b.weights_version
         if any(r["finite"] for r in records):
             self.rollout.mark_stale()

@@ -27,16 +27,14 @@ def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32",
     tokenizer only; vLLM starts from dummy weights and needs `ensure_weights` before it generates (HF
     generate runs on the policy itself either way). `evaluation_only`: a training rank of a job whose
     batches come from sampling ranks: HF generate on the policy, for the evaluations."""
+    from relate_fast.config import samples_in_background
+    from relate_fast.rollout.hf import HFEngine
     from relate_fast.settings import check_fields
 
-    from relate_fast.config import samples_in_background
-
     check_fields(cfg, "rollout.")  # the config tree's own choices and bounds, for callers outside the trainer
-    background = samples_in_background(cfg)  # sampling during the update: awake, and never on the policy itself
-    from relate_fast.rollout.hf import HFEngine
-
     if evaluation_only:
         return HFEngine(policy, tokenizer)
+    background = samples_in_background(cfg)  # vLLM samples during the update: it stays awake
     if cfg.engine == "vllm" or (cfg.engine == "auto" and vllm_available()):
         if not vllm_available():
             raise ImportError("rollout.engine=vllm but vLLM is not installed (bash scripts/setup.sh vllm)")
