@@ -1,0 +1,331 @@
+"""verl's GRPO trainer on the work of bench_vs_trl.py, each setting a verl user would tune.
+
+    python benchmarks/bench_vs_verl.py --side verl --micro-batch 80 --ckpt off --out verl.json     # one setting
+    python benchmarks/bench_vs_verl.py --sweep --only verl_mb80_ckptoff_bypass --out vs_verl.json
+    python benchmarks/bench_vs_verl.py --combine-dir DIR --ours ours.json --out vs_verl.json       # grid + ratios
+    python benchmarks/bench_vs_verl.py --print-overrides --micro-batch 40 --ckpt on               # the command only
+
+The work is bench_vs_trl.py's: a Qwen3-shaped policy (default 1.7B) with random bf16 weights and the
+real Qwen3 tokenizer (the same folder, `shared_policy`), the same English prompts (written to a parquet
+file in verl's RLHF format), 16 prompts x G = 5 completions of up to 128 tokens per optimizer step (one
+PPO mini-batch per step, so one optimizer step per generation batch), β = 0 (no reference model, no KL),
+temperature 1, AdamW at the same learning rate, vLLM colocated at the same memory share, and relate_fast's
+Model 1 reward (benchmarks/verl_reward.py). verl runs `python3 -m verl.trainer.main_ppo` (its v1 trainer,
+sync mode, FSDP, one GPU) in a process per setting; its metrics come from its own file logger.
+
+verl's speed options, swept: dynamic batch size with a token budget per micro-batch
+(`ppo_max_token_len_per_gpu`) of `--micro-batch` rows of the widest possible row, the budget our side gets
+for the same name; gradient checkpointing on/off; `--verl-speeds` none, `bypass` (old log-probs taken from
+vLLM instead of a second forward: `algorithm.rollout_correction.bypass_mode`), `liger` (`model.use_liger`)
+and `bypass_liger`; vLLM asleep through the update (`rollout.free_cache_engine`) or awake. verl's
+remove-padding path needs flash-attn's kernels; the lent GPU machine has no flash-attn wheel (PyPI has only
+its sdist), so `--remove-padding` defaults to off and verl runs padded with SDPA attention — said in every
+result's settings.
+
+Measured per step after `--warmup` steps, from verl's metrics: `timing_s/step` (step), `timing_s/gen`
+(generation; the rest is "update", as on the other sides: rewards, old log-probs, advantages, the update and
+the weight sync), `perf/total_num_tokens` (prompt + response tokens) over the step, verl's peak memory of
+the actor process (`perf/max_memory_allocated_gb`; vLLM runs in another process there, so its pool is not
+in it — unlike the other sides, where the allocator peak holds vLLM's pool).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks.bench_vs_trl import G, longest_prompt_tokens, prompt_rows, shared_policy  # noqa: E402
+from benchmarks.common import provenance, shared_workdir, write_json  # noqa: E402
+
+SPEEDS = ("none", "bypass", "liger", "bypass_liger")
+
+
+def write_dataset(folder: Path, path: Path) -> Path:
+    """The prompts as verl's RLHF parquet: a chat `prompt`, `data_source`, `reward_model` and `extra_info`
+    (the prompt's index and the tokenizer folder, for verl_reward.compute_score)."""
+    import pandas as pd
+
+    if path.is_file():
+        return path
+    rows = prompt_rows()
+    frame = pd.DataFrame({
+        "data_source": ["relate_fast_ads"] * len(rows),
+        "prompt": [[{"role": "user", "content": r.prompt}] for r in rows],
+        "ability": ["ads"] * len(rows),
+        "reward_model": [{"style": "rule", "ground_truth": ""} for _ in rows],
+        "extra_info": [{"index": i, "tokenizer": str(folder)} for i in range(len(rows))],
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp)
+    tmp.replace(path)
+    return path
+
+
+def verl_overrides(args, folder: Path, data: Path, run_dir: Path, width: int, prompt_len: int) -> list:
+    """verl 0.9.1's Hydra overrides for one setting (keys of its `ppo_trainer.yaml`)."""
+    on = lambda b: "True" if b else "False"  # noqa: E731
+    speed = args.verl_speed
+    budget = args.micro_batch * width
+    o = [
+        "algorithm.adv_estimator=grpo", "algorithm.use_kl_in_reward=False",
+        f"algorithm.rollout_correction.bypass_mode={on('bypass' in speed)}",
+        f"data.train_files={data}", f"data.val_files={data}", f"data.train_batch_size={args.prompts}",
+        f"data.max_prompt_length={prompt_len}", f"data.max_response_length={args.max_new_tokens}",
+        "data.filter_overlong_prompts=False", "data.truncation=error",
+        "+data.apply_chat_template_kwargs.enable_thinking=False",
+        f"actor_rollout_ref.model.path={folder}",
+        f"actor_rollout_ref.model.use_remove_padding={on(args.remove_padding == 'on')}",
+        f"actor_rollout_ref.model.enable_gradient_checkpointing={on(args.ckpt == 'on')}",
+        f"actor_rollout_ref.model.use_liger={on('liger' in speed)}",
+        f"actor_rollout_ref.actor.optim.lr={args.lr}", f"actor_rollout_ref.actor.ppo_mini_batch_size={args.prompts}",
+        "actor_rollout_ref.actor.ppo_epochs=1", "actor_rollout_ref.actor.use_kl_loss=False",
+        "actor_rollout_ref.actor.entropy_coeff=0",
+        "actor_rollout_ref.rollout.name=vllm", f"actor_rollout_ref.rollout.n={G}",
+        "actor_rollout_ref.rollout.temperature=1.0", "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        f"actor_rollout_ref.rollout.gpu_memory_utilization={args.vllm_memory if args.vllm_mode == 'sleep' else args.awake_memory}",
+        f"actor_rollout_ref.rollout.free_cache_engine={on(args.vllm_mode == 'sleep')}",
+        f"reward.custom_reward_function.path={ROOT / 'benchmarks' / 'verl_reward.py'}",
+        "reward.custom_reward_function.name=compute_score", f"reward.num_workers={args.reward_workers}",
+        "trainer.logger=[console,file]", "trainer.n_gpus_per_node=1", "trainer.nnodes=1",
+        f"trainer.total_training_steps={args.steps}", "trainer.val_before_train=False", "trainer.test_freq=-1",
+        "trainer.save_freq=-1", "trainer.resume_mode=disable", "trainer.project_name=relate_fast_bench",
+        f"trainer.experiment_name={run_dir.name}", f"trainer.default_local_dir={run_dir / 'ckpt'}",
+    ]
+    if args.remove_padding == "off":  # no flash-attn there: HF's SDPA on the padded batch
+        o.append("+actor_rollout_ref.model.override_config.attn_implementation=sdpa")
+    if args.dynamic_bsz:
+        o += ["actor_rollout_ref.actor.use_dynamic_bsz=True", f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={budget}"]
+    else:
+        o += ["actor_rollout_ref.actor.use_dynamic_bsz=False",
+              f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={args.micro_batch}",
+              f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={args.micro_batch}"]
+    return o + list(args.extra)
+
+
+def _metric_rows(path: Path) -> list:
+    """verl's file logger: one {"step": n, "data": {...}} line per step."""
+    if not path.is_file():
+        return []
+    return [json.loads(line)["data"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_verl(args, work: Path) -> dict:
+    folder = shared_policy(work, args.shape, args.workload)
+    data = write_dataset(folder, work / "verl_prompts_en.parquet")
+    width = longest_prompt_tokens(folder) + args.max_new_tokens
+    prompt_len = width - args.max_new_tokens
+    run_dir = work / f"verl_{setting_name(args)}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_path))
+    if args.transformers_dir:  # verl's transformers pin first, for this process and its Ray workers
+        env["PYTHONPATH"] = os.pathsep.join([args.transformers_dir, env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "verl.trainer.main_ppo",
+           *verl_overrides(args, folder, data, run_dir, width, prompt_len)]
+    t = time.time()
+    proc = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (run_dir / "verl.log").write_text(log[-200_000:])
+    rows = _metric_rows(metrics_path)
+    if proc.returncode != 0 or len(rows) < args.steps:
+        raise SystemExit(f"verl exited {proc.returncode} after {len(rows)} of {args.steps} steps "
+                         f"({time.time() - t:.0f} s); the end of its log:\n{log[-6000:]}")
+    steady = rows[args.warmup:] or rows
+    med = lambda k: statistics.median(r[k] for r in steady if k in r)  # noqa: E731
+    step, gen = med("timing_s/step"), med("timing_s/gen")
+    stages = sorted({k for r in steady for k in r if k.startswith("timing_s/")})
+    return {"step_s": step, "generation_s": gen, "update_s": step - gen,
+            "stages_s": {k[len("timing_s/"):]: med(k) for k in stages},
+            "tokens_per_second": statistics.median(r["perf/total_num_tokens"] / r["timing_s/step"] for r in steady),
+            "response_tokens_mean": statistics.mean(r["response_length/mean"] for r in steady),
+            "response_tokens_per_step": [round(r["response_length/mean"], 1) for r in rows],
+            "peak_mem_gib": max(r.get("perf/max_memory_allocated_gb", 0.0) for r in steady),
+            "peak_reserved_gib": max(r.get("perf/max_memory_reserved_gb", 0.0) for r in steady),
+            "reward_mean": statistics.mean(r["critic/score/mean"] for r in steady if "critic/score/mean" in r)
+            if any("critic/score/mean" in r for r in steady) else None,
+            "micro_batch_tokens": args.micro_batch * width, "world_size": 1,
+            "data_parallel": "FSDP (verl)", "command": " ".join(cmd[1:4]) + " ...", "run_dir": str(run_dir)}
+
+
+def setting_name(args) -> str:
+    return (f"verl_mb{args.micro_batch}_ckpt{args.ckpt}" + ("" if args.verl_speed == "none" else f"_{args.verl_speed}")
+            + ("" if args.vllm_mode == "sleep" else f"_{args.vllm_mode}") + ("_rmpad" if args.remove_padding == "on" else ""))
+
+
+def sweep(args) -> dict:
+    """verl over --grid x --ckpts x --verl-speeds x --vllm-modes, a process per setting; a setting that fails
+    is kept with the end of its log."""
+    out_dir = Path(args.sweep_dir or Path(args.out).with_suffix("")).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for mb in [int(x) for x in args.grid.split(",")]:
+        for ckpt in args.ckpts.split(","):
+            for speed in args.verl_speeds.split(","):
+                for mode in args.vllm_modes.split(","):
+                    one = argparse.Namespace(**vars(args))
+                    one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode = mb, ckpt, speed, mode
+                    runs.append(one)
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {setting_name(r) for r in runs}
+        if unknown:
+            raise SystemExit(f"--only: {', '.join(sorted(unknown))} not in the grid (--grid, --ckpts, --verl-speeds, --vllm-modes)")
+        runs = [r for r in runs if setting_name(r) in wanted]
+    for one in runs:
+        name = setting_name(one)
+        if (out_dir / f"{name}.json").is_file() and not args.rerun:
+            print(f"-- {name}: done earlier", flush=True)
+            continue
+        t = time.time()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "verl", "--out", str(out_dir / f"{name}.json"),
+               *_one_setting_args(one)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
+            rc, log = proc.returncode, proc.stdout + proc.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+        (out_dir / f"{name}.log").write_text(log[-20000:])
+        if rc != 0:
+            err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
+            (out_dir / f"{name}.json").write_text(json.dumps({"verl": {"error": err, "log_tail": log[-3000:]},
+                                                              "settings": _settings(one)}))
+        print(f"-- {name}: {'ok' if rc == 0 else rc} in {time.time() - t:.0f} s", flush=True)
+    return combine_dir(out_dir, args.ours)
+
+
+def _one_setting_args(a) -> list:
+    out = ["--shape", a.shape, "--workload", a.workload, "--steps", str(a.steps), "--warmup", str(a.warmup),
+           "--prompts", str(a.prompts), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
+           "--micro-batch", str(a.micro_batch), "--ckpt", a.ckpt, "--verl-speed", a.verl_speed,
+           "--vllm-mode", a.vllm_mode, "--vllm-memory", str(a.vllm_memory), "--awake-memory", str(a.awake_memory),
+           "--remove-padding", a.remove_padding, "--reward-workers", str(a.reward_workers),
+           "--work", str(shared_workdir("vs_trl", a.work))]
+    if a.transformers_dir:
+        out += ["--transformers-dir", a.transformers_dir]
+    if not a.dynamic_bsz:
+        out.append("--no-dynamic-bsz")
+    return out + [f"--extra={x}" for x in a.extra]
+
+
+def _settings(a) -> dict:
+    return dict({k: getattr(a, k) for k in ("shape", "workload", "steps", "warmup", "prompts", "micro_batch", "ckpt",
+                                            "max_new_tokens", "vllm_memory", "awake_memory", "vllm_mode", "verl_speed",
+                                            "remove_padding", "dynamic_bsz", "lr", "transformers_dir")},
+                group_size=G, extra=list(a.extra))
+
+
+def combine_dir(out_dir: Path, ours_path=None) -> dict:
+    """verl's grid from a sweep folder, its best, and against ours' result (a bench_vs_trl.py JSON of one
+    setting of ours, or a sweep's combined JSON whose best is ours') the best-against-best ratios."""
+    grid = []
+    info = None
+    for f in sorted(Path(out_dir).glob("verl_mb*_ckpt*.json")):
+        d = json.loads(f.read_text())
+        s = d["settings"]
+        grid.append(dict(d["verl"], setting=f.stem, micro_batch=s["micro_batch"], ckpt=s["ckpt"], speed=s["verl_speed"],
+                         vllm_mode=s["vllm_mode"], remove_padding=s["remove_padding"]))
+        info = d.get("info", info)
+    best = max((r for r in grid if "error" not in r), key=lambda r: r["tokens_per_second"], default=None)
+    result = {"grid": {"verl": grid}, "best": {"verl": best}, "info": {"verl": info}}
+    if ours_path:
+        o = json.loads(Path(ours_path).read_text())
+        ours = o["best"]["ours"] if "best" in o else dict(o["ours"], **{k: o["settings"][k] for k in ("micro_batch", "ckpt", "vllm_mode")})
+        result["best"]["ours"] = ours
+        result["ours_source"] = str(ours_path)
+        if best:
+            result["ratios"] = {"end_to_end_tokens_per_second": ours["tokens_per_second"] / best["tokens_per_second"],
+                                "step_time_speedup": best["step_s"] / ours["step_s"],
+                                "update_speedup": best["update_s"] / ours["update_s"],
+                                "generation_speedup": best["generation_s"] / ours["generation_s"]}
+            fastest = min((r for r in grid if "error" not in r), key=lambda r: r["update_s"])
+            result["ratios"]["best_update_speedup"] = fastest["update_s"] / ours["update_s"]
+    return result
+
+
+def print_grid(result: dict):
+    print("\nsetting                              tokens/s  step s  generation s  update s  peak GiB  response tokens")
+    for r in result["grid"]["verl"]:
+        if "error" in r:
+            print(f"{r['setting']:36} {r['error']}")
+        else:
+            print(f"{r['setting']:36} {r['tokens_per_second']:8.0f}  {r['step_s']:6.2f}  {r['generation_s']:12.2f}  "
+                  f"{r['update_s']:8.2f}  {r['peak_mem_gib']:8.1f}  {r['response_tokens_mean']:6.1f}")
+    if result.get("ratios"):
+        print("ours against verl's best: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--side", choices=("verl",), help="run one setting")
+    ap.add_argument("--sweep", action="store_true", help="verl over the grid, a process per setting")
+    ap.add_argument("--combine-dir", default=None, help="the grid of a sweep folder's JSONs (no run)")
+    ap.add_argument("--print-overrides", action="store_true", help="print verl's command for one setting and stop")
+    ap.add_argument("--ours", default=None, help="ours' JSON (bench_vs_trl.py) for the ratios")
+    ap.add_argument("--shape", default="1.7b")
+    ap.add_argument("--workload", default="fixed", choices=("fixed", "realistic"))
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=16, help="prompts per optimizer step (x G = 5)")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=None, help="default: 1e-6 fixed workload, 1e-12 realistic (bench_vs_trl.py)")
+    ap.add_argument("--micro-batch", type=int, default=80,
+                    help="token budget per micro-batch, in rows of the widest possible row (dynamic batch size)")
+    ap.add_argument("--no-dynamic-bsz", dest="dynamic_bsz", action="store_false",
+                    help="fixed micro-batches of --micro-batch sequences instead of a token budget")
+    ap.add_argument("--ckpt", default="off", choices=("on", "off"))
+    ap.add_argument("--verl-speed", default="none", choices=SPEEDS)
+    ap.add_argument("--remove-padding", default="off", choices=("on", "off"),
+                    help="verl's use_remove_padding (needs flash-attn, which the lent GPU machine lacks)")
+    ap.add_argument("--vllm-mode", default="sleep", choices=("sleep", "awake"))
+    ap.add_argument("--vllm-memory", type=float, default=0.3)
+    ap.add_argument("--awake-memory", type=float, default=0.1)
+    ap.add_argument("--reward-workers", type=int, default=2, help="verl's reward.num_workers (Ray actors)")
+    ap.add_argument("--transformers-dir", default=None, help="a folder put first on PYTHONPATH for verl (its transformers pin)")
+    ap.add_argument("--extra", action="append", default=[], help="one more verl override (repeatable)")
+    ap.add_argument("--grid", default="20,40,80")
+    ap.add_argument("--ckpts", default="off,on")
+    ap.add_argument("--verl-speeds", default="none,bypass")
+    ap.add_argument("--vllm-modes", default="sleep")
+    ap.add_argument("--only", default=None)
+    ap.add_argument("--sweep-dir", default=None)
+    ap.add_argument("--rerun", action="store_true")
+    ap.add_argument("--run-timeout", type=int, default=420)
+    ap.add_argument("--work", default=None, help="folder for the policy and the runs (bench_vs_trl.py's by default)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "vs_verl.json"))
+    args = ap.parse_args(argv)
+    if args.lr is None:
+        args.lr = 1e-12 if args.workload == "realistic" else 1e-6
+    if args.print_overrides:
+        work = shared_workdir("vs_trl", args.work)
+        folder = work / f"qwen3_{args.shape}_{args.workload}"
+        print("\n".join(verl_overrides(args, folder, work / "verl_prompts_en.parquet", work / f"verl_{setting_name(args)}",
+                                       width=512 + args.max_new_tokens, prompt_len=512)))
+        return None
+    if args.sweep or args.combine_dir:
+        result = sweep(args) if args.sweep else combine_dir(Path(args.combine_dir), args.ours)
+        print_grid(result)
+        write_json(args.out, result)
+        return result
+    if not args.side:
+        ap.error("--side verl, --sweep, --combine-dir DIR or --print-overrides")
+    res = run_verl(args, shared_workdir("vs_trl", args.work))
+    result = {"verl": res, "settings": _settings(args), "info": provenance()}
+    print(json.dumps(result, indent=2))
+    write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# verl beside ours (issue 26), on one lent H200, in one call:
+#   bash scripts/gpu_issue26.sh [verl] [ours]
+#   verl   bench_vs_verl.py --sweep over ONLY_VERL (default: verl_mb80_ckptoff_bypass), fixed workload
+#   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake) in the same sweep folder, then
+#          the verl grid combined with it (ratios from one call)
+# Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
+# and .whl (scripts/gpu_wheels.sh) carried in earlier calls on the same warm machine. VERL_TF=1 puts verl's
+# transformers pin (5.10, /tmp/site_verl_tf) first for the verl processes. JSON and logs under $OUT.
+set -uo pipefail
+source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
+source "$(dirname "$0")/gpu_verl_setup.sh" > "$OUT/setup_verl.log" 2>&1 || { tail -5 "$OUT/setup_verl.log"; exit 1; }
+tail -1 "$OUT/setup_verl.log"
+export RAY_DEDUP_LOGS=0 RAY_USAGE_STATS_ENABLED=0
+w=${WORKLOAD:-fixed}; d=/tmp/sweep_${SHAPE:-1.7b}_$w
+jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
+for job in "${jobs[@]}"; do
+  t=$SECONDS
+  case "$job" in
+  verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
+        timeout ${VERL_TIMEOUT:-400} python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
+          --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass} --run-timeout ${VERL_RUN_TIMEOUT:-330} "${tf[@]}" ${VERL_ARGS:-} \
+          --work /tmp/vs_work --sweep-dir $d --out "$OUT/vs_verl_$w.json" > "$OUT/vs_verl_$w.log" 2>&1
+        echo "-- verl rc=$? in $((SECONDS - t)) s"; tail -8 "$OUT/vs_verl_$w.log"
+        for f in $d/verl_*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "Error|error|Traceback|exited" "$f" | tail -12; }; done
+        for f in /tmp/vs_work/verl_*/verl.log; do [ -f "$f" ] && cp "$f" "$OUT/$(basename $(dirname $f)).log"; done ;;
+  ours) s=${OURS_SETTING:-ours_mb80_ckptoff_awake}
+        timeout ${OURS_TIMEOUT:-300} python3 benchmarks/bench_vs_trl.py --sweep --shape ${SHAPE:-1.7b} --workload $w --sides ours \
+          --grid 80 --ckpts off --vllm-modes awake,sleep --only $s --work /tmp/vs_work --sweep-dir $d --out "$OUT/ours_$w.json" > "$OUT/ours_$w.log" 2>&1
+        echo "-- ours rc=$? in $((SECONDS - t)) s"; tail -4 "$OUT/ours_$w.log"
+        python3 benchmarks/bench_vs_verl.py --combine-dir $d --ours $d/$s.json --out "$OUT/vs_verl_$w.json" | tail -8 ;;
+  esac
+  tar czf "$OUT/sweep_${SHAPE:-1.7b}_$w.tgz" -C /tmp "$(basename $d)" 2>/dev/null
+done

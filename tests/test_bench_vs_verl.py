@@ -1,0 +1,90 @@
+"""bench_vs_verl.py's CPU-checkable parts: verl's command per setting, the parquet and reward verl reads,
+and the grid against ours. verl itself runs only on the GPU machine (scripts/gpu_issue26.sh); its Hydra
+overrides were checked there and, once, against verl 0.9.1's config by hydra's compose (not in CI: verl
+and Hydra are not installed here)."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_vs_verl as bv  # noqa: E402
+
+
+def _args(**kw):
+    a = dict(shape="tiny", workload="fixed", steps=6, warmup=2, prompts=16, max_new_tokens=128, lr=1e-6, micro_batch=40,
+             ckpt="off", verl_speed="none", remove_padding="off", vllm_mode="sleep", vllm_memory=0.3, awake_memory=0.1,
+             reward_workers=2, transformers_dir=None, dynamic_bsz=True, extra=[], work=None)
+    a.update(kw)
+    return argparse.Namespace(**a)
+
+
+def _kv(overrides):
+    return dict(o.lstrip("+").split("=", 1) for o in overrides)
+
+
+def test_verl_overrides_follow_the_setting(tmp_path):
+    kv = _kv(bv.verl_overrides(_args(micro_batch=40, ckpt="on", verl_speed="bypass_liger"), tmp_path / "p", tmp_path / "d.parquet",
+                               tmp_path / "r", width=300, prompt_len=172))
+    assert kv["actor_rollout_ref.actor.ppo_max_token_len_per_gpu"] == "12000"  # 40 rows of the widest row
+    assert kv["actor_rollout_ref.model.enable_gradient_checkpointing"] == "True"
+    assert kv["algorithm.rollout_correction.bypass_mode"] == "True"
+    assert kv["actor_rollout_ref.model.use_liger"] == "True"
+    assert kv["actor_rollout_ref.rollout.free_cache_engine"] == "True"
+    assert kv["actor_rollout_ref.rollout.gpu_memory_utilization"] == "0.3"
+    assert kv["actor_rollout_ref.model.override_config.attn_implementation"] == "sdpa"
+    assert kv["data.max_prompt_length"] == "172" and kv["actor_rollout_ref.rollout.n"] == "5"
+    kv = _kv(bv.verl_overrides(_args(vllm_mode="awake", dynamic_bsz=False, remove_padding="on"), tmp_path, tmp_path, tmp_path,
+                               width=300, prompt_len=172))
+    assert kv["actor_rollout_ref.rollout.free_cache_engine"] == "False"
+    assert kv["actor_rollout_ref.rollout.gpu_memory_utilization"] == "0.1"
+    assert kv["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == "40"
+    assert "actor_rollout_ref.model.override_config.attn_implementation" not in kv
+    assert kv["algorithm.rollout_correction.bypass_mode"] == "False"
+
+
+def test_the_parquet_and_verl_reward_score_as_the_other_sides(tmp_path):
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    from benchmarks.bench_vs_trl import SameReward
+    from benchmarks.common import qwen3_folder
+    from benchmarks.verl_reward import compute_score
+
+    folder = qwen3_folder(tmp_path / "policy", "tiny", weights=False)
+    frame = pd.read_parquet(bv.write_dataset(folder, tmp_path / "prompts.parquet"))
+    assert len(frame) == len(bv.prompt_rows()) and list(frame["prompt"][3][0].keys()) == ["role", "content"]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    same = SameReward(tok)
+    for i, text in [(0, "Cotton tees in many colours, free shipping."), (3, "x"), (7, "Buy now! " * 30)]:
+        extra = dict(frame["extra_info"][i])
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert compute_score("relate_fast_ads", text, "", extra) == pytest.approx(same(None, [text], [ids], [i])[0])
+
+
+def test_combine_puts_ours_against_verls_best(tmp_path):
+    def verl(name, tps, step, gen):
+        a = _args(micro_batch=int(name.split("mb")[1].split("_")[0]), ckpt="off")
+        (tmp_path / f"{name}.json").write_text(json.dumps({"verl": {"tokens_per_second": tps, "step_s": step, "generation_s": gen,
+                                                                    "update_s": step - gen, "peak_mem_gib": 1.0,
+                                                                    "response_tokens_mean": 128.0},
+                                                           "settings": bv._settings(a)}))
+    verl("verl_mb40_ckptoff", 8000, 2.0, 1.0)
+    verl("verl_mb80_ckptoff", 10000, 1.6, 1.0)
+    (tmp_path / "verl_mb20_ckptoff.json").write_text(json.dumps({"verl": {"error": "exit 1"},
+                                                                 "settings": bv._settings(_args(micro_batch=20))}))
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps({"ours": {"tokens_per_second": 20000, "step_s": 0.8, "generation_s": 0.5, "update_s": 0.3},
+                                "settings": {"micro_batch": 80, "ckpt": "off", "vllm_mode": "awake"}}))
+    res = bv.combine_dir(tmp_path, ours)
+    assert res["best"]["verl"]["setting"] == "verl_mb80_ckptoff"
+    assert res["ratios"]["end_to_end_tokens_per_second"] == pytest.approx(2.0)
+    assert res["ratios"]["update_speedup"] == pytest.approx(0.6 / 0.3)
+    assert res["ratios"]["best_update_speedup"] == pytest.approx(0.6 / 0.3)
+    assert len(res["grid"]["verl"]) == 3
