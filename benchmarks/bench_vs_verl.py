@@ -113,6 +113,27 @@ def verl_overrides(args, folder: Path, data: Path, run_dir: Path, width: int, pr
     return o + list(args.extra)
 
 
+def hide_packages(pythonpath: str, names: list, overlay: Path) -> str:
+    """PYTHONPATH with `names` (and their dist-info) out of sight: each folder that holds one is replaced by
+    an overlay of links to everything else in it. verl 0.9.1 patches TRL's value-head model whenever TRL is
+    importable, and TRL 1.16 (installed beside it for bench_vs_trl.py) no longer has that class."""
+    out = []
+    for i, entry in enumerate(p for p in pythonpath.split(os.pathsep) if p):
+        folder = Path(entry)
+        hidden = lambda n: any(n == x or (n.startswith(x + "-") and n.endswith(".dist-info")) for x in names)  # noqa: E731
+        if not folder.is_dir() or not any(hidden(c.name) for c in folder.iterdir()):
+            out.append(entry)
+            continue
+        layer = overlay / str(i)
+        layer.mkdir(parents=True, exist_ok=True)
+        for child in folder.iterdir():
+            link = layer / child.name
+            if not hidden(child.name) and not link.exists():
+                link.symlink_to(child.resolve())
+        out.append(str(layer))
+    return os.pathsep.join(out)
+
+
 def _metric_rows(path: Path) -> list:
     """verl's file logger: one {"step": n, "data": {...}} line per step."""
     if not path.is_file():
@@ -130,6 +151,8 @@ def run_verl(args, work: Path) -> dict:
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_path))
+    if args.hide:
+        env["PYTHONPATH"] = hide_packages(env.get("PYTHONPATH", ""), args.hide.split(","), work / "pythonpath_overlay")
     if args.transformers_dir:  # verl's transformers pin first, for this process and its Ray workers
         env["PYTHONPATH"] = os.pathsep.join([args.transformers_dir, env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo",
@@ -210,7 +233,7 @@ def _one_setting_args(a) -> list:
            "--prompts", str(a.prompts), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
            "--micro-batch", str(a.micro_batch), "--ckpt", a.ckpt, "--verl-speed", a.verl_speed,
            "--vllm-mode", a.vllm_mode, "--vllm-memory", str(a.vllm_memory), "--awake-memory", str(a.awake_memory),
-           "--remove-padding", a.remove_padding, "--reward-workers", str(a.reward_workers),
+           "--remove-padding", a.remove_padding, "--reward-workers", str(a.reward_workers), "--hide", a.hide,
            "--work", str(shared_workdir("vs_trl", a.work))]
     if a.transformers_dir:
         out += ["--transformers-dir", a.transformers_dir]
@@ -222,7 +245,7 @@ def _one_setting_args(a) -> list:
 def _settings(a) -> dict:
     return dict({k: getattr(a, k) for k in ("shape", "workload", "steps", "warmup", "prompts", "micro_batch", "ckpt",
                                             "max_new_tokens", "vllm_memory", "awake_memory", "vllm_mode", "verl_speed",
-                                            "remove_padding", "dynamic_bsz", "lr", "transformers_dir")},
+                                            "remove_padding", "dynamic_bsz", "lr", "transformers_dir", "hide")},
                 group_size=G, extra=list(a.extra))
 
 
@@ -293,6 +316,7 @@ def main(argv=None):
     ap.add_argument("--awake-memory", type=float, default=0.1)
     ap.add_argument("--reward-workers", type=int, default=2, help="verl's reward.num_workers (Ray actors)")
     ap.add_argument("--transformers-dir", default=None, help="a folder put first on PYTHONPATH for verl (its transformers pin)")
+    ap.add_argument("--hide", default="trl", help="packages kept out of verl's sight (comma-separated; '' for none)")
     ap.add_argument("--extra", action="append", default=[], help="one more verl override (repeatable)")
     ap.add_argument("--grid", default="20,40,80")
     ap.add_argument("--ckpts", default="off,on")

@@ -18,7 +18,7 @@ from benchmarks import bench_vs_verl as bv  # noqa: E402
 def _args(**kw):
     a = dict(shape="tiny", workload="fixed", steps=6, warmup=2, prompts=16, max_new_tokens=128, lr=1e-6, micro_batch=40,
              ckpt="off", verl_speed="none", remove_padding="off", vllm_mode="sleep", vllm_memory=0.3, awake_memory=0.1,
-             reward_workers=2, transformers_dir=None, dynamic_bsz=True, extra=[], work=None)
+             reward_workers=2, transformers_dir=None, hide="trl", dynamic_bsz=True, extra=[], work=None)
     a.update(kw)
     return argparse.Namespace(**a)
 
