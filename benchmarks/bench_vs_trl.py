@@ -321,7 +321,8 @@ def combine_dir(out_dir: Path) -> dict:
     """The grid of a sweep folder's per-setting JSONs, each side's best and the best-against-best ratios."""
     grid = {"ours": [], "trl": []}
     settings, info = None, {}
-    for f in sorted(Path(out_dir).glob("*_mb*_ckpt*.json")):
+    # ours_* and trl_* only: a sweep folder shared with bench_vs_verl.py also holds verl_* settings
+    for f in sorted(p for side in ("ours", "trl") for p in Path(out_dir).glob(f"{side}_mb*_ckpt*.json")):
         d = json.loads(f.read_text())
         side = "ours" if "ours" in d else "trl"
         row = dict(d[side], micro_batch=d["settings"]["micro_batch"], ckpt=d["settings"]["ckpt"],

@@ -134,6 +134,23 @@ def hide_packages(pythonpath: str, names: list, overlay: Path) -> str:
     return os.pathsep.join(out)
 
 
+def _run_with_timeout(cmd, cwd, env, timeout):
+    """verl in a session of its own: on a timeout the whole group goes (the driver and what it started),
+    then Ray's local cluster, so that the next setting starts on a clean GPU."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env, capture_output=True)
+        return "timeout", out
+
+
 def _metric_rows(path: Path) -> list:
     """verl's file logger: one {"step": n, "data": {...}} line per step."""
     if not path.is_file():
@@ -158,13 +175,13 @@ def run_verl(args, work: Path) -> dict:
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo",
            *verl_overrides(args, folder, data, run_dir, width, prompt_len)]
     t = time.time()
-    proc = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
+    rc, log = _run_with_timeout(cmd, run_dir, env, args.verl_timeout)
     (run_dir / "verl.log").write_text(log[-200_000:])
     rows = _metric_rows(metrics_path)
-    if proc.returncode != 0 or len(rows) < args.steps:
-        raise SystemExit(f"verl exited {proc.returncode} after {len(rows)} of {args.steps} steps "
-                         f"({time.time() - t:.0f} s); the end of its log:\n{log[-6000:]}")
+    if rc != 0 or len(rows) < args.steps:
+        done = ", ".join(f"step {i + 1} {r.get('timing_s/step', 0):.1f} s" for i, r in enumerate(rows))
+        raise SystemExit(f"verl {'timed out' if rc == 'timeout' else f'exited {rc}'} after {len(rows)} of {args.steps} "
+                         f"steps ({time.time() - t:.0f} s{'; ' + done if done else ''}); the end of its log:\n{log[-6000:]}")
     steady = rows[args.warmup:] or rows
     med = lambda k: statistics.median(r[k] for r in steady if k in r)  # noqa: E731
     step, gen = med("timing_s/step"), med("timing_s/gen")
@@ -213,12 +230,15 @@ def sweep(args) -> dict:
             continue
         t = time.time()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "verl", "--out", str(out_dir / f"{name}.json"),
-               *_one_setting_args(one)]
+               "--verl-timeout", str(max(args.run_timeout - 30, 60)), *_one_setting_args(one)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
             rc, log = proc.returncode, proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as e:
             rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+        if (out_dir / f"{name}.log").is_file():  # an earlier attempt's log stays, under its time
+            old = out_dir / f"{name}.log"
+            old.rename(out_dir / f"{name}.{int(old.stat().st_mtime)}.log")
         (out_dir / f"{name}.log").write_text(log[-20000:])
         if rc != 0:
             err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
@@ -316,6 +336,8 @@ def main(argv=None):
     ap.add_argument("--awake-memory", type=float, default=0.1)
     ap.add_argument("--reward-workers", type=int, default=2, help="verl's reward.num_workers (Ray actors)")
     ap.add_argument("--transformers-dir", default=None, help="a folder put first on PYTHONPATH for verl (its transformers pin)")
+    ap.add_argument("--verl-timeout", type=int, default=None,
+                    help="one setting: seconds before verl and its Ray cluster are stopped (the steps done are reported)")
     ap.add_argument("--hide", default="trl", help="packages kept out of verl's sight (comma-separated; '' for none)")
     ap.add_argument("--extra", action="append", default=[], help="one more verl override (repeatable)")
     ap.add_argument("--grid", default="20,40,80")

@@ -313,11 +313,20 @@ def _vs_trl_sweep(name: str) -> str:
               _row(["update, each side's fastest update of the grid", f"{r['best_update_speedup']:.2f}×"]),
               _row(["generation", f"{r['generation_speedup']:.2f}×"]),
               _row(["peak memory, ours / TRL's", f"{r['peak_mem']:.2f}×"])]
+    ours = d["best"]["ours"]
+    if ours.get("update_mfu"):
+        rule = "8× rule, checkpointing" if ours["ckpt"] == "on" else "6× rule, no checkpointing"
+        lines.append(_row([f"our update's model FLOPs utilisation at its best setting ({rule}, 989 TFLOP/s datasheet peak)",
+                           f"{ours['update_mfu']:.3f}"]))
     return "\n".join(lines)
 
 
 def vs_trl_fixed() -> str:
     return _vs_trl_sweep("vs_trl_h200_1.7b_fixed_f72f346.json")
+
+
+def vs_trl_4b_fixed() -> str:
+    return _vs_trl_sweep("vs_trl_h200_4b_fixed_5fb81c6.json")
 
 
 def vs_trl_realistic() -> str:
@@ -459,7 +468,7 @@ README = ROOT / "README.md"
 README_TABLES = {"readme_numbers": readme_numbers, "readme_default_run": readme_default_run}
 
 TABLES = {
-    "vs_trl_fixed": vs_trl_fixed, "vs_trl_realistic": vs_trl_realistic, "vs_trl_fixed_82a2df0": vs_trl_fixed_82a2df0,
+    "vs_trl_fixed": vs_trl_fixed, "vs_trl_realistic": vs_trl_realistic, "vs_trl_4b_fixed": vs_trl_4b_fixed, "vs_trl_fixed_82a2df0": vs_trl_fixed_82a2df0,
     "vs_trl_realistic_215854b": vs_trl_realistic_215854b, "rollout_phases": rollout_phases, "decode_steps": decode_steps,
     "update_fixed": update_fixed, "update_realistic": update_realistic, "matcher_before_after": matcher_before_after,
     "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl,

@@ -10,7 +10,8 @@
 # on manylinux (the torch-dependent ones, torchdata and tensordict, come with --no-deps: resolving
 # torch here fails, its CUDA 13 wheels are not on this machine's index), then every distribution the
 # image or the other two sets already have is dropped. Pure-Python packages published only as sdists
-# (antlr4-python3-runtime, hydra-core's parser runtime) are built into wheels here first.
+# (antlr4-python3-runtime, hydra-core's parser runtime) are built into wheels here first. TransferQueue also
+# needs tensordict, so it comes without its dependencies too.
 #
 # Left out, and why (what a verl run there must live with or work around):
 #   flash-attn 2.8.3   verl's fsdp extra; PyPI has only its sdist, which compiles CUDA code against the
@@ -21,6 +22,8 @@
 #                      The set carries transformers 5.10.x into /tmp/site_verl_tf for a run that needs
 #                      the pin (put it first on PYTHONPATH for the verl process only).
 #   vllm 0.24.0        verl's vllm extra pin; the vLLM bundle is 0.26.0, tried first.
+# In: TransferQueue (verl's verl-core extra; its v1 trainer imports transfer_queue: without it main_ppo
+# stops at "No module named 'transfer_queue'", seen on the H200 on 2026-12-02).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.gpu-verl/' .git/info/exclude 2>/dev/null || echo '/.gpu-verl/' >> .git/info/exclude
@@ -33,12 +36,14 @@ target=(--only-binary=:all: --python-version 3.12 --implementation cp "${plats[@
 # 1. sdist-only pure-Python packages, as wheels
 "$PY" -m pip wheel -q --no-deps -w "$out/built" antlr4-python3-runtime==4.9.3
 # 2. verl itself and the torch-dependent packages, without their dependencies
-"$PY" -m pip download -q --no-deps "${target[@]}" -d "$out/w" verl==0.9.1 "tensordict>=0.8,<=0.10,!=0.9.0" torchdata
-# 3. the rest of verl's dependencies, resolved (numpy as the image's)
+"$PY" -m pip download -q --no-deps "${target[@]}" -d "$out/w" verl==0.9.1 "tensordict>=0.8,<=0.10,!=0.9.0" torchdata \
+  "TransferQueue>=0.1.10"
+# 3. the rest of verl's dependencies (and TransferQueue's: msgspec, pyzmq, prometheus_client), resolved
+#    (numpy as the image's)
 printf 'numpy==2.5.2\n' > "$out/constraints.txt"
 "$PY" -m pip install -q --dry-run --ignore-installed --ignore-requires-python --report "$out/report.json" "${target[@]}" \
   --find-links "$out/built" --target "$out/t" -c "$out/constraints.txt" \
-  "ray[default]>=2.41" "hydra-core>=1.3" codetiming wandb pylatexenc "pyarrow>=19" cachetools \
+  "ray[default]>=2.41" "hydra-core>=1.3" codetiming wandb pylatexenc "pyarrow>=19" cachetools msgspec pyzmq "prometheus_client>=0.20" \
   importlib_metadata orjson "pyvers>=0.1,<0.2"  # the last three: tensordict's
 "$PY" - "$out" <<'EOF'
 import json, re, sys
@@ -61,7 +66,8 @@ print(f"{len(wanted)} to carry; {len(skipped)} already there: {' '.join(sorted(s
 EOF
 "$PY" -m pip download -q --no-deps "${target[@]}" --find-links "$out/built" -d "$out/w" -r "$out/wanted.txt"
 cp "$out"/built/*.whl "$out/w/"
-"$PY" -m pip download -q --no-deps "${target[@]}" -d "$out/tf" "transformers>=5.10,<5.11"
+# with the tokenizers it accepts (<=0.23.0; the image has 0.23.2, which transformers 5.10 refuses at import)
+"$PY" -m pip download -q --no-deps "${target[@]}" -d "$out/tf" "transformers>=5.10,<5.11" "tokenizers>=0.22,<=0.23.0"
 mv "$out/tf" "$out/w/tf"
 (cd "$out" && tar cf - w | split -b 56M -d - part.)
 echo "$(find "$out/w" -name '*.whl' | wc -l) wheels, $(du -sh "$out/w" | cut -f1), pieces:"

@@ -88,3 +88,19 @@ def test_combine_puts_ours_against_verls_best(tmp_path):
     assert res["ratios"]["update_speedup"] == pytest.approx(0.6 / 0.3)
     assert res["ratios"]["best_update_speedup"] == pytest.approx(0.6 / 0.3)
     assert len(res["grid"]["verl"]) == 3
+
+
+def test_a_timed_out_verl_run_is_stopped_with_what_it_started(tmp_path):
+    import os
+    import time
+
+    pidfile = tmp_path / "child.pid"
+    script = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); open({str(pidfile)!r}, 'w').write(str(p.pid)); "
+              "print('started', flush=True); time.sleep(60)")
+    t = time.time()
+    rc, log = bv._run_with_timeout([sys.executable, "-c", script], tmp_path, dict(os.environ), timeout=3)
+    assert rc == "timeout" and "started" in log and time.time() - t < 30
+    child = int(pidfile.read_text())
+    time.sleep(0.2)
+    status = Path(f"/proc/{child}/status")  # the grandchild went with the group: gone, or a zombie left to init
+    assert not status.exists() or "\nState:\tZ" in status.read_text()
