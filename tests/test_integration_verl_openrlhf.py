@@ -103,7 +103,8 @@ def test_relate_grpo_advantage_keeps_token_rewards():
 
 
 def _openrlhf_policy_loss(log_probs, old_log_probs, advantages, action_mask, eps_low, eps_high, token_level):
-    """OpenRLHF's PolicyLoss.forward (openrlhf/models/loss.py), restated."""
+    """OpenRLHF's PolicyLoss.forward (openrlhf/models/loss.py), restated for where OpenRLHF is not installed;
+    tests/test_integration_openrlhf_real.py compares with the real one."""
     ratio = (log_probs - old_log_probs).exp()
     surr1 = ratio * advantages
     surr2 = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages

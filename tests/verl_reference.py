@@ -1,8 +1,8 @@
 """A faithful re-statement of the verl 0.9.1 functions our verl integration is checked against
 (verl/trainer/ppo/core_algos.py: compute_grpo_outcome_advantage, compute_policy_loss_vanilla,
-agg_loss, kl_penalty_forward). verl itself does not install on the CPU test machine (it pins
-transformers < 5.11 and imports ray at package import), so the tests use this reading of its code;
-the integration's register() is exercised only where verl imports."""
+agg_loss, kl_penalty_forward), for the parity suite where verl is not installed. Where it is
+(`bash scripts/setup.sh peers`, as in CI), tests/test_integration_verl_real.py checks this restatement
+against the real functions and the integration against verl's own registries."""
 from collections import defaultdict
 
 import torch

@@ -1,0 +1,102 @@
+"""The verl integration against the real verl 0.9.1 package (its `core_algos` on the CPU: `bash scripts/setup.sh
+verl` installs verl without its GPU stack, with Ray and tensordict). Checks what verl itself would run: our
+registered loss and estimator fetched from verl's registries, against verl's own vanilla loss and GRPO estimator
+with verl's own actor config; and the restatement in tests/verl_reference.py (which the parity suite uses)
+against the real functions, so the restatement cannot drift from verl. Skipped where verl is not installed."""
+import numpy as np
+import pytest
+import torch
+
+core_algos = pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl is not installed (bash scripts/setup.sh verl)")
+
+from relate_fast import fused_grpo_loss  # noqa: E402
+from relate_fast.integrations import verl as relate_verl  # noqa: E402
+from tests import verl_reference as ref  # noqa: E402
+from tests.test_integration_verl_openrlhf import MODES, _batch  # noqa: E402
+
+AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean")
+
+
+def _actor_config(clip_ratio_c=3.0):
+    from verl.workers.config.actor import FSDPActorConfig
+
+    return FSDPActorConfig(strategy="fsdp", clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.28,
+                           clip_ratio_c=clip_ratio_c, ppo_mini_batch_size=4, ppo_micro_batch_size_per_gpu=2, rollout_n=1)
+
+
+def _token_advantages(logp, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(logp.shape, generator=g, dtype=torch.float64)
+
+
+def test_register_puts_ours_in_verls_registries():
+    relate_verl.register()
+    relate_verl.register()  # twice is harmless (a worker may import the integration again)
+    assert core_algos.get_policy_loss_fn("relate") is relate_verl.relate_policy_loss
+    assert core_algos.get_adv_estimator_fn("relate_grpo") is relate_verl.relate_grpo_advantage
+
+
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_the_registered_loss_is_verls_vanilla_without_its_dual_clip(agg):
+    relate_verl.register()
+    _, _, _, mask, logp, old, _ = _batch(3)
+    adv = _token_advantages(logp)
+    ours, metrics = core_algos.get_policy_loss_fn("relate")(old, logp, adv, mask, agg, _actor_config())
+    theirs, their_metrics = core_algos.get_policy_loss_fn("vanilla")(old, logp, adv, mask, agg, _actor_config(clip_ratio_c=1e9))
+    torch.testing.assert_close(ours, theirs)
+    assert metrics["actor/pg_clipfrac"] == pytest.approx(float(their_metrics["actor/pg_clipfrac"]))
+    # with verl's default dual clip (3.0) and ratios beyond it, verl's loss differs and ours does not change
+    dual, _ = core_algos.get_policy_loss_fn("vanilla")(logp.detach() - 2.0, logp, adv, mask, agg, _actor_config())
+    ours_far, _ = core_algos.get_policy_loss_fn("relate")(logp.detach() - 2.0, logp, adv, mask, agg, _actor_config())
+    no_dual, _ = core_algos.get_policy_loss_fn("vanilla")(logp.detach() - 2.0, logp, adv, mask, agg, _actor_config(1e9))
+    torch.testing.assert_close(ours_far, no_dual)
+    assert not torch.allclose(dual, no_dual)
+
+
+@pytest.mark.parametrize("loss_type, agg", MODES)
+def test_the_fused_loss_equals_real_verls_vanilla(loss_type, agg):
+    hidden, weight, targets, mask, logp, old, adv = _batch()
+    ours, _ = fused_grpo_loss(hidden, weight, targets, mask, adv, old_logprobs=old, eps_low=0.2, eps_high=0.28,
+                              loss_type=loss_type, backend="torch")
+    theirs, _ = core_algos.compute_policy_loss_vanilla(old, logp, adv[:, None].expand_as(logp), mask, agg,
+                                                       _actor_config(clip_ratio_c=1e9))
+    if loss_type != "bnpo":  # ours averages over all B sequences, verl over the non-empty ones
+        theirs = theirs * (mask.sum(-1) > 0).sum() / mask.shape[0]
+    torch.testing.assert_close(ours.double(), theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_the_estimator_without_token_rewards_is_verls_grpo():
+    relate_verl.register()
+    g = torch.Generator().manual_seed(0)
+    B, T = 8, 6
+    mask = torch.ones(B, T)
+    mask[2, 3:] = 0
+    index = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    last = mask.sum(-1).long() - 1
+    outcome = torch.zeros(B, T)
+    outcome[torch.arange(B), last] = torch.randn(B, generator=g)
+    for norm in (True, False):
+        ours, _ = core_algos.get_adv_estimator_fn("relate_grpo")(outcome, mask, index, norm_adv_by_std_in_grpo=norm)
+        theirs, _ = core_algos.compute_grpo_outcome_advantage(outcome, mask, index, norm_adv_by_std_in_grpo=norm)
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_the_restatement_matches_real_verl():
+    """tests/verl_reference.py (used by the parity suite) against the functions it restates."""
+    _, _, _, mask, logp, old, _ = _batch(4)
+    adv = _token_advantages(logp, 2)
+    for agg in AGG_MODES:
+        torch.testing.assert_close(ref.agg_loss(logp, mask, agg), core_algos.agg_loss(logp, mask, agg))
+        for c in (3.0, 1e9):
+            theirs, _ = core_algos.compute_policy_loss_vanilla(old, logp, adv, mask, agg, _actor_config(clip_ratio_c=c))
+            restated, _ = ref.policy_loss_vanilla(old, logp, adv, mask, agg, 0.2, 0.28, clip_ratio_c=c)
+            torch.testing.assert_close(restated, theirs)
+    g = torch.Generator().manual_seed(7)
+    rewards = torch.randn(8, 6, generator=g)
+    rmask = torch.ones(8, 6)
+    index = np.array([0, 0, 1, 1, 1, 2, 2, 3])  # a group of one included
+    torch.testing.assert_close(ref.grpo_outcome_advantage(rewards, rmask, index),
+                               core_algos.compute_grpo_outcome_advantage(rewards, rmask, index)[0])
+    ref_lp = logp.detach() + torch.randn(logp.shape, generator=g, dtype=torch.float64) * 0.5
+    torch.testing.assert_close(ref.kl_penalty_forward(logp.detach(), ref_lp, "k3"),
+                               core_algos.kl_penalty(logp.detach(), ref_lp, "low_var_kl"))
