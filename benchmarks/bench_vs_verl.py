@@ -102,6 +102,8 @@ def verl_overrides(args, folder: Path, data: Path, run_dir: Path, width: int, pr
         "trainer.save_freq=-1", "trainer.resume_mode=disable", "trainer.project_name=relate_fast_bench",
         f"trainer.experiment_name={run_dir.name}", f"trainer.default_local_dir={run_dir / 'ckpt'}",
     ]
+    if args.verl_loss != "vanilla":  # ours, registered in verl's processes by run_verl's VERL_USE_EXTERNAL_MODULES
+        o.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={args.verl_loss}")
     if args.remove_padding == "off":  # no flash-attn there: HF's SDPA on the padded batch
         o.append("+actor_rollout_ref.model.override_config.attn_implementation=sdpa")
     if args.dynamic_bsz:
@@ -168,6 +170,10 @@ def run_verl(args, work: Path) -> dict:
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_path))
+    if args.verl_loss != "vanilla":  # imported by `import verl` in the driver and every Ray worker
+        env["VERL_USE_EXTERNAL_MODULES"] = ",".join(["relate_fast.integrations.verl_plugin"]
+                                                    + (["benchmarks.verl_check"] if args.verl_loss == "relate_checked" else []))
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if args.hide:
         env["PYTHONPATH"] = hide_packages(env.get("PYTHONPATH", ""), args.hide.split(","), work / "pythonpath_overlay")
     if args.transformers_dir:  # verl's transformers pin first, for this process and its Ray workers
@@ -193,6 +199,8 @@ def run_verl(args, work: Path) -> dict:
             "response_tokens_per_step": [round(r["response_length/mean"], 1) for r in rows],
             "peak_mem_gib": max(r.get("perf/max_memory_allocated_gb", 0.0) for r in steady),
             "peak_reserved_gib": max(r.get("perf/max_memory_reserved_gb", 0.0) for r in steady),
+            "loss_check": {k: [r[k] for r in rows if k in r] for k in ("actor/relate_minus_vanilla", "actor/vanilla_pg_loss",
+                                                                      "actor/pg_loss")} if args.verl_loss == "relate_checked" else None,
             "reward_mean": statistics.mean(r["critic/score/mean"] for r in steady if "critic/score/mean" in r)
             if any("critic/score/mean" in r for r in steady) else None,
             "micro_batch_tokens": args.micro_batch * width, "world_size": 1,
@@ -201,6 +209,7 @@ def run_verl(args, work: Path) -> dict:
 
 def setting_name(args) -> str:
     return (f"verl_mb{args.micro_batch}_ckpt{args.ckpt}" + ("" if args.verl_speed == "none" else f"_{args.verl_speed}")
+            + ("" if args.verl_loss == "vanilla" else f"_{args.verl_loss}")
             + ("" if args.vllm_mode == "sleep" else f"_{args.vllm_mode}") + ("_rmpad" if args.remove_padding == "on" else ""))
 
 
@@ -214,9 +223,10 @@ def sweep(args) -> dict:
         for ckpt in args.ckpts.split(","):
             for speed in args.verl_speeds.split(","):
                 for mode in args.vllm_modes.split(","):
-                    one = argparse.Namespace(**vars(args))
-                    one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode = mb, ckpt, speed, mode
-                    runs.append(one)
+                    for loss in args.verl_losses.split(","):
+                        one = argparse.Namespace(**vars(args))
+                        one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode, one.verl_loss = mb, ckpt, speed, mode, loss
+                        runs.append(one)
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {setting_name(r) for r in runs}
@@ -252,7 +262,7 @@ def _one_setting_args(a) -> list:
     out = ["--shape", a.shape, "--workload", a.workload, "--steps", str(a.steps), "--warmup", str(a.warmup),
            "--prompts", str(a.prompts), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
            "--micro-batch", str(a.micro_batch), "--ckpt", a.ckpt, "--verl-speed", a.verl_speed,
-           "--vllm-mode", a.vllm_mode, "--vllm-memory", str(a.vllm_memory), "--awake-memory", str(a.awake_memory),
+           "--verl-loss", a.verl_loss, "--vllm-mode", a.vllm_mode, "--vllm-memory", str(a.vllm_memory), "--awake-memory", str(a.awake_memory),
            "--remove-padding", a.remove_padding, "--reward-workers", str(a.reward_workers), "--hide", a.hide,
            "--work", str(shared_workdir("vs_trl", a.work))]
     if a.transformers_dir:
@@ -265,7 +275,7 @@ def _one_setting_args(a) -> list:
 def _settings(a) -> dict:
     return dict({k: getattr(a, k) for k in ("shape", "workload", "steps", "warmup", "prompts", "micro_batch", "ckpt",
                                             "max_new_tokens", "vllm_memory", "awake_memory", "vllm_mode", "verl_speed",
-                                            "remove_padding", "dynamic_bsz", "lr", "transformers_dir", "hide")},
+                                            "remove_padding", "dynamic_bsz", "lr", "transformers_dir", "hide", "verl_loss")},
                 group_size=G, extra=list(a.extra))
 
 
@@ -278,10 +288,18 @@ def combine_dir(out_dir: Path, ours_path=None) -> dict:
         d = json.loads(f.read_text())
         s = d["settings"]
         grid.append(dict(d["verl"], setting=f.stem, micro_batch=s["micro_batch"], ckpt=s["ckpt"], speed=s["verl_speed"],
-                         vllm_mode=s["vllm_mode"], remove_padding=s["remove_padding"]))
+                         vllm_mode=s["vllm_mode"], remove_padding=s["remove_padding"], loss=s.get("verl_loss", "vanilla")))
         info = d.get("info", info)
-    best = max((r for r in grid if "error" not in r), key=lambda r: r["tokens_per_second"], default=None)
+    # verl at its best is verl with its own loss; the runs with ours inside verl are the integration's measurement
+    own = [r for r in grid if "error" not in r and r["loss"] == "vanilla"]
+    best = max(own, key=lambda r: r["tokens_per_second"], default=None)
     result = {"grid": {"verl": grid}, "best": {"verl": best}, "info": {"verl": info}}
+    same = lambda a, b: all(a[k] == b[k] for k in ("micro_batch", "ckpt", "speed", "vllm_mode", "remove_padding"))  # noqa: E731
+    pairs = [(r, v) for r in grid if "error" not in r and r["loss"] != "vanilla" for v in own if same(r, v)]
+    if pairs:  # our loss inside verl against verl's own, at the same settings
+        result["ours_inside_verl"] = [{"setting": r["setting"], "update_s_ratio": r["update_s"] / v["update_s"],
+                                       "peak_mem_ratio": r["peak_mem_gib"] / v["peak_mem_gib"] if v["peak_mem_gib"] else None,
+                                       "loss_check": r.get("loss_check")} for r, v in pairs]
     if ours_path:
         o = json.loads(Path(ours_path).read_text())
         ours = o["best"]["ours"] if "best" in o else dict(o["ours"], **{k: o["settings"][k] for k in ("micro_batch", "ckpt", "vllm_mode")})
@@ -329,6 +347,9 @@ def main(argv=None):
                     help="fixed micro-batches of --micro-batch sequences instead of a token budget")
     ap.add_argument("--ckpt", default="off", choices=("on", "off"))
     ap.add_argument("--verl-speed", default="none", choices=SPEEDS)
+    ap.add_argument("--verl-loss", default="vanilla", choices=("vanilla", "relate", "relate_checked"),
+                    help="verl's policy loss: its own, ours (relate_fast.integrations.verl), or ours with verl's computed "
+                         "beside it on the same micro-batch and their difference logged (benchmarks/verl_check.py)")
     ap.add_argument("--remove-padding", default="off", choices=("on", "off"),
                     help="verl's use_remove_padding (needs flash-attn, which the lent GPU machine lacks)")
     ap.add_argument("--vllm-mode", default="sleep", choices=("sleep", "awake"))
@@ -344,6 +365,7 @@ def main(argv=None):
     ap.add_argument("--ckpts", default="off,on")
     ap.add_argument("--verl-speeds", default="none,bypass")
     ap.add_argument("--vllm-modes", default="sleep")
+    ap.add_argument("--verl-losses", default="vanilla", help="--sweep: verl's policy losses (vanilla, relate, relate_checked)")
     ap.add_argument("--only", default=None)
     ap.add_argument("--sweep-dir", default=None)
     ap.add_argument("--rerun", action="store_true")

@@ -18,7 +18,7 @@ from benchmarks import bench_vs_verl as bv  # noqa: E402
 def _args(**kw):
     a = dict(shape="tiny", workload="fixed", steps=6, warmup=2, prompts=16, max_new_tokens=128, lr=1e-6, micro_batch=40,
              ckpt="off", verl_speed="none", remove_padding="off", vllm_mode="sleep", vllm_memory=0.3, awake_memory=0.1,
-             reward_workers=2, transformers_dir=None, hide="trl", dynamic_bsz=True, extra=[], work=None)
+             reward_workers=2, transformers_dir=None, hide="trl", verl_loss="vanilla", dynamic_bsz=True, extra=[], work=None)
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -104,3 +104,18 @@ def test_a_timed_out_verl_run_is_stopped_with_what_it_started(tmp_path):
     time.sleep(0.2)
     status = Path(f"/proc/{child}/status")  # the grandchild went with the group: gone, or a zombie left to init
     assert not status.exists() or "\nState:\tZ" in status.read_text()
+
+
+def test_ours_inside_verl_is_set_against_verls_own_loss_at_the_same_settings(tmp_path):
+    def write(loss, update, peak):
+        a = _args(micro_batch=80, verl_loss=loss)
+        (tmp_path / f"{bv.setting_name(a)}.json").write_text(json.dumps({
+            "verl": {"tokens_per_second": 1.0, "step_s": 1.0 + update, "generation_s": 1.0, "update_s": update,
+                     "peak_mem_gib": peak, "response_tokens_mean": 128.0}, "settings": bv._settings(a)}))
+    write("vanilla", 0.5, 40.0)
+    write("relate_checked", 0.4, 30.0)
+    res = bv.combine_dir(tmp_path)
+    assert res["best"]["verl"]["loss"] == "vanilla"  # verl at its best is verl with its own loss
+    (pair,) = res["ours_inside_verl"]
+    assert pair["setting"] == "verl_mb80_ckptoff_relate_checked"
+    assert pair["update_s_ratio"] == pytest.approx(0.8) and pair["peak_mem_ratio"] == pytest.approx(0.75)

@@ -100,3 +100,38 @@ def test_the_restatement_matches_real_verl():
     ref_lp = logp.detach() + torch.randn(logp.shape, generator=g, dtype=torch.float64) * 0.5
     torch.testing.assert_close(ref.kl_penalty_forward(logp.detach(), ref_lp, "k3"),
                                core_algos.kl_penalty(logp.detach(), ref_lp, "low_var_kl"))
+
+
+def test_an_installed_relate_fast_is_a_verl_plugin():
+    """`import verl` alone registers ours, through relate_fast's "verl.plugins" entry point (pyproject.toml),
+    as in each of verl's Ray workers; with verl's plugin discovery off it does not (the control)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import verl.trainer.ppo.core_algos as c; c.get_policy_loss_fn('relate'); c.get_adv_estimator_fn('relate_grpo')"
+    on = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert on.returncode == 0, on.stderr[-2000:]
+    off = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none"))
+    assert off.returncode != 0 and "Unsupported loss mode: relate" in off.stderr
+    by_name = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none",
+                                      VERL_USE_EXTERNAL_MODULES="relate_fast.integrations.verl_plugin"))
+    assert by_name.returncode == 0, by_name.stderr[-2000:]
+
+
+def test_the_checked_loss_trains_with_ours_and_logs_the_gap_to_verls():
+    """benchmarks/verl_check.py ("relate_checked", for the GPU run inside verl): ours as the loss, verl's
+    vanilla on the same micro-batch logged beside it; on policy (old = current) the gap is zero."""
+    import benchmarks.verl_check  # noqa: F401  (registers "relate_checked")
+
+    _, _, _, mask, logp, _, _ = _batch(6)
+    adv = _token_advantages(logp, 3)
+    fn = core_algos.get_policy_loss_fn("relate_checked")
+    loss, metrics = fn(logp.detach(), logp, adv, mask, "token-mean", _actor_config())
+    ours, _ = relate_verl.relate_policy_loss(logp.detach(), logp, adv, mask, "token-mean", _actor_config())
+    torch.testing.assert_close(loss, ours)
+    assert metrics["actor/relate_minus_vanilla"] == pytest.approx(0.0, abs=1e-12)
+    far, metrics = fn(logp.detach() - 2.0, logp, adv, mask, "token-mean", _actor_config())  # verl's dual clip acts
+    assert abs(metrics["actor/relate_minus_vanilla"]) > 1e-3
