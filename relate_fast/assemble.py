@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Tuple
 from relate_fast.config import Config
 from relate_fast.distributed import device
 from relate_fast.batching import resolve_layout
-from relate_fast.models import fuse_layers, load_policy
+from relate_fast.models import checkpoint_layers, fuse_layers, load_policy
 from relate_fast.updater import PolicyUpdater
 from relate_fast.rewards import RewardFunction
 from relate_fast.rollout import RolloutEngine, make_engine
@@ -75,7 +75,7 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
     ctcvr = ctcvr_model(ctcvr_encoder)
     policy, tok = load_model(cfg, cold)
     if cfg.model.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_layers(policy, cfg.model.checkpoint_layers)
     t = time.time()
     judge = judge_from_config(cfg.reward, device=device(), dtype=cfg.model.dtype)
     if judge is not None:

@@ -85,6 +85,9 @@ class ModelConfig:
                                           "also takes packed rows, when grpo.layout resolves to packed; else sdpa), sdpa, "
                                           "eager, flash_attention_2, relate_varlen.")
     gradient_checkpointing: bool = setting(False, "Non-reentrant activation checkpointing of the decoder layers.")
+    checkpoint_layers: int = setting(-1, "With model.gradient_checkpointing: how many decoder layers are checkpointed, spread "
+                                        "evenly over the depth (-1: all). Fewer: less recomputation in the backward, more "
+                                        "activation memory; the same gradients.", ge=-1)
     fused_layers: str = setting("auto", "The decoder body's elementwise work fused: compile (torch.compile of each decoder "
                                    "layer), liger (liger-kernel's RMSNorm, SwiGLU and RoPE; needs liger-kernel, and "
                                    "patches transformers' Qwen3 classes process-wide), none, or auto (compile on a GPU with "
@@ -405,7 +408,7 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
 #: so at its default it changes neither the run's identity (meaning_hash) nor counts as a change when
 #: the run resumes: an upgrade mid-run keeps the run resumable. Append every field added from now on.
 ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage", "grpo.sampler_correction", "grpo.tis_cap",
-                "rollout.mode", "rollout.overlap", "rollout.sampler_ranks")
+                "rollout.mode", "rollout.overlap", "rollout.sampler_ranks", "model.checkpoint_layers")
 
 
 def _default_of(dotted: str):
@@ -457,6 +460,8 @@ def validate(cfg: Config) -> Config:
     need(r.sampler_ranks == 0 or r.engine == "hf" or cfg.model.init == "pretrained", "rollout.sampler_ranks",
          "with vLLM, sampling ranks need a policy folder with weights (model.init pretrained): their engine runs in "
          "its own process and reloads the pushed weights from files, which vLLM's dummy-weights loader cannot")
+    need(cfg.model.checkpoint_layers == -1 or cfg.model.gradient_checkpointing, "model.checkpoint_layers",
+         f"{cfg.model.checkpoint_layers} layers checkpointed needs model.gradient_checkpointing true")
     need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
          "random needs model.path (a folder with the architecture's config.json and tokenizer)")
     rw = cfg.reward

@@ -20,7 +20,7 @@ Padding is not counted: a padded layout pays for it, a packed one does not. MFU 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 __all__ = ["UpdateFlops", "update_flops", "peak_tflops", "PEAK_TFLOPS"]
 
@@ -40,10 +40,11 @@ class UpdateFlops:
 
 
 def update_flops(config, lengths: Sequence[int], completion_lengths: Sequence[int], *,
-                 checkpointing: bool = False, passes: int = 1) -> UpdateFlops:
+                 checkpointing: Union[bool, float] = False, passes: int = 1) -> UpdateFlops:
     """FLOPs of `passes` forward+backward passes over the sequences (a transformers config of a
     decoder: hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim,
-    intermediate_size, vocab_size)."""
+    intermediate_size, vocab_size). `checkpointing`: whether the layers are checkpointed, or the share of
+    them that is (model.checkpoint_layers)."""
     H, L, I, V = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
     Hq = config.num_attention_heads
     Hkv = getattr(config, "num_key_value_heads", None) or Hq
@@ -54,7 +55,7 @@ def update_flops(config, lengths: Sequence[int], completion_lengths: Sequence[in
     layers_fwd = per_token * tokens + attn
     head_fwd = 2 * V * H * sum(completion_lengths)
     return UpdateFlops(model=passes * 3.0 * (layers_fwd + head_fwd),
-                       recompute=passes * float(layers_fwd) if checkpointing else 0.0)
+                       recompute=passes * float(layers_fwd) * float(checkpointing))
 
 
 def peak_tflops(device_name: str, given: Optional[float] = None) -> Optional[float]:

@@ -135,6 +135,33 @@ def fuse_layers(model, how: str, *, generates: bool = False):
     return model
 
 
+def checkpoint_layers(model, count: int = -1) -> list:
+    """Non-reentrant activation checkpointing of `count` of the model's decoder layers (-1: all), spread
+    evenly over the depth; the others keep their activations. Returns the checkpointed layers' indices.
+
+    Checkpointing a layer trades its activations (kept from the forward to the backward) for one more
+    forward of it in the backward: fewer layers, less recomputation and more memory. The gradients are
+    the same either way (tests/test_layout.py)."""
+    layers = getattr(model, model.base_model_prefix, model).layers
+    n = len(layers)
+    if count < -1 or count > n:
+        raise ValueError(f"model.checkpoint_layers must be -1 (all) or 0..{n} (the model has {n} decoder layers), got {count}")
+    if count == 0:
+        model.gradient_checkpointing_disable()
+        return []
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    chosen = list(range(n)) if count in (-1, n) else sorted({(i * n) // count for i in range(count)})
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = i in chosen
+    return chosen
+
+
+def checkpointed_share(model) -> float:
+    """The share of the decoder layers that checkpoint their activations in training (0 to 1)."""
+    layers = getattr(model, model.base_model_prefix, model).layers
+    return sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers) / max(len(layers), 1)
+
+
 def load_policy(path, *, dtype: str = "float32", attn: str = "auto", device="cpu", init: str = "pretrained",
                 seed: int = 0, packed: bool = False) -> Tuple[object, object]:
     """(model, tokenizer) from a local folder or a name; a missing folder is a clear error.

@@ -372,6 +372,12 @@ class GRPOStep:
             m["offpolicy/staleness"] = staleness
         return m
 
+    def _checkpointed_share(self) -> float:
+        from relate_fast.models import checkpointed_share
+
+        model = getattr(self.updater.model, "module", self.updater.model)  # DeepSpeed's engine wraps it
+        return checkpointed_share(model) if hasattr(model, "base_model_prefix") else float(self.cfg.model.gradient_checkpointing)
+
     def _update_utilisation(self, b: StepBatch, seconds: float) -> dict:
         """The update's model FLOPs per second per GPU (relate_fast.flops: no padding, no recomputation
         counted) and, on a GPU whose peak is known, its MFU and its hardware utilisation (with the
@@ -383,7 +389,7 @@ class GRPOStep:
             return {}
         comp = [len(c) for c in b.completion_ids]
         f = update_flops(config, [len(p) + c for p, c in zip(b.prompt_ids, comp)], comp,
-                         checkpointing=self.cfg.model.gradient_checkpointing, passes=self.cfg.grpo.epochs)
+                         checkpointing=self._checkpointed_share(), passes=self.cfg.grpo.epochs)
         out = {"speed/update_model_tflops": f.model / seconds / 1e12}
         peak = peak_tflops(_device_name(), self.cfg.run.peak_tflops)
         if peak:
