@@ -21,14 +21,14 @@ def test_kill_and_ctrl_c_then_resume_equal_the_uninterrupted_run(tmp_path):
     assert crash.main(["--quick", "--out", str(tmp_path)]) == 0, (tmp_path / "report.json").read_text()
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["kill9"]["first_exit"] == -9 and report["ctrl_c_x2"]["first_exit"] == 130
-    for name in ("kill9", "ctrl_c_x2"):
-        assert report[name]["steps_equal"] == report["reference_steps"] == 4
+    for name in ("kill9", "ctrl_c_x2"):  # the signal landed mid-run, and all 6 steps match
+        assert report[name]["killed_mid_run"] and report[name]["steps_equal"] == report["reference_steps"] == 6
 
 
 @pytest.mark.slow
 def test_a_killed_job_with_a_sampling_rank_resumes_like_the_uninterrupted_one(tmp_path):
     """rollout.sampler_ranks 1 under torchrun (1 sampling rank, 2 trainers): every process killed with
-    SIGKILL after step 2, the job started again: the same metrics as the uninterrupted job, step for step
+    SIGKILL after step 1 of 6, the job started again: the same metrics as the uninterrupted job, step for step
     (the batch waiting in the checkpoint is used, the one being sampled at the kill is sampled again)."""
     pytest.importorskip("deepspeed")
     spec = importlib.util.spec_from_file_location("crash_test", ROOT / "scripts" / "crash_test.py")
@@ -36,7 +36,8 @@ def test_a_killed_job_with_a_sampling_rank_resumes_like_the_uninterrupted_one(tm
     spec.loader.exec_module(crash)
     assert crash.main(["--quick", "--split", "--out", str(tmp_path)]) == 0, (tmp_path / "report.json").read_text()
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["kill9"]["first_exit"] == -9 and report["kill9"]["steps_equal"] == report["reference_steps"] == 4
+    assert report["kill9"]["first_exit"] == -9 and report["kill9"]["killed_mid_run"]
+    assert report["kill9"]["steps_equal"] == report["reference_steps"] == 6
 
 
 def _args(tmp_path, name, *extra):
