@@ -31,18 +31,6 @@ def default_config_path() -> str:
                             "(relate_fast.configs); pass --config")
 
 
-def _close_distributed() -> None:
-    """A torchrun job's process group closed before the interpreter exits (PyTorch's advice): left to the
-    interpreter's teardown, a restarted split-rank job that had nothing left to do once ended with SIGABRT
-    ("terminate called without an active exception") on rank 0 after a clean run. A one-process run keeps
-    its in-memory group: a caller that runs main() again in the same process (the tests do) finds it, and
-    DeepSpeed's cached communication backend still matches it."""
-    import torch.distributed as dist
-
-    if "RANK" in os.environ and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -73,7 +61,6 @@ def main(argv=None) -> int:
 
     try:
         Trainer(cfg).run()
-        _close_distributed()
     except KeyboardInterrupt:
         print("relate_fast.train: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
