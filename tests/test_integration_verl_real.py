@@ -103,8 +103,9 @@ def test_the_restatement_matches_real_verl():
 
 
 def test_an_installed_relate_fast_is_a_verl_plugin():
-    """`import verl` alone registers ours, through relate_fast's "verl.plugins" entry point (pyproject.toml),
-    as in each of verl's Ray workers; with verl's plugin discovery off it does not (the control)."""
+    """`import verl` alone, in a fresh process, registers ours through relate_fast's "verl.plugins" entry point
+    (pyproject.toml), as in each of verl's Ray workers; with discovery off, VERL_USE_EXTERNAL_MODULES does (the
+    way where relate_fast is only on PYTHONPATH). Each probe imports verl (~15 s on a 2-core VM): two, not more."""
     import os
     import subprocess
     import sys
@@ -112,9 +113,6 @@ def test_an_installed_relate_fast_is_a_verl_plugin():
     probe = "import verl.trainer.ppo.core_algos as c; c.get_policy_loss_fn('relate'); c.get_adv_estimator_fn('relate_grpo')"
     on = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert on.returncode == 0, on.stderr[-2000:]
-    off = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none"))
-    assert off.returncode != 0 and "Unsupported loss mode: relate" in off.stderr
     by_name = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                              env=dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none",
                                       VERL_USE_EXTERNAL_MODULES="relate_fast.integrations.verl_plugin"))
