@@ -141,7 +141,7 @@ def checkpoint_layers(model, count: int = -1) -> list:
 
     Checkpointing a layer trades its activations (kept from the forward to the backward) for one more
     forward of it in the backward: fewer layers, less recomputation and more memory. The gradients are
-    the same either way (tests/test_layout.py)."""
+    the same either way (tests/test_checkpointing.py)."""
     layers = getattr(model, model.base_model_prefix, model).layers
     n = len(layers)
     if count < -1 or count > n:

@@ -373,10 +373,14 @@ class GRPOStep:
         return m
 
     def _checkpointed_share(self) -> float:
-        from relate_fast.models import checkpointed_share
+        """The checkpointed share of the policy's layers, read from the model once (it does not change)."""
+        if getattr(self, "_ckpt_share", None) is None:
+            from relate_fast.models import checkpointed_share
 
-        model = getattr(self.updater.model, "module", self.updater.model)  # DeepSpeed's engine wraps it
-        return checkpointed_share(model) if hasattr(model, "base_model_prefix") else float(self.cfg.model.gradient_checkpointing)
+            model = getattr(self.updater.model, "module", self.updater.model)  # DeepSpeed's engine wraps it
+            self._ckpt_share = (checkpointed_share(model) if hasattr(model, "base_model_prefix")
+                                else float(self.cfg.model.gradient_checkpointing))
+        return self._ckpt_share
 
     def _update_utilisation(self, b: StepBatch, seconds: float) -> dict:
         """The update's model FLOPs per second per GPU (relate_fast.flops: no padding, no recomputation
