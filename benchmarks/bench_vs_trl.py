@@ -138,8 +138,9 @@ def run_ours(folder, args, work) -> dict:
     width = longest_prompt_tokens(folder) + args.max_new_tokens
     over = ["--run.out_dir", str(work), "--run.name", "ours", "--run.progress", "false", "--eval.enabled", "false",
             "--run.checkpoint_every", "0", "--run.save_final", "false", "--run.resume", "false", "--model.path", str(folder),
-            "--model.dtype", "bfloat16", "--model.gradient_checkpointing", str(args.ckpt != "off").lower(),
+            "--model.dtype", "bfloat16", "--model.gradient_checkpointing", str(args.ckpt not in ("off", "auto")).lower(),
             "--model.checkpoint_layers", args.ckpt[1:] if args.ckpt.startswith("l") else "-1",
+            "--model.auto_checkpointing", str(args.ckpt == "auto").lower(),
             "--model.fused_layers", args.fused, "--sft.steps", "0",
             "--rollout.engine", args.engine, "--rollout.group_size", str(G), "--rollout.prompts_per_step",
             str(args.prompts), "--rollout.max_new_tokens", str(args.max_new_tokens), "--rollout.temperature", "1.0",
@@ -172,6 +173,11 @@ def run_ours(folder, args, work) -> dict:
            "rollout_engine": trainer.rollout.name, "rollout_engine_start_s": round(trainer.rollout_init_s, 1),
            "peak_mem_gib": peak, "device_used_gib": max(r.get("gpu_mem_device_used_gib", 0) for r in rows),
            "world_size": trainer.world, "data_parallel": "deepspeed zero-2", "micro_batch_tokens": args.micro_batch * width}
+    plan = trainer.parts.memory_plan
+    if plan is not None:  # --ckpt auto: what the plan chose and predicted, beside the peak measured above
+        res["memory_plan"] = {"checkpointed_layers": plan.checkpointed_layers, "layers": plan.layers,
+                              "predicted_peak_gib": plan.predicted_peak / 2**30, "fits": plan.fits,
+                              "activation_kib_per_token_layer": plan.activation_per_token_layer / 1024}
     for k in ("update_mfu", "update_model_tflops"):
         if f"speed/{k}" in rows[0]:
             res[k] = med(f"speed/{k}")
@@ -285,7 +291,7 @@ def sweep(args) -> dict:
         common.append("--no-trl-deepspeed")
     runs = [(side, mb, ckpt, speed, mode) for side in args.sides.split(",")
             for mb in [int(x) for x in args.grid.split(",")] for ckpt in args.ckpts.split(",")
-            if side == "ours" or not ckpt.startswith("l")  # TRL checkpoints all layers or none
+            if side == "ours" or not (ckpt.startswith("l") or ckpt == "auto")  # TRL: all layers or none, by hand
             for speed in (args.trl_speeds if side == "trl" else args.rollout_modes).split(",")
             for mode in args.vllm_modes.split(",")]
     if args.only:
@@ -388,8 +394,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=16, help="prompts per optimizer step per GPU (x G = 5)")
     ap.add_argument("--micro-batch", type=int, default=40, help="sequences per micro-batch (one setting)")
-    ap.add_argument("--ckpt", default="on", help="gradient checkpointing (one setting): on, off, or lN (ours: N of the "
-                                                 "decoder layers checkpointed, model.checkpoint_layers)")
+    ap.add_argument("--ckpt", default="on", help="gradient checkpointing (one setting): on, off, lN (ours: N of the "
+                                                 "decoder layers checkpointed, model.checkpoint_layers) or auto (ours: "
+                                                 "model.auto_checkpointing's memory plan chooses)")
     ap.add_argument("--layout", default="auto", help="ours: grpo.layout (auto: packed on a GPU)")
     ap.add_argument("--fused", default="auto", help="ours: model.fused_layers (auto: compile on a GPU)")
     ap.add_argument("--grid", default="8,20,40,80", help="--sweep: micro-batch sizes")
@@ -425,10 +432,10 @@ def main(argv=None):
     if args.lr is None:
         args.lr = 1e-12 if args.workload == "realistic" else 1e-6
     for c in [args.ckpt] + args.ckpts.split(","):
-        if not (c in ("on", "off") or (c.startswith("l") and c[1:].isdigit())):
-            ap.error(f"--ckpt/--ckpts: {c!r} is not on, off or lN (N decoder layers checkpointed)")
-    if args.side == "trl" and args.ckpt.startswith("l"):
-        ap.error("--ckpt lN is ours alone: TRL checkpoints every layer or none")
+        if not (c in ("on", "off", "auto") or (c.startswith("l") and c[1:].isdigit())):
+            ap.error(f"--ckpt/--ckpts: {c!r} is not on, off, auto or lN (N decoder layers checkpointed)")
+    if args.side == "trl" and (args.ckpt.startswith("l") or args.ckpt == "auto"):
+        ap.error(f"--ckpt {args.ckpt} is ours alone: TRL checkpoints every layer or none")
     if args.sweep or args.combine_dir:
         result = sweep(args) if args.sweep else combine_dir(Path(args.combine_dir))
         print_grid(result)

@@ -20,6 +20,7 @@ from typing import Callable, List, Optional, Tuple
 from relate_fast.config import Config
 from relate_fast.distributed import device
 from relate_fast.batching import resolve_layout
+from relate_fast.memory_plan import MemoryPlan, device_memory, plan_for_run
 from relate_fast.models import checkpoint_layers, fuse_layers, load_policy
 from relate_fast.updater import PolicyUpdater
 from relate_fast.rewards import RewardFunction
@@ -38,6 +39,7 @@ class StepParts:
     rollout_init_s: float
     updater: PolicyUpdater
     step: GRPOStep
+    memory_plan: Optional[MemoryPlan] = None  # model.auto_checkpointing's choice
 
     # what a checkpoint keeps of the parts besides the policy and optimizer (the updater saves those)
     def state_dict(self) -> dict:
@@ -87,12 +89,21 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
     if cfg.grpo.beta != 0:
         reference, _ = load_model(cfg, cold)
         reference.eval().requires_grad_(False)
+    used_before, reserved_before, _ = device_memory()
+    others = used_before - reserved_before  # the CUDA context and other processes
     t = time.time()
     rollout = make_engine(cfg.rollout, model_folder=cold[0], tokenizer=tok, policy=policy, dtype=cfg.model.dtype,
                           seed=cfg.run.seed, max_prompt_tokens=cfg.data.max_prompt_tokens,
                           dummy_weights=cold[1] == "random", evaluation_only=cfg.rollout.sampler_ranks > 0)
     rollout_init_s = time.time() - t
+    engine_bytes = device_memory()[0] - used_before
     fuse_layers(policy, cfg.model.fused_layers, generates=rollout.name == "hf")
+    plan = None
+    if cfg.model.auto_checkpointing:  # after the fusion: the probe measures the layers that will train
+        plan = plan_for_run(cfg, policy, world=world, engine_bytes=engine_bytes, others=others,
+                            engine_sleeps=bool(getattr(rollout, "sleep_mode", False)))
+        checkpoint_layers(policy, plan.checkpointed_layers)
+        log(plan.describe())
     log(f"rollout engine: {rollout.name} (started in {rollout_init_s:.1f} s); reward preset {cfg.reward.preset}; "
         f"world size {world}; update: {resolve_layout(cfg.grpo.layout, device())} layout, attention "
         f"{policy.config._attn_implementation}")
@@ -101,4 +112,4 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
     step = GRPOStep(cfg, rollout=rollout, updater=updater, reward_fn=reward_fn, tokenizer=tok, reference=reference,
                     rank=rank, world=world)
     return StepParts(tokenizer=tok, encoders=[encoder] if same else [encoder, ctcvr_encoder], reward_fn=reward_fn,
-                     rollout=rollout, rollout_init_s=rollout_init_s, updater=updater, step=step)
+                     rollout=rollout, rollout_init_s=rollout_init_s, updater=updater, step=step, memory_plan=plan)

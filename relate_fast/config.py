@@ -88,6 +88,12 @@ class ModelConfig:
     checkpoint_layers: int = setting(-1, "With model.gradient_checkpointing: how many decoder layers are checkpointed, spread "
                                         "evenly over the depth (-1: all). Fewer: less recomputation in the backward, more "
                                         "activation memory; the same gradients.", ge=-1)
+    auto_checkpointing: bool = setting(False, "Choose the checkpointed layers from a memory plan when the update starts "
+                                          "(relate_fast.memory_plan): none when the update's predicted peak fits, else the "
+                                          "fewest layers that make it fit; overrides model.gradient_checkpointing and "
+                                          "model.checkpoint_layers. The plan goes to the log and <run>/memory_plan.json.")
+    memory_budget_gib: float = setting(0.0, "The memory plan's budget per rank in GiB; 0 = the GPU's memory less a 5 % "
+                                            "margin (on the CPU, where there is none to read, a budget must be given).", ge=0)
     fused_layers: str = setting("auto", "The decoder body's elementwise work fused: compile (torch.compile of each decoder "
                                    "layer), liger (liger-kernel's RMSNorm, SwiGLU and RoPE; needs liger-kernel, and "
                                    "patches transformers' Qwen3 classes process-wide), none, or auto (compile on a GPU with "
@@ -408,7 +414,8 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
 #: so at its default it changes neither the run's identity (meaning_hash) nor counts as a change when
 #: the run resumes: an upgrade mid-run keeps the run resumable. Append every field added from now on.
 ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage", "grpo.sampler_correction", "grpo.tis_cap",
-                "rollout.mode", "rollout.overlap", "rollout.sampler_ranks", "model.checkpoint_layers")
+                "rollout.mode", "rollout.overlap", "rollout.sampler_ranks", "model.checkpoint_layers",
+                "model.auto_checkpointing", "model.memory_budget_gib")
 
 
 def _default_of(dotted: str):
@@ -462,6 +469,10 @@ def validate(cfg: Config) -> Config:
          "its own process and reloads the pushed weights from files, which vLLM's dummy-weights loader cannot")
     need(cfg.model.checkpoint_layers == -1 or cfg.model.gradient_checkpointing, "model.checkpoint_layers",
          f"{cfg.model.checkpoint_layers} layers checkpointed needs model.gradient_checkpointing true")
+    need(not cfg.model.auto_checkpointing or cfg.model.checkpoint_layers == -1, "model.checkpoint_layers",
+         f"{cfg.model.checkpoint_layers}: model.auto_checkpointing chooses the checkpointed layers itself (leave -1)")
+    need(cfg.model.auto_checkpointing or not cfg.model.memory_budget_gib, "model.memory_budget_gib",
+         "is the budget of model.auto_checkpointing's plan, which is off")
     need(cfg.model.init == "pretrained" or cfg.model.path is not None, "model.init",
          "random needs model.path (a folder with the architecture's config.json and tokenizer)")
     rw = cfg.reward

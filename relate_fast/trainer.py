@@ -134,6 +134,8 @@ class Trainer:
         self.parts, self.tok, self.reward_fn = parts, parts.tokenizer, parts.reward_fn
         self.rollout, self.rollout_init_s, self.updater, self.grpo = \
             parts.rollout, parts.rollout_init_s, parts.updater, parts.step
+        if parts.memory_plan is not None and self.rank == 0:
+            parts.memory_plan.save(self.run_dir / "memory_plan.json")
         self.prompts = PromptSchedule(self.rows, self.tok, prompts_per_step=self.cfg.rollout.prompts_per_step,
                                       seed=self.cfg.run.seed, rank=self.rank, world=self.world,
                                       max_prompt_tokens=self.cfg.data.max_prompt_tokens)
@@ -207,6 +209,11 @@ class Trainer:
             summary["seconds"] = round(time.time() - t_start, 1)
             if cfg.run.save_final:
                 atomic_save_pretrained(self.run_dir / "final", self.updater.model, self.tok)
+            if self.parts.memory_plan is not None:  # the prediction beside what the steps measured
+                peaks = [m["gpu_mem_peak_gib"] for m in self.metrics.read() if "gpu_mem_peak_gib" in m]
+                summary["memory_plan"] = {"checkpointed_layers": self.parts.memory_plan.checkpointed_layers,
+                                          "predicted_peak_gib": round(self.parts.memory_plan.predicted_peak / 2**30, 2),
+                                          "measured_peak_gib": round(max(peaks), 2) if peaks else None}
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
             self.metrics.plot(self.run_dir / "plots")
             if cfg.eval.enabled:

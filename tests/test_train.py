@@ -370,12 +370,19 @@ def test_end_to_end_outputs_and_resume_continues_identically(tmp_path):
     assert [m["step"] for m in full] == [1, 2, 3]
     assert {"loss", "kl", "clip_ratio", "entropy", "reward/total", "reward/risk_token", "time/rollout",
             "time/update"} <= set(full[0])
-    # a run stopped after step 2, then resumed to 3, continues exactly like the uninterrupted one
-    part = _run(tmp_path, "b", 2)
+    # a run stopped after step 2, then resumed to 3, continues exactly like the uninterrupted one; it runs
+    # with a memory plan whose budget nothing fits (every layer checkpointed): the same numbers as none
+    plan = ("--model.auto_checkpointing", "true", "--model.memory_budget_gib", "0.001")
+    part = _run(tmp_path, "b", 2, *plan)
     assert [_comparable(m) for m in part] == [_comparable(m) for m in full[:2]]
-    resumed = _run(tmp_path, "b", 3)
+    saved = json.loads((tmp_path / "b" / "memory_plan.json").read_text())
+    assert saved["checkpointed_layers"] == saved["layers"] == 1 and not saved["fits"]
+    resumed = _run(tmp_path, "b", 3, *plan)
     assert [m["step"] for m in resumed] == [1, 2, 3]
     assert _comparable(resumed[2]) == _comparable(full[2])
+    # the summary puts the prediction beside the peak the steps measured (none on the CPU)
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["memory_plan"] == {
+        "checkpointed_layers": 1, "predicted_peak_gib": round(saved["predicted_peak"] / 2**30, 2), "measured_peak_gib": None}
 
 
 def test_one_step_off_learns_from_batches_one_update_stale_and_resumes_exactly(tmp_path):

@@ -1,0 +1,205 @@
+"""How many decoder layers to checkpoint: the fewest whose update fits the memory there is.
+
+Gradient checkpointing trades memory for time: a checkpointed layer keeps only its input from the
+forward to the backward and runs its forward again in the backward (~1/3 more arithmetic for that
+layer). Off is fastest when it fits; all layers is what fits the most tokens. `model.auto_checkpointing`
+picks between them per run, from a plan of the update's peak on one rank:
+
+    peak(k) = others + engine + states + T · [(L - k) · a + k · h] + [k > 0] · T · a
+
+- T: tokens of one micro-batch (grpo.micro_batch_tokens, the budget the step fills);
+- L layers, k of them checkpointed;
+- a: activation bytes one layer keeps per token, **measured** on the run's own model, device, dtype,
+  attention and fused layers by two probe forwards, every layer plain and every layer checkpointed
+  (the CUDA allocator's count; on the CPU, the bytes autograd saves, counted by saved-tensor hooks);
+- h: what a checkpointed layer keeps per token, its input (hidden size × dtype bytes);
+- [k > 0] · T · a: the one layer whose forward runs again inside the backward;
+- states: weights, gradients and optimizer state per rank (`training_state_bytes`: the layout of
+  DeepSpeed ZeRO stage 0–2 with AdamW);
+- engine: what the rollout engine holds during the update (measured when it was started; 0 when it
+  sleeps through the update);
+- others: the CUDA context and other processes on the GPU (measured before the engine started).
+
+The plan takes the smallest k with peak(k) ≤ budget, where the budget is the GPU's memory less a
+margin (model.memory_budget_gib sets it instead; on the CPU it must be given). When even k = L does
+not fit, it checkpoints every layer and says by how much the prediction exceeds the budget (a smaller
+grpo.micro_batch_tokens is the fix). The plan and its parts go to the log and <run>/memory_plan.json
+beside the peak the run then measures, so each GPU run also checks the prediction.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+__all__ = ["MemoryPlan", "plan_checkpointing", "training_state_bytes", "activation_bytes_per_token",
+           "GIB", "MARGIN"]
+
+GIB = 2 ** 30
+#: the share of the GPU's memory the plan leaves free: the allocator's fragmentation and the backward's
+#: short-lived buffers (a layer's input gradient, the loss's chunks) that the formula does not itemise
+MARGIN = 0.05
+
+
+@dataclass
+class MemoryPlan:
+    checkpointed_layers: int  # k (0: checkpointing off)
+    layers: int  # L
+    tokens: int  # T
+    activation_per_token_layer: float  # a, bytes (measured)
+    kept_per_token_layer: float  # h, bytes
+    states: float  # bytes
+    engine: float  # bytes
+    others: float  # bytes
+    budget: float  # bytes
+    predicted_peak: float  # bytes, peak(k)
+    fits: bool  # peak(k) <= budget
+
+    def describe(self) -> str:
+        g = lambda b: f"{b / GIB:.1f} GiB"  # noqa: E731
+        what = ("no checkpointing" if self.checkpointed_layers == 0 else
+                f"{self.checkpointed_layers} of {self.layers} layers checkpointed")
+        line = (f"memory plan: {what} for {self.tokens} tokens per micro-batch: predicted peak {g(self.predicted_peak)} "
+                f"of a {g(self.budget)} budget (states {g(self.states)}, activations "
+                f"{self.activation_per_token_layer / 1024:.1f} KiB per token and layer, engine {g(self.engine)}, "
+                f"others {g(self.others)})")
+        if not self.fits:
+            line += (f"; does NOT fit even with every layer checkpointed (over by "
+                     f"{g(self.predicted_peak - self.budget)}): lower grpo.micro_batch_tokens")
+        return line
+
+    def save(self, path: Path, **extra) -> None:
+        Path(path).write_text(json.dumps(dict(asdict(self), **extra), indent=2) + "\n")
+
+
+def predicted_peak(k: int, *, layers: int, tokens: int, activation: float, kept: float, fixed: float) -> float:
+    """peak(k) of the module docstring; `fixed` = others + engine + states."""
+    if not 0 <= k <= layers:
+        raise ValueError(f"k must be 0..{layers}, got {k}")
+    return fixed + tokens * ((layers - k) * activation + k * kept) + (tokens * activation if k else 0.0)
+
+
+def plan_checkpointing(*, layers: int, tokens: int, activation: float, kept: float, states: float,
+                       budget: float, engine: float = 0.0, others: float = 0.0) -> MemoryPlan:
+    """The smallest number of checkpointed layers whose predicted peak fits `budget` (all of them, with
+    fits=False, when none does). Sizes in bytes; `activation` and `kept` per token and layer."""
+    if layers < 1 or tokens < 1:
+        raise ValueError(f"a plan needs layers >= 1 and tokens >= 1, got {layers} and {tokens}")
+    if not 0 < kept <= activation:
+        raise ValueError(f"a checkpointed layer keeps less than a plain one: kept {kept} > activation {activation}")
+    fixed = others + engine + states
+    peak = lambda k: predicted_peak(k, layers=layers, tokens=tokens, activation=activation, kept=kept,  # noqa: E731
+                                    fixed=fixed)
+    # peak(k) is not monotone at k = 1 (the recomputed layer), so search every k rather than bisect
+    k = next((k for k in range(layers + 1) if peak(k) <= budget), layers)
+    return MemoryPlan(checkpointed_layers=k, layers=layers, tokens=tokens, activation_per_token_layer=activation,
+                      kept_per_token_layer=kept, states=states, engine=engine, others=others, budget=budget,
+                      predicted_peak=peak(k), fits=peak(k) <= budget)
+
+
+def training_state_bytes(params: int, *, world: int, dtype: str, zero_stage: Optional[int]) -> float:
+    """Weights, gradients and AdamW state on one rank. bfloat16 (mixed precision): bf16 weights and
+    gradients, plus fp32 master weights, fp32 gradient partition and the two fp32 moments, which ZeRO
+    stage >= 1 shards over the ranks (stage 2 also shards the reduced gradients; the bf16 ones are
+    full size until reduced). float32: weights, gradients and moments in fp32. `zero_stage` None: no
+    DeepSpeed (plain AdamW, nothing sharded)."""
+    shard = world if zero_stage else 1
+    if dtype == "bfloat16":
+        return params * (2 + 2 + (4 + 4 + 8) / shard)
+    return params * (4 + 4 + 8 / shard)
+
+
+def _trunk(model):
+    return getattr(model, model.base_model_prefix, model)
+
+
+def activation_bytes_per_token(model, tokens: int = 256) -> float:
+    """a: the bytes one decoder layer keeps from its forward for the backward, per token, measured by two
+    forwards of `tokens` random ids through the model's trunk with gradients on: every layer plain, then
+    every layer checkpointed (the layers' flags restored after). What checkpointing all L layers frees,
+    over L · tokens, is a layer's activations less what a checkpointed layer still keeps; the embedding
+    and final norm, the same in both, drop out. On CUDA the allocator's growth over each forward (the
+    output excluded), and a checkpointed layer keeps its input (h bytes per token, added back); on the
+    CPU the bytes of the distinct storages autograd saves (parameters excluded), which do not include
+    the inputs a checkpoint holds, so nothing is added back."""
+    from relate_fast.models import checkpoint_layers
+
+    trunk = _trunk(model)
+    layers = trunk.layers
+    flags = [getattr(layer, "gradient_checkpointing", False) for layer in layers]
+    was_training = model.training
+    p0 = next(model.parameters())
+    cuda = p0.device.type == "cuda"
+    ids = torch.randint(0, model.config.vocab_size, (1, tokens), device=p0.device)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def kept_by_forward() -> int:
+        seen = {}
+
+        def pack(t):
+            s = t.untyped_storage()
+            if s.data_ptr() not in params:
+                seen[s.data_ptr()] = s.nbytes()
+            return t
+
+        with torch.enable_grad():
+            if cuda:
+                torch.cuda.synchronize()
+                before = torch.cuda.memory_allocated()
+                out = trunk(input_ids=ids, use_cache=False).last_hidden_state
+                torch.cuda.synchronize()
+                return torch.cuda.memory_allocated() - before - out.untyped_storage().nbytes()
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                trunk(input_ids=ids, use_cache=False)
+            return sum(seen.values())
+
+    try:
+        model.train()
+        checkpoint_layers(model, 0)
+        plain = kept_by_forward()
+        checkpoint_layers(model, -1)
+        checkpointed = kept_by_forward()
+    finally:
+        if any(flags):
+            for layer, f in zip(layers, flags):
+                layer.gradient_checkpointing = f
+        else:
+            checkpoint_layers(model, 0)
+        model.train(was_training)
+    freed = (plain - checkpointed) / (tokens * len(layers))
+    return freed + (model.config.hidden_size * p0.element_size() if cuda else 0.0)
+
+
+def device_memory() -> tuple:
+    """(used bytes on the device, bytes this process's PyTorch allocator reserves, total); zeros on the CPU."""
+    if not torch.cuda.is_available():
+        return 0, 0, 0
+    free, total = torch.cuda.mem_get_info()
+    return total - free, torch.cuda.memory_reserved(), total
+
+
+def plan_for_run(cfg, policy, *, world: int, engine_bytes: float, engine_sleeps: bool, others: float) -> MemoryPlan:
+    """The plan of `model.auto_checkpointing` for this rank: the run's micro-batch token budget, its
+    policy's measured activations, its dtype and ZeRO stage; `engine_bytes` is what the rollout engine
+    took when it started (held through the update unless `engine_sleeps`), `others` the device memory
+    that was neither this process's allocator's nor the engine's before the engine started."""
+    layers = len(_trunk(policy).layers)
+    tokens = cfg.grpo.micro_batch_tokens
+    # one row as the run has them (prompt + response), at most the micro-batch
+    probe = max(8, min(tokens, cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens))
+    activation = activation_bytes_per_token(policy, probe)
+    p = next(policy.parameters())
+    kept = policy.config.hidden_size * p.element_size()
+    params = sum(q.numel() for q in policy.parameters())
+    states = training_state_bytes(params, world=world, dtype=cfg.model.dtype,
+                                  zero_stage=cfg.deepspeed.zero_stage if cfg.deepspeed.enabled else None)
+    if cfg.model.memory_budget_gib:
+        budget = cfg.model.memory_budget_gib * GIB
+    else:
+        budget = torch.cuda.mem_get_info()[1] * (1 - MARGIN)
+    return plan_checkpointing(layers=layers, tokens=tokens, activation=activation, kept=min(kept, activation),
+                              states=states, budget=budget, engine=0.0 if engine_sleeps else engine_bytes,
+                              others=others)

@@ -1,0 +1,112 @@
+"""model.auto_checkpointing's memory plan (relate_fast.memory_plan): the fewest checkpointed layers that fit,
+the per-rank state sizes, the measured activations and the linear model the plan rests on, the config's
+clear errors. (What it predicts against what a GPU measures is recorded per run in memory_plan.json and
+summary.json; no GPU here.)"""
+import pytest
+import torch
+
+from relate_fast.memory_plan import (GIB, activation_bytes_per_token, plan_checkpointing, predicted_peak,
+                                     training_state_bytes)
+from relate_fast.models import checkpoint_layers
+
+
+def _model(layers=4):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=8, tie_word_embeddings=False)
+    cfg._attn_implementation = "sdpa"
+    return Qwen3ForCausalLM(cfg).train()
+
+
+def test_the_plan_is_the_fewest_checkpointed_layers_that_fit():
+    L, T, a, h, states = 8, 1000, 100.0, 10.0, 5000.0
+
+    def peak(k):  # the module docstring's formula, written out again
+        return states + T * ((L - k) * a + k * h) + (T * a if k else 0)
+
+    assert peak(0) == 805000 and peak(1) == 805000 - 90000 + 100000
+    for budget in [peak(0) + 1, peak(0), peak(0) - 1, peak(3), peak(5) - 1, peak(L), 0.5 * peak(L)]:
+        plan = plan_checkpointing(layers=L, tokens=T, activation=a, kept=h, states=states, budget=budget)
+        fitting = [k for k in range(L + 1) if peak(k) <= budget]
+        assert plan.checkpointed_layers == (fitting[0] if fitting else L), budget
+        assert plan.fits == bool(fitting) and plan.predicted_peak == peak(plan.checkpointed_layers)
+    # peak(1) > peak(0) here (the recomputed layer costs more than one layer's savings): never 1 after 0
+    assert plan_checkpointing(layers=L, tokens=T, activation=a, kept=h, states=states,
+                              budget=peak(0) - 1).checkpointed_layers == 2
+    over = plan_checkpointing(layers=L, tokens=T, activation=a, kept=h, states=states, budget=1.0)
+    assert not over.fits and "lower grpo.micro_batch_tokens" in over.describe()
+    fine = plan_checkpointing(layers=L, tokens=T, activation=a, kept=h, states=states, budget=peak(0),
+                              engine=0.0, others=0.0)
+    assert fine.describe().startswith("memory plan: no checkpointing for 1000 tokens")
+    # the engine and the other processes count against the budget
+    assert plan_checkpointing(layers=L, tokens=T, activation=a, kept=h, states=states, budget=peak(0),
+                              engine=1.0).checkpointed_layers > 0
+
+
+def test_a_plan_with_impossible_sizes_is_refused():
+    with pytest.raises(ValueError, match="keeps less"):
+        plan_checkpointing(layers=2, tokens=10, activation=1.0, kept=2.0, states=0, budget=1e9)
+    with pytest.raises(ValueError, match="layers >= 1"):
+        plan_checkpointing(layers=0, tokens=10, activation=1.0, kept=1.0, states=0, budget=1e9)
+    with pytest.raises(ValueError, match="0..2"):
+        predicted_peak(3, layers=2, tokens=1, activation=1.0, kept=1.0, fixed=0)
+
+
+def test_state_bytes_per_parameter_follow_zero_sharding():
+    P = 1000
+    assert training_state_bytes(P, world=1, dtype="bfloat16", zero_stage=2) == 20 * P
+    assert training_state_bytes(P, world=4, dtype="bfloat16", zero_stage=2) == (4 + 16 / 4) * P
+    assert training_state_bytes(P, world=4, dtype="bfloat16", zero_stage=None) == 20 * P  # nothing sharded
+    assert training_state_bytes(P, world=2, dtype="float32", zero_stage=2) == (8 + 8 / 2) * P
+
+
+def _saved_bytes(model, tokens):
+    """What autograd keeps from one forward (distinct storages, parameters excluded), counted independently
+    of the plan's probe: the whole causal-LM forward, logits included."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    ids = torch.randint(0, 61, (1, tokens), generator=torch.Generator().manual_seed(2))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, use_cache=False)
+    return sum(seen.values())
+
+
+def test_activations_are_measured_per_token_and_layer_and_checkpointing_removes_a_layers_share():
+    model = _model(layers=4)
+    a = activation_bytes_per_token(model, 24)
+    assert a == pytest.approx(activation_bytes_per_token(model, 48), rel=0.02)  # linear in the tokens
+    assert a > model.config.hidden_size * 4  # far more than the layer's input, which a checkpointed layer keeps
+    assert not any(getattr(l, "gradient_checkpointing", False) for l in model.model.layers)  # flags restored
+    # the plan's linear model: each checkpointed layer frees one layer's activations (its input is kept by
+    # the checkpoint, which this count does not see), whichever layers checkpoint_layers picks
+    T = 40
+    plain = _saved_bytes(model, T)
+    for k in (1, 2, 4):
+        checkpoint_layers(model, k)
+        assert plain - _saved_bytes(model, T) == pytest.approx(k * a * T, rel=0.01), k
+    checkpoint_layers(model, 0)
+
+
+def test_auto_checkpointing_errors_name_the_field(monkeypatch):
+    from relate_fast.config import load_config
+    from relate_fast.preflight import check_inputs
+
+    with pytest.raises(ValueError, match="model.checkpoint_layers.*auto_checkpointing"):
+        load_config(None, ["--model.auto_checkpointing", "true", "--model.gradient_checkpointing", "true",
+                           "--model.checkpoint_layers", "2"])
+    with pytest.raises(ValueError, match="model.memory_budget_gib.*off"):
+        load_config(None, ["--model.memory_budget_gib", "40"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="model.auto_checkpointing.*model.memory_budget_gib"):
+        check_inputs(load_config(None, ["--model.auto_checkpointing", "true"]))
+    cfg = load_config(None, ["--model.auto_checkpointing", "true", "--model.memory_budget_gib", "0.5"])
+    assert cfg.model.memory_budget_gib * GIB == 0.5 * 2 ** 30
