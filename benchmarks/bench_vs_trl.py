@@ -49,7 +49,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,7 +58,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.common import MEAN_RESPONSE_TOKENS, provenance, qwen3_folder, shared_workdir, write_json  # noqa: E402
+from benchmarks.common import (MEAN_RESPONSE_TOKENS, pick_settings, provenance, qwen3_folder, run_setting,  # noqa: E402
+                               shared_workdir, write_json)
 
 G = 5
 
@@ -294,34 +294,15 @@ def sweep(args) -> dict:
             if side == "ours" or not (ckpt.startswith("l") or ckpt == "auto")  # TRL: all layers or none, by hand
             for speed in (args.trl_speeds if side == "trl" else args.rollout_modes).split(",")
             for mode in args.vllm_modes.split(",")]
-    if args.only:
-        wanted = set(args.only.split(","))
-        unknown = wanted - {_setting(*r) for r in runs}
-        if unknown:
-            raise SystemExit(f"--only: {', '.join(sorted(unknown))} not in the grid (--grid, --ckpts, --trl-speeds, --vllm-modes)")
-        runs = [r for r in runs if _setting(*r) in wanted]
+    runs = pick_settings(runs, args.only, lambda r: _setting(*r), "--grid, --ckpts, --trl-speeds, --vllm-modes")
     for side, mb, ckpt, speed, mode in runs:
         name = _setting(side, mb, ckpt, speed, mode)
-        if (out_dir / f"{name}.json").is_file() and not args.rerun:
-            print(f"-- {name}: done earlier", flush=True)
-            continue
-        t = time.time()
         # the "speed" of a setting: TRL's speed option, or our rollout.mode
         speed_arg = ["--trl-speed", speed] if side == "trl" else ["--rollout-mode", "sync" if speed == "none" else speed]
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--micro-batch", str(mb),
                "--ckpt", ckpt, *speed_arg, "--vllm-mode", mode, "--out", str(out_dir / f"{name}.json"), *common]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
-            rc, log = proc.returncode, proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as e:
-            rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
-        (out_dir / f"{name}.log").write_text(log[-20000:])
-        if rc != 0:
-            err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
-            (out_dir / f"{name}.json").write_text(json.dumps({side: {"error": err, "log_tail": log[-1500:]},
-                                                              "settings": {"micro_batch": mb, "ckpt": ckpt,
-                                                                           "trl_speed": speed, "vllm_mode": mode}}))
-        print(f"-- {name}: {'ok' if rc == 0 else rc} in {time.time() - t:.0f} s", flush=True)
+        run_setting(out_dir, name, cmd, side=side, timeout=args.run_timeout, rerun=args.rerun,
+                    settings={"micro_batch": mb, "ckpt": ckpt, "trl_speed": speed, "vllm_mode": mode})
     return combine_dir(out_dir)
 
 

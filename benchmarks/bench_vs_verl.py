@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.bench_vs_trl import G, longest_prompt_tokens, prompt_rows, shared_policy  # noqa: E402
-from benchmarks.common import provenance, shared_workdir, write_json  # noqa: E402
+from benchmarks.common import pick_settings, provenance, run_setting, shared_workdir, write_json  # noqa: E402
 
 SPEEDS = ("none", "bypass", "liger", "bypass_liger")
 
@@ -227,34 +227,13 @@ def sweep(args) -> dict:
                         one = argparse.Namespace(**vars(args))
                         one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode, one.verl_loss = mb, ckpt, speed, mode, loss
                         runs.append(one)
-    if args.only:
-        wanted = set(args.only.split(","))
-        unknown = wanted - {setting_name(r) for r in runs}
-        if unknown:
-            raise SystemExit(f"--only: {', '.join(sorted(unknown))} not in the grid (--grid, --ckpts, --verl-speeds, --vllm-modes)")
-        runs = [r for r in runs if setting_name(r) in wanted]
+    runs = pick_settings(runs, args.only, setting_name, "--grid, --ckpts, --verl-speeds, --vllm-modes, --verl-losses")
     for one in runs:
         name = setting_name(one)
-        if (out_dir / f"{name}.json").is_file() and not args.rerun:
-            print(f"-- {name}: done earlier", flush=True)
-            continue
-        t = time.time()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "verl", "--out", str(out_dir / f"{name}.json"),
                "--verl-timeout", str(max(args.run_timeout - 30, 60)), *_one_setting_args(one)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
-            rc, log = proc.returncode, proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as e:
-            rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
-        if (out_dir / f"{name}.log").is_file():  # an earlier attempt's log stays, under its time
-            old = out_dir / f"{name}.log"
-            old.rename(out_dir / f"{name}.{int(old.stat().st_mtime)}.log")
-        (out_dir / f"{name}.log").write_text(log[-20000:])
-        if rc != 0:
-            err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
-            (out_dir / f"{name}.json").write_text(json.dumps({"verl": {"error": err, "log_tail": log[-3000:]},
-                                                              "settings": _settings(one)}))
-        print(f"-- {name}: {'ok' if rc == 0 else rc} in {time.time() - t:.0f} s", flush=True)
+        run_setting(out_dir, name, cmd, side="verl", settings=_settings(one), timeout=args.run_timeout,
+                    rerun=args.rerun, tail=3000)
     return combine_dir(out_dir, args.ours)
 
 

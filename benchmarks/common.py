@@ -188,3 +188,43 @@ def write_json(path, result: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def pick_settings(runs: list, only: Optional[str], name, hint: str) -> list:
+    """The sweep's runs named in `only` (comma-separated; None: all); a name not in the grid stops the sweep
+    before anything runs, naming the options (`hint`) that make the grid."""
+    if not only:
+        return runs
+    wanted = set(only.split(","))
+    unknown = wanted - {name(r) for r in runs}
+    if unknown:
+        raise SystemExit(f"--only: {', '.join(sorted(unknown))} not in the grid ({hint})")
+    return [r for r in runs if name(r) in wanted]
+
+
+def run_setting(out_dir: Path, name: str, cmd: list, *, side: str, settings: dict, timeout: int, rerun: bool = False,
+                tail: int = 1500) -> None:
+    """One setting of a sweep in its own process (one vLLM engine per process), writing
+    `<out_dir>/<name>.json` itself; skipped when that file exists (unless `rerun`). Its output goes to
+    `<name>.log` (an earlier attempt's log is kept under its time); a failure or a timeout leaves a JSON of
+    `{side: {"error", "log_tail"}, "settings"}`, which the grid shows in the setting's row."""
+    import time
+
+    if (out_dir / f"{name}.json").is_file() and not rerun:
+        print(f"-- {name}: done earlier", flush=True)
+        return
+    t = time.time()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        rc, log = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+    old = out_dir / f"{name}.log"
+    if old.is_file():
+        old.rename(out_dir / f"{name}.{int(old.stat().st_mtime)}.log")
+    (out_dir / f"{name}.log").write_text(log[-20000:])
+    if rc != 0:
+        err = "out of memory" if "OutOfMemoryError" in log or "out of memory" in log else f"exit {rc}"
+        (out_dir / f"{name}.json").write_text(json.dumps({side: {"error": err, "log_tail": log[-tail:]},
+                                                          "settings": settings}))
+    print(f"-- {name}: {'ok' if rc == 0 else rc} in {time.time() - t:.0f} s", flush=True)

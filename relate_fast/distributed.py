@@ -14,7 +14,7 @@ from typing import Any, List
 
 import torch
 
-__all__ = ["init_distributed", "device", "barrier", "all_ranks_true", "max_over_ranks", "all_gather_objects",
+__all__ = ["init_distributed", "close_split_job", "device", "barrier", "all_ranks_true", "max_over_ranks", "all_gather_objects",
            "replicas_identical", "all_reduce", "use_group", "training_group", "TrainingRanks", "job_size"]
 
 _GROUP = None  # the process group of the training ranks (None: every rank of the job trains)
@@ -87,6 +87,21 @@ def init_distributed():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+def close_split_job() -> None:
+    """The process groups of a job with sampling ranks (rollout.sampler_ranks) destroyed before the
+    interpreter exits, on every rank as it finishes. Left to the interpreter's teardown, gloo's worker
+    threads can still hold finished work whose tensors need the GIL then, and the process dies with
+    SIGABRT ("terminate called without an active exception"; pytorch/pytorch#190489, #179291): seen on
+    a sampling rank that left while the trainers were still saving, ~1 launch in 10 on 2 CPU cores.
+    Only split jobs: their ranks end at different times by design, and their process is torchrun's
+    (a caller that runs main() again in-process keeps its group, which DeepSpeed has cached)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        use_group(None)
 
 
 def device() -> torch.device:

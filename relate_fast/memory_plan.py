@@ -31,12 +31,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
-__all__ = ["MemoryPlan", "plan_checkpointing", "training_state_bytes", "activation_bytes_per_token",
-           "GIB", "MARGIN"]
+__all__ = ["MemoryPlan", "plan_checkpointing", "training_state_bytes", "activation_bytes_per_token", "saved_bytes",
+           "plan_for_run", "GIB", "MARGIN"]
 
 GIB = 2 ** 30
 #: the share of the GPU's memory the plan leaves free: the allocator's fragmentation and the backward's
@@ -116,6 +116,24 @@ def _trunk(model):
     return getattr(model, model.base_model_prefix, model)
 
 
+def saved_bytes(model, forward: Callable[[], object]) -> int:
+    """The bytes autograd saves for the backward while `forward()` runs: distinct storages, the model's
+    parameters excluded (counted as they are saved, by saved-tensor hooks; what a checkpointed layer
+    keeps is held by the checkpoint, not saved, so it is not counted)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(seen.values())
+
+
 def activation_bytes_per_token(model, tokens: int = 256) -> float:
     """a: the bytes one decoder layer keeps from its forward for the backward, per token, measured by two
     forwards of `tokens` random ids through the model's trunk with gradients on: every layer plain, then
@@ -133,18 +151,10 @@ def activation_bytes_per_token(model, tokens: int = 256) -> float:
     was_training = model.training
     p0 = next(model.parameters())
     cuda = p0.device.type == "cuda"
-    ids = torch.randint(0, model.config.vocab_size, (1, tokens), device=p0.device)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    # a generator of its own: the probe leaves the run's random state as it found it
+    ids = torch.randint(0, model.config.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(0)).to(p0.device)
 
     def kept_by_forward() -> int:
-        seen = {}
-
-        def pack(t):
-            s = t.untyped_storage()
-            if s.data_ptr() not in params:
-                seen[s.data_ptr()] = s.nbytes()
-            return t
-
         with torch.enable_grad():
             if cuda:
                 torch.cuda.synchronize()
@@ -152,9 +162,7 @@ def activation_bytes_per_token(model, tokens: int = 256) -> float:
                 out = trunk(input_ids=ids, use_cache=False).last_hidden_state
                 torch.cuda.synchronize()
                 return torch.cuda.memory_allocated() - before - out.untyped_storage().nbytes()
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                trunk(input_ids=ids, use_cache=False)
-            return sum(seen.values())
+            return saved_bytes(model, lambda: trunk(input_ids=ids, use_cache=False))
 
     try:
         model.train()

@@ -61,6 +61,10 @@ def main(argv=None) -> int:
 
     try:
         Trainer(cfg).run()
+        if cfg.rollout.sampler_ranks:
+            from relate_fast.distributed import close_split_job
+
+            close_split_job()
     except KeyboardInterrupt:
         print("relate_fast.train: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

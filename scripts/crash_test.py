@@ -69,6 +69,12 @@ def run_to_end(cmd, env, log) -> int:
         return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=1800).returncode
 
 
+def _tail(log: Path, lines: int = 25) -> str:
+    """The end of a run's log, for a failure message that shows its cause (CI keeps no work folder)."""
+    text = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    return "\n".join("    " + l for l in text[-lines:] if "Loading weights" not in l)
+
+
 def from_base(out_dir: Path, name: str) -> None:
     """A new run folder holding the base run's finished phases (cold start, CTCVR model): every run
     of the test starts GRPO from the same phases, and none pays for them again."""
@@ -126,13 +132,14 @@ def main(argv=None) -> int:
     t = time.time()
     rc = run_to_end(command(out_dir, "base", settings + ["--grpo.steps", "0"], split), env, out_dir / "base.log")
     if rc != 0:
-        print(f"the phases before GRPO failed (exit {rc}); see {out_dir / 'base.log'}")
+        print(f"the phases before GRPO failed (exit {rc}); see {out_dir / 'base.log'}:\n{_tail(out_dir / 'base.log')}")
         return 1
     from_base(out_dir, "uninterrupted")
     rc = run_to_end(command(out_dir, "uninterrupted", settings, split), env, out_dir / "uninterrupted.log")
     reference = metrics(out_dir / "uninterrupted")
     if rc != 0 or not reference:
-        print(f"the uninterrupted run failed (exit {rc}); see {out_dir / 'uninterrupted.log'}")
+        print(f"the uninterrupted run failed (exit {rc}); see {out_dir / 'uninterrupted.log'}:\n"
+              f"{_tail(out_dir / 'uninterrupted.log')}")
         return 1
     # quick: the two signals that leave no chance to clean up (the single Ctrl-C, which finishes the
     # step and saves, is also checked in-process by tests/test_train.py)

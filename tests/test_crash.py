@@ -13,13 +13,21 @@ from tests.test_train import SMALL, _checkpoints
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_kill_and_ctrl_c_then_resume_equal_the_uninterrupted_run(tmp_path):
+def _crash_test(tmp_path, *args):
+    """scripts/crash_test.py --quick run here; its report, or a failure that shows why (the report when
+    there is one, else what the script printed: the end of the failed run's log)."""
     spec = importlib.util.spec_from_file_location("crash_test", ROOT / "scripts" / "crash_test.py")
     crash = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(crash)
-    assert crash.main(["--quick", "--out", str(tmp_path)]) == 0, (tmp_path / "report.json").read_text()
-    report = json.loads((tmp_path / "report.json").read_text())
+    rc = crash.main(["--quick", *args, "--out", str(tmp_path)])
+    report = tmp_path / "report.json"
+    assert rc == 0, report.read_text() if report.is_file() else "no report: see the captured stdout above"
+    return json.loads(report.read_text())
+
+
+@pytest.mark.slow
+def test_kill_and_ctrl_c_then_resume_equal_the_uninterrupted_run(tmp_path):
+    report = _crash_test(tmp_path)
     assert report["kill9"]["first_exit"] == -9 and report["ctrl_c_x2"]["first_exit"] == 130
     for name in ("kill9", "ctrl_c_x2"):  # the signal landed mid-run, and all 6 steps match
         assert report[name]["killed_mid_run"] and report[name]["steps_equal"] == report["reference_steps"] == 6
@@ -31,11 +39,7 @@ def test_a_killed_job_with_a_sampling_rank_resumes_like_the_uninterrupted_one(tm
     SIGKILL after step 1 of 6, the job started again: the same metrics as the uninterrupted job, step for step
     (the batch waiting in the checkpoint is used, the one being sampled at the kill is sampled again)."""
     pytest.importorskip("deepspeed")
-    spec = importlib.util.spec_from_file_location("crash_test", ROOT / "scripts" / "crash_test.py")
-    crash = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(crash)
-    assert crash.main(["--quick", "--split", "--out", str(tmp_path)]) == 0, (tmp_path / "report.json").read_text()
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = _crash_test(tmp_path, "--split")
     assert report["kill9"]["first_exit"] == -9 and report["kill9"]["killed_mid_run"]
     assert report["kill9"]["steps_equal"] == report["reference_steps"] == 6
 

@@ -5,7 +5,7 @@ summary.json; no GPU here.)"""
 import pytest
 import torch
 
-from relate_fast.memory_plan import (GIB, activation_bytes_per_token, plan_checkpointing, predicted_peak,
+from relate_fast.memory_plan import (GIB, activation_bytes_per_token, plan_checkpointing, predicted_peak, saved_bytes,
                                      training_state_bytes)
 from relate_fast.models import checkpoint_layers
 
@@ -63,21 +63,9 @@ def test_state_bytes_per_parameter_follow_zero_sharding():
 
 
 def _saved_bytes(model, tokens):
-    """What autograd keeps from one forward (distinct storages, parameters excluded), counted independently
-    of the plan's probe: the whole causal-LM forward, logits included."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            seen[s.data_ptr()] = s.nbytes()
-        return t
-
+    """What autograd keeps from a whole causal-LM forward (logits included), not the plan's trunk probe."""
     ids = torch.randint(0, 61, (1, tokens), generator=torch.Generator().manual_seed(2))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, use_cache=False)
-    return sum(seen.values())
+    return saved_bytes(model, lambda: model(input_ids=ids, use_cache=False))
 
 
 def test_activations_are_measured_per_token_and_layer_and_checkpointing_removes_a_layers_share():

@@ -382,7 +382,8 @@ def test_end_to_end_outputs_and_resume_continues_identically(tmp_path):
     assert _comparable(resumed[2]) == _comparable(full[2])
     # the summary puts the prediction beside the peak the steps measured (none on the CPU)
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["memory_plan"] == {
-        "checkpointed_layers": 1, "predicted_peak_gib": round(saved["predicted_peak"] / 2**30, 2), "measured_peak_gib": None}
+        "checkpointed_layers": 1, "predicted_peak_gib": round(saved["predicted_peak"] / 2**30, 2), "measured_peak_gib": None,
+        "device_used_gib": None}
 
 
 def test_one_step_off_learns_from_batches_one_update_stale_and_resumes_exactly(tmp_path):
