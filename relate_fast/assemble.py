@@ -89,8 +89,10 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
     if cfg.grpo.beta != 0:
         reference, _ = load_model(cfg, cold)
         reference.eval().requires_grad_(False)
-    used_before, reserved_before, _ = device_memory()
-    others = used_before - reserved_before  # the CUDA context and other processes
+    # on the device before the engine starts, less the policy's weights (the plan's states count them):
+    # the CUDA context, the reference and judge models, other processes
+    used_before = device_memory()[0]
+    others = max(used_before - sum(p.numel() * p.element_size() for p in policy.parameters()), 0) if used_before else 0
     t = time.time()
     rollout = make_engine(cfg.rollout, model_folder=cold[0], tokenizer=tok, policy=policy, dtype=cfg.model.dtype,
                           seed=cfg.run.seed, max_prompt_tokens=cfg.data.max_prompt_tokens,

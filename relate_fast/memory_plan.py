@@ -18,7 +18,8 @@ picks between them per run, from a plan of the update's peak on one rank:
   DeepSpeed ZeRO stage 0–2 with AdamW);
 - engine: what the rollout engine holds during the update (measured when it was started; 0 when it
   sleeps through the update);
-- others: the CUDA context and other processes on the GPU (measured before the engine started).
+- others: the rest of the device before the engine started, less the policy's weights: the CUDA
+  context, the reference model (β > 0), a judge model, other processes (measured).
 
 The plan takes the smallest k with peak(k) ≤ budget, where the budget is the GPU's memory less a
 margin (model.memory_budget_gib sets it instead; on the CPU it must be given). When even k = L does
@@ -182,18 +183,18 @@ def activation_bytes_per_token(model, tokens: int = 256) -> float:
 
 
 def device_memory() -> tuple:
-    """(used bytes on the device, bytes this process's PyTorch allocator reserves, total); zeros on the CPU."""
+    """(used bytes on the device, total bytes); zeros on the CPU."""
     if not torch.cuda.is_available():
-        return 0, 0, 0
+        return 0, 0
     free, total = torch.cuda.mem_get_info()
-    return total - free, torch.cuda.memory_reserved(), total
+    return total - free, total
 
 
 def plan_for_run(cfg, policy, *, world: int, engine_bytes: float, engine_sleeps: bool, others: float) -> MemoryPlan:
     """The plan of `model.auto_checkpointing` for this rank: the run's micro-batch token budget, its
     policy's measured activations, its dtype and ZeRO stage; `engine_bytes` is what the rollout engine
-    took when it started (held through the update unless `engine_sleeps`), `others` the device memory
-    that was neither this process's allocator's nor the engine's before the engine started."""
+    took when it started (held through the update unless `engine_sleeps`), `others` what the device
+    held before the engine started besides the policy's weights."""
     layers = len(_trunk(policy).layers)
     tokens = cfg.grpo.micro_batch_tokens
     # one row as the run has them (prompt + response), at most the micro-batch
@@ -207,7 +208,7 @@ def plan_for_run(cfg, policy, *, world: int, engine_bytes: float, engine_sleeps:
     if cfg.model.memory_budget_gib:
         budget = cfg.model.memory_budget_gib * GIB
     else:
-        budget = torch.cuda.mem_get_info()[1] * (1 - MARGIN)
+        budget = device_memory()[1] * (1 - MARGIN)
     return plan_checkpointing(layers=layers, tokens=tokens, activation=activation, kept=min(kept, activation),
                               states=states, budget=budget, engine=0.0 if engine_sleeps else engine_bytes,
                               others=others)

@@ -29,7 +29,7 @@ jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(tests update update_realistic)
 for job in "${jobs[@]}"; do
   t=$SECONDS
   case "$job" in
-  tests) timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_packing.py tests/test_kernels_grpo_loss.py \
+  tests) timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_packing.py tests/test_gpu_memory_plan.py tests/test_kernels_grpo_loss.py \
            > "$OUT/tests.log" 2>&1; echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests.log" | tail -8 ;;
   update|update_realistic)
          w=fixed; [ "$job" = update_realistic ] && w=realistic
