@@ -94,7 +94,8 @@ def close_split_job() -> None:
     interpreter exits, on every rank as it finishes. Left to the interpreter's teardown, gloo's worker
     threads can still hold finished work whose tensors need the GIL then, and the process dies with
     SIGABRT ("terminate called without an active exception"; pytorch/pytorch#190489, #179291): seen on
-    a sampling rank that left while the trainers were still saving, ~1 launch in 10 on 2 CPU cores.
+    a sampling rank that left while the trainers were still saving (in CI, and in 1 of 22 launches on
+    2 CPU cores here; none in 16 since).
     Only split jobs: their ranks end at different times by design, and their process is torchrun's
     (a caller that runs main() again in-process keeps its group, which DeepSpeed has cached)."""
     import torch.distributed as dist
