@@ -81,7 +81,8 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
     t = time.time()
     judge = judge_from_config(cfg.reward, device=device(), dtype=cfg.model.dtype)
     if judge is not None:
-        log(f"judge: {cfg.reward.judge_model} on {cfg.reward.judge_engine} ({time.time() - t:.1f} s); "
+        where = f", {judge.where}" if judge.where else ""
+        log(f"judge: {cfg.reward.judge_model} on {cfg.reward.judge_engine} ({time.time() - t:.1f} s{where}); "
             f"judged: correctness{', relevance' if cfg.reward.judge_relevance else ''}")
     reward_fn = RewardFunction.from_config(cfg.reward, tokenizer=tok, encoder=encoder, ctcvr=ctcvr, judge=judge,
                                            vocab_size=policy.config.vocab_size)

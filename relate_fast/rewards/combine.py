@@ -112,7 +112,8 @@ class RewardConfig:
     judge_relevance: bool = setting(False, "With a judge: relevance is judged too (relevance_judge) instead of the "
                                            "embedding cosine of reward.encoder.")
     judge_engine: str = setting("hf", "'hf': the judge loaded with Hugging Face on this rank's device (GPU or CPU); "
-                                      "'vllm': a second vLLM engine on this rank's GPU beside the rollout engine.",
+                                      "'vllm': a second vLLM engine on this rank's GPU beside the rollout engine, its "
+                                      "engine core in a process of its own.",
                                 choices=("hf", "vllm"))
     judge_gpu_memory_utilization: float = setting(0.15, "With judge_engine vllm: the judge engine's share of the GPU.",
                                                   gt=0, lt=1)

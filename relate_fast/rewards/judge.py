@@ -74,10 +74,11 @@ class LLMJudge:
     """Scores ads in [0, 1] ((score - 1) / 4) for an aspect (correctness, the default, or relevance);
     unparseable replies get `fallback`. One batched `generate` call per `score`."""
 
-    def __init__(self, generate: Callable[[List[str]], List[str]], *, fallback: float = 0.0):
+    def __init__(self, generate: Callable[[List[str]], List[str]], *, fallback: float = 0.0, where: str = ""):
         if not callable(generate):
             raise TypeError("generate must be a callable: list of prompts -> list of replies")
         self.generate, self.fallback = generate, float(fallback)
+        self.where = where  # where the judge runs, for the log
         self.calls = self.unparsed = 0
 
     def score(self, rows: Sequence, texts: Sequence[str], aspect: str = "correctness") -> np.ndarray:
@@ -145,18 +146,23 @@ def judge_from_config(cfg, *, device="cpu", dtype: str = "float32") -> Optional[
 
     engine "hf": the judge model loaded with Hugging Face on `device` (this rank's GPU, or the CPU),
     greedy, batched by reward.judge_batch_size. engine "vllm": a second vLLM engine on this rank's
-    GPU beside the rollout engine, with reward.judge_gpu_memory_utilization of it."""
+    GPU beside the rollout engine, with reward.judge_gpu_memory_utilization of it, its engine core in
+    a process of its own: two vLLM engines in one process share vLLM's process-wide state (its
+    compilation and CUDA-graph pools, the sleep-mode allocator) and an earlier attempt on the GPU
+    crashed; the judge's weights never change, so only prompts and replies cross the process line."""
     if cfg.judge_model is None:
         return None
     if cfg.judge_engine == "vllm":
-        import os
-
+        import torch
         from vllm import LLM
 
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this process, like the rollout engine
-        llm = LLM(model=cfg.judge_model, dtype="bfloat16" if dtype == "bfloat16" else "auto",
-                  gpu_memory_utilization=cfg.judge_gpu_memory_utilization, enable_prefix_caching=True)
-        return LLMJudge(vllm_generate_fn(llm, max_new_tokens=cfg.judge_max_new_tokens))
+        from relate_fast.rollout.vllm_engine import engine_process
+
+        with engine_process(True, torch.cuda.is_available()):
+            llm = LLM(model=cfg.judge_model, dtype="bfloat16" if dtype == "bfloat16" else "auto",
+                      gpu_memory_utilization=cfg.judge_gpu_memory_utilization, enable_prefix_caching=True)
+        client = type(getattr(llm.llm_engine, "engine_core", None)).__name__  # SyncMPClient: in its own process
+        return LLMJudge(vllm_generate_fn(llm, max_new_tokens=cfg.judge_max_new_tokens), where=f"engine core: {client}")
     from relate_fast.models import load_policy
 
     model, tok = load_policy(cfg.judge_model, dtype=dtype, device=device)

@@ -27,7 +27,7 @@ import torch
 
 from relate_fast.rollout.base import RolloutEngine
 
-__all__ = ["VLLMEngine"]
+__all__ = ["VLLMEngine", "engine_process"]
 
 
 def _sync(cuda: bool):
@@ -37,7 +37,7 @@ def _sync(cuda: bool):
 
 
 @contextmanager
-def _engine_process(own_process: bool, cuda: bool):
+def engine_process(own_process: bool, cuda: bool):
     """While the engine starts: vLLM's switch for an engine core in its own process, and for one that is,
     the environment its process inherits: not a rank of this torchrun job (it would join the job's
     process group), only this rank's GPU."""
@@ -126,7 +126,7 @@ class VLLMEngine(RolloutEngine):
         threads = torch.get_num_threads()
         rng_state = torch.get_rng_state()
         t = time.perf_counter()
-        with _engine_process(own_process, cuda):
+        with engine_process(own_process, cuda):
             self.llm = LLM(**kw)
         self.init_seconds = time.perf_counter() - t
         # single-process vLLM reseeds the global RNG: restore ours so the run stays reproducible
