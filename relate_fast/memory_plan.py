@@ -24,8 +24,9 @@ picks between them per run, from a plan of the update's peak on one rank:
 The plan takes the smallest k with peak(k) ≤ budget, where the budget is the GPU's memory less a
 margin (model.memory_budget_gib sets it instead; on the CPU it must be given). When even k = L does
 not fit, it checkpoints every layer and says by how much the prediction exceeds the budget (a smaller
-grpo.micro_batch_tokens is the fix). The plan and its parts go to the log and <run>/memory_plan.json
-beside the peak the run then measures, so each GPU run also checks the prediction.
+grpo.micro_batch_tokens is the fix). The plan and its parts go to the log when training starts, and at
+the end to <run>/memory_plan.json and summary.json beside the peaks the steps measured, so each GPU run
+also checks the prediction.
 """
 from __future__ import annotations
 
@@ -72,8 +73,22 @@ class MemoryPlan:
                      f"{g(self.predicted_peak - self.budget)}): lower grpo.micro_batch_tokens")
         return line
 
-    def save(self, path: Path, **extra) -> None:
-        Path(path).write_text(json.dumps(dict(asdict(self), **extra), indent=2) + "\n")
+    def against(self, steps: list) -> dict:
+        """The prediction beside what the steps measured (metrics.jsonl rows). The allocator's peak leaves
+        out the CUDA context and other processes, which the plan counts; the device's used memory (at each
+        stage's end) counts them but can miss the peak itself. None on the CPU."""
+        def most(key):
+            seen = [m[key] for m in steps if key in m]
+            return round(max(seen), 2) if seen else None
+
+        return {"checkpointed_layers": self.checkpointed_layers, "predicted_peak_gib": round(self.predicted_peak / GIB, 2),
+                "measured_peak_gib": most("gpu_mem_peak_gib"), "device_used_gib": most("gpu_mem_device_used_gib")}
+
+    def save(self, path: Path, steps: list) -> dict:
+        """Writes the plan and `against(steps)` to `path` (JSON); returns the latter."""
+        measured = self.against(steps)
+        Path(path).write_text(json.dumps(dict(asdict(self), measured=measured), indent=2) + "\n")
+        return measured
 
 
 def predicted_peak(k: int, *, layers: int, tokens: int, activation: float, kept: float, fixed: float) -> float:

@@ -134,8 +134,6 @@ class Trainer:
         self.parts, self.tok, self.reward_fn = parts, parts.tokenizer, parts.reward_fn
         self.rollout, self.rollout_init_s, self.updater, self.grpo = \
             parts.rollout, parts.rollout_init_s, parts.updater, parts.step
-        if parts.memory_plan is not None and self.rank == 0:
-            parts.memory_plan.save(self.run_dir / "memory_plan.json")
         self.prompts = PromptSchedule(self.rows, self.tok, prompts_per_step=self.cfg.rollout.prompts_per_step,
                                       seed=self.cfg.run.seed, rank=self.rank, world=self.world,
                                       max_prompt_tokens=self.cfg.data.max_prompt_tokens)
@@ -209,15 +207,8 @@ class Trainer:
             summary["seconds"] = round(time.time() - t_start, 1)
             if cfg.run.save_final:
                 atomic_save_pretrained(self.run_dir / "final", self.updater.model, self.tok)
-            if self.parts.memory_plan is not None:  # the prediction beside what the steps measured
-                # the allocator's peak leaves out the CUDA context and other processes, which the plan counts;
-                # the device's used memory (at each stage's end) counts them but can miss the peak itself
-                rows = self.metrics.read()
-                most = lambda k: round(max(m[k] for m in rows if k in m), 2) if any(k in m for m in rows) else None  # noqa: E731
-                summary["memory_plan"] = {"checkpointed_layers": self.parts.memory_plan.checkpointed_layers,
-                                          "predicted_peak_gib": round(self.parts.memory_plan.predicted_peak / 2**30, 2),
-                                          "measured_peak_gib": most("gpu_mem_peak_gib"),
-                                          "device_used_gib": most("gpu_mem_device_used_gib")}
+            if self.parts.memory_plan is not None:  # model.auto_checkpointing's prediction beside what was measured
+                summary["memory_plan"] = self.parts.memory_plan.save(self.run_dir / "memory_plan.json", self.metrics.read())
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
             self.metrics.plot(self.run_dir / "plots")
             if cfg.eval.enabled:

@@ -16,6 +16,9 @@
 #                     during the update), vLLM awake at --awake-memory, micro-batch OFF_GRID (40,80), no
 #                     checkpointing, fixed workload; ONLY_OFF names settings
 #   offpolicy_realistic  the same on the realistic workload
+#   judge             the LLM judge on the GPU (reward.judge_engine vllm: a second vLLM engine, its engine core in
+#                     a process of its own): 3 GRPO steps of a SHAPE (1.7b) policy judged by a random-weight JUDGE_SHAPE (0.6b),
+#                     against the same run without a judge; the rewards stage's time per step from metrics.jsonl
 #   split             several GPUs (the multi-GPU issue): our sync on every GPU against one_step_off with
 #                     SAMPLER_RANKS (1) ranks that only sample, under torchrun on all the machine's GPUs;
 #                     WORKLOAD (fixed), MB (80 sequences per micro-batch), no checkpointing, vLLM awake
@@ -66,6 +69,23 @@ for job in "${jobs[@]}"; do
          echo "-- $job rc=$? in $((SECONDS - t)) s"; tail -12 "$OUT/offpolicy_$w.log"
          grep -o '"one_step_off_over_sync": [0-9.]*' "$OUT/offpolicy_$w.json"
          tar czf "$OUT/$d.tgz" -C /tmp $d 2>/dev/null ;;
+  judge) python3 -c "from pathlib import Path; from benchmarks.common import qwen3_folder as q; \
+q(Path('/tmp/judge/policy'), '${SHAPE:-1.7b}'); q(Path('/tmp/judge/judge'), '${JUDGE_SHAPE:-0.6b}')" > "$OUT/judge_setup.log" 2>&1
+         for j in none vllm; do
+           extra=(); [ "$j" = vllm ] && extra=(--reward.judge_model /tmp/judge/judge --reward.judge_engine vllm)
+           timeout ${JUDGE_TIMEOUT:-240} python3 -m relate_fast.train --run.out_dir /tmp/judge/runs --run.name "judge_$j" \
+             --run.progress false --run.resume false --run.checkpoint_every 0 --run.save_final false --eval.enabled false \
+             --model.path /tmp/judge/policy --model.dtype bfloat16 --sft.steps 0 --rollout.engine vllm \
+             --rollout.vllm_gpu_memory_utilization 0.3 --rollout.prompts_per_step 16 --rollout.max_new_tokens 128 \
+             --grpo.steps 3 --grpo.beta 0 --grpo.micro_batch_tokens 20000 --ctcvr.encoder hashed --reward.encoder hashed \
+             --ctcvr.epochs 1 --ctcvr.variants 2 --ctcvr.impressions 2 \
+             --data.langs "[en]" --data.max_prompt_tokens 512 "${extra[@]}" > "$OUT/judge_$j.log" 2>&1
+           echo "-- judge $j rc=$? in $((SECONDS - t)) s"; grep -E "judge:|Error|error" "$OUT/judge_$j.log" | tail -4
+           cp /tmp/judge/runs/judge_$j/metrics.jsonl "$OUT/judge_${j}_metrics.jsonl" 2>/dev/null
+           python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; \
+print([(round(m['time/rewards'],3), round(m['time/total'],3), m.get('reward/correctness_judge')) for m in r])" \
+             "$OUT/judge_${j}_metrics.jsonl" 2>/dev/null
+         done ;;
   split) n=$(nvidia-smi -L | wc -l); k=${SAMPLER_RANKS:-1}; w=${WORKLOAD:-fixed}
          for mode in sync split; do
            extra=(); [ "$mode" = split ] && extra=(--rollout-mode one_step_off --sampler-ranks "$k")

@@ -380,8 +380,9 @@ def test_end_to_end_outputs_and_resume_continues_identically(tmp_path):
     resumed = _run(tmp_path, "b", 3, *plan)
     assert [m["step"] for m in resumed] == [1, 2, 3]
     assert _comparable(resumed[2]) == _comparable(full[2])
-    # the summary puts the prediction beside the peak the steps measured (none on the CPU)
-    assert json.loads((tmp_path / "b" / "summary.json").read_text())["memory_plan"] == {
+    # the summary and the plan's file put the prediction beside the peaks the steps measured (none on the CPU)
+    measured = json.loads((tmp_path / "b" / "summary.json").read_text())["memory_plan"]
+    assert measured == json.loads((tmp_path / "b" / "memory_plan.json").read_text())["measured"] == {
         "checkpointed_layers": 1, "predicted_peak_gib": round(saved["predicted_peak"] / 2**30, 2), "measured_peak_gib": None,
         "device_used_gib": None}
 
