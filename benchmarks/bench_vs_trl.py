@@ -178,7 +178,7 @@ def run_ours(folder, args, work) -> dict:
         res["memory_plan"] = {"checkpointed_layers": plan.checkpointed_layers, "layers": plan.layers,
                               "predicted_peak_gib": plan.predicted_peak / 2**30, "fits": plan.fits,
                               "activation_kib_per_token_layer": plan.activation_per_token_layer / 1024}
-    for k in ("update_mfu", "update_model_tflops"):
+    for k in ("update_mfu", "update_hfu", "update_model_tflops"):
         if f"speed/{k}" in rows[0]:
             res[k] = med(f"speed/{k}")
     return res
