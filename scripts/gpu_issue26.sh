@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # verl beside ours (issue 26), on one lent H200, in one call:
-#   bash scripts/gpu_issue26.sh [verl] [ours]
+#   bash scripts/gpu_issue26.sh [tests] [verl] [ours]
+#   tests  the integration's tests against the real verl installed there (tests/test_integration_verl_real.py, its
+#          GPU test included: the triton loss in bf16 against verl's vanilla loss; OpenRLHF's skip: not installed)
 #   verl   bench_vs_verl.py --sweep over ONLY_VERL (default: verl_mb80_ckptoff_bypass), fixed workload
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
@@ -17,6 +19,9 @@ jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
 for job in "${jobs[@]}"; do
   t=$SECONDS
   case "$job" in
+  tests) timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_integration_verl_real.py \
+           tests/test_integration_openrlhf_real.py > "$OUT/tests_verl.log" 2>&1
+         echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
         timeout ${VERL_TIMEOUT:-400} python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
           --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass} --run-timeout ${VERL_RUN_TIMEOUT:-330} "${tf[@]}" ${VERL_ARGS:-} \
