@@ -90,16 +90,16 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
     if cfg.grpo.beta != 0:
         reference, _ = load_model(cfg, cold)
         reference.eval().requires_grad_(False)
-    # on the device before the engine starts, less the policy's weights (the plan's states count them):
-    # the CUDA context, the reference and judge models, other processes
-    used_before = device_memory()[0]
+    # for the memory plan: the device before the engine starts, less the policy's weights (the plan's
+    # states count them): the CUDA context, the reference and judge models, other processes
+    used_before = device_memory()[0] if cfg.model.auto_checkpointing else 0
     others = max(used_before - sum(p.numel() * p.element_size() for p in policy.parameters()), 0) if used_before else 0
     t = time.time()
     rollout = make_engine(cfg.rollout, model_folder=cold[0], tokenizer=tok, policy=policy, dtype=cfg.model.dtype,
                           seed=cfg.run.seed, max_prompt_tokens=cfg.data.max_prompt_tokens,
                           dummy_weights=cold[1] == "random", evaluation_only=cfg.rollout.sampler_ranks > 0)
     rollout_init_s = time.time() - t
-    engine_bytes = device_memory()[0] - used_before
+    engine_bytes = device_memory()[0] - used_before if used_before else 0
     fuse_layers(policy, cfg.model.fused_layers, generates=rollout.name == "hf")
     plan = None
     if cfg.model.auto_checkpointing:  # after the fusion: the probe measures the layers that will train

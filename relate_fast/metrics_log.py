@@ -50,7 +50,9 @@ class MetricsLog:
         """The steps written so far (rank 0; empty elsewhere or before the first)."""
         if self.rank != 0 or not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from relate_fast.plots import read_metrics
+
+        return read_metrics(self.path)
 
     def plot(self, out: Path):
         """The reward curves (relate_fast.plots) into `out`; nothing without a GRPO step or matplotlib."""
