@@ -69,8 +69,23 @@ def test_packed_logprobs_and_grads_equal_padded_in_bf16():
     assert rel(grads[1], grads[0]) < 2e-2
 
 
-@pytest.mark.parametrize("how", ["compile", "liger"])  # liger last: it patches transformers' Qwen3 classes
-def test_fused_layers_equal_transformers_modules(how):
+@pytest.fixture
+def qwen3_module_restored():
+    """liger patches transformers' Qwen3 module for the whole process (its RMSNorm class, its RoPE function):
+    put the module back afterwards, or every Qwen3 model a later test builds in this process gets liger's
+    modules (a compiled one then fails in dynamo on liger's autograd Function)."""
+    from transformers.models.qwen3 import modeling_qwen3
+
+    saved = dict(vars(modeling_qwen3))
+    yield
+    for name in set(vars(modeling_qwen3)) - set(saved):
+        delattr(modeling_qwen3, name)
+    for name, value in saved.items():
+        setattr(modeling_qwen3, name, value)
+
+
+@pytest.mark.parametrize("how", ["compile", "liger"])
+def test_fused_layers_equal_transformers_modules(how, qwen3_module_restored):
     from relate_fast.models import fuse_layers
 
     if how == "liger":
