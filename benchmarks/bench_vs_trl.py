@@ -175,8 +175,9 @@ def run_ours(folder, args, work) -> dict:
            "world_size": trainer.world, "data_parallel": "deepspeed zero-2", "micro_batch_tokens": args.micro_batch * width}
     plan = trainer.parts.memory_plan
     if plan is not None:  # --ckpt auto: what the plan chose and predicted, beside the peak measured above
-        res["memory_plan"] = {"checkpointed_layers": plan.checkpointed_layers, "layers": plan.layers,
-                              "predicted_peak_gib": plan.predicted_peak / 2**30, "fits": plan.fits,
+        gib = {k: getattr(plan, k) / 2**30 for k in ("predicted_peak", "states", "step_states", "engine", "others", "budget")}
+        res["memory_plan"] = {"checkpointed_layers": plan.checkpointed_layers, "layers": plan.layers, "fits": plan.fits,
+                              **{f"{k}_gib": v for k, v in gib.items()},
                               "activation_kib_per_token_layer": plan.activation_per_token_layer / 1024}
     for k in ("update_mfu", "update_hfu", "update_model_tflops"):
         if f"speed/{k}" in rows[0]:

@@ -5,7 +5,8 @@ forward to the backward and runs its forward again in the backward (~1/3 more ar
 layer). Off is fastest when it fits; all layers is what fits the most tokens. `model.auto_checkpointing`
 picks between them per run, from a plan of the update's peak on one rank:
 
-    peak(k) = others + engine + states + T · [(L - k) · a + k · h] + [k > 0] · T · a
+    peak(k) = others + (1 + f) · [engine + max(states_backward + T · [(L - k) · a + k · h] + [k > 0] · T · a,
+                                               states_step)]
 
 - T: tokens of one micro-batch (grpo.micro_batch_tokens, the budget the step fills);
 - L layers, k of them checkpointed;
@@ -15,11 +16,15 @@ picks between them per run, from a plan of the update's peak on one rank:
 - h: what a checkpointed layer keeps per token, its input (hidden size × dtype bytes);
 - [k > 0] · T · a: the one layer whose forward runs again inside the backward;
 - states: weights, gradients and optimizer state per rank (`training_state_bytes`: the layout of
-  DeepSpeed ZeRO stage 0–2 with AdamW);
+  DeepSpeed ZeRO stage 0–2 with AdamW), held beside the activations through the forward and backward
+  (states_backward), and their own peak in the optimizer step (states_step: the fp32 gradient partition
+  appears there, when the activations are gone);
 - engine: what the rollout engine holds during the update (measured when it was started; 0 when it
   sleeps through the update);
 - others: the rest of the device before the engine started, less the policy's weights: the CUDA
-  context, the reference model (β > 0), a judge model, other processes (measured).
+  context, the reference model (β > 0), a judge model, other processes (measured);
+- f: the caching allocator's slack, memory it holds but has not handed out (FRAGMENTATION; on the GPU the
+  device's used memory was 9–10.5 % above the allocator's peak in three runs of the 4B shape).
 
 The plan takes the smallest k with peak(k) ≤ budget, where the budget is the GPU's memory less a
 margin (model.memory_budget_gib sets it instead; on the CPU it must be given). When even k = L does
@@ -41,9 +46,12 @@ __all__ = ["MemoryPlan", "plan_checkpointing", "training_state_bytes", "activati
            "plan_for_run", "GIB", "MARGIN"]
 
 GIB = 2 ** 30
-#: the share of the GPU's memory the plan leaves free: the allocator's fragmentation and the backward's
-#: short-lived buffers (a layer's input gradient, the loss's chunks) that the formula does not itemise
+#: the share of the GPU's memory the plan leaves free: the backward's short-lived buffers (a layer's
+#: input gradient, the loss's chunks) that the formula does not itemise
 MARGIN = 0.05
+#: the caching allocator's slack over what it has handed out: the device's used memory against the
+#: allocator's peak was +9.2 %, +9.7 % and +10.5 % in three H200 runs at the 4B shape (benchmarks/RESULTS.md)
+FRAGMENTATION = 0.10
 
 
 @dataclass
@@ -53,7 +61,8 @@ class MemoryPlan:
     tokens: int  # T
     activation_per_token_layer: float  # a, bytes (measured)
     kept_per_token_layer: float  # h, bytes
-    states: float  # bytes
+    states: float  # bytes, beside the activations (forward and backward)
+    step_states: float  # bytes, the optimizer step's peak
     engine: float  # bytes
     others: float  # bytes
     budget: float  # bytes
@@ -65,7 +74,7 @@ class MemoryPlan:
         what = ("no checkpointing" if self.checkpointed_layers == 0 else
                 f"{self.checkpointed_layers} of {self.layers} layers checkpointed")
         line = (f"memory plan: {what} for {self.tokens} tokens per micro-batch: predicted peak {g(self.predicted_peak)} "
-                f"of a {g(self.budget)} budget (states {g(self.states)}, activations "
+                f"of a {g(self.budget)} budget (states {g(self.states)}, {g(self.step_states)} in the step, activations "
                 f"{self.activation_per_token_layer / 1024:.1f} KiB per token and layer, engine {g(self.engine)}, "
                 f"others {g(self.others)})")
         if not self.fits:
@@ -91,41 +100,51 @@ class MemoryPlan:
         return measured
 
 
-def predicted_peak(k: int, *, layers: int, tokens: int, activation: float, kept: float, fixed: float) -> float:
-    """peak(k) of the module docstring; `fixed` = others + engine + states."""
+def predicted_peak(k: int, *, layers: int, tokens: int, activation: float, kept: float, states: float,
+                   step_states: float = 0.0, engine: float = 0.0, others: float = 0.0) -> float:
+    """peak(k) of the module docstring (bytes)."""
     if not 0 <= k <= layers:
         raise ValueError(f"k must be 0..{layers}, got {k}")
-    return fixed + tokens * ((layers - k) * activation + k * kept) + (tokens * activation if k else 0.0)
+    backward = states + tokens * ((layers - k) * activation + k * kept) + (tokens * activation if k else 0.0)
+    return others + (1 + FRAGMENTATION) * (engine + max(backward, step_states))
 
 
 def plan_checkpointing(*, layers: int, tokens: int, activation: float, kept: float, states: float,
-                       budget: float, engine: float = 0.0, others: float = 0.0) -> MemoryPlan:
+                       budget: float, step_states: float = 0.0, engine: float = 0.0, others: float = 0.0) -> MemoryPlan:
     """The smallest number of checkpointed layers whose predicted peak fits `budget` (all of them, with
     fits=False, when none does). Sizes in bytes; `activation` and `kept` per token and layer."""
     if layers < 1 or tokens < 1:
         raise ValueError(f"a plan needs layers >= 1 and tokens >= 1, got {layers} and {tokens}")
     if not 0 < kept <= activation:
         raise ValueError(f"a checkpointed layer keeps less than a plain one: kept {kept} > activation {activation}")
-    fixed = others + engine + states
     peak = lambda k: predicted_peak(k, layers=layers, tokens=tokens, activation=activation, kept=kept,  # noqa: E731
-                                    fixed=fixed)
+                                    states=states, step_states=step_states, engine=engine, others=others)
     # peak(k) is not monotone at k = 1 (the recomputed layer), so search every k rather than bisect
     k = next((k for k in range(layers + 1) if peak(k) <= budget), layers)
     return MemoryPlan(checkpointed_layers=k, layers=layers, tokens=tokens, activation_per_token_layer=activation,
-                      kept_per_token_layer=kept, states=states, engine=engine, others=others, budget=budget,
+                      kept_per_token_layer=kept, states=states, step_states=step_states, engine=engine, others=others, budget=budget,
                       predicted_peak=peak(k), fits=peak(k) <= budget)
 
 
-def training_state_bytes(params: int, *, world: int, dtype: str, zero_stage: Optional[int]) -> float:
-    """Weights, gradients and AdamW state on one rank. bfloat16 (mixed precision): bf16 weights and
-    gradients, plus fp32 master weights, fp32 gradient partition and the two fp32 moments, which ZeRO
-    stage >= 1 shards over the ranks (stage 2 also shards the reduced gradients; the bf16 ones are
-    full size until reduced). float32: weights, gradients and moments in fp32. `zero_stage` None: no
-    DeepSpeed (plain AdamW, nothing sharded)."""
+def training_state_bytes(params: int, *, world: int, dtype: str, zero_stage: Optional[int]) -> tuple:
+    """Weights, gradients and AdamW state on one rank, in bytes: (held through the forward and backward,
+    the optimizer step's peak). Read from DeepSpeed 0.19's ZeRO optimizers and checked against the live
+    tensors of a real engine at each point (tests/test_memory_plan.py, one rank):
+
+    - ZeRO stage 1–2 (and stage 0 in bf16, DeepSpeed's bf16 optimizer): the weights in the run's dtype
+      (b bytes, not sharded), the gradients (stage 2: reduced into a partition of 1/W; stage 1: full
+      size), and the fp32 master weights and two fp32 moments (12/W). In the step DeepSpeed flattens the
+      partition's gradients into an fp32 copy (4/W) before it frees the others: bf16 on one GPU is 16
+      bytes per parameter through the backward and 20 in the step, fp32 20 and 24;
+    - no DeepSpeed, or stage 0 in fp32: torch's AdamW with its moments in the weights' dtype, nothing
+      sharded: 4b bytes per parameter (bf16 8, fp32 16) in both phases."""
+    b = 2 if dtype == "bfloat16" else 4
+    if zero_stage is None or (zero_stage == 0 and dtype != "bfloat16"):
+        return params * 4.0 * b, params * 4.0 * b
     shard = world if zero_stage else 1
-    if dtype == "bfloat16":
-        return params * (2 + 2 + (4 + 4 + 8) / shard)
-    return params * (4 + 4 + 8 / shard)
+    grads = b / shard if zero_stage == 2 else b
+    backward = params * (b + grads + 12 / shard)
+    return backward, backward + params * 4 / shard
 
 
 def _trunk(model):
@@ -218,12 +237,12 @@ def plan_for_run(cfg, policy, *, world: int, engine_bytes: float, engine_sleeps:
     p = next(policy.parameters())
     kept = policy.config.hidden_size * p.element_size()
     params = sum(q.numel() for q in policy.parameters())
-    states = training_state_bytes(params, world=world, dtype=cfg.model.dtype,
-                                  zero_stage=cfg.deepspeed.zero_stage if cfg.deepspeed.enabled else None)
+    states, step_states = training_state_bytes(params, world=world, dtype=cfg.model.dtype,
+                                               zero_stage=cfg.deepspeed.zero_stage if cfg.deepspeed.enabled else None)
     if cfg.model.memory_budget_gib:
         budget = cfg.model.memory_budget_gib * GIB
     else:
         budget = device_memory()[1] * (1 - MARGIN)
     return plan_checkpointing(layers=layers, tokens=tokens, activation=activation, kept=min(kept, activation),
-                              states=states, budget=budget, engine=0.0 if engine_sleeps else engine_bytes,
+                              states=states, step_states=step_states, budget=budget, engine=0.0 if engine_sleeps else engine_bytes,
                               others=others)
