@@ -19,7 +19,8 @@
 #   judge             the LLM judge on the GPU (reward.judge_engine vllm: a second vLLM engine, its engine core in
 #                     a process of its own): 3 GRPO steps of a SHAPE (1.7b) policy judged by a random-weight JUDGE_SHAPE (0.6b),
 #                     against the same run without a judge (JUDGE_RUNS="none vllm" names the runs); the rewards
-#                     stage's time per step from metrics.jsonl
+#                     stage's time per step from metrics.jsonl. JUDGE_TIMEOUT (420 s) covers both engines' cold start on
+#                     a fresh machine (judge ~200 s, policy ~70 s) and the first step's compilation
 #   split             several GPUs (the multi-GPU issue): our sync on every GPU against one_step_off with
 #                     SAMPLER_RANKS (1) ranks that only sample, under torchrun on all the machine's GPUs;
 #                     WORKLOAD (fixed), MB (80 sequences per micro-batch), no checkpointing, vLLM awake
@@ -74,7 +75,7 @@ for job in "${jobs[@]}"; do
 q(Path('/tmp/judge/policy'), '${SHAPE:-1.7b}'); q(Path('/tmp/judge/judge'), '${JUDGE_SHAPE:-0.6b}')" > "$OUT/judge_setup.log" 2>&1
          for j in ${JUDGE_RUNS:-none vllm}; do
            extra=(); [ "$j" = vllm ] && extra=(--reward.judge_model /tmp/judge/judge --reward.judge_engine vllm)
-           timeout ${JUDGE_TIMEOUT:-240} python3 -m relate_fast.train --run.out_dir /tmp/judge/runs --run.name "judge_$j" \
+           timeout ${JUDGE_TIMEOUT:-420} python3 -m relate_fast.train --run.out_dir /tmp/judge/runs --run.name "judge_$j" \
              --run.progress false --run.resume false --run.checkpoint_every 0 --run.save_final false --eval.enabled false \
              --model.path /tmp/judge/policy --model.dtype bfloat16 --sft.steps 0 --rollout.engine vllm \
              --rollout.vllm_gpu_memory_utilization 0.3 --rollout.prompts_per_step 16 --rollout.max_new_tokens 128 \
