@@ -172,6 +172,7 @@ def run_ours(folder, args, work) -> dict:
            "reward_mean": statistics.mean(r["reward/total"] for r in rows if "reward/total" in r) if "reward/total" in rows[0] else None,
            "rollout_engine": trainer.rollout.name, "rollout_engine_start_s": round(trainer.rollout_init_s, 1),
            "peak_mem_gib": peak, "device_used_gib": max(r.get("gpu_mem_device_used_gib", 0) for r in rows),
+           "reserved_peak_gib": max(r.get("gpu_mem_reserved_gib", 0) for r in rows),
            "world_size": trainer.world, "data_parallel": "deepspeed zero-2", "micro_batch_tokens": args.micro_batch * width}
     plan = trainer.parts.memory_plan
     if plan is not None:  # --ckpt auto: what the plan chose and predicted, beside the peak measured above

@@ -84,14 +84,16 @@ class MemoryPlan:
 
     def against(self, steps: list) -> dict:
         """The prediction beside what the steps measured (metrics.jsonl rows). The allocator's peak leaves
-        out the CUDA context and other processes, which the plan counts; the device's used memory (at each
-        stage's end) counts them but can miss the peak itself. None on the CPU."""
+        out the CUDA context and other processes, which the plan counts, and the allocator's slack (in its
+        reserved peak); the device's used memory (at each stage's end) counts them all but can miss the
+        peak itself. None on the CPU."""
         def most(key):
             seen = [m[key] for m in steps if key in m]
             return round(max(seen), 2) if seen else None
 
         return {"checkpointed_layers": self.checkpointed_layers, "predicted_peak_gib": round(self.predicted_peak / GIB, 2),
-                "measured_peak_gib": most("gpu_mem_peak_gib"), "device_used_gib": most("gpu_mem_device_used_gib")}
+                "measured_peak_gib": most("gpu_mem_peak_gib"), "reserved_peak_gib": most("gpu_mem_reserved_gib"),
+                "device_used_gib": most("gpu_mem_device_used_gib")}
 
     def save(self, path: Path, steps: list) -> dict:
         """Writes the plan and `against(steps)` to `path` (JSON); returns the latter."""

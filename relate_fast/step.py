@@ -444,7 +444,9 @@ class _DeviceMemory:
       policy with vLLM at 0.2 of an H200 peaks at 28.2 GiB) along with the policy's training state
       and activations: the whole process's peak, comparable with TRL's colocated vLLM.
     - gpu_mem_device_used_gib: the device's used memory (`mem_get_info`) at each stage's end, where
-      vLLM is asleep: what the training side holds between stages."""
+      vLLM is asleep: what the training side holds between stages.
+    - gpu_mem_reserved_gib: the allocator's reserved peak: its peak plus the slack it holds but has not
+      handed out (the memory plan's FRAGMENTATION is this slack over the peak)."""
 
     def __init__(self):
         self.used = 0.0
@@ -459,8 +461,9 @@ class _DeviceMemory:
     def report(self, world: int) -> dict:
         if not torch.cuda.is_available():
             return {}
-        t = all_reduce(torch.tensor([torch.cuda.max_memory_allocated() / 2**30, self.used], device=device()), "max")
-        return {"gpu_mem_peak_gib": float(t[0]), "gpu_mem_device_used_gib": float(t[1])}
+        t = all_reduce(torch.tensor([torch.cuda.max_memory_allocated() / 2**30, self.used,
+                                     torch.cuda.max_memory_reserved() / 2**30], device=device()), "max")
+        return {"gpu_mem_peak_gib": float(t[0]), "gpu_mem_device_used_gib": float(t[1]), "gpu_mem_reserved_gib": float(t[2])}
 
 
 def lr_at(cfg, index: int) -> float:

@@ -384,7 +384,7 @@ def test_end_to_end_outputs_and_resume_continues_identically(tmp_path):
     measured = json.loads((tmp_path / "b" / "summary.json").read_text())["memory_plan"]
     assert measured == json.loads((tmp_path / "b" / "memory_plan.json").read_text())["measured"] == {
         "checkpointed_layers": 1, "predicted_peak_gib": round(saved["predicted_peak"] / 2**30, 2), "measured_peak_gib": None,
-        "device_used_gib": None}
+        "reserved_peak_gib": None, "device_used_gib": None}
 
 
 def test_one_step_off_learns_from_batches_one_update_stale_and_resumes_exactly(tmp_path):
