@@ -31,6 +31,7 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(tests update update_realistic)
+for job in "${jobs[@]}"; do case "$job" in tests|update|update_realistic) ;; *) require_vllm || exit 3 ;; esac; done
 for job in "${jobs[@]}"; do
   t=$SECONDS
   case "$job" in

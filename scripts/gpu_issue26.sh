@@ -11,6 +11,7 @@
 # transformers pin (5.10, /tmp/site_verl_tf) first for the verl processes. JSON and logs under $OUT.
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
+require_vllm || exit 3
 source "$(dirname "$0")/gpu_verl_setup.sh" > "$OUT/setup_verl.log" 2>&1 || { tail -5 "$OUT/setup_verl.log"; exit 1; }
 tail -1 "$OUT/setup_verl.log"
 export RAY_DEDUP_LOGS=0 RAY_USAGE_STATS_ENABLED=0

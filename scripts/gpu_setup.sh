@@ -40,3 +40,12 @@ if ! ls relate_fast/_native*.so >/dev/null 2>&1 || [ "$(cat /tmp/native.stamp 2>
   echo "$stamp" > /tmp/native.stamp
 fi
 export PYTHONPATH="$PWD:$PYTHONPATH"
+
+# require_vllm: fails, saying why, where vLLM was not installed (a fresh machine: the pieces carried by earlier
+# calls went back with the machine that held them, so the jobs that sample with vLLM would each fail at once)
+require_vllm() {
+  grep -qx vllm /tmp/site/.installed 2>/dev/null && return 0
+  echo "gpu_setup: vLLM is not installed here ($(ls /tmp/parts/part.* 2>/dev/null | wc -l) of its 9 pieces): a fresh" \
+       "machine; carry .gpu-vllm/part.00..08 again, one per call, then this call" >&2
+  return 1
+}
