@@ -43,7 +43,7 @@ from typing import Callable, Optional
 import torch
 
 __all__ = ["MemoryPlan", "plan_checkpointing", "training_state_bytes", "activation_bytes_per_token", "saved_bytes",
-           "plan_for_run", "GIB", "MARGIN"]
+           "plan_for_run", "GIB", "MARGIN", "FRAGMENTATION"]
 
 GIB = 2 ** 30
 #: the share of the GPU's memory the plan leaves free: the backward's short-lived buffers (a layer's
@@ -124,8 +124,8 @@ def plan_checkpointing(*, layers: int, tokens: int, activation: float, kept: flo
     # peak(k) is not monotone at k = 1 (the recomputed layer), so search every k rather than bisect
     k = next((k for k in range(layers + 1) if peak(k) <= budget), layers)
     return MemoryPlan(checkpointed_layers=k, layers=layers, tokens=tokens, activation_per_token_layer=activation,
-                      kept_per_token_layer=kept, states=states, step_states=step_states, engine=engine, others=others, budget=budget,
-                      predicted_peak=peak(k), fits=peak(k) <= budget)
+                      kept_per_token_layer=kept, states=states, step_states=step_states, engine=engine, others=others,
+                      budget=budget, predicted_peak=peak(k), fits=peak(k) <= budget)
 
 
 def training_state_bytes(params: int, *, world: int, dtype: str, zero_stage: Optional[int]) -> tuple:
@@ -246,5 +246,5 @@ def plan_for_run(cfg, policy, *, world: int, engine_bytes: float, engine_sleeps:
     else:
         budget = device_memory()[1] * (1 - MARGIN)
     return plan_checkpointing(layers=layers, tokens=tokens, activation=activation, kept=min(kept, activation),
-                              states=states, step_states=step_states, budget=budget, engine=0.0 if engine_sleeps else engine_bytes,
-                              others=others)
+                              states=states, step_states=step_states, budget=budget,
+                              engine=0.0 if engine_sleeps else engine_bytes, others=others)
