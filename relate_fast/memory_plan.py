@@ -23,8 +23,8 @@ picks between them per run, from a plan of the update's peak on one rank:
   sleeps through the update);
 - others: the rest of the device before the engine started, less the policy's weights: the CUDA
   context, the reference model (β > 0), a judge model, other processes (measured);
-- f: the caching allocator's slack, memory it holds but has not handed out (FRAGMENTATION; on the GPU the
-  device's used memory was 9–10.5 % above the allocator's peak in three runs of the 4B shape).
+- f: the CUDA caching allocator's slack, memory it holds but has not handed out (FRAGMENTATION: the device's
+  used memory was 9–10.5 % above the allocator's peak in three H200 runs of the 4B shape; 0 on the CPU).
 
 The plan takes the smallest k with peak(k) ≤ budget, where the budget is the GPU's memory less a
 margin (model.memory_budget_gib sets it instead; on the CPU it must be given). When even k = L does
@@ -66,6 +66,7 @@ class MemoryPlan:
     engine: float  # bytes
     others: float  # bytes
     budget: float  # bytes
+    fragmentation: float  # f: the allocator's slack assumed (0 off the GPU)
     predicted_peak: float  # bytes, peak(k)
     fits: bool  # peak(k) <= budget
 
@@ -103,16 +104,18 @@ class MemoryPlan:
 
 
 def predicted_peak(k: int, *, layers: int, tokens: int, activation: float, kept: float, states: float,
-                   step_states: float = 0.0, engine: float = 0.0, others: float = 0.0) -> float:
+                   step_states: float = 0.0, engine: float = 0.0, others: float = 0.0,
+                   fragmentation: float = FRAGMENTATION) -> float:
     """peak(k) of the module docstring (bytes)."""
     if not 0 <= k <= layers:
         raise ValueError(f"k must be 0..{layers}, got {k}")
     backward = states + tokens * ((layers - k) * activation + k * kept) + (tokens * activation if k else 0.0)
-    return others + (1 + FRAGMENTATION) * (engine + max(backward, step_states))
+    return others + (1 + fragmentation) * (engine + max(backward, step_states))
 
 
 def plan_checkpointing(*, layers: int, tokens: int, activation: float, kept: float, states: float,
-                       budget: float, step_states: float = 0.0, engine: float = 0.0, others: float = 0.0) -> MemoryPlan:
+                       budget: float, step_states: float = 0.0, engine: float = 0.0, others: float = 0.0,
+                       fragmentation: float = FRAGMENTATION) -> MemoryPlan:
     """The smallest number of checkpointed layers whose predicted peak fits `budget` (all of them, with
     fits=False, when none does). Sizes in bytes; `activation` and `kept` per token and layer."""
     if layers < 1 or tokens < 1:
@@ -120,12 +123,13 @@ def plan_checkpointing(*, layers: int, tokens: int, activation: float, kept: flo
     if not 0 < kept <= activation:
         raise ValueError(f"a checkpointed layer keeps less than a plain one: kept {kept} > activation {activation}")
     peak = lambda k: predicted_peak(k, layers=layers, tokens=tokens, activation=activation, kept=kept,  # noqa: E731
-                                    states=states, step_states=step_states, engine=engine, others=others)
+                                    states=states, step_states=step_states, engine=engine, others=others,
+                                    fragmentation=fragmentation)
     # peak(k) is not monotone at k = 1 (the recomputed layer), so search every k rather than bisect
     k = next((k for k in range(layers + 1) if peak(k) <= budget), layers)
     return MemoryPlan(checkpointed_layers=k, layers=layers, tokens=tokens, activation_per_token_layer=activation,
                       kept_per_token_layer=kept, states=states, step_states=step_states, engine=engine, others=others,
-                      budget=budget, predicted_peak=peak(k), fits=peak(k) <= budget)
+                      budget=budget, fragmentation=fragmentation, predicted_peak=peak(k), fits=peak(k) <= budget)
 
 
 def training_state_bytes(params: int, *, world: int, dtype: str, zero_stage: Optional[int]) -> tuple:
@@ -247,4 +251,5 @@ def plan_for_run(cfg, policy, *, world: int, engine_bytes: float, engine_sleeps:
         budget = device_memory()[1] * (1 - MARGIN)
     return plan_checkpointing(layers=layers, tokens=tokens, activation=activation, kept=min(kept, activation),
                               states=states, step_states=step_states, budget=budget,
-                              engine=0.0 if engine_sleeps else engine_bytes, others=others)
+                              engine=0.0 if engine_sleeps else engine_bytes, others=others,
+                              fragmentation=FRAGMENTATION if p.device.type == "cuda" else 0.0)

@@ -48,6 +48,9 @@ def test_the_plan_is_the_fewest_checkpointed_layers_that_fit():
                                     step_states=peak(0) / 1.1 + 1)
     assert step_bound.checkpointed_layers == L and not step_bound.fits
     assert step_bound.predicted_peak == pytest.approx(peak(0) + 1.1)
+    # without the allocator's slack (the CPU's plan), the formula's bare sum
+    bare = plan_checkpointing(layers=L, tokens=T, activation=a, kept=h, states=states, budget=peak(0), fragmentation=0.0)
+    assert bare.checkpointed_layers == 0 and bare.predicted_peak == pytest.approx(peak(0) / 1.1)
 
 
 def test_a_plan_with_impossible_sizes_is_refused():
