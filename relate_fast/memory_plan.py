@@ -42,6 +42,8 @@ from typing import Callable, Optional
 
 import torch
 
+from relate_fast.models import checkpoint_layers, decoder_trunk
+
 __all__ = ["MemoryPlan", "plan_checkpointing", "training_state_bytes", "activation_bytes_per_token", "saved_bytes",
            "plan_for_run", "GIB", "MARGIN", "FRAGMENTATION"]
 
@@ -153,10 +155,6 @@ def training_state_bytes(params: int, *, world: int, dtype: str, zero_stage: Opt
     return backward, backward + params * 4 / shard
 
 
-def _trunk(model):
-    return getattr(model, model.base_model_prefix, model)
-
-
 def saved_bytes(model, forward: Callable[[], object]) -> int:
     """The bytes autograd saves for the backward while `forward()` runs: distinct storages, the model's
     parameters excluded (counted as they are saved, by saved-tensor hooks; what a checkpointed layer
@@ -184,9 +182,7 @@ def activation_bytes_per_token(model, tokens: int = 256) -> float:
     output excluded), and a checkpointed layer keeps its input (h bytes per token, added back); on the
     CPU the bytes of the distinct storages autograd saves (parameters excluded), which do not include
     the inputs a checkpoint holds, so nothing is added back."""
-    from relate_fast.models import checkpoint_layers
-
-    trunk = _trunk(model)
+    trunk = decoder_trunk(model)
     layers = trunk.layers
     flags = [getattr(layer, "gradient_checkpointing", False) for layer in layers]
     was_training = model.training
@@ -235,7 +231,7 @@ def plan_for_run(cfg, policy, *, world: int, engine_bytes: float, engine_sleeps:
     policy's measured activations, its dtype and ZeRO stage; `engine_bytes` is what the rollout engine
     took when it started (held through the update unless `engine_sleeps`), `others` what the device
     held before the engine started besides the policy's weights."""
-    layers = len(_trunk(policy).layers)
+    layers = len(decoder_trunk(policy).layers)
     tokens = cfg.grpo.micro_batch_tokens
     # one row as the run has them (prompt + response), at most the micro-batch
     probe = max(8, min(tokens, cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens))

@@ -17,7 +17,7 @@ from typing import Tuple
 import torch
 
 __all__ = ["build_tiny_model", "load_policy", "prompt_ids", "attn_implementation", "fuse_layers", "FUSED_LAYERS",
-           "EOS", "INITS"]
+           "decoder_trunk", "checkpoint_layers", "EOS", "INITS"]
 
 EOS = "<|endoftext|>"
 _SPECIALS = [EOS, "<|im_start|>", "<|im_end|>"]
@@ -99,6 +99,12 @@ INITS = ("pretrained", "random")
 FUSED_LAYERS = ("auto", "none", "liger", "compile")
 
 
+def decoder_trunk(model):
+    """The decoder stack of a causal LM (`model.model` for Qwen3/Llama: embedding, layers, final norm),
+    or the model itself when it is one."""
+    return getattr(model, model.base_model_prefix, model)
+
+
 def fuse_layers(model, how: str, *, generates: bool = False):
     """The decoder body's elementwise work fused (RMSNorm, SwiGLU, RoPE and what sits between the
     products), in place; the products, the attention and the lm_head + loss stay as they are.
@@ -130,7 +136,7 @@ def fuse_layers(model, how: str, *, generates: bool = False):
         _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                         fused_linear_cross_entropy=False)
     elif how == "compile":
-        for layer in getattr(model, model.base_model_prefix, model).layers:
+        for layer in decoder_trunk(model).layers:
             layer.compile(dynamic=True)
     return model
 
@@ -142,7 +148,7 @@ def checkpoint_layers(model, count: int = -1) -> list:
     Checkpointing a layer trades its activations (kept from the forward to the backward) for one more
     forward of it in the backward: fewer layers, less recomputation and more memory. The gradients are
     the same either way (tests/test_checkpointing.py)."""
-    layers = getattr(model, model.base_model_prefix, model).layers
+    layers = decoder_trunk(model).layers
     n = len(layers)
     if count < -1 or count > n:
         raise ValueError(f"model.checkpoint_layers must be -1 (all) or 0..{n} (the model has {n} decoder layers), got {count}")
@@ -158,7 +164,7 @@ def checkpoint_layers(model, count: int = -1) -> list:
 
 def checkpointed_share(model) -> float:
     """The share of the decoder layers that checkpoint their activations in training (0 to 1)."""
-    layers = getattr(model, model.base_model_prefix, model).layers
+    layers = decoder_trunk(model).layers
     return sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers) / max(len(layers), 1)
 
 
