@@ -2,6 +2,12 @@
 the per-rank state sizes, the measured activations and the linear model the plan rests on, the config's
 clear errors. (What it predicts against what a GPU measures is recorded per run in memory_plan.json and
 summary.json; no GPU here.)"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -120,14 +126,9 @@ def test_state_bytes_match_the_live_tensors_of_a_real_optimizer(tmp_path):
     """The plan's state sizes against every tensor alive on one rank, after a backward and at the step's
     peak, in DeepSpeed's ZeRO optimizers (and torch's AdamW without DeepSpeed): within the reduce bucket."""
     pytest.importorskip("deepspeed")
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = tmp_path / "states.py"
     script.write_text(DS_STATES)
-    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     cases = [(2, "bfloat16"), (1, "float32"), (None, "bfloat16")]  # one process: DeepSpeed's import once
     res = subprocess.run([sys.executable, str(script), json.dumps(cases)], env=env, capture_output=True, text=True,
