@@ -23,6 +23,11 @@ against the datasheet peak (989 TFLOP/s bf16 on H100/H200) and against the bf16 
 measured at start (an 8192³ bf16 product), the floor (the hardware FLOPs — model FLOPs plus the
 recomputed forward under checkpointing — at that measured rate), and PyTorch's peak memory.
 A setting that runs out of memory is recorded as such. The JSON is stamped with provenance.
+
+`--profile` adds one more update per setting under torch.profiler and splits its device time by kind
+of kernel (`KERNEL_KINDS`: the products, the attention, our loss's kernels, the optimizer step, the
+compiled body's fused elementwise kernels, copies, the rest) beside the wall time: the share no kernel
+ran is where the host held the GPU up. The top kernels by time go with it.
 """
 from __future__ import annotations
 
@@ -82,6 +87,64 @@ def matmul_ceiling_tflops() -> float:
     return 2 * 8192**3 / statistics.median(times) / 1e12
 
 
+#: Kinds of kernel, first match wins, matched on the lower-cased name the profiler lists (CUDA kernels on
+#: a GPU, aten ops on the CPU). The loss's own cuBLAS products count as products.
+KERNEL_KINDS = (
+    ("loss", ("fusedgrpo", "_row_stats", "_row_dlogits", "_target_logits", "_logits_stats", "_combine_stats", "_finish_rows",
+              "_scale_unless_one")),
+    ("attention", ("flash", "fmha", "attention", "sdpa", "efficient")),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("products", ("gemm", "cutlass", "nvjet", "xmma", "cublas", "matmul", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("fused elementwise", ("triton_",)),
+    ("copies", ("memcpy", "memset", "copy", "nccl", "catarray", "aten::cat", "fill")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
+def profile_once(run, cuda: bool, top: int = 15) -> dict:
+    """One call of `run` under torch.profiler: its wall time, its kernels' (self) time by kind, the top ones."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    times: dict[str, float] = {}
+    for e in prof.key_averages():
+        if cuda:  # kernels only: device time of events that ran on the GPU
+            us = getattr(e, "self_device_time_total", 0) if str(e.device_type).endswith("CUDA") else 0
+        else:
+            us = e.self_cpu_time_total
+        if us > 0:
+            times[e.key] = times.get(e.key, 0.0) + us / 1e6
+    by_kind: dict[str, float] = {}
+    for name, s in times.items():
+        by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + s
+    busy = sum(by_kind.values())
+    return {"wall_s": wall, "kernels_s": busy, "idle_share": max(0.0, 1 - busy / wall),
+            "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+            "top": [{"name": n[:120], "s": s, "kind": kernel_kind(n)}
+                    for n, s in sorted(times.items(), key=lambda kv: -kv[1])[:top]]}
+
+
+def print_profile(p: dict):
+    print(f"profile: wall {p['wall_s']:.3f} s, kernels {p['kernels_s']:.3f} s (idle {p['idle_share']:.0%})")
+    for kind, s in p["by_kind_s"].items():
+        print(f"  {kind:18} {s:7.3f} s  {s / p['kernels_s']:5.1%}")
+    for k in p["top"]:
+        print(f"    {k['s']:7.4f} s  {k['kind']:18} {k['name'][:90]}")
+
+
 def set_checkpointing(model, on: bool):
     if on:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -112,6 +175,8 @@ def main(argv=None):
                     help="fused decoder bodies to sweep (compile and liger on the packed layout only)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--profile", action="store_true",
+                    help="one more update per setting under torch.profiler: device time by kind of kernel")
     ap.add_argument("--quick", action="store_true", help="CPU smoke: tiny shape, 2 prompts, 12 tokens, fp32")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "update.json"))
     args = ap.parse_args(argv)
@@ -183,7 +248,11 @@ def main(argv=None):
         if ceiling:
             res["mfu_of_measured"] = res["model_tflops"] / ceiling
             res["floor_s"] = f.hardware / ceiling / 1e12
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}), flush=True)
+        if args.profile:
+            res["profile"] = profile_once(lambda: step.update(batch, cfg.grpo.lr), cuda)
+            print_profile(res["profile"])
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items() if k != "profile"}),
+              flush=True)
         return res
 
     grid = []

@@ -5,6 +5,8 @@
 #   update            bench_update.py, fixed-length workload (1.7B shape): layout x checkpointing x
 #                     micro-batch x fused decoder body
 #   update_realistic  the same on the realistic-length workload
+#   profile           bench_update.py --profile at the trainer's best update setting (packed, 80 rows, no checkpointing,
+#                     compiled layers), both workloads: the update's device time by kind of kernel, and its idle share
 #   phases            bench_rollout.py --phases, fixed and realistic workloads (1.7B shape): where the
 #                     rollout's time goes (push, wake, generate, sleep) per sleep setting and seeding
 #   decode            probe_decode.py: a vLLM decode step's time per batch size, a profile of one generate,
@@ -31,7 +33,7 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(tests update update_realistic)
-for job in "${jobs[@]}"; do case "$job" in tests|update|update_realistic) ;; *) require_vllm || exit 3 ;; esac; done
+for job in "${jobs[@]}"; do case "$job" in tests|update|update_realistic|profile) ;; *) require_vllm || exit 3 ;; esac; done
 for job in "${jobs[@]}"; do
   t=$SECONDS
   case "$job" in
@@ -42,6 +44,12 @@ for job in "${jobs[@]}"; do
          timeout ${UPDATE_TIMEOUT:-280} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w ${UPDATE_ARGS:-} \
            --out "$OUT/update_$w.json" > "$OUT/update_$w.log" 2>&1; echo "-- $job rc=$? in $((SECONDS - t)) s"
          sed -n '/^layout/,$p' "$OUT/update_$w.log"; grep -E "Error|error" "$OUT/update_$w.log" | tail -3 ;;
+  profile) for w in fixed realistic; do
+           timeout ${PROFILE_TIMEOUT:-200} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w --profile \
+             --layouts packed --ckpt off --rows 80 --fused compile --out "$OUT/profile_$w.json" > "$OUT/profile_$w.log" 2>&1
+           echo "-- profile $w rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/profile_$w.log" | cut -c1-140
+           grep -E "Error|error" "$OUT/profile_$w.log" | tail -3
+         done ;;
   phases) for w in fixed realistic; do
            timeout ${PHASES_TIMEOUT:-240} python3 benchmarks/bench_rollout.py --phases --shape ${SHAPE:-1.7b} --prompts 16 \
              --max-new-tokens 128 --workload $w --out "$OUT/phases_$w.json" > "$OUT/phases_$w.log" 2>&1

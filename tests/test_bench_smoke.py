@@ -105,6 +105,29 @@ def test_bench_update_quick(tmp_path):
     assert result["info"]["commit"]
 
 
+def test_update_profile_sorts_kernels_by_kind():
+    """bench_update --profile: kernel names as the profiler lists them on the H200 land in the right kind, and
+    one profiled call's time by kind adds up to its kernels' time, products found among them."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_update import kernel_kind, profile_once
+
+    assert kernel_kind("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "products"
+    assert kernel_kind("nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NTN") == "products"
+    assert kernel_kind("_logits_stats_kernel") == "loss" and kernel_kind("_row_dlogits_kernel") == "loss"
+    assert kernel_kind("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128>>") == "attention"
+    assert kernel_kind("triton_poi_fused_add_mul_silu_0") == "fused elementwise"
+    assert kernel_kind("void multi_tensor_apply_kernel<TensorListMetadata<4>, FusedAdamMathFunctor>") == "optimizer"
+    assert kernel_kind("Memcpy DtoD (Device -> Device)") == "copies"
+    assert kernel_kind("void at::native::vectorized_elementwise_kernel<4, multiplicative>") == "other"
+    a = torch.randn(256, 256)
+    p = profile_once(lambda: (a @ a).exp().sum(), cuda=False)
+    assert p["wall_s"] > 0 and p["by_kind_s"]["products"] > 0
+    assert abs(sum(p["by_kind_s"].values()) - p["kernels_s"]) < 1e-9
+    assert p["top"] and all(k["kind"] == kernel_kind(k["name"]) for k in p["top"])
+
+
 def test_bench_vs_trl_sweep_runs_both_sides(tmp_path):
     """The comparison with TRL on the CPU (tiny shape, HF generate, the realistic workload's stopping
     policy): both sides run the same reward through a sweep, and the result has the grid, each side's
