@@ -44,7 +44,7 @@ for job in "${jobs[@]}"; do
          timeout ${UPDATE_TIMEOUT:-280} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w ${UPDATE_ARGS:-} \
            --out "$OUT/update_$w.json" > "$OUT/update_$w.log" 2>&1; echo "-- $job rc=$? in $((SECONDS - t)) s"
          sed -n '/^layout/,$p' "$OUT/update_$w.log"; grep -E "Error|error" "$OUT/update_$w.log" | tail -3 ;;
-  profile) for w in fixed realistic; do
+  profile) for w in ${PROFILE_WORKLOADS:-fixed realistic}; do
            timeout ${PROFILE_TIMEOUT:-200} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w --profile \
              --layouts packed --ckpt off --rows 80 --fused compile --out "$OUT/profile_$w.json" > "$OUT/profile_$w.log" 2>&1
            echo "-- profile $w rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/profile_$w.log" | cut -c1-140
