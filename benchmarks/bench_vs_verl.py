@@ -17,10 +17,14 @@ verl's speed options, swept: dynamic batch size with a token budget per micro-ba
 (`ppo_max_token_len_per_gpu`) of `--micro-batch` rows of the widest possible row, the budget our side gets
 for the same name; gradient checkpointing on/off; `--verl-speeds` none, `bypass` (old log-probs taken from
 vLLM instead of a second forward: `algorithm.rollout_correction.bypass_mode`), `liger` (`model.use_liger`)
-and `bypass_liger`; vLLM asleep through the update (`rollout.free_cache_engine`) or awake. verl's
-remove-padding path needs flash-attn's kernels; the lent GPU machine has no flash-attn wheel (PyPI has only
-its sdist), so `--remove-padding` defaults to off and verl runs padded with SDPA attention — said in every
-result's settings.
+and `bypass_liger`, each with `_fused` (`model.use_fused_kernels`, verl's own fused log-prob kernels,
+`--fused-backend` torch or triton); vLLM asleep through the update (`rollout.free_cache_engine`) or awake;
+`--remove-paddings` off, on (`model.use_remove_padding`: the batch packed into one row of real tokens).
+verl's remove-padding path is written for flash-attn's varlen kernels, and the lent GPU machine has no
+flash-attn wheel (PyPI has only its sdist); with padding removed, verl here runs transformers'
+`flex_attention`, which finds the packed sequences from verl's per-sequence position ids and masks each to
+itself (checked on the CPU: packed logits equal separate ones, tests/test_bench_vs_verl.py). Padded, verl
+runs SDPA. The attention used is in every result's settings.
 
 Measured per step after `--warmup` steps, from verl's metrics: `timing_s/step` (step), `timing_s/gen`
 (generation; the rest is "update", as on the other sides: rewards, old log-probs, advantages, the update and
@@ -47,7 +51,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from benchmarks.bench_vs_trl import G, longest_prompt_tokens, prompt_rows, shared_policy  # noqa: E402
 from benchmarks.common import pick_settings, provenance, run_setting, shared_workdir, write_json  # noqa: E402
 
-SPEEDS = ("none", "bypass", "liger", "bypass_liger")
+SPEEDS = ("none", "bypass", "liger", "bypass_liger", "fused", "bypass_fused", "bypass_liger_fused")
+
+
+def attention_of(remove_padding: str) -> str:
+    """The attention verl runs here: flex_attention on the packed row (no flash-attn on the lent machine), SDPA
+    on the padded batch."""
+    return "flex_attention" if remove_padding == "on" else "sdpa"
 
 
 def write_dataset(folder: Path, path: Path) -> Path:
@@ -104,8 +114,11 @@ def verl_overrides(args, folder: Path, data: Path, run_dir: Path, width: int, pr
     ]
     if args.verl_loss != "vanilla":  # ours, registered in verl's processes by run_verl's VERL_USE_EXTERNAL_MODULES
         o.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={args.verl_loss}")
-    if args.remove_padding == "off":  # no flash-attn there: HF's SDPA on the padded batch
-        o.append("+actor_rollout_ref.model.override_config.attn_implementation=sdpa")
+    # no flash-attn there: flex_attention on the packed row, SDPA on the padded batch
+    o.append(f"+actor_rollout_ref.model.override_config.attn_implementation={attention_of(args.remove_padding)}")
+    if "fused" in speed:
+        o += ["actor_rollout_ref.model.use_fused_kernels=True",
+              f"actor_rollout_ref.model.fused_kernel_options.impl_backend={args.fused_backend}"]
     if args.dynamic_bsz:
         o += ["actor_rollout_ref.actor.use_dynamic_bsz=True", f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={budget}"]
     else:
@@ -197,8 +210,12 @@ def run_verl(args, work: Path) -> dict:
             "tokens_per_second": statistics.median(r["perf/total_num_tokens"] / r["timing_s/step"] for r in steady),
             "response_tokens_mean": statistics.mean(r["response_length/mean"] for r in steady),
             "response_tokens_per_step": [round(r["response_length/mean"], 1) for r in rows],
-            "peak_mem_gib": max(r.get("perf/max_memory_allocated_gb", 0.0) for r in steady),
-            "peak_reserved_gib": max(r.get("perf/max_memory_reserved_gb", 0.0) for r in steady),
+            "peak_mem_gib": max(r.get("actor/perf/max_memory_allocated_gb", r.get("perf/max_memory_allocated_gb", 0.0))
+                                for r in steady),
+            "peak_reserved_gib": max(r.get("actor/perf/max_memory_reserved_gb", r.get("perf/max_memory_reserved_gb", 0.0))
+                                     for r in steady),
+            "attention": attention_of(args.remove_padding), "mfu_verl": med("perf/mfu/actor")
+            if any("perf/mfu/actor" in r for r in steady) else None,
             "loss_check": {k: [r[k] for r in rows if k in r] for k in ("actor/relate_minus_vanilla", "actor/vanilla_pg_loss",
                                                                       "actor/pg_loss")} if args.verl_loss == "relate_checked" else None,
             "reward_mean": statistics.mean(r["critic/score/mean"] for r in steady if "critic/score/mean" in r)
@@ -224,10 +241,13 @@ def sweep(args) -> dict:
             for speed in args.verl_speeds.split(","):
                 for mode in args.vllm_modes.split(","):
                     for loss in args.verl_losses.split(","):
-                        one = argparse.Namespace(**vars(args))
-                        one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode, one.verl_loss = mb, ckpt, speed, mode, loss
-                        runs.append(one)
-    runs = pick_settings(runs, args.only, setting_name, "--grid, --ckpts, --verl-speeds, --vllm-modes, --verl-losses")
+                        for rmpad in args.remove_paddings.split(","):
+                            one = argparse.Namespace(**vars(args))
+                            one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode = mb, ckpt, speed, mode
+                            one.verl_loss, one.remove_padding = loss, rmpad
+                            runs.append(one)
+    runs = pick_settings(runs, args.only, setting_name,
+                         "--grid, --ckpts, --verl-speeds, --vllm-modes, --verl-losses, --remove-paddings")
     for one in runs:
         name = setting_name(one)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "verl", "--out", str(out_dir / f"{name}.json"),
@@ -242,7 +262,7 @@ def _one_setting_args(a) -> list:
            "--prompts", str(a.prompts), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
            "--micro-batch", str(a.micro_batch), "--ckpt", a.ckpt, "--verl-speed", a.verl_speed,
            "--verl-loss", a.verl_loss, "--vllm-mode", a.vllm_mode, "--vllm-memory", str(a.vllm_memory), "--awake-memory", str(a.awake_memory),
-           "--remove-padding", a.remove_padding, "--reward-workers", str(a.reward_workers), "--hide", a.hide,
+           "--remove-padding", a.remove_padding, "--fused-backend", a.fused_backend, "--reward-workers", str(a.reward_workers), "--hide", a.hide,
            "--work", str(shared_workdir("vs_trl", a.work))]
     if a.transformers_dir:
         out += ["--transformers-dir", a.transformers_dir]
@@ -254,8 +274,9 @@ def _one_setting_args(a) -> list:
 def _settings(a) -> dict:
     return dict({k: getattr(a, k) for k in ("shape", "workload", "steps", "warmup", "prompts", "micro_batch", "ckpt",
                                             "max_new_tokens", "vllm_memory", "awake_memory", "vllm_mode", "verl_speed",
-                                            "remove_padding", "dynamic_bsz", "lr", "transformers_dir", "hide", "verl_loss")},
-                group_size=G, extra=list(a.extra))
+                                            "remove_padding", "dynamic_bsz", "lr", "transformers_dir", "hide", "verl_loss",
+                                            "fused_backend")},
+                group_size=G, attention=attention_of(a.remove_padding), extra=list(a.extra))
 
 
 def combine_dir(out_dir: Path, ours_path=None) -> dict:
@@ -330,7 +351,9 @@ def main(argv=None):
                     help="verl's policy loss: its own, ours (relate_fast.integrations.verl), or ours with verl's computed "
                          "beside it on the same micro-batch and their difference logged (benchmarks/verl_check.py)")
     ap.add_argument("--remove-padding", default="off", choices=("on", "off"),
-                    help="verl's use_remove_padding (needs flash-attn, which the lent GPU machine lacks)")
+                    help="verl's use_remove_padding (here with flex_attention: the lent GPU machine has no flash-attn)")
+    ap.add_argument("--fused-backend", default="triton", choices=("torch", "triton"),
+                    help="verl's fused_kernel_options.impl_backend, for the speeds with _fused")
     ap.add_argument("--vllm-mode", default="sleep", choices=("sleep", "awake"))
     ap.add_argument("--vllm-memory", type=float, default=0.3)
     ap.add_argument("--awake-memory", type=float, default=0.1)
@@ -344,6 +367,7 @@ def main(argv=None):
     ap.add_argument("--ckpts", default="off,on")
     ap.add_argument("--verl-speeds", default="none,bypass")
     ap.add_argument("--vllm-modes", default="sleep")
+    ap.add_argument("--remove-paddings", default="off,on", help="--sweep: verl's use_remove_padding settings")
     ap.add_argument("--verl-losses", default="vanilla", help="--sweep: verl's policy losses (vanilla, relate, relate_checked)")
     ap.add_argument("--only", default=None)
     ap.add_argument("--sweep-dir", default=None)

@@ -18,7 +18,8 @@ from benchmarks import bench_vs_verl as bv  # noqa: E402
 def _args(**kw):
     a = dict(shape="tiny", workload="fixed", steps=6, warmup=2, prompts=16, max_new_tokens=128, lr=1e-6, micro_batch=40,
              ckpt="off", verl_speed="none", remove_padding="off", vllm_mode="sleep", vllm_memory=0.3, awake_memory=0.1,
-             reward_workers=2, transformers_dir=None, hide="trl", verl_loss="vanilla", dynamic_bsz=True, extra=[], work=None)
+             reward_workers=2, transformers_dir=None, hide="trl", verl_loss="vanilla", dynamic_bsz=True, extra=[], work=None,
+             fused_backend="triton")
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -43,8 +44,37 @@ def test_verl_overrides_follow_the_setting(tmp_path):
     assert kv["actor_rollout_ref.rollout.free_cache_engine"] == "False"
     assert kv["actor_rollout_ref.rollout.gpu_memory_utilization"] == "0.1"
     assert kv["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == "40"
-    assert "actor_rollout_ref.model.override_config.attn_implementation" not in kv
+    assert kv["actor_rollout_ref.model.override_config.attn_implementation"] == "flex_attention"
     assert kv["algorithm.rollout_correction.bypass_mode"] == "False"
+    assert "actor_rollout_ref.model.use_fused_kernels" not in kv
+    kv = _kv(bv.verl_overrides(_args(verl_speed="bypass_fused", remove_padding="on"), tmp_path, tmp_path, tmp_path,
+                               width=300, prompt_len=172))
+    assert kv["actor_rollout_ref.model.use_fused_kernels"] == "True"
+    assert kv["actor_rollout_ref.model.fused_kernel_options.impl_backend"] == "triton"
+    assert kv["actor_rollout_ref.model.use_remove_padding"] == "True"
+    assert bv.setting_name(_args(micro_batch=80, verl_speed="bypass_fused", remove_padding="on")) == \
+        "verl_mb80_ckptoff_bypass_fused_rmpad"
+
+
+@pytest.mark.parametrize("attention", ["flex_attention", "sdpa"])
+def test_verls_packed_row_attends_within_each_sequence(attention):
+    """What verl's remove-padding path feeds the model here: one row of several sequences, per-sequence position
+    ids, no attention mask, no cache. transformers finds the sequences from the position ids and masks each to
+    itself, so the packed logits equal each sequence's own (the reason flex_attention may stand in for flash-attn's
+    varlen kernels on the GPU machine; it fails if the sequences attended across each other)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, attn_implementation=attention)
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(cfg).eval()
+    seqs = [torch.randint(0, 128, (1, n)) for n in (7, 5, 9)]
+    with torch.no_grad():
+        alone = torch.cat([model(s, use_cache=False).logits for s in seqs], 1)
+        pos = torch.cat([torch.arange(s.shape[1]) for s in seqs])[None]
+        packed = model(input_ids=torch.cat(seqs, 1), position_ids=pos, attention_mask=None, use_cache=False).logits
+    assert (packed - alone).abs().max() < 1e-5
 
 
 def test_the_parquet_and_verl_reward_score_as_the_other_sides(tmp_path):
