@@ -27,7 +27,8 @@ A setting that runs out of memory is recorded as such. The JSON is stamped with 
 `--profile` adds one more update per setting under torch.profiler and splits its device time by kind
 of kernel (`KERNEL_KINDS`: the products, the attention, our loss's kernels, the optimizer step, the
 compiled body's fused elementwise kernels, copies, the rest) beside the wall time: the share no kernel
-ran is where the host held the GPU up. The top kernels by time go with it.
+ran is where the host held the GPU up. The top kernels by time go with it, and on a GPU one more update under
+CUDA's sync debug mode counts the operations that made the host wait, by line of Python.
 """
 from __future__ import annotations
 
@@ -137,6 +138,30 @@ def profile_once(run, cuda: bool, top: int = 15) -> dict:
             "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
             "top": [{"name": n[:120], "s": s, "kind": kernel_kind(n)}
                     for n, s in sorted(times.items(), key=lambda kv: -kv[1])[:top]]}
+
+
+def host_syncs(run, top: int = 12) -> dict:
+    """One call of `run` under CUDA's sync debug mode: how many operations made the host wait for the GPU, and
+    from which lines of Python (each a gap in the GPU's work while the host catches up)."""
+    import warnings
+
+    import torch
+
+    sites: dict[str, int] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+            torch.cuda.synchronize()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            site = f"{Path(w.filename).name}:{w.lineno}"
+            sites[site] = sites.get(site, 0) + 1
+    return {"count": sum(sites.values()),
+            "sites": dict(sorted(sites.items(), key=lambda kv: -kv[1])[:top])}
 
 
 def print_profile(p: dict):
@@ -253,6 +278,9 @@ def main(argv=None):
         if args.profile:
             res["profile"] = profile_once(lambda: step.update(batch, cfg.grpo.lr), cuda)
             print_profile(res["profile"])
+            if cuda:
+                res["profile"]["host_syncs"] = host_syncs(lambda: step.update(batch, cfg.grpo.lr))
+                print("host syncs:", json.dumps(res["profile"]["host_syncs"]))
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items() if k != "profile"}),
               flush=True)
         return res

@@ -179,7 +179,8 @@ def activation_bytes_per_token(model, tokens: int = 256) -> float:
     every layer checkpointed (the layers' flags restored after). What checkpointing all L layers frees,
     over L · tokens, is a layer's activations less what a checkpointed layer still keeps; the embedding
     and final norm, the same in both, drop out. On CUDA the allocator's growth over each forward (the
-    output excluded), and a checkpointed layer keeps its input (h bytes per token, added back); on the
+    output excluded; each after an unmeasured forward of the same kind, so one-time allocations do not
+    count), and a checkpointed layer keeps its input (h bytes per token, added back); on the
     CPU the bytes of the distinct storages autograd saves (parameters excluded), which do not include
     the inputs a checkpoint holds, so nothing is added back."""
     trunk = decoder_trunk(model)
@@ -194,6 +195,10 @@ def activation_bytes_per_token(model, tokens: int = 256) -> float:
     def kept_by_forward() -> int:
         with torch.enable_grad():
             if cuda:
+                # a forward first, unmeasured: the first one of each kind allocates what then stays (cuBLAS's
+                # workspace, a compiled layer's buffers), which the difference of two cold forwards would count
+                # as activations
+                trunk(input_ids=ids, use_cache=False)
                 torch.cuda.synchronize()
                 before = torch.cuda.memory_allocated()
                 out = trunk(input_ids=ids, use_cache=False).last_hidden_state
