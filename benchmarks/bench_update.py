@@ -204,9 +204,14 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--profile", action="store_true",
                     help="one more update per setting under torch.profiler: device time by kind of kernel")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config setting for every run (repeatable), e.g. deepspeed.reduce_bucket_size=500000000")
     ap.add_argument("--quick", action="store_true", help="CPU smoke: tiny shape, 2 prompts, 12 tokens, fp32")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "update.json"))
     args = ap.parse_args(argv)
+    bad = [kv for kv in args.set if "=" not in kv or not kv.split("=", 1)[0]]
+    if bad:
+        ap.error(f"--set takes KEY=VALUE (a config key such as deepspeed.overlap_comm=false), got {bad[0]!r}")
     import torch
 
     from relate_fast.config import load_config
@@ -227,7 +232,8 @@ def main(argv=None):
     dtype = "bfloat16" if cuda else "float32"
     cfg = load_config(None, ["--model.dtype", dtype, "--grpo.beta", "0", "--grpo.lr", "1e-6", "--grpo.loss_type", "grpo",
                              "--rollout.group_size", str(G), "--rollout.prompts_per_step", str(args.prompts),
-                             "--rollout.max_new_tokens", str(args.max_new_tokens), "--deepspeed.enabled", str(cuda).lower()])
+                             "--rollout.max_new_tokens", str(args.max_new_tokens), "--deepspeed.enabled", str(cuda).lower(),
+                             *[part for kv in args.set for part in ("--" + kv.split("=", 1)[0], kv.split("=", 1)[1])]])
     model, _ = load_policy(folder, dtype=dtype, device="cuda" if cuda else "cpu", init="random", packed=True)
     tok = qwen3_tokenizer()
     updater = PolicyUpdater(model, cfg, world=1)

@@ -23,7 +23,8 @@ and `bypass_liger`, each with `_fused` (`model.use_fused_kernels`, verl's own fu
 verl's remove-padding path is written for flash-attn's varlen kernels, and the lent GPU machine has no
 flash-attn wheel (PyPI has only its sdist); with padding removed, verl here runs transformers'
 `flex_attention`, which finds the packed sequences from verl's per-sequence position ids and masks each to
-itself (checked on the CPU: packed logits equal separate ones, tests/test_bench_vs_verl.py). Padded, verl
+itself (packed logits equal separate ones: tests/test_bench_vs_verl.py, SDPA on the CPU, flex_attention
+with the GPU tests). Padded, verl
 runs SDPA. The attention used is in every result's settings.
 
 Measured per step after `--warmup` steps, from verl's metrics: `timing_s/step` (step), `timing_s/gen`

@@ -6,7 +6,8 @@
 #                     micro-batch x fused decoder body
 #   update_realistic  the same on the realistic-length workload
 #   profile           bench_update.py --profile at the trainer's best update setting (packed, 80 rows, no checkpointing,
-#                     compiled layers), both workloads: the update's device time by kind of kernel, and its idle share
+#                     compiled layers), both workloads: the update's device time by kind of kernel, its idle share and
+#                     its host syncs by line; PROFILE_WORKLOADS (fixed realistic), PROFILE_SET (one KEY=VALUE setting)
 #   phases            bench_rollout.py --phases, fixed and realistic workloads (1.7B shape): where the
 #                     rollout's time goes (push, wake, generate, sleep) per sleep setting and seeding
 #   decode            probe_decode.py: a vLLM decode step's time per batch size, a profile of one generate,
@@ -46,7 +47,8 @@ for job in "${jobs[@]}"; do
          sed -n '/^layout/,$p' "$OUT/update_$w.log"; grep -E "Error|error" "$OUT/update_$w.log" | tail -3 ;;
   profile) for w in ${PROFILE_WORKLOADS:-fixed realistic}; do
            timeout ${PROFILE_TIMEOUT:-200} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w --profile \
-             --layouts packed --ckpt off --rows 80 --fused compile --out "$OUT/profile_$w.json" > "$OUT/profile_$w.log" 2>&1
+             --layouts packed --ckpt off --rows 80 --fused compile ${PROFILE_SET:+--set $PROFILE_SET} --out "$OUT/profile_$w.json" \
+             > "$OUT/profile_$w.log" 2>&1
            echo "-- profile $w rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/profile_$w.log" | cut -c1-140
            grep -E "Error|error" "$OUT/profile_$w.log" | tail -3
          done ;;

@@ -21,7 +21,7 @@ jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
 for job in "${jobs[@]}"; do
   t=$SECONDS
   case "$job" in
-  tests) timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_integration_verl_real.py \
+  tests) timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_integration_verl_real.py tests/test_bench_vs_verl.py \
            tests/test_integration_openrlhf_real.py > "$OUT/tests_verl.log" 2>&1
          echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
