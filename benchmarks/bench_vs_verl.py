@@ -366,7 +366,7 @@ def main(argv=None):
     ap.add_argument("--extra", action="append", default=[], help="one more verl override (repeatable)")
     ap.add_argument("--grid", default="20,40,80")
     ap.add_argument("--ckpts", default="off,on")
-    ap.add_argument("--verl-speeds", default="none,bypass")
+    ap.add_argument("--verl-speeds", default="none,bypass,bypass_fused")
     ap.add_argument("--vllm-modes", default="sleep")
     ap.add_argument("--remove-paddings", default="off,on", help="--sweep: verl's use_remove_padding settings")
     ap.add_argument("--verl-losses", default="vanilla", help="--sweep: verl's policy losses (vanilla, relate, relate_checked)")
