@@ -110,3 +110,4 @@ print([(round(m['time/rewards'],3), round(m['time/total'],3), m.get('reward/corr
          done ;;
   esac
 done
+pack_logs

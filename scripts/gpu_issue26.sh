@@ -40,3 +40,4 @@ for job in "${jobs[@]}"; do
   esac
   tar czf "$OUT/sweep_${SHAPE:-1.7b}_$w.tgz" -C /tmp "$(basename $d)" 2>/dev/null
 done
+pack_logs

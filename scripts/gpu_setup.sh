@@ -49,3 +49,10 @@ require_vllm() {
        "machine; carry .gpu-vllm/part.00..08 again, one per call, then this call" >&2
   return 1
 }
+
+# pack_logs: the device tool returns at most 8 files from $OUT, so the logs go into one logs_HHMMSS.tgz at the end of a
+# job script and the JSON results come back beside it (a call of 2026-12-03 lost its JSON to that limit)
+pack_logs() {
+  (cd "$OUT" && ls *.log >/dev/null 2>&1 && tar czf "logs_$(date +%H%M%S).tgz" *.log && rm -f *.log)
+  ls "$OUT"
+}
