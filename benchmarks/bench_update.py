@@ -132,7 +132,8 @@ def profile_once(run, cuda: bool, top: int = 15) -> dict:
             times[e.key] = times.get(e.key, 0.0) + us / 1e6
     by_kind: dict[str, float] = {}
     for name, s in times.items():
-        by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + s
+        kind = kernel_kind(name)
+        by_kind[kind] = by_kind.get(kind, 0.0) + s
     busy = sum(by_kind.values())
     return {"wall_s": wall, "kernels_s": busy, "idle_share": max(0.0, 1 - busy / wall),
             "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),

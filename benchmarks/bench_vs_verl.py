@@ -30,7 +30,7 @@ runs SDPA. The attention used is in every result's settings.
 Measured per step after `--warmup` steps, from verl's metrics: `timing_s/step` (step), `timing_s/gen`
 (generation; the rest is "update", as on the other sides: rewards, old log-probs, advantages, the update and
 the weight sync), `perf/total_num_tokens` (prompt + response tokens) over the step, verl's peak memory of
-the actor process (`perf/max_memory_allocated_gb`; vLLM runs in another process there, so its pool is not
+the actor process (`actor/perf/max_memory_allocated_gb`; vLLM runs in another process there, so its pool is not
 in it — unlike the other sides, where the allocator peak holds vLLM's pool).
 """
 from __future__ import annotations
@@ -211,10 +211,9 @@ def run_verl(args, work: Path) -> dict:
             "tokens_per_second": statistics.median(r["perf/total_num_tokens"] / r["timing_s/step"] for r in steady),
             "response_tokens_mean": statistics.mean(r["response_length/mean"] for r in steady),
             "response_tokens_per_step": [round(r["response_length/mean"], 1) for r in rows],
-            "peak_mem_gib": max(r.get("actor/perf/max_memory_allocated_gb", r.get("perf/max_memory_allocated_gb", 0.0))
-                                for r in steady),
-            "peak_reserved_gib": max(r.get("actor/perf/max_memory_reserved_gb", r.get("perf/max_memory_reserved_gb", 0.0))
-                                     for r in steady),
+            # the actor process's peaks (verl 0.9.1 logs them under actor/; vLLM's pool is in its own process)
+            "peak_mem_gib": max(r.get("actor/perf/max_memory_allocated_gb", 0.0) for r in steady),
+            "peak_reserved_gib": max(r.get("actor/perf/max_memory_reserved_gb", 0.0) for r in steady),
             "attention": attention_of(args.remove_padding), "mfu_verl": med("perf/mfu/actor")
             if any("perf/mfu/actor" in r for r in steady) else None,
             "loss_check": {k: [r[k] for r in rows if k in r] for k in ("actor/relate_minus_vanilla", "actor/vanilla_pg_loss",

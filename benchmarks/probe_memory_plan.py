@@ -10,7 +10,6 @@ plan's prediction from the probe's a."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,35 +25,23 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "probe_memory_plan.json"))
     args = ap.parse_args(argv)
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from relate_fast.memory_plan import activation_bytes_per_token
-    from relate_fast.models import checkpoint_layers, decoder_trunk, fuse_layers
+    from relate_fast.memory_plan import activation_bytes_per_token, kept_by_forward
+    from relate_fast.models import checkpoint_layers, decoder_trunk
+    from tests.test_gpu_memory_plan import _model  # the test's model, so the probe diagnoses what it measures
 
     T, L, H = args.tokens, 6, 512
     h = H * 2
     rows = []
     for fused in ("none", "compile"):
-        torch.manual_seed(0)
-        cfg = Qwen3Config(vocab_size=1000, hidden_size=H, intermediate_size=1536, num_hidden_layers=L,
-                          num_attention_heads=8, num_key_value_heads=4, head_dim=64, tie_word_embeddings=False)
-        cfg._attn_implementation = "sdpa"
-        model = fuse_layers(Qwen3ForCausalLM(cfg).to("cuda", torch.bfloat16).train(), fused)
+        model = _model(fused)
         a = activation_bytes_per_token(model, T)
         ids = torch.randint(0, 1000, (1, T), device="cuda")
-
-        def kept(fn):
-            torch.cuda.synchronize()
-            before = torch.cuda.memory_allocated()
-            out = fn()
-            torch.cuda.synchronize()
-            return torch.cuda.memory_allocated() - before - out.untyped_storage().nbytes()
-
         base = None
         for k in range(L + 1):
             chosen = checkpoint_layers(model, k)
-            full = kept(lambda: model(input_ids=ids, use_cache=False).logits)
-            trunk = kept(lambda: decoder_trunk(model)(input_ids=ids, use_cache=False).last_hidden_state)
+            full = kept_by_forward(lambda: model(input_ids=ids, use_cache=False).logits)
+            trunk = kept_by_forward(lambda: decoder_trunk(model)(input_ids=ids, use_cache=False).last_hidden_state)
             if base is None:
                 base = full - L * a * T
             pred = base + T * ((L - k) * a + k * h)

@@ -45,7 +45,7 @@ import torch
 from relate_fast.models import checkpoint_layers, decoder_trunk
 
 __all__ = ["MemoryPlan", "plan_checkpointing", "training_state_bytes", "activation_bytes_per_token", "saved_bytes",
-           "plan_for_run", "GIB", "MARGIN", "FRAGMENTATION"]
+           "kept_by_forward", "plan_for_run", "GIB", "MARGIN", "FRAGMENTATION"]
 
 GIB = 2 ** 30
 #: the share of the GPU's memory the plan leaves free: the backward's short-lived buffers (a layer's
@@ -173,6 +173,16 @@ def saved_bytes(model, forward: Callable[[], object]) -> int:
     return sum(seen.values())
 
 
+def kept_by_forward(forward: Callable[[], torch.Tensor]) -> int:
+    """What `forward` leaves allocated on the CUDA device once it returns, its output tensor excepted: the
+    activations its graph keeps for the backward (plus whatever a cold first call allocates for good)."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    out = forward()
+    torch.cuda.synchronize()
+    return torch.cuda.memory_allocated() - before - out.untyped_storage().nbytes()
+
+
 def activation_bytes_per_token(model, tokens: int = 256) -> float:
     """a: the bytes one decoder layer keeps from its forward for the backward, per token, measured by two
     forwards of `tokens` random ids through the model's trunk with gradients on: every layer plain, then
@@ -192,26 +202,22 @@ def activation_bytes_per_token(model, tokens: int = 256) -> float:
     # a generator of its own: the probe leaves the run's random state as it found it
     ids = torch.randint(0, model.config.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(0)).to(p0.device)
 
-    def kept_by_forward() -> int:
+    def kept() -> int:
         with torch.enable_grad():
             if cuda:
                 # a forward first, unmeasured: the first one of each kind allocates what then stays (cuBLAS's
                 # workspace, a compiled layer's buffers), which the difference of two cold forwards would count
                 # as activations
                 trunk(input_ids=ids, use_cache=False)
-                torch.cuda.synchronize()
-                before = torch.cuda.memory_allocated()
-                out = trunk(input_ids=ids, use_cache=False).last_hidden_state
-                torch.cuda.synchronize()
-                return torch.cuda.memory_allocated() - before - out.untyped_storage().nbytes()
+                return kept_by_forward(lambda: trunk(input_ids=ids, use_cache=False).last_hidden_state)
             return saved_bytes(model, lambda: trunk(input_ids=ids, use_cache=False))
 
     try:
         model.train()
         checkpoint_layers(model, 0)
-        plain = kept_by_forward()
+        plain = kept()
         checkpoint_layers(model, -1)
-        checkpointed = kept_by_forward()
+        checkpointed = kept()
     finally:
         if any(flags):
             for layer, f in zip(layers, flags):

@@ -4,7 +4,7 @@ compile, the GPU default)."""
 import pytest
 import torch
 
-from relate_fast.memory_plan import activation_bytes_per_token
+from relate_fast.memory_plan import activation_bytes_per_token, kept_by_forward
 from relate_fast.models import checkpoint_layers, fuse_layers
 
 pytestmark = pytest.mark.gpu
@@ -23,11 +23,7 @@ def _model(fused: str):
 
 def _kept(model, ids) -> int:
     """What a whole causal-LM forward (logits included) leaves allocated, its output excepted."""
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    logits = model(input_ids=ids, use_cache=False).logits
-    torch.cuda.synchronize()
-    return torch.cuda.memory_allocated() - before - logits.untyped_storage().nbytes()
+    return kept_by_forward(lambda: model(input_ids=ids, use_cache=False).logits)
 
 
 @pytest.mark.parametrize("fused", ["none", "compile"])
