@@ -8,6 +8,7 @@
 #   profile           bench_update.py --profile at the trainer's best update setting (packed, 80 rows, no checkpointing,
 #                     compiled layers), both workloads: the update's device time by kind of kernel, its idle share and
 #                     its host syncs by line; PROFILE_WORKLOADS (fixed realistic), PROFILE_SET (one KEY=VALUE setting)
+#   probe             benchmarks/probe_memory_plan.py: what a forward keeps per checkpointed layer against the plan
 #   phases            bench_rollout.py --phases, fixed and realistic workloads (1.7B shape): where the
 #                     rollout's time goes (push, wake, generate, sleep) per sleep setting and seeding
 #   decode            probe_decode.py: a vLLM decode step's time per batch size, a profile of one generate,
@@ -34,7 +35,7 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(tests update update_realistic)
-for job in "${jobs[@]}"; do case "$job" in tests|update|update_realistic|profile) ;; *) require_vllm || exit 3 ;; esac; done
+for job in "${jobs[@]}"; do case "$job" in tests|update|update_realistic|profile|probe) ;; *) require_vllm || exit 3 ;; esac; done
 for job in "${jobs[@]}"; do
   t=$SECONDS
   case "$job" in
@@ -52,6 +53,8 @@ for job in "${jobs[@]}"; do
            echo "-- profile $w rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/profile_$w.log" | cut -c1-140
            grep -E "Error|error" "$OUT/profile_$w.log" | tail -3
          done ;;
+  probe) timeout 120 python3 benchmarks/probe_memory_plan.py --out "$OUT/probe_memory_plan.json" > "$OUT/probe.log" 2>&1
+         echo "-- probe rc=$? in $((SECONDS - t)) s"; tail -20 "$OUT/probe.log" | cut -c1-160 ;;
   phases) for w in fixed realistic; do
            timeout ${PHASES_TIMEOUT:-240} python3 benchmarks/bench_rollout.py --phases --shape ${SHAPE:-1.7b} --prompts 16 \
              --max-new-tokens 128 --workload $w --out "$OUT/phases_$w.json" > "$OUT/phases_$w.log" 2>&1
