@@ -9,6 +9,8 @@
 #                     compiled layers), both workloads: the update's device time by kind of kernel, its idle share and
 #                     its host syncs by line; PROFILE_WORKLOADS (fixed realistic), PROFILE_SET (one KEY=VALUE setting)
 #   probe             benchmarks/probe_memory_plan.py: what a forward keeps per checkpointed layer against the plan
+#   green             benchmarks/probe_green_context.py: the update's products and a graph-replayed decode step at once,
+#                     on two streams and with CUDA green contexts splitting the SMs (issue 27; no vLLM needed)
 #   phases            bench_rollout.py --phases, fixed and realistic workloads (1.7B shape): where the
 #                     rollout's time goes (push, wake, generate, sleep) per sleep setting and seeding
 #   decode            probe_decode.py: a vLLM decode step's time per batch size, a profile of one generate,
@@ -35,7 +37,7 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(tests update update_realistic)
-for job in "${jobs[@]}"; do case "$job" in tests|update|update_realistic|profile|probe) ;; *) require_vllm || exit 3 ;; esac; done
+for job in "${jobs[@]}"; do case "$job" in tests|update|update_realistic|profile|probe|green) ;; *) require_vllm || exit 3 ;; esac; done
 for job in "${jobs[@]}"; do
   t=$SECONDS
   case "$job" in
@@ -55,6 +57,8 @@ for job in "${jobs[@]}"; do
          done ;;
   probe) timeout 120 python3 benchmarks/probe_memory_plan.py --out "$OUT/probe_memory_plan.json" > "$OUT/probe.log" 2>&1
          echo "-- probe rc=$? in $((SECONDS - t)) s"; tail -20 "$OUT/probe.log" | cut -c1-160 ;;
+  green) timeout 150 python3 benchmarks/probe_green_context.py --out "$OUT/green_context.json" > "$OUT/green.log" 2>&1
+         echo "-- green rc=$? in $((SECONDS - t)) s"; tail -14 "$OUT/green.log" | cut -c1-200 ;;
   phases) for w in fixed realistic; do
            timeout ${PHASES_TIMEOUT:-240} python3 benchmarks/bench_rollout.py --phases --shape ${SHAPE:-1.7b} --prompts 16 \
              --max-new-tokens 128 --workload $w --out "$OUT/phases_$w.json" > "$OUT/phases_$w.log" 2>&1
