@@ -7,7 +7,8 @@
 #   update_realistic  the same on the realistic-length workload
 #   profile           bench_update.py --profile at the trainer's best update setting (packed, 80 rows, no checkpointing,
 #                     compiled layers), both workloads: the update's device time by kind of kernel, its idle share and
-#                     its host syncs by line; PROFILE_WORKLOADS (fixed realistic), PROFILE_SET (one KEY=VALUE setting)
+#                     its host syncs by line; PROFILE_WORKLOADS (fixed realistic), PROFILE_SETS (KEY=VALUE settings run one
+#                     after the other, - for none; PROFILE_SET: one)
 #   probe             benchmarks/probe_memory_plan.py: what a forward keeps per checkpointed layer against the plan
 #   green             benchmarks/probe_green_context.py: the update's products and a graph-replayed decode step at once,
 #                     on two streams and with CUDA green contexts splitting the SMs (issue 27; no vLLM needed)
@@ -48,13 +49,14 @@ for job in "${jobs[@]}"; do
          timeout ${UPDATE_TIMEOUT:-280} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w ${UPDATE_ARGS:-} \
            --out "$OUT/update_$w.json" > "$OUT/update_$w.log" 2>&1; echo "-- $job rc=$? in $((SECONDS - t)) s"
          sed -n '/^layout/,$p' "$OUT/update_$w.log"; grep -E "Error|error" "$OUT/update_$w.log" | tail -3 ;;
-  profile) for w in ${PROFILE_WORKLOADS:-fixed realistic}; do
+  profile) for w in ${PROFILE_WORKLOADS:-fixed realistic}; do for set in ${PROFILE_SETS:-${PROFILE_SET:--}}; do
+           name=profile_$w; [ "$set" = - ] || name=profile_${w}_$(echo "$set" | tr -c 'a-zA-Z0-9\n' _)
            timeout ${PROFILE_TIMEOUT:-200} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w --profile \
-             --layouts packed --ckpt off --rows 80 --fused compile ${PROFILE_SET:+--set $PROFILE_SET} --out "$OUT/profile_$w.json" \
-             > "$OUT/profile_$w.log" 2>&1
-           echo "-- profile $w rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/profile_$w.log" | cut -c1-140
-           grep -E "Error|error" "$OUT/profile_$w.log" | tail -3
-         done ;;
+             --layouts packed --ckpt off --rows 80 --fused compile $([ "$set" = - ] || echo --set "$set") --out "$OUT/$name.json" \
+             > "$OUT/$name.log" 2>&1
+           echo "-- $name rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/$name.log" | cut -c1-140 | head -${PROFILE_LINES:-30}
+           grep -E "Error|error" "$OUT/$name.log" | tail -3
+         done; done ;;
   probe) timeout 120 python3 benchmarks/probe_memory_plan.py --out "$OUT/probe_memory_plan.json" > "$OUT/probe.log" 2>&1
          echo "-- probe rc=$? in $((SECONDS - t)) s"; tail -20 "$OUT/probe.log" | cut -c1-160 ;;
   green) timeout 150 python3 benchmarks/probe_green_context.py --out "$OUT/green_context.json" > "$OUT/green.log" 2>&1
