@@ -7,8 +7,8 @@
 #   update_realistic  the same on the realistic-length workload
 #   profile           bench_update.py --profile at the trainer's best update setting (packed, 80 rows, no checkpointing,
 #                     compiled layers), both workloads: the update's device time by kind of kernel, its idle share and
-#                     its host syncs by line; PROFILE_WORKLOADS (fixed realistic), PROFILE_SETS (KEY=VALUE settings run one
-#                     after the other, - for none; PROFILE_SET: one)
+#                     its host syncs by line; PROFILE_WORKLOADS (fixed realistic), PROFILE_SETS (variants run one after the
+#                     other, each KEY=VALUE[,KEY=VALUE...], - for none; PROFILE_SET: one)
 #   probe             benchmarks/probe_memory_plan.py: what a forward keeps per checkpointed layer against the plan
 #   green             benchmarks/probe_green_context.py: the update's products and a graph-replayed decode step at once,
 #                     on two streams and with CUDA green contexts splitting the SMs (issue 27; no vLLM needed)
@@ -52,7 +52,7 @@ for job in "${jobs[@]}"; do
   profile) for w in ${PROFILE_WORKLOADS:-fixed realistic}; do for set in ${PROFILE_SETS:-${PROFILE_SET:--}}; do
            name=profile_$w; [ "$set" = - ] || name=profile_${w}_$(echo "$set" | tr -c 'a-zA-Z0-9\n' _)
            timeout ${PROFILE_TIMEOUT:-200} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w --profile \
-             --layouts packed --ckpt off --rows 80 --fused compile $([ "$set" = - ] || echo --set "$set") --out "$OUT/$name.json" \
+             --layouts packed --ckpt off --rows 80 --fused compile $([ "$set" = - ] || for kv in ${set//,/ }; do echo --set $kv; done) --out "$OUT/$name.json" \
              > "$OUT/$name.log" 2>&1
            echo "-- $name rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/$name.log" | cut -c1-140 | head -${PROFILE_LINES:-30}
            grep -E "Error|error" "$OUT/$name.log" | tail -3
