@@ -35,6 +35,7 @@ also checks the prediction.
 """
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -175,7 +176,10 @@ def saved_bytes(model, forward: Callable[[], object]) -> int:
 
 def kept_by_forward(forward: Callable[[], torch.Tensor]) -> int:
     """What `forward` leaves allocated on the CUDA device once it returns, its output tensor excepted: the
-    activations its graph keeps for the backward (plus whatever a cold first call allocates for good)."""
+    activations its graph keeps for the backward (plus whatever a cold first call allocates for good).
+    Garbage of earlier forwards (autograd graphs in reference cycles) is collected first: freed during
+    the measured forward, it would count against it."""
+    gc.collect()
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     out = forward()

@@ -39,4 +39,5 @@ def test_the_planned_activations_match_the_allocator_for_each_k(fused):
         kept = _kept(model, ids)
         if base is None:
             base = kept - L * a * T  # the embedding's, final norm's and lm_head's share, the same for every k
-        assert kept == pytest.approx(base + T * ((L - k) * a + k * h), rel=0.03), k
+        assert kept == pytest.approx(base + T * ((L - k) * a + k * h), rel=0.03), \
+            f"k={k}: kept {kept} B, base {base:.0f} B, a {a / h:.3f} h per token and layer"
