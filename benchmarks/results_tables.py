@@ -409,6 +409,51 @@ def update_profile() -> str:
     return "\n".join(lines)
 
 
+def update_profile_variants() -> str:
+    """bench_update --profile, one call (54aab38): the 1.7B update under DeepSpeed's default buckets and two
+    variants, and the 4B update at its best fitting setting, their kernels by kind side by side."""
+    runs = [("1.7B, 80 rows, ZeRO-2 (default)", "update_profile_h200_1.7b_fixed_54aab38.json"),
+            ("1.7B, reduce buckets 500M", "update_profile_h200_1.7b_fixed_bucket500m_54aab38.json"),
+            ("1.7B, ZeRO-1, no overlap", "update_profile_h200_1.7b_fixed_zero1_54aab38.json"),
+            ("4B, 40 rows, ZeRO-2 (default)", "update_profile_h200_4b_fixed_54aab38.json")]
+    grids = [_load(f)["grid"][0] for _, f in runs]
+    kinds = sorted(grids[0]["profile"]["by_kind_s"], key=lambda k: -grids[0]["profile"]["by_kind_s"][k])
+    lines = ["| | " + " | ".join(name for name, _ in runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    for kind in kinds:
+        lines.append(_row([kind] + [f"{g['profile']['by_kind_s'].get(kind, 0) * 1e3:.1f} ms" for g in grids]))
+    lines += [_row(["**all kernels** (profiled update)"] + [f"**{g['profile']['kernels_s'] * 1e3:.1f} ms**" for g in grids]),
+              _row(["the update's median wall time, unprofiled (3 steps)"] + [f"{g['update_s'] * 1e3:.1f} ms" for g in grids]),
+              _row(["the GPU idle in it (unprofiled wall − kernels)"]
+                   + [f"{max(0.0, 1 - g['profile']['kernels_s'] / g['update_s']):.1%}" for g in grids]),
+              _row(["host syncs in one update"] + [str(g["profile"].get("host_syncs", {}).get("count", "—")) for g in grids]),
+              _row(["floor: the hardware FLOPs at the measured product rate"] + [f"{g['floor_s'] * 1e3:.1f} ms" for g in grids]),
+              _row(["model FLOPs utilisation (6× rule, 989 TFLOP/s)"] + [f"{g['mfu']:.3f}" for g in grids])]
+    return "\n".join(lines)
+
+
+def green_context() -> str:
+    """probe_green_context.py (54aab38): an update's products and a graph-replayed decode, alone and at once."""
+    d = _load("green_context_h200_54aab38.json")
+    lines = [f"Alone: the update's products {d['update_s'] * 1e3:.1f} ms, the decode {d['decode_steps']} steps "
+             f"{d['decode_s'] * 1e3:.1f} ms ({d['step_s'] * 1e3:.2f} ms per step, {d['batch']} sequences).", "",
+             "| run | wall | against one after the other |", "|---|---|---|"]
+    for r in d["rows"]:
+        extra = f" (the update alone there: {r['update_alone_s'] * 1e3:.1f} ms)" if "update_alone_s" in r else ""
+        lines.append(_row([r["run"] + extra, f"{r['s'] * 1e3:.1f} ms" if "s" in r else r.get("error", ""),
+                           f"{r['over_alternating']:.2f}×" if "s" in r else ""]))
+    return "\n".join(lines)
+
+
+def probe_memory_plan() -> str:
+    """probe_memory_plan.py (54aab38): the plan against the allocator at every k of 6 checkpointed layers."""
+    d = _load("probe_memory_plan_h200_54aab38.json")
+    lines = ["| layers | k checkpointed | kept by the forward | the plan | error |", "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(_row(["compiled" if r["fused"] == "compile" else "plain", str(r["k"]), f"{r['kept_full'] / 2**20:.2f} MiB",
+                           f"{r['predicted_full'] / 2**20:.2f} MiB", f"{r['error']:+.1%}"]))
+    return "\n".join(lines)
+
+
 def vs_verl_fixed() -> str:
     """bench_vs_verl.py: verl's grid (what ran) and ours at its best 1.7B setting, one machine (d5424fc)."""
     d = _load("vs_verl_h200_1.7b_fixed_d5424fc.json")
@@ -591,7 +636,8 @@ README_TABLES = {"readme_numbers": readme_numbers, "readme_default_run": readme_
 TABLES = {
     "vs_trl_fixed": vs_trl_fixed, "vs_trl_realistic": vs_trl_realistic, "vs_trl_4b_fixed": vs_trl_4b_fixed, "vs_trl_4b_fixed_05744a1": vs_trl_4b_fixed_05744a1,
     "memory_plan_4b": memory_plan_4b, "judge_h200": judge_h200, "vs_trl_4b_fixed_d5424fc": vs_trl_4b_fixed_d5424fc,
-    "memory_plan_4b_revised": memory_plan_4b_revised, "update_profile": update_profile, "vs_verl_fixed": vs_verl_fixed, "vs_trl_fixed_82a2df0": vs_trl_fixed_82a2df0,
+    "memory_plan_4b_revised": memory_plan_4b_revised, "update_profile": update_profile, "update_profile_variants": update_profile_variants,
+    "green_context": green_context, "probe_memory_plan": probe_memory_plan, "vs_verl_fixed": vs_verl_fixed, "vs_trl_fixed_82a2df0": vs_trl_fixed_82a2df0,
     "vs_trl_realistic_215854b": vs_trl_realistic_215854b, "rollout_phases": rollout_phases, "decode_steps": decode_steps,
     "update_fixed": update_fixed, "update_realistic": update_realistic, "matcher_before_after": matcher_before_after,
     "micro_batch_h100": micro_batch_h100, "matcher_folds": matcher_folds, "vs_trl_h100": vs_trl_h100, "vs_trl": vs_trl,
