@@ -18,7 +18,7 @@ verl's speed options, swept: dynamic batch size with a token budget per micro-ba
 for the same name; gradient checkpointing on/off; `--verl-speeds` none, `bypass` (old log-probs taken from
 vLLM instead of a second forward: `algorithm.rollout_correction.bypass_mode`), `liger` (`model.use_liger`)
 and `bypass_liger`, each with `_fused` (`model.use_fused_kernels`, verl's own fused log-prob kernels,
-`--fused-backend` torch or triton); vLLM asleep through the update (`rollout.free_cache_engine`) or awake;
+`--fused-backend` torch or triton; with remove-padding only: padded, verl 0.9.1's fused path fails); vLLM asleep through the update (`rollout.free_cache_engine`) or awake;
 `--remove-paddings` off, on (`model.use_remove_padding`: the batch packed into one row of real tokens).
 verl's remove-padding path is written for flash-attn's varlen kernels, and the lent GPU machine has no
 flash-attn wheel (PyPI has only its sdist); with padding removed, verl here runs transformers'
@@ -224,6 +224,15 @@ def run_verl(args, work: Path) -> dict:
             "data_parallel": "FSDP (verl)", "command": " ".join(cmd[1:4]) + " ...", "run_dir": str(run_dir)}
 
 
+def fused_needs_packing(args) -> None:
+    """verl 0.9.1's fused kernels run only on the packed batch: padded, its first update_actor fails with an
+    IndexError in FSDPEngine.prepare_model_outputs (it reads `log_probs.shape[1]` of the fused kernels' 1-D output;
+    seen on the H200, 2026-12-03). Say so before verl's ~5 minutes of start-up, not after."""
+    if "fused" in args.verl_speed and args.remove_padding == "off":
+        raise SystemExit(f"--verl-speed {args.verl_speed} needs --remove-padding on: verl 0.9.1's fused kernels fail on the "
+                         f"padded batch (FSDPEngine.prepare_model_outputs, IndexError); the sweep leaves that pair out")
+
+
 def setting_name(args) -> str:
     return (f"verl_mb{args.micro_batch}_ckpt{args.ckpt}" + ("" if args.verl_speed == "none" else f"_{args.verl_speed}")
             + ("" if args.verl_loss == "vanilla" else f"_{args.verl_loss}")
@@ -242,6 +251,8 @@ def sweep(args) -> dict:
                 for mode in args.vllm_modes.split(","):
                     for loss in args.verl_losses.split(","):
                         for rmpad in args.remove_paddings.split(","):
+                            if "fused" in speed and rmpad == "off":  # verl 0.9.1 fails there: fused_needs_packing
+                                continue
                             one = argparse.Namespace(**vars(args))
                             one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode = mb, ckpt, speed, mode
                             one.verl_loss, one.remove_padding = loss, rmpad
@@ -391,6 +402,7 @@ def main(argv=None):
         return result
     if not args.side:
         ap.error("--side verl, --sweep, --combine-dir DIR or --print-overrides")
+    fused_needs_packing(args)
     res = run_verl(args, shared_workdir("vs_trl", args.work))
     result = {"verl": res, "settings": _settings(args), "info": provenance()}
     print(json.dumps(result, indent=2))

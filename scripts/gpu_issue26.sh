@@ -3,8 +3,8 @@
 #   bash scripts/gpu_issue26.sh [tests] [verl] [ours]
 #   tests  the integration's tests against the real verl installed there (tests/test_integration_verl_real.py, its
 #          GPU test included: the triton loss in bf16 against verl's vanilla loss; OpenRLHF's skip: not installed)
-#   verl   bench_vs_verl.py --sweep over ONLY_VERL (default: verl_mb80_ckptoff_bypass_fused: its fused log-prob kernels,
-#          its best without flash-attn, NOTES_verl.md), fixed workload; VERL_RUN_TIMEOUT
+#   verl   bench_vs_verl.py --sweep over ONLY_VERL (default: verl_mb80_ckptoff_bypass_fused_rmpad: its fused log-prob
+#          kernels on the packed batch, its best without flash-attn; padded they fail in verl 0.9.1, NOTES_verl.md), fixed workload; VERL_RUN_TIMEOUT
 #          (450 s) per setting: verl takes ~250 s to start on a fresh machine (Ray, FSDP, vLLM's server)
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
@@ -27,7 +27,7 @@ for job in "${jobs[@]}"; do
          echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
         timeout ${VERL_TIMEOUT:-400} python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
-          --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused} --run-timeout ${VERL_RUN_TIMEOUT:-450} "${tf[@]}" ${VERL_ARGS:-} \
+          --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-450} "${tf[@]}" ${VERL_ARGS:-} \
           --work /tmp/vs_work --sweep-dir $d --out "$OUT/vs_verl_$w.json" > "$OUT/vs_verl_$w.log" 2>&1
         echo "-- verl rc=$? in $((SECONDS - t)) s"; tail -8 "$OUT/vs_verl_$w.log"
         for f in $d/verl_*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "Error|error|Traceback|exited" "$f" | tail -12; }; done

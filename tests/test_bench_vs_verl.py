@@ -152,3 +152,16 @@ def test_ours_inside_verl_is_set_against_verls_own_loss_at_the_same_settings(tmp
     (pair,) = res["ours_inside_verl"]
     assert pair["setting"] == "verl_mb80_ckptoff_relate_checked"
     assert pair["update_s_ratio"] == pytest.approx(0.8) and pair["peak_mem_ratio"] == pytest.approx(0.75)
+
+
+def test_verls_fused_kernels_are_swept_packed_only_and_refused_padded(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(bv, "run_setting", lambda out_dir, name, cmd, **kw: ran.append(name))
+    monkeypatch.setattr(bv, "combine_dir", lambda out_dir, ours=None: {})
+    a = _args(grid="80", ckpts="off", verl_speeds="bypass,bypass_fused", vllm_modes="sleep", verl_losses="vanilla",
+              remove_paddings="off,on", only=None, sweep_dir=str(tmp_path), out=str(tmp_path / "o.json"), ours=None,
+              rerun=False, run_timeout=100)
+    bv.sweep(a)
+    assert ran == ["verl_mb80_ckptoff_bypass", "verl_mb80_ckptoff_bypass_rmpad", "verl_mb80_ckptoff_bypass_fused_rmpad"]
+    with pytest.raises(SystemExit, match="needs --remove-padding on"):
+        bv.main(["--side", "verl", "--verl-speed", "bypass_fused", "--remove-padding", "off", "--work", str(tmp_path)])
