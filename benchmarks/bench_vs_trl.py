@@ -145,7 +145,9 @@ def run_ours(folder, args, work) -> dict:
             "--rollout.engine", args.engine, "--rollout.group_size", str(G), "--rollout.prompts_per_step",
             str(args.prompts), "--rollout.max_new_tokens", str(args.max_new_tokens), "--rollout.temperature", "1.0",
             "--rollout.vllm_gpu_memory_utilization", str(_vllm_share(args)),
-            "--rollout.vllm_sleep", str(args.vllm_mode == "sleep").lower(), "--rollout.mode", args.rollout_mode,
+            "--rollout.vllm_sleep", str(args.vllm_mode == "sleep").lower(),
+            "--rollout.mode", args.rollout_mode.removesuffix("_process"),
+            "--rollout.vllm_own_process", str(args.rollout_mode.endswith("_process")).lower(),
             "--rollout.sampler_ranks", str(args.sampler_ranks),
             "--grpo.steps", str(args.steps), "--grpo.beta", "0", "--grpo.loss_type", "grpo", "--grpo.layout", args.layout,
             "--grpo.micro_batch_tokens", str(args.micro_batch * width), "--grpo.lr", str(args.lr),
@@ -388,13 +390,15 @@ def main(argv=None):
     ap.add_argument("--trl-speed", default="none", choices=("none", "liger", "compile"),
                     help="TRL's speed option (one setting): liger = use_liger_kernel, compile = torch_compile")
     ap.add_argument("--trl-speeds", default="none,liger", help="--sweep: TRL's speed options")
-    ap.add_argument("--rollout-mode", default="sync", choices=("sync", "one_step_off"),
+    ap.add_argument("--rollout-mode", default="sync", choices=("sync", "one_step_off", "sync_process", "one_step_off_process"),
                     help="ours (one setting): rollout.mode; one_step_off samples the next batch during the update "
-                         "(use with --vllm-mode awake: the engine stays awake anyway)")
+                         "(use with --vllm-mode awake: the engine stays awake anyway); _process: vLLM's engine core in "
+                         "a process of its own (rollout.vllm_own_process)")
     ap.add_argument("--sampler-ranks", type=int, default=0,
                     help="ours, under torchrun with --rollout-mode one_step_off: ranks that only sample (rollout.sampler_ranks)")
     ap.add_argument("--rollout-modes", default="none",
-                    help="--sweep: our rollout modes (none = sync, one_step_off); they fill the grid's speed column")
+                    help="--sweep: our rollout modes (none = sync, one_step_off, sync_process, one_step_off_process); "
+                         "they fill the grid's speed column")
     ap.add_argument("--vllm-mode", default="sleep", choices=("sleep", "awake"),
                     help="both sides (one setting): sleep through the update, or stay awake at --awake-memory")
     ap.add_argument("--vllm-modes", default="sleep", help="--sweep: vLLM modes (sleep, awake)")

@@ -136,6 +136,12 @@ class RolloutConfig:
                                     "trainer to the samplers after each update, each batch from a sampler to its trainers. "
                                     "0: every rank samples its own prompts. A sampling rank's vLLM engine runs in its own process (the weights "
                                     "reach it through a file in shared memory).", ge=0)
+    vllm_own_process: bool = setting(False, "Run vLLM's engine core in a process of its own beside the trainer (vLLM's "
+                                            "multiprocessing mode): its Python no longer shares the trainer's GIL, so with "
+                                            "rollout.overlap thread the sampler's host work runs beside the update. The "
+                                            "weights reach it by CUDA IPC handles on a GPU (no copy through the host), a "
+                                            "safetensors file in shared memory on the CPU. Sampling ranks "
+                                            "(rollout.sampler_ranks) always run it so.", safe=True)
     vllm_kv_cache_gb: float = setting(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True, gt=0)
     vllm_gpu_memory_utilization: float = setting(0.3, "vLLM's share of GPU memory on CUDA.", safe=True, gt=0, lt=1)
     vllm_sleep: bool = setting(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed); "
@@ -416,7 +422,7 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
 #: the run resumes: an upgrade mid-run keeps the run resumable. Append every field added from now on.
 ADDED_FIELDS = ("grpo.loss_backend", "grpo.logits_path", "grpo.advantage", "grpo.sampler_correction", "grpo.tis_cap",
                 "rollout.mode", "rollout.overlap", "rollout.sampler_ranks", "model.checkpoint_layers",
-                "model.auto_checkpointing", "model.memory_budget_gib")
+                "model.auto_checkpointing", "model.memory_budget_gib", "rollout.vllm_own_process")
 
 
 def _default_of(dotted: str):
@@ -468,6 +474,8 @@ def validate(cfg: Config) -> Config:
     need(r.sampler_ranks == 0 or r.engine == "hf" or cfg.model.init == "pretrained", "rollout.sampler_ranks",
          "with vLLM, sampling ranks need a policy folder with weights (model.init pretrained): their engine runs in "
          "its own process and reloads the pushed weights from files, which vLLM's dummy-weights loader cannot")
+    need(not r.vllm_own_process or r.engine != "hf", "rollout.vllm_own_process",
+         "is a setting of the vLLM engine; rollout.engine is hf")
     need(cfg.model.checkpoint_layers == -1 or cfg.model.gradient_checkpointing, "model.checkpoint_layers",
          f"{cfg.model.checkpoint_layers} layers checkpointed needs model.gradient_checkpointing true")
     need(not cfg.model.auto_checkpointing or cfg.model.checkpoint_layers == -1, "model.checkpoint_layers",

@@ -21,7 +21,8 @@
 #   vs_trl_realistic  the same on the realistic workload; ONLY_REALISTIC
 #   offpolicy         our rollout.mode sync against one_step_off (the next batch sampled in a background thread
 #                     during the update), vLLM awake at --awake-memory, micro-batch OFF_GRID (40,80), no
-#                     checkpointing, fixed workload; ONLY_OFF names settings
+#                     checkpointing, fixed workload; ONLY_OFF names settings; OFF_MODES (none,one_step_off) the modes
+#                     (sync_process, one_step_off_process: vLLM's engine core in a process of its own)
 #   offpolicy_realistic  the same on the realistic workload
 #   judge             the LLM judge on the GPU (reward.judge_engine vllm: a second vLLM engine, its engine core in
 #                     a process of its own): 3 GRPO steps of a SHAPE (1.7b) policy judged by a random-weight JUDGE_SHAPE (0.6b),
@@ -85,7 +86,7 @@ for job in "${jobs[@]}"; do
          w=fixed; [ "$job" = offpolicy_realistic ] && w=realistic
          d=sweep_${SHAPE:-1.7b}_$w
          timeout ${VS_TRL_TIMEOUT:-540} python3 benchmarks/bench_vs_trl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
-           --sides ours --rollout-modes none,one_step_off --vllm-modes awake --grid ${OFF_GRID:-40,80} --ckpts off \
+           --sides ours --rollout-modes ${OFF_MODES:-none,one_step_off} --vllm-modes awake --grid ${OFF_GRID:-40,80} --ckpts off \
            ${VS_TRL_ARGS:-} ${ONLY_OFF:+--only $ONLY_OFF} --sweep-dir /tmp/$d --out "$OUT/offpolicy_$w.json" \
            > "$OUT/offpolicy_$w.log" 2>&1
          echo "-- $job rc=$? in $((SECONDS - t)) s"; tail -12 "$OUT/offpolicy_$w.log"

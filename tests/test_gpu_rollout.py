@@ -25,7 +25,8 @@ folder = build_tiny_model(TinyModelConfig(vocab_size=400, hidden_size=128, inter
                                           num_attention_heads=2, num_key_value_heads=1, head_dim=64), sys.argv[1])
 model, tok = load_policy(folder, dtype="bfloat16", device="cuda")
 pids = [prompt_ids(tok, r.prompt) for r in sample_ads("train")[:8]]
-engine = VLLMEngine(folder, tok, dtype="bfloat16", execution=sys.argv[2], gpu_memory_utilization=0.2)
+engine = VLLMEngine(folder, tok, dtype="bfloat16", execution=sys.argv[2], gpu_memory_utilization=0.2,
+                    own_process=sys.argv[4] == "own")
 hf = HFEngine(model, tok)
 kw = dict(max_new_tokens=8, temperature=0.0)
 first = engine.generate(pids, 1, **kw)            # sleeps at level 2 afterwards: weights discarded
@@ -49,6 +50,7 @@ same4 = sum(a[0][:4] == b[0][:4] for a, b in zip(after, ref))
 changed = sum(a != b for a, b in zip(after, first))
 json.dump({"same_first4": same4, "changed": changed, "free_asleep": free_asleep, "free_weights": free_awake_weights},
           open(sys.argv[3], "w"))
+engine.close()
 '''
 
 
@@ -60,14 +62,16 @@ def _cuda_count():
         return 0
 
 
-@pytest.mark.parametrize("execution", ["compiled", "cuda_graphs"])
-def test_vllm_push_in_place_matches_hf_greedy(tmp_path, execution):
+@pytest.mark.parametrize("execution,process", [("compiled", "in"), ("cuda_graphs", "in"), ("compiled", "own")])
+def test_vllm_push_in_place_matches_hf_greedy(tmp_path, execution, process):
+    """The engine samples the weights pushed to it: in this process (copied in place), and with its engine core in
+    a process of its own (rollout.vllm_own_process: CUDA IPC handles of the policy's tensors)."""
     pytest.importorskip("vllm")
     script = tmp_path / "check.py"
     script.write_text(ENGINE_CHECK)
     out = tmp_path / "out.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}")
-    res = subprocess.run([sys.executable, str(script), str(tmp_path / "m"), execution, str(out)], env=env,
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "m"), execution, str(out), process], env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())

@@ -154,3 +154,26 @@ def test_vllm_engine_returns_the_log_probs_it_sampled_from(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root,
                          env=dict(os.environ, PYTHONPATH=str(root)))
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_rollout_vllm_own_process_starts_the_engine_core_in_a_process_of_its_own(monkeypatch, tmp_path):
+    """rollout.vllm_own_process reaches the engine (make_engine), and the engine's start switches vLLM to its
+    multiprocessing mode only for its own start (engine_process); the GPU path (CUDA IPC push) is checked by
+    tests/test_gpu_rollout.py."""
+    import os
+
+    import relate_fast.rollout as rollout
+    from relate_fast.config import RolloutConfig
+    from relate_fast.rollout import vllm_engine
+
+    seen = {}
+    monkeypatch.setattr(vllm_engine, "VLLMEngine", lambda *a, **kw: seen.update(kw) or "engine")
+    monkeypatch.setattr(rollout, "vllm_available", lambda: True)
+    for own, expected in ((False, None), (True, True)):
+        cfg = RolloutConfig(engine="vllm", vllm_own_process=own)
+        assert rollout.make_engine(cfg, model_folder=tmp_path, tokenizer=None, policy=None) == "engine"
+        assert seen["own_process"] is expected  # None: VLLM_ENABLE_V1_MULTIPROCESSING decides (off by default)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    with vllm_engine.engine_process(True, cuda=False):
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"

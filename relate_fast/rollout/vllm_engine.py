@@ -2,8 +2,10 @@
 
 The engine loads the policy folder once (or dummy weights, for a model's shape without its
 weights); after each update ``ensure_weights`` copies the current tensors into vLLM's model (no disk,
-no pickling: the engine runs in this process). Prefix caching is off: cached KV blocks would belong
-to the previous weights.
+no pickling: the engine runs in this process). With ``own_process`` (rollout.vllm_own_process, and every
+sampling rank) vLLM's engine core runs in a process of its own: the push then hands it CUDA IPC handles
+of the tensors on a GPU, a safetensors file in shared memory on the CPU. Prefix caching is off: cached
+KV blocks would belong to the previous weights.
 
 On CUDA it runs at full speed: vLLM's defaults (torch.compile + CUDA graphs, chunked prefill) unless
 ``execution`` asks for plain CUDA graphs or eager mode, and sleep mode frees its GPU memory while
@@ -41,13 +43,19 @@ def engine_process(own_process: bool, cuda: bool):
     """While the engine starts: vLLM's switch for an engine core in its own process, and for one that is,
     the environment its process inherits: not a rank of this torchrun job (it would join the job's
     process group), only this rank's GPU."""
-    previous = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if own_process else "0"  # read once, when the engine starts
+    switches = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1" if own_process else "0"}  # read once, when the engine starts
+    if own_process and cuda:
+        # CUDA is initialised here, so the engine core's process must be spawned, not forked ("Cannot re-initialize
+        # CUDA in forked subprocess", seen on the H200)
+        switches["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+    previous = {k: os.environ.get(k) for k in switches}
+    os.environ.update(switches)
     if not own_process:
         try:
             yield
         finally:
-            _restore("VLLM_ENABLE_V1_MULTIPROCESSING", previous)
+            for k, v in previous.items():
+                _restore(k, v)
         return
     names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
              "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "CUDA_VISIBLE_DEVICES")
@@ -61,7 +69,8 @@ def engine_process(own_process: bool, cuda: bool):
     finally:
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         os.environ.update(saved)
-        _restore("VLLM_ENABLE_V1_MULTIPROCESSING", previous)
+        for k, v in previous.items():
+            _restore(k, v)
 
 
 def _restore(name: str, value: Optional[str]) -> None:
@@ -87,14 +96,18 @@ class VLLMEngine(RolloutEngine):
         # in-process by default: the weights are pushed without pickling (None: VLLM_ENABLE_V1_MULTIPROCESSING says)
         if own_process is None:
             own_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") == "1"
-        if own_process and dummy_weights:
-            raise ValueError("a vLLM engine in its own process reloads the pushed weights from files, which its "
-                             "dummy-weights loader cannot: start it from a folder with weights")
+        cuda = torch.cuda.is_available()
+        if own_process and dummy_weights and not cuda:
+            raise ValueError("a vLLM engine in its own process on the CPU reloads the pushed weights from files, which "
+                             "its dummy-weights loader cannot: start it from a folder with weights (--model.init pretrained)")
         self.own_process = own_process
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if own_process and cuda:
+            # the IPC handles of a push carry torch classes and dtypes, which vLLM's messages between this process
+            # and the engine core's encode only by pickle (both processes are ours, on one machine)
+            os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
         from vllm import LLM
 
-        cuda = torch.cuda.is_available()
         # returned log-probs (when asked) are those of the distribution sampled from: after temperature/top-p
         kw = dict(model=str(folder), tokenizer=str(folder), dtype=dtype, max_model_len=max_model_len,
                   enable_prefix_caching=False, seed=seed, logprobs_mode="processed_logprobs")
@@ -102,6 +115,10 @@ class VLLMEngine(RolloutEngine):
             kw["load_format"] = "dummy"
         if cuda:
             kw.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep)
+            if own_process:  # weights pushed by CUDA IPC handles: the engine core copies them device to device
+                from vllm.config import WeightTransferConfig
+
+                kw["weight_transfer_config"] = WeightTransferConfig(backend="ipc")
             if execution == "eager":
                 kw["enforce_eager"] = True
             elif execution == "cuda_graphs":  # full graphs for decode batches, no torch.compile
@@ -187,7 +204,10 @@ class VLLMEngine(RolloutEngine):
     def push_weights(self, model) -> None:
         module = getattr(model, "module", model)
         weights = [(name, p.detach()) for name, p in module.state_dict().items()]
-        if self.own_process:
+        if self.own_process and self.cuda:
+            self._wake("weights")
+            self._push_through_ipc(weights)
+        elif self.own_process:
             self._push_through_files(weights)
         elif self.cuda:
             self._wake("weights")  # weights only: the KV cache comes back when generation needs it
@@ -195,6 +215,33 @@ class VLLMEngine(RolloutEngine):
         else:
             # the CPU backend repacks weights after loading, so it takes the checkpoint-format reload
             self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
+
+    def _push_through_ipc(self, weights) -> None:
+        """The engine core runs in its own process on this GPU: it gets a CUDA IPC handle of each tensor and
+        copies it into its parameters (vLLM's `ipc` weight transfer, checkpoint-format names, layerwise reload).
+        Each rank sends to its own engine, so vLLM's trainer-side helper (which gathers the handles of every
+        rank of the job to rank 0) is not used; the handles are made here, one per tensor."""
+        from torch.multiprocessing.reductions import reduce_tensor
+
+        if not getattr(self, "_transfer_ready", False):
+            self.llm.init_weight_transfer_engine({"init_info": {}})
+            self._transfer_ready = True
+        uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+        held, names, dtypes, shapes, handles = [], [], [], [], []
+        for name, t in weights:
+            t = t.contiguous()
+            held.append(t)  # alive until the engine has copied it: reduce_tensor's handle does not hold it
+            names.append(name)
+            dtypes.append(str(t.dtype).split(".")[-1])
+            shapes.append(list(t.shape))
+            handles.append({uuid: reduce_tensor(t)[1]})
+        torch.cuda.current_stream().synchronize()  # the tensors are final before the other process reads them
+        self.llm.start_weight_update()
+        self.llm.update_weights({"update_info": {"names": names, "dtype_names": dtypes, "shapes": shapes,
+                                                 "ipc_handles": handles}})
+        self.llm.finish_weight_update()
+        del held
+        torch.cuda.ipc_collect()
 
     def _push_through_files(self, weights) -> None:
         """The engine core runs in its own process: the weights go through a safetensors file in shared
