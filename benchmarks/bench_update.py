@@ -135,10 +135,16 @@ def profile_once(run, cuda: bool, top: int = 15) -> dict:
         kind = kernel_kind(name)
         by_kind[kind] = by_kind.get(kind, 0.0) + s
     busy = sum(by_kind.values())
+    ranked = sorted(times.items(), key=lambda kv: -kv[1])
+    top_of_kind: dict[str, list] = {}  # each kind's largest kernels: what "other" and "copies" are made of
+    for name, s in ranked:
+        rows = top_of_kind.setdefault(kernel_kind(name), [])
+        if len(rows) < 5:
+            rows.append({"name": name[:120], "s": s})
     return {"wall_s": wall, "kernels_s": busy, "idle_share": max(0.0, 1 - busy / wall),
             "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
-            "top": [{"name": n[:120], "s": s, "kind": kernel_kind(n)}
-                    for n, s in sorted(times.items(), key=lambda kv: -kv[1])[:top]]}
+            "top": [{"name": n[:120], "s": s, "kind": kernel_kind(n)} for n, s in ranked[:top]],
+            "top_of_kind": top_of_kind}
 
 
 def host_syncs(run, top: int = 12) -> dict:
@@ -171,6 +177,9 @@ def print_profile(p: dict):
         print(f"  {kind:18} {s:7.3f} s  {s / p['kernels_s']:5.1%}")
     for k in p["top"]:
         print(f"    {k['s']:7.4f} s  {k['kind']:18} {k['name'][:90]}")
+    for kind in ("other", "copies", "fused elementwise"):
+        for k in p.get("top_of_kind", {}).get(kind, []):
+            print(f"    {k['s']:7.4f} s  {kind:18} {k['name'][:90]}")
 
 
 def set_checkpointing(model, on: bool):

@@ -55,7 +55,7 @@ for job in "${jobs[@]}"; do
            timeout ${PROFILE_TIMEOUT:-200} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w --profile \
              --layouts packed --ckpt off --rows 80 --fused compile $([ "$set" = - ] || for kv in ${set//,/ }; do echo --set $kv; done) --out "$OUT/$name.json" \
              > "$OUT/$name.log" 2>&1
-           echo "-- $name rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/$name.log" | cut -c1-140 | head -${PROFILE_LINES:-30}
+           echo "-- $name rc=$? in $((SECONDS - t)) s"; sed -n '/^profile:/,/^{/p' "$OUT/$name.log" | cut -c1-140 | head -${PROFILE_LINES:-45}
            grep -E "Error|error" "$OUT/$name.log" | tail -3
          done; done ;;
   probe) timeout 120 python3 benchmarks/probe_memory_plan.py --out "$OUT/probe_memory_plan.json" > "$OUT/probe.log" 2>&1

@@ -126,6 +126,10 @@ def test_update_profile_sorts_kernels_by_kind():
     assert p["wall_s"] > 0 and p["by_kind_s"]["products"] > 0
     assert abs(sum(p["by_kind_s"].values()) - p["kernels_s"]) < 1e-9
     assert p["top"] and all(k["kind"] == kernel_kind(k["name"]) for k in p["top"])
+    assert set(p["top_of_kind"]) == set(p["by_kind_s"])  # each kind's largest kernels, at most 5, largest first
+    for kind, rows in p["top_of_kind"].items():
+        assert 0 < len(rows) <= 5 and all(kernel_kind(r["name"]) == kind for r in rows)
+        assert [r["s"] for r in rows] == sorted((r["s"] for r in rows), reverse=True)
 
 
 def test_bench_vs_trl_sweep_runs_both_sides(tmp_path):
