@@ -10,14 +10,15 @@
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
 # and .whl (scripts/gpu_wheels.sh) carried in earlier calls on the same warm machine. VERL_TF=1 puts verl's
-# transformers pin (5.10, /tmp/site_verl_tf) first for the verl processes. JSON and logs under $OUT.
+# transformers pin (5.10, /tmp/site_verl_tf) first for the verl processes. SWEEP_TAG keeps a sweep apart (e.g. ours
+# inside verl with vLLM eager: its vanilla setting has the same name as the one in the main sweep). JSON and logs under $OUT.
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
 require_vllm || exit 3
 source "$(dirname "$0")/gpu_verl_setup.sh" > "$OUT/setup_verl.log" 2>&1 || { tail -5 "$OUT/setup_verl.log"; exit 1; }
 tail -1 "$OUT/setup_verl.log"
 export RAY_DEDUP_LOGS=0 RAY_USAGE_STATS_ENABLED=0
-w=${WORKLOAD:-fixed}; d=/tmp/sweep_${SHAPE:-1.7b}_$w
+w=${WORKLOAD:-fixed}; d=/tmp/sweep_${SHAPE:-1.7b}_$w${SWEEP_TAG:+_$SWEEP_TAG}  # SWEEP_TAG: a sweep folder of its own
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
 for job in "${jobs[@]}"; do
   t=$SECONDS
@@ -38,6 +39,6 @@ for job in "${jobs[@]}"; do
         echo "-- ours rc=$? in $((SECONDS - t)) s"; tail -4 "$OUT/ours_$w.log"
         python3 benchmarks/bench_vs_verl.py --combine-dir $d --ours $d/$s.json --out "$OUT/vs_verl_$w.json" | tail -8 ;;
   esac
-  tar czf "$OUT/sweep_${SHAPE:-1.7b}_$w.tgz" -C /tmp "$(basename $d)" 2>/dev/null
+  tar czf "$OUT/$(basename $d).tgz" -C /tmp "$(basename $d)" 2>/dev/null
 done
 pack_logs
