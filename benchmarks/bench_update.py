@@ -130,20 +130,19 @@ def profile_once(run, cuda: bool, top: int = 15) -> dict:
             us = e.self_cpu_time_total
         if us > 0:
             times[e.key] = times.get(e.key, 0.0) + us / 1e6
+    kinds = {name: kernel_kind(name) for name in times}
     by_kind: dict[str, float] = {}
-    for name, s in times.items():
-        kind = kernel_kind(name)
-        by_kind[kind] = by_kind.get(kind, 0.0) + s
-    busy = sum(by_kind.values())
-    ranked = sorted(times.items(), key=lambda kv: -kv[1])
     top_of_kind: dict[str, list] = {}  # each kind's largest kernels: what "other" and "copies" are made of
+    ranked = sorted(times.items(), key=lambda kv: -kv[1])
     for name, s in ranked:
-        rows = top_of_kind.setdefault(kernel_kind(name), [])
+        by_kind[kinds[name]] = by_kind.get(kinds[name], 0.0) + s
+        rows = top_of_kind.setdefault(kinds[name], [])
         if len(rows) < 5:
             rows.append({"name": name[:120], "s": s})
+    busy = sum(by_kind.values())
     return {"wall_s": wall, "kernels_s": busy, "idle_share": max(0.0, 1 - busy / wall),
             "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
-            "top": [{"name": n[:120], "s": s, "kind": kernel_kind(n)} for n, s in ranked[:top]],
+            "top": [{"name": n[:120], "s": s, "kind": kinds[n]} for n, s in ranked[:top]],
             "top_of_kind": top_of_kind}
 
 

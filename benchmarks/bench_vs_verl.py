@@ -224,11 +224,16 @@ def run_verl(args, work: Path) -> dict:
             "data_parallel": "FSDP (verl)", "command": " ".join(cmd[1:4]) + " ...", "run_dir": str(run_dir)}
 
 
-def fused_needs_packing(args) -> None:
+def fused_on_padded(speed: str, remove_padding: str) -> bool:
     """verl 0.9.1's fused kernels run only on the packed batch: padded, its first update_actor fails with an
     IndexError in FSDPEngine.prepare_model_outputs (it reads `log_probs.shape[1]` of the fused kernels' 1-D output;
-    seen on the H200, 2026-12-03). Say so before verl's ~5 minutes of start-up, not after."""
-    if "fused" in args.verl_speed and args.remove_padding == "off":
+    seen on the H200, 2026-12-03)."""
+    return "fused" in speed and remove_padding == "off"
+
+
+def fused_needs_packing(args) -> None:
+    """Says so before verl's ~5 minutes of start-up, not after (fused_on_padded)."""
+    if fused_on_padded(args.verl_speed, args.remove_padding):
         raise SystemExit(f"--verl-speed {args.verl_speed} needs --remove-padding on: verl 0.9.1's fused kernels fail on the "
                          f"padded batch (FSDPEngine.prepare_model_outputs, IndexError); the sweep leaves that pair out")
 
@@ -251,7 +256,7 @@ def sweep(args) -> dict:
                 for mode in args.vllm_modes.split(","):
                     for loss in args.verl_losses.split(","):
                         for rmpad in args.remove_paddings.split(","):
-                            if "fused" in speed and rmpad == "off":  # verl 0.9.1 fails there: fused_needs_packing
+                            if fused_on_padded(speed, rmpad):  # verl 0.9.1 fails there
                                 continue
                             one = argparse.Namespace(**vars(args))
                             one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode = mb, ckpt, speed, mode

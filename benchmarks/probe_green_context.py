@@ -65,7 +65,6 @@ def main(argv=None):
     sms_total = torch.cuda.get_device_properties(dev).multi_processor_count
     weights = layer_weights(torch, dev)
     head = torch.randn(HIDDEN, VOCAB, device=dev, dtype=torch.bfloat16) * 0.02
-    x = torch.randn(args.tokens, HIDDEN, device=dev, dtype=torch.bfloat16)
     xs = {i: torch.randn(args.tokens, i, device=dev, dtype=torch.bfloat16) for i in (HIDDEN, MLP)}
     gs = {o: torch.randn(args.tokens, o, device=dev, dtype=torch.bfloat16) for o in (QKV, HIDDEN, 2 * MLP)}
 
@@ -135,7 +134,7 @@ def main(argv=None):
     for n in [int(s) for s in args.sms.split(",") if s]:
         run = f"update in a green context of {n} SMs"
         try:
-            gc, enter, leave = green_context(torch, n)
+            gc, enter, leave = green_context(torch, n)  # gc: the context lives as long as it is named
 
             def green_update():
                 enter()

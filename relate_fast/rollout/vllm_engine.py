@@ -204,14 +204,14 @@ class VLLMEngine(RolloutEngine):
     def push_weights(self, model) -> None:
         module = getattr(model, "module", model)
         weights = [(name, p.detach()) for name, p in module.state_dict().items()]
-        if self.own_process and self.cuda:
-            self._wake("weights")
-            self._push_through_ipc(weights)
+        if self.cuda:
+            self._wake("weights")  # weights only: the KV cache comes back when generation needs it
+            if self.own_process:
+                self._push_through_ipc(weights)
+            else:
+                self.llm.collective_rpc(_load_weights_in_place, args=(weights,))
         elif self.own_process:
             self._push_through_files(weights)
-        elif self.cuda:
-            self._wake("weights")  # weights only: the KV cache comes back when generation needs it
-            self.llm.collective_rpc(_load_weights_in_place, args=(weights,))
         else:
             # the CPU backend repacks weights after loading, so it takes the checkpoint-format reload
             self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
