@@ -21,36 +21,38 @@ from relate_fast.models import build_tiny_model, load_policy, prompt_ids
 from relate_fast.rollout.hf import HFEngine
 from relate_fast.rollout.vllm_engine import VLLMEngine
 
-folder = build_tiny_model(TinyModelConfig(vocab_size=400, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                          num_attention_heads=2, num_key_value_heads=1, head_dim=64), sys.argv[1])
-model, tok = load_policy(folder, dtype="bfloat16", device="cuda")
-pids = [prompt_ids(tok, r.prompt) for r in sample_ads("train")[:8]]
-engine = VLLMEngine(folder, tok, dtype="bfloat16", execution=sys.argv[2], gpu_memory_utilization=0.2,
-                    own_process=sys.argv[4] == "own")
-hf = HFEngine(model, tok)
-kw = dict(max_new_tokens=8, temperature=0.0)
-first = engine.generate(pids, 1, **kw)            # sleeps at level 2 afterwards: weights discarded
-assert engine.needs_weights
-free_asleep = torch.cuda.mem_get_info()[0]
-try:
-    engine.generate(pids, 1, **kw)
-    raise SystemExit("generate without weights must fail")
-except RuntimeError as e:
-    assert "ensure_weights" in str(e)
-torch.manual_seed(1)
-with torch.no_grad():
-    for p in model.parameters():
-        p.add_(torch.randn_like(p) * 0.05)
-engine.mark_stale()
-engine.ensure_weights(model)
-free_awake_weights = torch.cuda.mem_get_info()[0]
-after = engine.generate(pids, 1, **kw)
-ref = hf.generate(pids, 1, **kw)
-same4 = sum(a[0][:4] == b[0][:4] for a, b in zip(after, ref))
-changed = sum(a != b for a, b in zip(after, first))
-json.dump({"same_first4": same4, "changed": changed, "free_asleep": free_asleep, "free_weights": free_awake_weights},
-          open(sys.argv[3], "w"))
-engine.close()
+# the guard: an engine core in its own process is spawned, and a spawned process imports this script again
+if __name__ == "__main__":
+    folder = build_tiny_model(TinyModelConfig(vocab_size=400, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                              num_attention_heads=2, num_key_value_heads=1, head_dim=64), sys.argv[1])
+    model, tok = load_policy(folder, dtype="bfloat16", device="cuda")
+    pids = [prompt_ids(tok, r.prompt) for r in sample_ads("train")[:8]]
+    engine = VLLMEngine(folder, tok, dtype="bfloat16", execution=sys.argv[2], gpu_memory_utilization=0.2,
+                        own_process=sys.argv[4] == "own")
+    hf = HFEngine(model, tok)
+    kw = dict(max_new_tokens=8, temperature=0.0)
+    first = engine.generate(pids, 1, **kw)            # sleeps at level 2 afterwards: weights discarded
+    assert engine.needs_weights
+    free_asleep = torch.cuda.mem_get_info()[0]
+    try:
+        engine.generate(pids, 1, **kw)
+        raise SystemExit("generate without weights must fail")
+    except RuntimeError as e:
+        assert "ensure_weights" in str(e)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    engine.mark_stale()
+    engine.ensure_weights(model)
+    free_awake_weights = torch.cuda.mem_get_info()[0]
+    after = engine.generate(pids, 1, **kw)
+    ref = hf.generate(pids, 1, **kw)
+    same4 = sum(a[0][:4] == b[0][:4] for a, b in zip(after, ref))
+    changed = sum(a != b for a, b in zip(after, first))
+    json.dump({"same_first4": same4, "changed": changed, "free_asleep": free_asleep, "free_weights": free_awake_weights},
+              open(sys.argv[3], "w"))
+    engine.close()
 '''
 
 

@@ -86,6 +86,27 @@ def _load_weights_in_place(worker, weights):
     worker.model_runner.get_model().load_weights(weights)
 
 
+def _load_weights_from_ipc(worker, payload: bytes):
+    """Runs inside vLLM's worker in the engine core's own process: each tensor rebuilt from its CUDA IPC
+    handle (pickled by the sender: the handle's fields are torch types), then copied in place by the model's
+    loader. The handle names the sender's device index; this process sees only that GPU, as its index 0
+    (engine_process), so the index is replaced by the worker's own."""
+    import pickle
+
+    from torch.multiprocessing.reductions import rebuild_cuda_tensor
+
+    device = getattr(worker, "device", None)
+    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    weights = []
+    for name, args in pickle.loads(payload):
+        args = list(args)
+        args[6] = index  # reduce_tensor's field 6: the storage's device
+        weights.append((name, rebuild_cuda_tensor(*args)))
+    worker.model_runner.get_model().load_weights(weights)
+    # the copies are done before the sender may change its tensors (its next optimizer step)
+    torch.cuda.current_stream().synchronize()
+
+
 class VLLMEngine(RolloutEngine):
     name = "vllm"
 
@@ -103,8 +124,8 @@ class VLLMEngine(RolloutEngine):
         self.own_process = own_process
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if own_process and cuda:
-            # the IPC handles of a push carry torch classes and dtypes, which vLLM's messages between this process
-            # and the engine core's encode only by pickle (both processes are ours, on one machine)
+            # a push sends the engine core a function (_load_weights_from_ipc), which vLLM's messages between this
+            # process and the engine core's carry only by pickle (both processes are ours, on one machine)
             os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
         from vllm import LLM
 
@@ -115,10 +136,6 @@ class VLLMEngine(RolloutEngine):
             kw["load_format"] = "dummy"
         if cuda:
             kw.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep)
-            if own_process:  # weights pushed by CUDA IPC handles: the engine core copies them device to device
-                from vllm.config import WeightTransferConfig
-
-                kw["weight_transfer_config"] = WeightTransferConfig(backend="ipc")
             if execution == "eager":
                 kw["enforce_eager"] = True
             elif execution == "cuda_graphs":  # full graphs for decode batches, no torch.compile
@@ -218,28 +235,19 @@ class VLLMEngine(RolloutEngine):
 
     def _push_through_ipc(self, weights) -> None:
         """The engine core runs in its own process on this GPU: it gets a CUDA IPC handle of each tensor and
-        copies it into its parameters (vLLM's `ipc` weight transfer, checkpoint-format names, layerwise reload).
-        Each rank sends to its own engine, so vLLM's trainer-side helper (which gathers the handles of every
-        rank of the job to rank 0) is not used; the handles are made here, one per tensor."""
+        copies it into its parameters (_load_weights_from_ipc). vLLM's own `ipc` weight transfer does the same
+        but imports Ray in the engine core (vLLM 0.26), which vLLM does not require and the trainer does not use."""
+        import pickle
+
         from torch.multiprocessing.reductions import reduce_tensor
 
-        if not getattr(self, "_transfer_ready", False):
-            self.llm.init_weight_transfer_engine({"init_info": {}})
-            self._transfer_ready = True
-        uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
-        held, names, dtypes, shapes, handles = [], [], [], [], []
+        held, handles = [], []
         for name, t in weights:
             t = t.contiguous()
             held.append(t)  # alive until the engine has copied it: reduce_tensor's handle does not hold it
-            names.append(name)
-            dtypes.append(str(t.dtype).split(".")[-1])
-            shapes.append(list(t.shape))
-            handles.append({uuid: reduce_tensor(t)[1]})
+            handles.append((name, reduce_tensor(t)[1]))
         torch.cuda.current_stream().synchronize()  # the tensors are final before the other process reads them
-        self.llm.start_weight_update()
-        self.llm.update_weights({"update_info": {"names": names, "dtype_names": dtypes, "shapes": shapes,
-                                                 "ipc_handles": handles}})
-        self.llm.finish_weight_update()
+        self.llm.collective_rpc(_load_weights_from_ipc, args=(pickle.dumps(handles),))
         del held
         torch.cuda.ipc_collect()
 
