@@ -282,6 +282,12 @@ def _setting(side: str, mb: int, ckpt: str, speed: str = "none", mode: str = "sl
     return f"{side}_mb{mb}_ckpt{ckpt}" + ("" if speed == "none" else f"_{speed}") + ("" if mode == "sleep" else f"_{mode}")
 
 
+def _failed_settings(side: str, mb: int, ckpt: str, speed: str, mode: str) -> dict:
+    """What a failed setting's JSON holds, for its row's label (a run that finishes writes the same keys itself)."""
+    kind = {"trl_speed": speed} if side == "trl" else {"rollout_mode": "sync" if speed == "none" else speed}
+    return {"micro_batch": mb, "ckpt": ckpt, "vllm_mode": mode, **kind}
+
+
 def sweep(args) -> dict:
     """Each side x micro-batch x checkpointing (x TRL's speed options) in its own process (one vLLM engine
     per process); a setting that fails is kept with the end of its log."""
@@ -306,7 +312,7 @@ def sweep(args) -> dict:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--micro-batch", str(mb),
                "--ckpt", ckpt, *speed_arg, "--vllm-mode", mode, "--out", str(out_dir / f"{name}.json"), *common]
         run_setting(out_dir, name, cmd, side=side, timeout=args.run_timeout, rerun=args.rerun,
-                    settings={"micro_batch": mb, "ckpt": ckpt, "trl_speed": speed, "vllm_mode": mode})
+                    settings=_failed_settings(side, mb, ckpt, speed, mode))
     return combine_dir(out_dir)
 
 
@@ -335,8 +341,9 @@ def combine_dir(out_dir: Path) -> dict:
         by_mode = {m: max((r for r in grid["ours"] if "error" not in r and r["speed"] == m),
                           key=lambda r: r["tokens_per_second"]) for m in modes}
         result["ours_best_by_rollout_mode"] = {("sync" if m == "none" else m): r for m, r in by_mode.items()}
-        if "one_step_off" in by_mode and "none" in by_mode:
-            result["one_step_off_over_sync"] = by_mode["one_step_off"]["tokens_per_second"] / by_mode["none"]["tokens_per_second"]
+        for m in by_mode:  # one_step_off_over_sync, one_step_off_process_over_sync, ...
+            if m != "none" and "none" in by_mode:
+                result[f"{m}_over_sync"] = by_mode[m]["tokens_per_second"] / by_mode["none"]["tokens_per_second"]
     o, t = best["ours"], best["trl"]
     if o and t:
         result["ratios"] = {"end_to_end_tokens_per_second": o["tokens_per_second"] / t["tokens_per_second"],

@@ -141,7 +141,8 @@ class RolloutConfig:
                                             "rollout.overlap thread the sampler's host work runs beside the update. The "
                                             "weights reach it by CUDA IPC handles on a GPU (no copy through the host), a "
                                             "safetensors file in shared memory on the CPU. Sampling ranks "
-                                            "(rollout.sampler_ranks) always run it so.", safe=True)
+                                            "(rollout.sampler_ranks) always run it so. Its process is spawned: "
+                                            "a script that builds the engine needs the __main__ guard.", safe=True)
     vllm_kv_cache_gb: float = setting(0.5, "vLLM KV-cache size on CPU (GiB); without it vLLM reserves most of the RAM.", safe=True, gt=0)
     vllm_gpu_memory_utilization: float = setting(0.3, "vLLM's share of GPU memory on CUDA.", safe=True, gt=0, lt=1)
     vllm_sleep: bool = setting(True, "On CUDA, put vLLM to sleep during the update (its KV cache and weights freed); "

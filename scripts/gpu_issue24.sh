@@ -90,7 +90,7 @@ for job in "${jobs[@]}"; do
            ${VS_TRL_ARGS:-} ${ONLY_OFF:+--only $ONLY_OFF} --sweep-dir /tmp/$d --out "$OUT/offpolicy_$w.json" \
            > "$OUT/offpolicy_$w.log" 2>&1
          echo "-- $job rc=$? in $((SECONDS - t)) s"; tail -12 "$OUT/offpolicy_$w.log"
-         grep -o '"one_step_off_over_sync": [0-9.]*' "$OUT/offpolicy_$w.json"
+         grep -oE '"[a-z_]+_over_sync": [0-9.]+' "$OUT/offpolicy_$w.json"
          tar czf "$OUT/$d.tgz" -C /tmp $d 2>/dev/null ;;
   judge) python3 -c "from pathlib import Path; from benchmarks.common import qwen3_folder as q; \
 q(Path('/tmp/judge/policy'), '${SHAPE:-1.7b}'); q(Path('/tmp/judge/judge'), '${JUDGE_SHAPE:-0.6b}')" > "$OUT/judge_setup.log" 2>&1

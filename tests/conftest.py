@@ -11,6 +11,9 @@ import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
+    # the slow tests first: with two workers (the README's `-n 2`), a long test that starts last would run alone at
+    # the end while the other worker idles
+    items.sort(key=lambda item: "slow" not in item.keywords)
     try:
         import torch
         has_cuda = torch.cuda.is_available()

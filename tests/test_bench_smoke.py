@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # torchrun's variables, which a trainer run earlier in this pytest process leaves in its environment
 # (with its process group still bound to MASTER_PORT): a benchmark started as a single process must
@@ -132,6 +134,7 @@ def test_update_profile_sorts_kernels_by_kind():
         assert [r["s"] for r in rows] == sorted((r["s"] for r in rows), reverse=True)
 
 
+@pytest.mark.slow
 def test_bench_vs_trl_sweep_runs_both_sides(tmp_path):
     """The comparison with TRL on the CPU (tiny shape, HF generate, the realistic workload's stopping
     policy): both sides run the same reward through a sweep, and the result has the grid, each side's
@@ -174,6 +177,30 @@ def test_bench_vs_trl_combines_trl_speed_options_into_the_grid(tmp_path):
     assert [r["speed"] for r in result["grid"]["trl"]] == ["liger", "none"]
     assert result["best"]["trl"]["speed"] == "liger" and result["best"]["ours"]["vllm_mode"] == "awake"
     assert result["ratios"]["end_to_end_tokens_per_second"] == 350.0 / 150.0
+
+
+def test_bench_vs_trl_labels_our_rollout_modes_and_a_failed_one(tmp_path):
+    """Our rollout modes are settings of the grid: each ran mode gets its ratio to sync, and a mode that failed
+    keeps its own label (a failed setting's JSON holds only what the sweep gave it)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_vs_trl import _failed_settings, _setting, combine_dir
+
+    def write(mode, tps=None):
+        speed = "none" if mode == "sync" else mode
+        name = _setting("ours", 80, "off", speed, "awake")
+        res = {"error": "exit 1"} if tps is None else {"step_s": 1.0, "generation_s": 0.5, "update_s": 0.5,
+                                                      "tokens_per_second": tps, "peak_mem_gib": 10.0}
+        settings = _failed_settings("ours", 80, "off", speed, "awake")
+        (tmp_path / f"{name}.json").write_text(json.dumps({"ours": res, "settings": settings}))
+
+    write("sync", 200.0)
+    write("one_step_off", 180.0)
+    write("one_step_off_process", 250.0)
+    write("sync_process")  # failed
+    result = combine_dir(tmp_path)
+    assert result["one_step_off_over_sync"] == 0.9 and result["one_step_off_process_over_sync"] == 1.25
+    failed = [r for r in result["grid"]["ours"] if "error" in r]
+    assert [r["speed"] for r in failed] == ["sync_process"] and "sync_process_over_sync" not in result
 
 
 def test_bench_vs_trl_only_names_settings_of_the_grid(tmp_path):

@@ -469,6 +469,7 @@ def test_save_final_false_writes_no_checkpoint_and_no_model(tmp_path, capsys, mo
     assert launcher & set(os.environ) <= before
 
 
+@pytest.mark.slow
 def test_trainer_scores_correctness_and_relevance_with_an_llm_judge(tmp_path, capsys):
     """reward.judge_model: the tiny model of a first run judges the second run's rollouts (HF
     generate on the CPU); the judged components replace the preset's and are logged."""
