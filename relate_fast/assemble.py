@@ -113,6 +113,6 @@ def assemble(cfg: Config, cold: Tuple[Path, str], *, ctcvr_model: Callable, rank
     updater = PolicyUpdater(policy, cfg, world)
     rollout.ensure_weights(updater.model)  # dummy weights: the policy's go in first
     step = GRPOStep(cfg, rollout=rollout, updater=updater, reward_fn=reward_fn, tokenizer=tok, reference=reference,
-                    rank=rank, world=world)
+                    rank=rank, world=world, memory_plan=plan)
     return StepParts(tokenizer=tok, encoders=[encoder] if same else [encoder, ctcvr_encoder], reward_fn=reward_fn,
                      rollout=rollout, rollout_init_s=rollout_init_s, updater=updater, step=step, memory_plan=plan)

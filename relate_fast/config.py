@@ -90,7 +90,8 @@ class ModelConfig:
                                         "activation memory; the same gradients.", ge=-1)
     auto_checkpointing: bool = setting(False, "Choose the checkpointed layers from a memory plan when the update starts "
                                           "(relate_fast.memory_plan): none when the update's predicted peak fits, else the "
-                                          "fewest layers that make it fit; overrides model.gradient_checkpointing and "
+                                          "fewest layers that make it fit (asked again per micro-batch for its own tokens: "
+                                          "shorter ones checkpoint fewer); overrides model.gradient_checkpointing and "
                                           "model.checkpoint_layers. The plan goes to the log; at the end, beside the peaks the "
                                           "steps measured, to <run>/memory_plan.json and summary.json.")
     memory_budget_gib: float = setting(0.0, "The memory plan's budget per rank in GiB; 0 = the GPU's memory less a 5 % "

@@ -29,7 +29,9 @@ picks between them per run, from a plan of the update's peak on one rank:
 The plan takes the smallest k with peak(k) ≤ budget, where the budget is the GPU's memory less a
 margin (model.memory_budget_gib sets it instead; on the CPU it must be given). When even k = L does
 not fit, it checkpoints every layer and says by how much the prediction exceeds the budget (a smaller
-grpo.micro_batch_tokens is the fix). The plan and its parts go to the log when training starts, and at
+grpo.micro_batch_tokens is the fix). T is a full micro-batch's; the trainer asks again per micro-batch with its
+own token count (`layers_for`: responses shorter than the longest fill less, and fewer layers need to recompute).
+The plan and its parts go to the log when training starts, and at
 the end to <run>/memory_plan.json and summary.json beside the peaks the steps measured, so each GPU run
 also checks the prediction.
 """
@@ -72,6 +74,16 @@ class MemoryPlan:
     fragmentation: float  # f: the allocator's slack assumed (0 off the GPU)
     predicted_peak: float  # bytes, peak(k)
     fits: bool  # peak(k) <= budget
+
+    def layers_for(self, tokens: int) -> int:
+        """The fewest checkpointed layers whose peak fits the budget for a micro-batch of `tokens`: the plan is
+        made for a full one (grpo.micro_batch_tokens), and short responses fill less, so fewer layers need to
+        recompute (the trainer asks per micro-batch). All of them when none fits."""
+        peak = lambda k: predicted_peak(k, layers=self.layers, tokens=max(int(tokens), 1),  # noqa: E731
+                                        activation=self.activation_per_token_layer, kept=self.kept_per_token_layer,
+                                        states=self.states, step_states=self.step_states, engine=self.engine,
+                                        others=self.others, fragmentation=self.fragmentation)
+        return next((k for k in range(self.layers + 1) if peak(k) <= self.budget), self.layers)
 
     def describe(self) -> str:
         g = lambda b: f"{b / GIB:.1f} GiB"  # noqa: E731

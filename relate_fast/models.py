@@ -156,7 +156,18 @@ def checkpoint_layers(model, count: int = -1) -> list:
         model.gradient_checkpointing_disable()
         return []
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    chosen = list(range(n)) if count in (-1, n) else sorted({(i * n) // count for i in range(count)})
+    return checkpoint_flags(model, count)
+
+
+def checkpoint_flags(model, count: int) -> list:
+    """Which `count` of the decoder layers checkpoint (-1: all, 0: none), spread evenly over the depth, by their
+    flags alone: checkpoint_layers must have enabled checkpointing first. Cheap (no hooks, no recompilation of
+    compiled layers: the flag is read outside their compiled forward), so the memory plan sets it per micro-batch."""
+    layers = decoder_trunk(model).layers
+    n = len(layers)
+    if count < -1 or count > n:
+        raise ValueError(f"checkpoint_flags: count must be -1 (all) or 0..{n}, got {count}")
+    chosen = [] if count == 0 else list(range(n)) if count in (-1, n) else sorted({(i * n) // count for i in range(count)})
     for i, layer in enumerate(layers):
         layer.gradient_checkpointing = i in chosen
     return chosen

@@ -105,9 +105,14 @@ def _sync():
 
 
 class GRPOStep:
-    def __init__(self, cfg, *, rollout, updater, reward_fn, tokenizer, reference=None, rank: int = 0, world: int = 1):
+    def __init__(self, cfg, *, rollout, updater, reward_fn, tokenizer, reference=None, rank: int = 0, world: int = 1,
+                 memory_plan=None):
         self.cfg, self.rollout, self.updater, self.reward_fn, self.tok = cfg, rollout, updater, reward_fn, tokenizer
         self.reference, self.rank, self.world = reference, rank, world
+        # model.auto_checkpointing: the plan, and the layers each micro-batch of this step checkpointed
+        self.memory_plan = memory_plan
+        self._checkpointed = memory_plan.checkpointed_layers if memory_plan else None
+        self._ckpt_seen: List[tuple] = []  # (tokens, checkpointed layers) per micro-batch
         if cfg.grpo.beta != 0 and reference is None:
             raise ValueError("grpo.beta > 0 needs the reference policy")
         self.packed_layout = resolve_layout(cfg.grpo.layout, device()) == "packed"
@@ -241,6 +246,7 @@ class GRPOStep:
         self.updater.model.train()
         rows = (b.num_groups // g.mini_batches) * b.group_size
         records = []
+        self._ckpt_seen = []
         for _ in range(g.epochs):
             for k in range(g.mini_batches):
                 records.append(self._optimizer_step(b.select(slice(k * rows, (k + 1) * rows))))
@@ -267,6 +273,7 @@ class GRPOStep:
             coef = loss_weights(mb.packed.mask, cfg.grpo.loss_type, total_tokens=total_tokens,
                                 max_completion_length=cfg.rollout.max_new_tokens)
         for i, s in enumerate(slices):
+            self._fit_checkpointing(mb.packed, s)
             if packed:
                 loss, m, n = packed_micro_loss(self.updater.model, mb.packed, s, mb.advantages, coef, **common)
             else:
@@ -372,8 +379,31 @@ class GRPOStep:
             m["offpolicy/staleness"] = staleness
         return m
 
+    def _fit_checkpointing(self, batch, s: slice) -> None:
+        """model.auto_checkpointing: the fewest checkpointed layers that fit this micro-batch's own tokens. The plan
+        was made for a full micro-batch (grpo.micro_batch_tokens); with short responses they hold fewer, and a
+        layer recomputed where its activations would fit only costs time."""
+        plan = self.memory_plan
+        if plan is None or plan.checkpointed_layers == 0:
+            return
+        if self.packed_layout:
+            tokens = sum(batch.layout().lengths[s])
+        else:  # the rows trimmed to their longest prompt and completion, as the micro-batch runs them
+            tokens = (s.stop - s.start) * sum(batch.widths(s))
+        k = plan.layers_for(tokens)
+        if k != self._checkpointed:
+            from relate_fast.models import checkpoint_flags
+
+            checkpoint_flags(getattr(self.updater.model, "module", self.updater.model), k)
+            self._checkpointed = k
+        self._ckpt_seen.append((tokens, k))
+
     def _checkpointed_share(self) -> float:
-        """The checkpointed share of the policy's layers, read from the model once (it does not change)."""
+        """The checkpointed share of the policy's layers: this step's, token-weighted, where the memory plan chose
+        per micro-batch; otherwise read from the model once (it does not change)."""
+        if self._ckpt_seen:
+            layers = self.memory_plan.layers
+            return sum(t * k for t, k in self._ckpt_seen) / max(sum(t for t, _ in self._ckpt_seen), 1) / layers
         if getattr(self, "_ckpt_share", None) is None:
             from relate_fast.models import checkpointed_share
 
@@ -395,6 +425,8 @@ class GRPOStep:
         f = update_flops(config, [len(p) + c for p, c in zip(b.prompt_ids, comp)], comp,
                          checkpointing=self._checkpointed_share(), passes=self.cfg.grpo.epochs)
         out = {"speed/update_model_tflops": f.model / seconds / 1e12}
+        if self._ckpt_seen:  # the memory plan's choice per micro-batch: the most layers any of them recomputed
+            out["memory/checkpointed_layers"] = max(k for _, k in self._ckpt_seen)
         peak = peak_tflops(_device_name(), self.cfg.run.peak_tflops)
         if peak:
             out["speed/update_mfu"] = out["speed/update_model_tflops"] / peak

@@ -38,6 +38,8 @@ def test_the_plan_is_the_fewest_checkpointed_layers_that_fit():
         fitting = [k for k in range(L + 1) if peak(k) <= budget]
         assert plan.checkpointed_layers == (fitting[0] if fitting else L), budget
         assert plan.fits == bool(fitting) and plan.predicted_peak == pytest.approx(peak(plan.checkpointed_layers))
+        # asked again for a full micro-batch, the same choice; for fewer tokens never more layers
+        assert plan.layers_for(T) == plan.checkpointed_layers and plan.layers_for(T // 4) <= plan.checkpointed_layers
     # peak(1) > peak(0) here (the recomputed layer costs more than one layer's savings): never 1 after 0
     assert plan_checkpointing(layers=L, tokens=T, activation=a, kept=h, states=states,
                               budget=peak(0) - 1).checkpointed_layers == 2

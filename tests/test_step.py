@@ -26,7 +26,20 @@ def tiny(tmp_path_factory):
     return load_policy(folder)
 
 
-def make_step(tiny, *over):
+@pytest.fixture(scope="module")
+def tiny2(tmp_path_factory):
+    """Two decoder layers: the fewest a memory plan can checkpoint fewer of (with one, the recomputed layer
+    costs more than it saves)."""
+    from relate_fast.config import TinyModelConfig
+    from relate_fast.models import build_tiny_model, load_policy
+
+    folder = build_tiny_model(TinyModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                              num_attention_heads=2, num_key_value_heads=1, head_dim=32),
+                              tmp_path_factory.mktemp("tiny2"))
+    return load_policy(folder)
+
+
+def make_step(tiny, *over, memory_plan=None):
     from relate_fast.data import sample_ads
     from relate_fast.models import prompt_ids
 
@@ -38,7 +51,7 @@ def make_step(tiny, *over):
                              "--reward.params", "{length: {unit: chars}}", *over])
     updater = PolicyUpdater(model, cfg, world=1)
     step = GRPOStep(cfg, rollout=HFEngine(updater.model, tok), updater=updater,
-                    reward_fn=RewardFunction.from_config(cfg.reward, tokenizer=tok), tokenizer=tok)
+                    reward_fn=RewardFunction.from_config(cfg.reward, tokenizer=tok), tokenizer=tok, memory_plan=memory_plan)
     rows = sample_ads("train", langs=["en"])[:4]
     return step, rows, [prompt_ids(tok, r.prompt) for r in rows]
 
@@ -111,6 +124,47 @@ def test_sampler_correction_measures_and_weights_by_the_engines_log_probs(tiny, 
     assert tis["loss"] == pytest.approx(off["loss"], rel=1e-4, abs=1e-6)
     for p, q in zip(runs["measure"][1].parameters(), runs["off"][1].parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_the_memory_plan_checkpoints_each_micro_batch_for_its_own_tokens(tiny2, layout):
+    """model.auto_checkpointing plans for a full micro-batch (grpo.micro_batch_tokens); each micro-batch then
+    checkpoints the fewest layers that fit its own tokens: here the smaller half none, the larger both. The
+    update is the one without checkpointing (it changes no gradient), and the step logs the most layers any
+    micro-batch recomputed."""
+    from relate_fast.memory_plan import plan_checkpointing
+    from relate_fast.models import checkpoint_layers, checkpointed_share
+
+    a, h = 100.0, 1.0  # activation and kept bytes per token and layer: peak(0) = 2Ta, peak(2) = T(2h + a)
+    plain, rows, pids = make_step(tiny2, "--grpo.layout", layout)
+    b = scored(plain, rows, pids)
+    packed = layout == "packed"
+    slices = micro_batches(b.packed, 60, packed=packed)
+    lengths = [len(p) + len(c) for p, c in zip(b.prompt_ids, b.completion_ids)]
+    tokens = [sum(lengths[s]) if packed else
+              (s.stop - s.start) * (max(map(len, b.prompt_ids[s])) + max(max(map(len, b.completion_ids[s])), 1))
+              for s in slices]
+    assert len(set(tokens)) > 1, tokens
+    budget = 2 * a * sorted(tokens)[len(tokens) // 2 - 1]  # the smaller half fits with no layer checkpointed
+    # planned for the largest micro-batch (rows longer than the 60-token budget run one per micro-batch)
+    plan = plan_checkpointing(layers=2, tokens=max(tokens), activation=a, kept=h, states=0.0, budget=budget,
+                              fragmentation=0.0)
+    assert plan.checkpointed_layers == 2  # the largest needs both
+    expected = [0 if 2 * t * a <= budget else 2 for t in tokens]
+    assert 0 in expected and 2 in expected
+
+    planned, _, _ = make_step(tiny2, "--grpo.layout", layout, memory_plan=plan)
+    checkpoint_layers(planned.updater.model, plan.checkpointed_layers)  # as assemble does with the plan's choice
+    b2 = scored(planned, rows, pids)
+    records = planned.update(b2, 1e-3)
+    assert [k for _, k in planned._ckpt_seen] == expected and [t for t, _ in planned._ckpt_seen] == tokens
+    assert checkpointed_share(planned.updater.model) == expected[-1] / 2  # the last micro-batch's flags
+    assert planned._update_utilisation(b2, 1.0)["memory/checkpointed_layers"] == 2
+    plain_records = plain.update(b, 1e-3)
+    assert not plain._ckpt_seen and "memory/checkpointed_layers" not in plain._update_utilisation(b, 1.0)
+    assert records[0]["loss"].item() == pytest.approx(plain_records[0]["loss"].item(), rel=1e-6)
+    for p, q in zip(planned.updater.model.parameters(), plain.updater.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
 def test_mini_batches_and_epochs_equal_a_manual_loop(tiny):

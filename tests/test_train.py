@@ -357,7 +357,8 @@ def _run(tmp_path, name, steps, *extra):
 
 
 def _comparable(m):
-    return {k: v for k, v in m.items() if not k.startswith(("time/", "speed/", "tokens_per_second"))}
+    # what a memory plan logs (the layers it checkpointed) is not the run's learning
+    return {k: v for k, v in m.items() if not k.startswith(("time/", "speed/", "tokens_per_second", "memory/"))}
 
 
 @pytest.mark.slow
