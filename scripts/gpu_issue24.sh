@@ -2,6 +2,8 @@
 # The policy update at the hardware's speed (issue 24), on one lent H200, in one call:
 #   bash scripts/gpu_issue24.sh [tests] [update] [update_realistic] [vs_trl] ...
 #   tests             the GPU tests of the packed layout, varlen attention and fused layers, and the loss
+#   rollout_tests     the GPU tests of the vLLM engine (tests/test_gpu_rollout.py: pushed weights sampled in process and
+#                     with the engine core in its own process); ROLLOUT_K selects (pytest -k), e.g. own
 #   update            bench_update.py, fixed-length workload (1.7B shape): layout x checkpointing x
 #                     micro-batch x fused decoder body
 #   update_realistic  the same on the realistic-length workload
@@ -45,6 +47,9 @@ for job in "${jobs[@]}"; do
   case "$job" in
   tests) timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_packing.py tests/test_gpu_memory_plan.py tests/test_kernels_grpo_loss.py \
            > "$OUT/tests.log" 2>&1; echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests.log" | tail -8 ;;
+  rollout_tests) timeout ${ROLLOUT_TIMEOUT:-240} python3 -m pytest -v -p no:cacheprovider -m gpu tests/test_gpu_rollout.py \
+           ${ROLLOUT_K:+-k "$ROLLOUT_K"} > "$OUT/rollout_tests.log" 2>&1; echo "-- rollout_tests rc=$? in $((SECONDS - t)) s"
+         grep -E "PASSED|FAILED|SKIPPED|Error|assert" "$OUT/rollout_tests.log" | tail -12 | cut -c1-300 ;;
   update|update_realistic)
          w=fixed; [ "$job" = update_realistic ] && w=realistic
          timeout ${UPDATE_TIMEOUT:-280} python3 benchmarks/bench_update.py --shape ${SHAPE:-1.7b} --workload $w ${UPDATE_ARGS:-} \
