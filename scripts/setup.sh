@@ -60,10 +60,11 @@ fi
 if [ "$want_peers" = 1 ]; then
   # verl's own requirements pin a GPU stack (vllm, flash-attn, transformers < 5.11): it goes in without them,
   # with what `verl.trainer.ppo.core_algos` imports (tensordict's torch-dependent wheel also without its own).
-  # OpenRLHF likewise (its loss module needs only torch and DeepSpeed, the `train` job's)
+  # OpenRLHF likewise (its loss module needs only torch and DeepSpeed, the `train` job's; its actor also peft, and
+  # flash-attn's padding helpers, which the tests give it by a stand-in: tests/helpers/flash_attn_standin)
   "${PIP[@]}" ray==2.60.0
   "${PIP[@]}" --no-deps verl==0.9.1 tensordict==0.10.0 "pyvers>=0.1,<0.2" codetiming pylatexenc hydra-core omegaconf \
-    antlr4-python3-runtime==4.9.3 orjson importlib_metadata openrlhf==0.11.2
+    antlr4-python3-runtime==4.9.3 orjson importlib_metadata openrlhf==0.11.2 peft==0.21.2
   "$VENV/bin/python" -c "import verl.trainer.ppo.core_algos" || { echo "scripts/setup.sh: verl does not import" >&2; exit 1; }
 fi
 "$VENV/bin/python" -c "import relate_fast._native, torch; print('relate_fast ready: torch', torch.__version__)"
