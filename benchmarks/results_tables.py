@@ -504,6 +504,14 @@ def vs_trl_realistic_215854b() -> str:
     return _vs_trl_sweep("vs_trl_h200_1.7b_realistic_215854b.json")
 
 
+def _offpolicy_cells(r: dict) -> list:
+    """tokens/s, step, generation in the main thread, update, the background sample and its unhidden part."""
+    st = r["stages_s"]
+    return [f"{r['tokens_per_second']:,.0f}", f"{r['step_s']:.2f} s", f"{st['rollout']:.2f} s", f"{st['update']:.2f} s",
+            f"{st['rollout_ahead']:.2f} s" if "rollout_ahead" in st else "",
+            f"{st['rollout_wait']:.2f} s" if "rollout_wait" in st else ""]
+
+
 def vs_trl_4b_realistic() -> str:
     return _vs_trl_sweep("vs_trl_h200_4b_realistic_dd37cae.json")
 
@@ -518,12 +526,8 @@ def offpolicy_h200_dd37cae() -> str:
         if "error" in r:
             continue
         mode = "sync" if r["speed"] == "none" else r["speed"]
-        st = r["stages_s"]
         ratio = d.get(f"{mode}_over_sync")
-        lines.append(_row([mode, f"{r['tokens_per_second']:,.0f}", f"{r['step_s']:.2f} s", f"{st['rollout']:.2f} s",
-                           f"{st['update']:.2f} s", f"{st['rollout_ahead']:.2f} s" if "rollout_ahead" in st else "",
-                           f"{st['rollout_wait']:.2f} s" if "rollout_wait" in st else "",
-                           f"**{ratio:.2f}×**" if ratio else ""]))
+        lines.append(_row([mode, *_offpolicy_cells(r), f"**{ratio:.2f}×**" if ratio else ""]))
     return "\n".join(lines)
 
 
@@ -535,13 +539,8 @@ def offpolicy_h200() -> str:
              "| its unhidden part | one_step_off / sync |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in d["runs"]:
         for mode in ("sync", "one_step_off"):
-            r = run[mode]["result"]
-            st = r["stages_s"]
-            ahead = f"{st['rollout_ahead']:.2f} s" if "rollout_ahead" in st else ""
-            wait = f"{st['rollout_wait']:.2f} s" if "rollout_wait" in st else ""
             ratio = f"**{run['one_step_off_over_sync']:.2f}×**" if mode == "one_step_off" else ""
-            lines.append(_row([run["name"], run["workload"], mode, f"{r['tokens_per_second']:,.0f}", f"{r['step_s']:.2f} s",
-                               f"{st['rollout']:.2f} s", f"{st['update']:.2f} s", ahead, wait, ratio]))
+            lines.append(_row([run["name"], run["workload"], mode, *_offpolicy_cells(run[mode]["result"]), ratio]))
     return "\n".join(lines)
 
 

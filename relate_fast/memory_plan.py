@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import gc
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -75,15 +75,19 @@ class MemoryPlan:
     predicted_peak: float  # bytes, peak(k)
     fits: bool  # peak(k) <= budget
 
+    def peak(self, k: int, tokens: int) -> float:
+        """peak(k) for a micro-batch of `tokens`, with this plan's sizes (bytes)."""
+        return predicted_peak(k, layers=self.layers, tokens=tokens, activation=self.activation_per_token_layer,
+                              kept=self.kept_per_token_layer, states=self.states, step_states=self.step_states,
+                              engine=self.engine, others=self.others, fragmentation=self.fragmentation)
+
     def layers_for(self, tokens: int) -> int:
         """The fewest checkpointed layers whose peak fits the budget for a micro-batch of `tokens`: the plan is
         made for a full one (grpo.micro_batch_tokens), and short responses fill less, so fewer layers need to
         recompute (the trainer asks per micro-batch). All of them when none fits."""
-        peak = lambda k: predicted_peak(k, layers=self.layers, tokens=max(int(tokens), 1),  # noqa: E731
-                                        activation=self.activation_per_token_layer, kept=self.kept_per_token_layer,
-                                        states=self.states, step_states=self.step_states, engine=self.engine,
-                                        others=self.others, fragmentation=self.fragmentation)
-        return next((k for k in range(self.layers + 1) if peak(k) <= self.budget), self.layers)
+        tokens = max(int(tokens), 1)
+        # peak(k) is not monotone at k = 1 (the recomputed layer), so search every k rather than bisect
+        return next((k for k in range(self.layers + 1) if self.peak(k, tokens) <= self.budget), self.layers)
 
     def describe(self) -> str:
         g = lambda b: f"{b / GIB:.1f} GiB"  # noqa: E731
@@ -137,14 +141,12 @@ def plan_checkpointing(*, layers: int, tokens: int, activation: float, kept: flo
         raise ValueError(f"a plan needs layers >= 1 and tokens >= 1, got {layers} and {tokens}")
     if not 0 < kept <= activation:
         raise ValueError(f"a checkpointed layer keeps less than a plain one: kept {kept} > activation {activation}")
-    peak = lambda k: predicted_peak(k, layers=layers, tokens=tokens, activation=activation, kept=kept,  # noqa: E731
-                                    states=states, step_states=step_states, engine=engine, others=others,
-                                    fragmentation=fragmentation)
-    # peak(k) is not monotone at k = 1 (the recomputed layer), so search every k rather than bisect
-    k = next((k for k in range(layers + 1) if peak(k) <= budget), layers)
-    return MemoryPlan(checkpointed_layers=k, layers=layers, tokens=tokens, activation_per_token_layer=activation,
-                      kept_per_token_layer=kept, states=states, step_states=step_states, engine=engine, others=others,
-                      budget=budget, fragmentation=fragmentation, predicted_peak=peak(k), fits=peak(k) <= budget)
+    sizes = MemoryPlan(checkpointed_layers=layers, layers=layers, tokens=tokens, activation_per_token_layer=activation,
+                       kept_per_token_layer=kept, states=states, step_states=step_states, engine=engine, others=others,
+                       budget=budget, fragmentation=fragmentation, predicted_peak=0.0, fits=False)
+    k = sizes.layers_for(tokens)
+    peak = sizes.peak(k, tokens)
+    return replace(sizes, checkpointed_layers=k, predicted_peak=peak, fits=peak <= budget)
 
 
 def training_state_bytes(params: int, *, world: int, dtype: str, zero_stage: Optional[int]) -> tuple:

@@ -95,14 +95,12 @@ def _load_weights_from_ipc(worker, payload: bytes):
 
     from torch.multiprocessing.reductions import rebuild_cuda_tensor
 
-    device = getattr(worker, "device", None)
-    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
     weights = []
     for name, args in pickle.loads(payload):
         args = list(args)
-        args[6] = index  # reduce_tensor's field 6: the storage's device
+        args[6] = worker.device.index  # reduce_tensor's field 6: the storage's device (as vLLM's own ipc receiver)
         weights.append((name, rebuild_cuda_tensor(*args)))
-    worker.model_runner.get_model().load_weights(weights)
+    _load_weights_in_place(worker, weights)
     # the copies are done before the sender may change its tensors (its next optimizer step)
     torch.cuda.current_stream().synchronize()
 
