@@ -516,6 +516,26 @@ def vs_trl_4b_realistic() -> str:
     return _vs_trl_sweep("vs_trl_h200_4b_realistic_dd37cae.json")
 
 
+def memory_plan_per_micro_batch_4b() -> str:
+    """Ours at 4B realistic, 80 sequences, the memory plan, awake: asked once for the full micro-batch (dd37cae)
+    and asked per micro-batch for its own tokens (ba9c503); TRL's best from the dd37cae call beside both."""
+    old = _load("vs_trl_h200_4b_realistic_dd37cae.json")
+    new = _load("ours_h200_4b_realistic_mb80_ckptauto_awake_ba9c503.json")
+    trl = old["best"]["trl"]
+    lines = ["| run | the plan asked | tokens/s | step | generation | update | peak GiB | update MFU | update HFU "
+             "| tokens/s / TRL's best (dd37cae) | update, TRL's / ours |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, asked, r in (("dd37cae, 08:27 UTC", "once, for 18,800 tokens", old["best"]["ours"]),
+                            ("ba9c503, 11:42 UTC", "per micro-batch", new["ours"])):
+        lines.append(_row([label, asked, f"{r['tokens_per_second']:,.0f}", f"{r['step_s']:.2f} s", f"{r['generation_s']:.2f} s",
+                           f"{r['update_s']:.2f} s", f"{r['peak_mem_gib']:.1f}", f"{r['update_mfu']:.3f}",
+                           f"{r['update_hfu']:.3f}", f"{r['tokens_per_second'] / trl['tokens_per_second']:.2f}×",
+                           f"{trl['update_s'] / r['update_s']:.2f}×"]))
+    lines.append(_row(["TRL 1.16 (liger), dd37cae", f"its best: 80, checkpointing {trl['ckpt']}, asleep",
+                       f"{trl['tokens_per_second']:,.0f}", f"{trl['step_s']:.2f} s", f"{trl['generation_s']:.2f} s",
+                       f"{trl['update_s']:.2f} s", f"{trl['peak_mem_gib']:.1f}", "", "", "", ""]))
+    return "\n".join(lines)
+
+
 def offpolicy_h200_dd37cae() -> str:
     """bench_vs_trl.py --sides ours --rollout-modes ...: the settings of one call that ran, and each mode's
     ratio to sync (a setting that failed is named in the text: this JSON predates its row's mode label)."""
@@ -667,7 +687,7 @@ TABLES = {
     "scaling": scaling, "resume_2gpu": resume_2gpu, "paper8b": paper8b, "loss_triton": loss_triton,
     "loss_epilogue": loss_epilogue, "loss_probs": loss_probs, "train_h100": train_h100, "train_cpu": train_cpu,
     "rollout_engines": rollout_engines, "offpolicy_h200": offpolicy_h200, "vs_trl_4b_realistic": vs_trl_4b_realistic,
-    "offpolicy_h200_dd37cae": offpolicy_h200_dd37cae,
+    "offpolicy_h200_dd37cae": offpolicy_h200_dd37cae, "memory_plan_per_micro_batch_4b": memory_plan_per_micro_batch_4b,
 }
 
 

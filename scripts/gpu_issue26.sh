@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # verl beside ours (issue 26), on one lent H200, in one call:
-#   bash scripts/gpu_issue26.sh [tests] [verl] [ours]
+#   bash scripts/gpu_issue26.sh [tests] [ab] [verl] [ours]
 #   tests  the integration's tests against the real verl installed there (tests/test_integration_verl_real.py, its
 #          GPU test included: the triton loss in bf16 against verl's vanilla loss; OpenRLHF's skip: not installed)
 #   verl   bench_vs_verl.py --sweep over ONLY_VERL (default: verl_mb80_ckptoff_bypass_fused_rmpad: its fused log-prob
 #          kernels on the packed batch, its best without flash-attn; padded they fail in verl 0.9.1, NOTES_verl.md), fixed workload; VERL_RUN_TIMEOUT
-#          (450 s) per setting: verl takes ~250 s to start on a fresh machine (Ray, FSDP, vLLM's server)
-#   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake) in the same sweep folder, then
+#          (540 s) per setting: verl takes ~300 s to start (Ray, FSDP, vLLM's server: ~2 min even warm) and its first
+#          step ~50 s more, so one verl setting per call; it is stopped 30 s after logging its last step
+#   ab     benchmarks/verl_engine_ab.py for AB_WORKLOADS (fixed realistic): our loss against verl's vanilla inside verl's
+#          own FSDP engine (its fused kernels, packed, flex_attention), one batch, one process: loss, gradients, time, memory
+#   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
 # and .whl (scripts/gpu_wheels.sh) carried in earlier calls on the same warm machine. VERL_TF=1 puts verl's
@@ -26,9 +29,14 @@ for job in "${jobs[@]}"; do
   tests) timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_integration_verl_real.py tests/test_bench_vs_verl.py \
            tests/test_integration_openrlhf_real.py > "$OUT/tests_verl.log" 2>&1
          echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
+  ab)   for wl in ${AB_WORKLOADS:-fixed realistic}; do  # ours inside verl's own engine, no Ray, no vLLM (~2 min each)
+          timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${AB_ARGS:-} \
+            --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
+          echo "-- ab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
+          grep -E "Error|error:" "$OUT/verl_engine_ab_$wl.log" | tail -3; done ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
         timeout ${VERL_TIMEOUT:-400} python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
-          --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-450} "${tf[@]}" ${VERL_ARGS:-} \
+          --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" ${VERL_ARGS:-} \
           --work /tmp/vs_work --sweep-dir $d --out "$OUT/vs_verl_$w.json" > "$OUT/vs_verl_$w.log" 2>&1
         echo "-- verl rc=$? in $((SECONDS - t)) s"; tail -8 "$OUT/vs_verl_$w.log"
         for f in $d/verl_*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "Error|error|Traceback|exited" "$f" | tail -12; }; done
@@ -37,7 +45,7 @@ for job in "${jobs[@]}"; do
         timeout ${OURS_TIMEOUT:-300} python3 benchmarks/bench_vs_trl.py --sweep --shape ${SHAPE:-1.7b} --workload $w --sides ours \
           --grid 80 --ckpts off --vllm-modes awake,sleep --only $s --work /tmp/vs_work --sweep-dir $d --out "$OUT/ours_$w.json" > "$OUT/ours_$w.log" 2>&1
         echo "-- ours rc=$? in $((SECONDS - t)) s"; tail -4 "$OUT/ours_$w.log"
-        python3 benchmarks/bench_vs_verl.py --combine-dir $d --ours $d/$s.json --out "$OUT/vs_verl_$w.json" | tail -8 ;;
+        [ -f $d/$s.json ] && python3 benchmarks/bench_vs_verl.py --combine-dir $d --ours $d/$s.json --out "$OUT/vs_verl_$w.json" | tail -8 ;;
   esac
   tar czf "$OUT/$(basename $d).tgz" -C /tmp "$(basename $d)" 2>/dev/null
 done

@@ -139,6 +139,30 @@ def test_a_timed_out_verl_run_is_stopped_with_what_it_started(tmp_path):
     assert not status.exists() or "\nState:\tZ" in status.read_text()
 
 
+def test_a_verl_run_that_logged_its_steps_but_does_not_exit_is_stopped_and_counted(tmp_path):
+    """verl 0.9.1 on the H200 finished its steps and then did not exit; the run is counted once its metrics file has
+    the steps, and it is stopped a grace period later, long before the timeout."""
+    import os
+    import time
+
+    metrics = tmp_path / "metrics.jsonl"
+    script = (f"import json, time; f = open({str(metrics)!r}, 'w')\n"
+              "for i in range(2): f.write(json.dumps({'step': i + 1, 'data': {'timing_s/step': 1.0}}) + '\\n'); f.flush()\n"
+              "f.write('{\"step\": 3, \"da'); f.flush(); print('steps done', flush=True); time.sleep(60)")
+    t = time.time()
+    rc, log = bv._run_with_timeout([sys.executable, "-c", script], tmp_path, dict(os.environ), timeout=50,
+                                   metrics_path=metrics, steps=2, grace=1.0)
+    assert rc == "stopped_after_steps" and "steps done" in log and time.time() - t < 30
+    assert len(bv._metric_rows(metrics)) == 2  # the half-written third line is not read
+
+
+def test_a_loss_check_on_all_zero_advantages_says_it_compared_nothing():
+    zero = {"critic/advantages/max": 0.0, "critic/advantages/min": 0.0, "actor/relate_minus_vanilla": 0.0,
+            "actor/vanilla_pg_loss": 0.0, "actor/pg_loss": 0.0}
+    assert bv.loss_check([zero, zero])["vacuous"] is True
+    assert bv.loss_check([zero, dict(zero, **{"critic/advantages/max": 1.2, "critic/advantages/min": -0.8})])["vacuous"] is False
+
+
 def test_ours_inside_verl_is_set_against_verls_own_loss_at_the_same_settings(tmp_path):
     def write(loss, update, peak):
         a = _args(micro_batch=80, verl_loss=loss)

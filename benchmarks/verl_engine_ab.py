@@ -1,0 +1,247 @@
+"""Our policy loss inside verl's own training engine, against verl's vanilla loss, on one batch in one process.
+
+Issue 26 asks whether RELATE's loss, registered as a verl policy loss, costs verl's update no more time and no
+more memory than verl's own, and gives the same loss on the same batch. A run of verl's trainer answers that
+only after ~5 minutes of start-up per setting (Ray, vLLM's server) and, on the fixed workload, with every
+advantage 0 (the losses are then 0 whatever the code: NOTES_verl.md). Here verl 0.9.1's FSDP engine
+(`FSDPEngineWithLMHead`, what its trainer's actor runs) is built alone, and its `train_batch` — forward,
+`verl.workers.utils.losses.ppo_loss`, backward, optimizer step — runs on one batch of GRPO-shaped data with
+advantages that are not 0 (random group rewards, normalised per group), alternately with the loss mode
+"vanilla" and "relate". The learning rate is 0, so every call starts from the same weights: the losses and the
+gradients of the two modes must agree up to rounding, and vanilla against vanilla gives the noise floor.
+
+    python benchmarks/verl_engine_ab.py --shape 1.7b --workload realistic --out ab.json    # on the GPU machine
+
+What differs from verl's trainer: no Ray (the engine in this process, world size 1), no vLLM (the old log-probs
+come from the engine's own forward: on policy), the batch's responses are random tokens at the workload's
+lengths, and verl's TRL patch is skipped (`is_trl_available`: TRL 1.16 moved the class verl patches; the bench
+hides TRL from verl the same way). tests/test_verl_engine_ab.py runs it on the CPU with a tiny Qwen3.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def init_single_process_group(backend: str) -> None:
+    """World size 1, as verl's engine asks for a process group even on one device."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        for k, v in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29561"), ("RANK", "0"), ("WORLD_SIZE", "1"),
+                     ("LOCAL_RANK", "0")):
+            os.environ.setdefault(k, v)
+        dist.init_process_group(backend)
+
+
+def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: bool, token_budget: int,
+                 strategy: str = "fsdp"):
+    """verl's FSDP engine for the causal LM at `model_dir`, as its actor builds it for these settings; lr 0."""
+    import verl.models.transformers.monkey_patch as monkey_patch
+    from verl.trainer.config import CheckpointConfig
+    from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+
+    monkey_patch.is_trl_available = lambda: False
+    model_config = HFModelConfig(path=str(model_dir), load_tokenizer=False, use_remove_padding=remove_padding,
+                                 use_fused_kernels=fused, override_config={"attn_implementation": attn},
+                                 fused_kernel_options={"impl_backend": "triton"} if fused else {})
+    model_config.model_type = "language_model"
+    engine_config = FSDPEngineConfig(forward_only=False, strategy=strategy, use_dynamic_bsz=True,
+                                     use_remove_padding=remove_padding, use_fused_kernels=fused,
+                                     max_token_len_per_gpu=token_budget, infer_max_token_len_per_gpu=token_budget)
+    engine = FSDPEngineWithLMHead(model_config=model_config, engine_config=engine_config,
+                                  optimizer_config=FSDPOptimizerConfig(lr=0.0), checkpoint_config=CheckpointConfig())
+    engine.initialize()
+    return engine
+
+
+def grpo_batch(prompts: list, response_lengths: list, vocab: int, group: int, seed: int) -> dict:
+    """Left-padded prompts, right-padded random responses, and per-token advantages from random rewards
+    normalised within each group of `group` responses (GRPO), so that no advantage is 0 by construction."""
+    g = torch.Generator().manual_seed(seed)
+    B, P, R = len(prompts), max(len(p) for p in prompts), max(response_lengths)
+    prompt_ids = torch.zeros(B, P, dtype=torch.long)
+    prompt_mask = torch.zeros(B, P, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        prompt_ids[i, P - len(p):] = torch.tensor(p)
+        prompt_mask[i, P - len(p):] = 1
+    responses = torch.randint(0, vocab, (B, R), generator=g)
+    response_mask = (torch.arange(R)[None] < torch.tensor(response_lengths)[:, None]).long()
+    attention_mask = torch.cat([prompt_mask, response_mask], 1)
+    rewards = torch.randn(B // group, group, generator=g)
+    adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-6)).reshape(B)
+    return {"input_ids": torch.cat([prompt_ids, responses], 1), "prompts": prompt_ids, "responses": responses,
+            "attention_mask": attention_mask, "position_ids": (attention_mask.cumsum(1) - 1).clamp(min=0),
+            "response_mask": response_mask, "advantages": adv[:, None] * response_mask}
+
+
+def engine_batch(tensors: dict, *, remove_padding: bool, fused: bool, token_budget: int):
+    """The TensorDict verl's trainer hands the actor (`left_right_2_no_padding` of its DataProto) with the keys its
+    TrainingWorker adds before `engine.train_batch`."""
+    from tensordict import NonTensorData
+    from verl import DataProto
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    td = left_right_2_no_padding(DataProto.from_single_dict(dict(tensors), meta_info={"temperature": 1.0}).to_tensordict())
+    B = tensors["input_ids"].shape[0]
+    tu.assign_non_tensor(td, global_token_num=NonTensorData(tensors["attention_mask"].sum(1).tolist()),
+                         use_remove_padding=remove_padding, use_dynamic_bsz=True, max_token_len_per_gpu=token_budget,
+                         micro_batch_size_per_gpu=B, use_fused_kernels=fused, global_batch_size=B)
+    return td
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _metric(v) -> float:
+    """verl 0.9.1 returns its loss metrics as `Metric` objects (values over micro-batches, aggregated)."""
+    if hasattr(v, "values"):
+        vals = [float(x) for x in v.values]
+        return sum(vals) if str(getattr(v, "aggregation", "")).lower().endswith("sum") else statistics.mean(vals)
+    return float(v)
+
+
+def _flat_grads(engine) -> torch.Tensor:
+    grads = []
+    for p in engine.module.parameters():
+        g = p.grad
+        if g is not None:
+            g = g.to_local() if hasattr(g, "to_local") else g
+            grads.append(g.detach().float().reshape(-1))
+    return torch.cat(grads)
+
+
+def update_once(engine, tensors: dict, mode: str, *, remove_padding: bool, fused: bool, token_budget: int) -> dict:
+    """One `train_batch` with the policy loss `mode`: its time (device-synchronised), peak memory, loss, grad norm."""
+    from verl.workers.config import ActorConfig
+    from verl.workers.config.actor import PolicyLossConfig
+    from verl.workers.utils.losses import ppo_loss
+
+    config = ActorConfig(strategy=engine.engine_config.strategy, rollout_n=1, ppo_micro_batch_size_per_gpu=-1,
+                         use_dynamic_bsz=True, ppo_max_token_len_per_gpu=token_budget,
+                         policy_loss=PolicyLossConfig(loss_mode=mode))
+    td = engine_batch(tensors, remove_padding=remove_padding, fused=fused, token_budget=token_budget)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    _sync()
+    t = time.perf_counter()
+    with engine.train_mode(zero_grad_on_exit=False):  # the gradients stay for the comparison (verl zeroes them first)
+        out = engine.train_batch(td, loss_function=partial(ppo_loss, config=config))
+    _sync()
+    seconds = time.perf_counter() - t
+    return {"update_s": seconds, "loss": _metric(out["metrics"]["actor/pg_loss"]), "grad_norm": float(out["metrics"]["grad_norm"]),
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
+
+
+def old_log_probs(engine, tensors: dict, *, remove_padding: bool, fused: bool, token_budget: int) -> torch.Tensor:
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    td = engine_batch(tensors, remove_padding=remove_padding, fused=fused, token_budget=token_budget)
+    with engine.eval_mode():
+        out = engine.infer_batch(td)
+    return no_padding_2_padding(out["model_output"]["log_probs"], td).float().cpu()
+
+
+def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int = 3, remove_padding: bool = True,
+           fused: bool = False, token_budget: int = 4096) -> dict:
+    """A warm-up call per mode (its gradients kept), then `repeats` rounds alternating the modes (timed); the
+    gradients' relative distance of each mode's to the first's, and of the first mode's two calls (noise)."""
+    from relate_fast.integrations.verl import register
+
+    register()
+    kw = dict(remove_padding=remove_padding, fused=fused, token_budget=token_budget)
+    tensors = dict(tensors, old_log_probs=old_log_probs(engine, tensors, **kw))
+    runs = {m: [] for m in modes}
+    grads = {}
+    for m in modes:  # warm-up: compiles, allocator; its gradient for the comparison
+        runs[m].append(dict(update_once(engine, tensors, m, **kw), warmup=True))
+        grads[m] = _flat_grads(engine)
+    update_once(engine, tensors, modes[0], **kw)
+    noise = float((_flat_grads(engine) - grads[modes[0]]).norm() / grads[modes[0]].norm())
+    for _ in range(repeats):
+        for m in modes:
+            runs[m].append(dict(update_once(engine, tensors, m, **kw), warmup=False))
+    ref = grads[modes[0]]
+    summary = {m: {"update_s_median": statistics.median(r["update_s"] for r in runs[m] if not r["warmup"]),
+                   "peak_gib_max": max((r["peak_gib"] or 0.0) for r in runs[m] if not r["warmup"]) or None,
+                   "loss_first": runs[m][0]["loss"], "grad_norm_first": runs[m][0]["grad_norm"],
+                   "grad_rel_diff_to_first_mode": float((grads[m] - ref).norm() / ref.norm())} for m in modes}
+    return {"runs": runs, "summary": summary, "grad_rel_noise": noise,
+            "tokens": int(tensors["attention_mask"].sum()), "response_tokens": int(tensors["response_mask"].sum())}
+
+
+def _workload(args, folder: Path) -> tuple:
+    """Prompts: the dataset's first rows under the policy's chat template; response lengths: 128 each (fixed) or
+    drawn uniformly from 12..60 tokens (realistic: mean 36, as the realistic workload's responses)."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.bench_vs_trl import prompt_rows
+    from relate_fast.models import prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    rows = prompt_rows()[: args.prompts]
+    prompts = [prompt_ids(tok, r.prompt) for r in rows for _ in range(args.group)]
+    g = torch.Generator().manual_seed(args.seed)
+    lengths = ([args.max_new_tokens] * len(prompts) if args.workload == "fixed"
+               else torch.randint(12, 61, (len(prompts),), generator=g).tolist())
+    return prompts, lengths
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", default="1.7b")
+    ap.add_argument("--workload", default="fixed", choices=("fixed", "realistic"))
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--group", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--micro-batch", type=int, default=80, help="token budget per micro-batch, in rows of the widest row")
+    ap.add_argument("--remove-padding", default="on", choices=("on", "off"))
+    ap.add_argument("--fused", default="on", choices=("on", "off"), help="verl's fused log-prob kernels (triton)")
+    ap.add_argument("--attn", default="flex_attention", help="the attention verl's model gets (no flash-attn there)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "verl_engine_ab.json"))
+    args = ap.parse_args(argv)
+    from benchmarks.common import provenance, qwen3_folder, shared_workdir, write_json
+
+    folder = shared_workdir("verl_ab", args.work) / f"qwen3_{args.shape}"
+    if not (folder / "config.json").is_file():
+        qwen3_folder(folder, args.shape, weights=True)
+    prompts, lengths = _workload(args, folder)
+    width = max(len(p) for p in prompts) + args.max_new_tokens
+    budget = args.micro_batch * width
+    init_single_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rp, fused = args.remove_padding == "on", args.fused == "on"
+    engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget)
+    tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
+    result = run_ab(engine, tensors, repeats=args.repeats, remove_padding=rp, fused=fused, token_budget=budget)
+    result["settings"] = dict(vars(args), token_budget=budget, verl_strategy=engine.engine_config.strategy)
+    result["info"] = provenance()
+    s = result["summary"]
+    result["relate_over_vanilla"] = {"update_s": s["relate"]["update_s_median"] / s["vanilla"]["update_s_median"],
+                                     "peak": (s["relate"]["peak_gib_max"] / s["vanilla"]["peak_gib_max"]
+                                              if s["vanilla"]["peak_gib_max"] else None)}
+    print(json.dumps({k: result[k] for k in ("summary", "grad_rel_noise", "relate_over_vanilla", "tokens")}, indent=2))
+    write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
