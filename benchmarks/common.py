@@ -143,6 +143,45 @@ def make_stop(model, tok, mean_tokens: float, *, dim: int = 0, level: float = 1.
     return hi
 
 
+def grpo_batch(prompts: list, response_lengths: list, vocab: int, group: int, seed: int) -> dict:
+    """Left-padded prompts, right-padded random responses, and per-token advantages from random rewards
+    normalised within each group of `group` responses (GRPO), so that no advantage is 0 by construction."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    B, P, R = len(prompts), max(len(p) for p in prompts), max(response_lengths)
+    prompt_ids = torch.zeros(B, P, dtype=torch.long)
+    prompt_mask = torch.zeros(B, P, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        prompt_ids[i, P - len(p):] = torch.tensor(p)
+        prompt_mask[i, P - len(p):] = 1
+    responses = torch.randint(0, vocab, (B, R), generator=g)
+    response_mask = (torch.arange(R)[None] < torch.tensor(response_lengths)[:, None]).long()
+    attention_mask = torch.cat([prompt_mask, response_mask], 1)
+    rewards = torch.randn(B // group, group, generator=g)
+    adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-6)).reshape(B)
+    return {"input_ids": torch.cat([prompt_ids, responses], 1), "prompts": prompt_ids, "responses": responses,
+            "attention_mask": attention_mask, "position_ids": (attention_mask.cumsum(1) - 1).clamp(min=0),
+            "response_mask": response_mask, "advantages": adv[:, None] * response_mask}
+
+
+def ab_workload(folder: Path, workload: str, prompts: int, group: int, max_new_tokens: int, seed: int) -> tuple:
+    """For the A/B benches of a loss inside another stack (verl_engine_ab.py, openrlhf_actor_ab.py): the dataset's
+    first `prompts` rows under the policy's chat template, each `group` times; response lengths `max_new_tokens`
+    each (fixed) or drawn uniformly from 12..60 tokens (realistic: mean 36, as the realistic workload's responses)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from relate_fast.data import sample_ads
+    from relate_fast.models import prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = [prompt_ids(tok, r.prompt) for r in sample_ads("train", langs=["en"])[:prompts] for _ in range(group)]
+    g = torch.Generator().manual_seed(seed)
+    lengths = ([max_new_tokens] * len(ids) if workload == "fixed" else torch.randint(12, 61, (len(ids),), generator=g).tolist())
+    return ids, lengths
+
+
 def shared_workdir(name: str, given=None) -> Path:
     """A work folder every rank of one torchrun job agrees on (`given` when set). A per-process
     temporary folder would give each rank its own: the ranks would then wait for files, or write

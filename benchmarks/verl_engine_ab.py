@@ -68,26 +68,6 @@ def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: boo
     return engine
 
 
-def grpo_batch(prompts: list, response_lengths: list, vocab: int, group: int, seed: int) -> dict:
-    """Left-padded prompts, right-padded random responses, and per-token advantages from random rewards
-    normalised within each group of `group` responses (GRPO), so that no advantage is 0 by construction."""
-    g = torch.Generator().manual_seed(seed)
-    B, P, R = len(prompts), max(len(p) for p in prompts), max(response_lengths)
-    prompt_ids = torch.zeros(B, P, dtype=torch.long)
-    prompt_mask = torch.zeros(B, P, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        prompt_ids[i, P - len(p):] = torch.tensor(p)
-        prompt_mask[i, P - len(p):] = 1
-    responses = torch.randint(0, vocab, (B, R), generator=g)
-    response_mask = (torch.arange(R)[None] < torch.tensor(response_lengths)[:, None]).long()
-    attention_mask = torch.cat([prompt_mask, response_mask], 1)
-    rewards = torch.randn(B // group, group, generator=g)
-    adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-6)).reshape(B)
-    return {"input_ids": torch.cat([prompt_ids, responses], 1), "prompts": prompt_ids, "responses": responses,
-            "attention_mask": attention_mask, "position_ids": (attention_mask.cumsum(1) - 1).clamp(min=0),
-            "response_mask": response_mask, "advantages": adv[:, None] * response_mask}
-
-
 def engine_batch(tensors: dict, *, remove_padding: bool, fused: bool, token_budget: int):
     """The TensorDict verl's trainer hands the actor (`left_right_2_no_padding` of its DataProto) with the keys its
     TrainingWorker adds before `engine.train_batch`."""
@@ -186,23 +166,6 @@ def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int =
             "tokens": int(tensors["attention_mask"].sum()), "response_tokens": int(tensors["response_mask"].sum())}
 
 
-def _workload(args, folder: Path) -> tuple:
-    """Prompts: the dataset's first rows under the policy's chat template; response lengths: 128 each (fixed) or
-    drawn uniformly from 12..60 tokens (realistic: mean 36, as the realistic workload's responses)."""
-    from transformers import AutoTokenizer
-
-    from benchmarks.bench_vs_trl import prompt_rows
-    from relate_fast.models import prompt_ids
-
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    rows = prompt_rows()[: args.prompts]
-    prompts = [prompt_ids(tok, r.prompt) for r in rows for _ in range(args.group)]
-    g = torch.Generator().manual_seed(args.seed)
-    lengths = ([args.max_new_tokens] * len(prompts) if args.workload == "fixed"
-               else torch.randint(12, 61, (len(prompts),), generator=g).tolist())
-    return prompts, lengths
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", default="1.7b")
@@ -219,12 +182,12 @@ def main(argv=None):
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "verl_engine_ab.json"))
     args = ap.parse_args(argv)
-    from benchmarks.common import provenance, qwen3_folder, shared_workdir, write_json
+    from benchmarks.common import ab_workload, grpo_batch, provenance, qwen3_folder, shared_workdir, write_json
 
     folder = shared_workdir("verl_ab", args.work) / f"qwen3_{args.shape}"
     if not (folder / "config.json").is_file():
         qwen3_folder(folder, args.shape, weights=True)
-    prompts, lengths = _workload(args, folder)
+    prompts, lengths = ab_workload(folder, args.workload, args.prompts, args.group, args.max_new_tokens, args.seed)
     width = max(len(p) for p in prompts) + args.max_new_tokens
     budget = args.micro_batch * width
     init_single_process_group("nccl" if torch.cuda.is_available() else "gloo")

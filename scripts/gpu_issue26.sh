@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # verl beside ours (issue 26), on one lent H200, in one call:
-#   bash scripts/gpu_issue26.sh [tests] [ab] [verl] [ours]
+#   bash scripts/gpu_issue26.sh [tests] [ab] [oab] [verl] [ours]
 #   tests  the integration's tests against the real verl installed there (tests/test_integration_verl_real.py, its
 #          GPU test included: the triton loss in bf16 against verl's vanilla loss; OpenRLHF's skip: not installed)
 #   verl   bench_vs_verl.py --sweep over ONLY_VERL (default: verl_mb80_ckptoff_bypass_fused_rmpad: its fused log-prob
@@ -9,6 +9,8 @@
 #          step ~50 s more, so one verl setting per call; it is stopped 30 s after logging its last step
 #   ab     benchmarks/verl_engine_ab.py for AB_WORKLOADS (fixed realistic): our loss against verl's vanilla inside verl's
 #          own FSDP engine (its fused kernels, packed, flex_attention), one batch, one process: loss, gradients, time, memory
+#   oab    benchmarks/openrlhf_actor_ab.py for AB_WORKLOADS: OpenRLHF 0.11.2's actor step (full logits, its PolicyLoss)
+#          against the drop-in's fused loss on the hidden states, each over its micro-batch sizes; needs openrlhf in .whl
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
@@ -34,6 +36,11 @@ for job in "${jobs[@]}"; do
             --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
           echo "-- ab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
           grep -E "Error|error:" "$OUT/verl_engine_ab_$wl.log" | tail -3; done ;;
+  oab)  for wl in ${AB_WORKLOADS:-fixed realistic}; do  # ours inside OpenRLHF's actor step (its Actor, PolicyLoss)
+          timeout ${AB_TIMEOUT:-240} python3 benchmarks/openrlhf_actor_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${OAB_ARGS:-} \
+            --work /tmp/vs_work --out "$OUT/openrlhf_actor_ab_$wl.json" > "$OUT/openrlhf_actor_ab_$wl.log" 2>&1
+          echo "-- oab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"ratios"\|"agreement"' "$OUT/openrlhf_actor_ab_$wl.log" | head -12
+          grep -E "Error|error:" "$OUT/openrlhf_actor_ab_$wl.log" | tail -3; done ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
         timeout ${VERL_TIMEOUT:-400} python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
           --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" ${VERL_ARGS:-} \

@@ -20,6 +20,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 import verl_cpu_platform
 verl_cpu_platform.install()
 from benchmarks import verl_engine_ab as ab
+from benchmarks.common import grpo_batch
 torch.manual_seed(0)
 cfg = Qwen3Config(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=False)
@@ -29,7 +30,7 @@ engine = ab.build_engine({model!r}, attn="sdpa", remove_padding={rmpad}, fused=F
 g = torch.Generator().manual_seed(3)
 prompts = [torch.randint(0, 300, (int(n),), generator=g).tolist() for n in torch.randint(5, 12, (10,), generator=g)]
 lengths = torch.randint(3, 17, (10,), generator=g).tolist()
-tensors = ab.grpo_batch(prompts, lengths, vocab=300, group=5, seed=1)
+tensors = grpo_batch(prompts, lengths, vocab=300, group=5, seed=1)
 res = ab.run_ab(engine, tensors, repeats=1, remove_padding={rmpad}, fused=False, token_budget=4096)
 print("RESULT" + json.dumps({{"summary": res["summary"], "noise": res["grad_rel_noise"]}}))
 """
