@@ -148,7 +148,7 @@ def main(argv=None):
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--group", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--openrlhf-grid", default="4,8,16,40", help="OpenRLHF's micro-batch sizes (rows)")
+    ap.add_argument("--openrlhf-grid", default="4,8,16,40,80", help="OpenRLHF's micro-batch sizes (rows)")
     ap.add_argument("--ours-grid", default="16,40,80", help="ours' micro-batch sizes (rows)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
