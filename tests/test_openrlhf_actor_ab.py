@@ -35,6 +35,7 @@ print("RESULT" + json.dumps({{"check": check, "sizes": [r["micro_batch"] for r i
 """
 
 
+@pytest.mark.slow
 def test_the_openrlhf_ab_agrees_and_sweeps(tmp_path):
     for name in ("openrlhf", "peft", "deepspeed"):
         if importlib.util.find_spec(name) is None:

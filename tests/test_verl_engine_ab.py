@@ -36,6 +36,7 @@ print("RESULT" + json.dumps({{"summary": res["summary"], "noise": res["grad_rel_
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rmpad", [True, False], ids=["remove_padding", "padded"])
 def test_ours_inside_verls_engine_equals_its_vanilla_loss(tmp_path, rmpad):
     pytest.importorskip("verl")
