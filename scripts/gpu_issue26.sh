@@ -37,7 +37,7 @@ for job in "${jobs[@]}"; do
           echo "-- ab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
           grep -E "Error|error:" "$OUT/verl_engine_ab_$wl.log" | tail -3; done ;;
   oab)  for wl in ${AB_WORKLOADS:-fixed realistic}; do  # ours inside OpenRLHF's actor step (its Actor, PolicyLoss)
-          timeout ${AB_TIMEOUT:-240} python3 benchmarks/openrlhf_actor_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${OAB_ARGS:-} \
+          timeout ${OAB_TIMEOUT:-200} python3 benchmarks/openrlhf_actor_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${OAB_ARGS:-} \
             --work /tmp/vs_work --out "$OUT/openrlhf_actor_ab_$wl.json" > "$OUT/openrlhf_actor_ab_$wl.log" 2>&1
           echo "-- oab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"ratios"\|"agreement"' "$OUT/openrlhf_actor_ab_$wl.log" | head -12
           grep -E "Error|error:" "$OUT/openrlhf_actor_ab_$wl.log" | tail -3; done ;;
