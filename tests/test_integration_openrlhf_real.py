@@ -52,6 +52,21 @@ def test_the_drop_in_equals_openrlhfs_policy_loss(openrlhf_loss, token_level, ep
     assert float(clip) == pytest.approx(float(their_clip), abs=1e-6)
 
 
+@pytest.mark.parametrize("token_level", [True, False])
+def test_the_drop_in_takes_openrlhfs_loss_batch_info(openrlhf_loss, token_level):
+    """OpenRLHF 0.11's actor normalises a micro-batch's loss by the whole optimizer step's token (or sequence)
+    count over all ranks (`loss_batch_info`, its `aggregate_loss`); the drop-in takes the same keywords."""
+    hidden, weight, targets, mask, logp, old, adv = _batch(4)
+    mask[1, 0] = 1
+    info = dict(dp_size=2, batch_num_tokens=float(mask.sum()) * 3.0, global_batch_size=float(mask.shape[0]) * 3.0)
+    ours, _ = FusedPolicyLoss(0.2, 0.28, token_level_loss=token_level)(hidden, weight, targets, old, adv, mask, **info)
+    theirs, *_ = openrlhf_loss.PolicyLoss(0.2, 0.28, token_level_loss=token_level)(
+        logp, old, adv[:, None].expand_as(logp), mask, **info)
+    torch.testing.assert_close(ours.double(), theirs.double(), rtol=1e-5, atol=1e-6)
+    local, *_ = openrlhf_loss.PolicyLoss(0.2, 0.28, token_level_loss=token_level)(logp, old, adv[:, None].expand_as(logp), mask)
+    assert float(theirs) == pytest.approx(float(local) * 2 / 3, rel=1e-5)  # the keywords change the loss
+
+
 def test_openrlhfs_dual_clip_is_theirs_alone(openrlhf_loss):
     """OpenRLHF's optional dual clip bounds negative-advantage losses; RELATE's eq. 6 has none: the drop-in
     equals PolicyLoss without it, and differs from it with it once ratios pass the bound."""

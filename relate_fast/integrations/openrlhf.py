@@ -14,7 +14,9 @@ replaces both with one call on the last hidden states:
                                advantages, action_mask, token_rewards=r_tok)       # r_tok: RELATE's [B, T] rewards
 
 ``token_level_loss=True`` is OpenRLHF's token mean over the batch (our ``dapo`` with the batch's
-token count); ``False`` is its mean over sequences of per-sequence means (our ``grpo``). With
+token count); ``False`` is its mean over sequences of per-sequence means (our ``grpo``). OpenRLHF 0.11's actor
+passes ``**loss_batch_info`` (the optimizer step's token or sequence count over all ranks) to its loss: pass the
+same dictionary here. With
 ``beta`` > 0 and ``ref_log_probs`` the k3 KL is added inside the loss (OpenRLHF adds its KL to the
 reward or the loss elsewhere; leave ``beta`` = 0 to keep OpenRLHF's own handling).
 """
@@ -39,15 +41,21 @@ class FusedPolicyLoss(nn.Module):
 
     def forward(self, hidden: torch.Tensor, weight: torch.Tensor, actions: torch.Tensor,
                 old_log_probs: torch.Tensor, advantages: torch.Tensor, action_mask: Optional[torch.Tensor] = None,
-                *, token_rewards: Optional[torch.Tensor] = None, ref_log_probs: Optional[torch.Tensor] = None):
-        """Returns (loss, clip_ratio) like OpenRLHF's PolicyLoss; advantages [B] or [B, T]."""
+                *, token_rewards: Optional[torch.Tensor] = None, ref_log_probs: Optional[torch.Tensor] = None,
+                dp_size: int = 1, batch_num_tokens=None, global_batch_size=None):
+        """Returns (loss, clip_ratio) like OpenRLHF's PolicyLoss; advantages [B] or [B, T]. `dp_size`,
+        `batch_num_tokens` and `global_batch_size` are OpenRLHF's `loss_batch_info` (its `aggregate_loss`): the
+        token or sequence count of the whole optimizer step over all ranks, so that a micro-batch's loss is its
+        share of the step's mean; left out, the mean is over this micro-batch, as PolicyLoss's is then."""
         mask = torch.ones_like(actions, dtype=torch.float32) if action_mask is None else action_mask
         kw = dict(token_rewards=token_rewards, alpha=self.alpha, old_logprobs=old_log_probs,
                   ref_logprobs=ref_log_probs if self.beta else None, beta=self.beta, eps_low=self.clip_eps_low,
                   eps_high=self.clip_eps_high, temperature=self.temperature)
         if self.token_level_loss:
-            loss, m = fused_grpo_loss(hidden, weight, actions, mask, advantages, loss_type="dapo",
-                                      num_items=mask.sum().clamp(min=1), **kw)
+            n = mask.sum().clamp(min=1) if batch_num_tokens is None else torch.as_tensor(batch_num_tokens) / dp_size
+            loss, m = fused_grpo_loss(hidden, weight, actions, mask, advantages, loss_type="dapo", num_items=n, **kw)
         else:
             loss, m = fused_grpo_loss(hidden, weight, actions, mask, advantages, loss_type="grpo", **kw)
+            if global_batch_size is not None:  # the rows' sum of means over the step's sequences, as theirs
+                loss = loss * (actions.shape[0] * dp_size / torch.as_tensor(global_batch_size, device=loss.device))
         return loss, m["clip_ratio"]
