@@ -182,6 +182,29 @@ def ab_workload(folder: Path, workload: str, prompts: int, group: int, max_new_t
     return ids, lengths
 
 
+def ab_arguments(ap, out_name: str, root: Path) -> None:
+    """The arguments the A/B benches share: the policy's shape, the workload and the batch."""
+    ap.add_argument("--shape", default="1.7b")
+    ap.add_argument("--workload", default="fixed", choices=("fixed", "realistic"))
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--group", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--out", default=str(root / "benchmarks" / "out" / out_name))
+
+
+def ab_policy(args) -> tuple:
+    """The A/B benches' Qwen3 folder (random weights, written once per work folder) and their batch's prompts and
+    response lengths."""
+    folder = shared_workdir("verl_ab", args.work) / f"qwen3_{args.shape}"
+    if not (folder / "config.json").is_file():
+        qwen3_folder(folder, args.shape, weights=True)
+    prompts, lengths = ab_workload(folder, args.workload, args.prompts, args.group, args.max_new_tokens, args.seed)
+    return folder, prompts, lengths
+
+
 def shared_workdir(name: str, given=None) -> Path:
     """A work folder every rank of one torchrun job agrees on (`given` when set). A per-process
     temporary folder would give each rank its own: the ranks would then wait for files, or write

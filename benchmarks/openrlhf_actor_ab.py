@@ -143,24 +143,13 @@ def sweep(actor, tensors: dict, grids: dict, repeats: int = 3) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shape", default="1.7b")
-    ap.add_argument("--workload", default="fixed", choices=("fixed", "realistic"))
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--group", type=int, default=5)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--openrlhf-grid", default="4,8,16,40,80", help="OpenRLHF's micro-batch sizes (rows)")
     ap.add_argument("--ours-grid", default="16,40,80", help="ours' micro-batch sizes (rows)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default=None)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "openrlhf_actor_ab.json"))
-    args = ap.parse_args(argv)
-    from benchmarks.common import ab_workload, grpo_batch, provenance, qwen3_folder, shared_workdir, write_json
+    from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
 
-    folder = shared_workdir("verl_ab", args.work) / f"qwen3_{args.shape}"
-    if not (folder / "config.json").is_file():
-        qwen3_folder(folder, args.shape, weights=True)
-    prompts, lengths = ab_workload(folder, args.workload, args.prompts, args.group, args.max_new_tokens, args.seed)
+    ab_arguments(ap, "openrlhf_actor_ab.json", ROOT)
+    args = ap.parse_args(argv)
+    folder, prompts, lengths = ab_policy(args)
     actor = load_actor(folder)
     device = next(actor.parameters()).device
     tensors = {k: v.to(device) for k, v in grpo_batch(prompts, lengths, vocab=151_936, group=args.group,

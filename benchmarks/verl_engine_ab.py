@@ -168,26 +168,15 @@ def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int =
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shape", default="1.7b")
-    ap.add_argument("--workload", default="fixed", choices=("fixed", "realistic"))
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--group", type=int, default=5)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--micro-batch", type=int, default=80, help="token budget per micro-batch, in rows of the widest row")
     ap.add_argument("--remove-padding", default="on", choices=("on", "off"))
     ap.add_argument("--fused", default="on", choices=("on", "off"), help="verl's fused log-prob kernels (triton)")
     ap.add_argument("--attn", default="flex_attention", help="the attention verl's model gets (no flash-attn there)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default=None)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "verl_engine_ab.json"))
-    args = ap.parse_args(argv)
-    from benchmarks.common import ab_workload, grpo_batch, provenance, qwen3_folder, shared_workdir, write_json
+    from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
 
-    folder = shared_workdir("verl_ab", args.work) / f"qwen3_{args.shape}"
-    if not (folder / "config.json").is_file():
-        qwen3_folder(folder, args.shape, weights=True)
-    prompts, lengths = ab_workload(folder, args.workload, args.prompts, args.group, args.max_new_tokens, args.seed)
+    ab_arguments(ap, "verl_engine_ab.json", ROOT)
+    args = ap.parse_args(argv)
+    folder, prompts, lengths = ab_policy(args)
     width = max(len(p) for p in prompts) + args.max_new_tokens
     budget = args.micro_batch * width
     init_single_process_group("nccl" if torch.cuda.is_available() else "gloo")
