@@ -47,7 +47,7 @@ def init_single_process_group(backend: str) -> None:
 
 
 def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: bool, token_budget: int,
-                 strategy: str = "fsdp"):
+                 strategy: str = "fsdp", fused_backend: str = "triton"):
     """verl's FSDP engine for the causal LM at `model_dir`, as its actor builds it for these settings; lr 0."""
     import verl.models.transformers.monkey_patch as monkey_patch
     from verl.trainer.config import CheckpointConfig
@@ -57,7 +57,7 @@ def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: boo
     monkey_patch.is_trl_available = lambda: False
     model_config = HFModelConfig(path=str(model_dir), load_tokenizer=False, use_remove_padding=remove_padding,
                                  use_fused_kernels=fused, override_config={"attn_implementation": attn},
-                                 fused_kernel_options={"impl_backend": "triton"} if fused else {})
+                                 fused_kernel_options={"impl_backend": fused_backend} if fused else {})
     model_config.model_type = "language_model"
     engine_config = FSDPEngineConfig(forward_only=False, strategy=strategy, use_dynamic_bsz=True,
                                      use_remove_padding=remove_padding, use_fused_kernels=fused,

@@ -34,7 +34,12 @@ for job in "${jobs[@]}"; do
   ab)   for wl in ${AB_WORKLOADS:-fixed realistic}; do  # ours inside verl's own engine, no Ray, no vLLM (~2 min each)
           timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${AB_ARGS:-} \
             --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
-          echo "-- ab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
+          rc=$?; echo "-- ab $wl rc=$rc in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
+          if [ $rc != 0 ] && [ $rc != 124 ]; then  # verl's fused kernels untried in this harness on the GPU: without them
+            grep -E "Error|error:" "$OUT/verl_engine_ab_$wl.log" | tail -3
+            timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl --fused off \
+              ${AB_ARGS:-} --work /tmp/vs_work --out "$OUT/verl_engine_ab_${wl}_unfused.json" > "$OUT/verl_engine_ab_${wl}_unfused.log" 2>&1
+            echo "-- ab $wl unfused rc=$? in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_${wl}_unfused.log"; fi
           grep -E "Error|error:" "$OUT/verl_engine_ab_$wl.log" | tail -3; done ;;
   oab)  for wl in ${AB_WORKLOADS:-fixed realistic}; do  # ours inside OpenRLHF's actor step (its Actor, PolicyLoss)
           timeout ${OAB_TIMEOUT:-200} python3 benchmarks/openrlhf_actor_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${OAB_ARGS:-} \
