@@ -478,6 +478,79 @@ def vs_verl_fixed() -> str:
     return "\n".join(lines)
 
 
+def vs_verl_table(d: dict) -> str:
+    """A bench_vs_verl.py combined JSON (`--combine-dir DIR --ours JSON`): verl's grid, ours at its setting, the
+    ratios against verl's best of what ran, and ours inside verl beside verl's own loss at the same settings."""
+    lines = ["| side | setting | tokens/s | step | generation | update (all but generation) | of which the actor's "
+             "update | weight sync | actor peak GiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["grid"]["verl"]:
+        where = f"{r['micro_batch']} rows' tokens, ckpt {r['ckpt']}, {r['speed']}, {r.get('loss', 'vanilla')} loss, " + (
+            "packed (flex_attention)" if r["remove_padding"] == "on" else "padded (SDPA)") + f", vLLM {r['vllm_mode']}"
+        if "error" in r:
+            lines.append(_row(["verl 0.9.1", where, r["error"], "", "", "", "", "", ""]))
+            continue
+        st = r["stages_s"]
+        lines.append(_row(["verl 0.9.1", where, f"{r['tokens_per_second']:,.0f}", f"{r['step_s']:.2f} s",
+                           f"{r['generation_s']:.2f} s", f"{r['update_s']:.2f} s", f"{st.get('update_actor', 0):.2f} s",
+                           f"{st.get('update_weights', 0):.2f} s", f"{r['peak_mem_gib']:.1f}"]))
+    ours = d["best"].get("ours")
+    if ours:
+        lines.append(_row(["relate_fast", f"{ours['micro_batch_tokens']:,} tokens, ckpt {ours.get('ckpt', 'off')}, packed, "
+                           f"vLLM {ours.get('vllm_mode', 'awake')}", f"{ours['tokens_per_second']:,.0f}",
+                           f"{ours['step_s']:.2f} s", f"{ours['generation_s']:.2f} s", f"{ours['update_s']:.2f} s",
+                           f"{ours['stages_s']['update']:.2f} s", f"{ours['stages_s']['weight_push']:.3f} s",
+                           f"{ours['peak_mem_gib']:.1f} (vLLM's pool included)"]))
+    if d.get("ratios"):
+        r = d["ratios"]
+        lines += ["", "| ours against verl's best of what ran | ratio |", "|---|---|",
+                  _row(["end to end (tokens/s)", f"**{r['end_to_end_tokens_per_second']:.2f}×**"]),
+                  _row(["update (all but generation)", f"{r['update_speedup']:.2f}×"]),
+                  _row(["update, each side's fastest of the grid", f"{r['best_update_speedup']:.2f}×"]),
+                  _row(["generation", f"{r['generation_speedup']:.2f}×"])]
+    for pair in d.get("ours_inside_verl", []):
+        lines.append(_row([f"ours inside verl ({pair['setting']}): update time / verl's own loss",
+                           f"{pair['update_s_ratio']:.2f}×"]))
+    return "\n".join(lines)
+
+
+def verl_engine_ab_table(d: dict) -> str:
+    """benchmarks/verl_engine_ab.py: verl's engine with its vanilla loss and with ours, same batch and weights."""
+    lines = ["| loss in verl's engine | update (median) | peak GiB | loss | grad norm | gradient distance to vanilla |",
+             "|---|---|---|---|---|---|"]
+    for mode, s in d["summary"].items():
+        peak = f"{s['peak_gib_max']:.1f}" if s["peak_gib_max"] else ""
+        lines.append(_row([mode, f"{s['update_s_median']:.3f} s", peak, f"{s['loss_first']:.6f}",
+                           f"{s['grad_norm_first']:.4f}", f"{s['grad_rel_diff_to_first_mode']:.2e}"]))
+    r = d["relate_over_vanilla"]
+    lines += ["", "| ours / verl's vanilla | ratio |", "|---|---|", _row(["update time", f"{r['update_s']:.3f}×"]),
+              _row(["peak memory", f"{r['peak']:.3f}×" if r["peak"] else "not read"]),
+              _row(["gradient noise floor (vanilla against vanilla)", f"{d['grad_rel_noise']:.2e}"])]
+    return "\n".join(lines)
+
+
+def openrlhf_actor_ab_table(d: dict) -> str:
+    """benchmarks/openrlhf_actor_ab.py: OpenRLHF's actor step against the drop-in, each over its micro-batch sizes."""
+    lines = ["| side | micro-batch (rows) | forward + backward over the batch | peak GiB |", "|---|---|---|---|"]
+    for side, label in (("openrlhf", "OpenRLHF 0.11.2 (Actor + PolicyLoss)"), ("ours", "drop-in (FusedPolicyLoss)")):
+        best = d["best"][side]
+        for r in d["grid"][side]:
+            if "error" in r:
+                lines.append(_row([label, str(r["micro_batch"]), r["error"], ""]))
+                continue
+            mark = "**" if best and r["micro_batch"] == best["micro_batch"] else ""
+            lines.append(_row([label, str(r["micro_batch"]), f"{mark}{r['seconds']:.3f} s{mark}",
+                               f"{r['peak_gib']:.1f}" if r["peak_gib"] else ""]))
+    a = d["agreement"]
+    lines += ["", "| best against best, and the agreement check | value |", "|---|---|"]
+    if d.get("ratios"):
+        lines += [_row(["speed, OpenRLHF's time / ours", f"**{d['ratios']['speedup']:.2f}×**"]),
+                  _row(["peak memory, ours / OpenRLHF's", f"{d['ratios']['peak']:.2f}×" if d["ratios"]["peak"] else ""])]
+    lines += [_row([f"first micro-batch's loss at {a['micro_batch']} rows, OpenRLHF / ours",
+                    f"{a['openrlhf_loss']:.6f} / {a['ours_loss']:.6f}"]),
+              _row(["gradients' relative distance", f"{a['grad_rel_diff']:.2e}"])]
+    return "\n".join(lines)
+
+
 def judge_h200() -> str:
     """reward.judge_engine vllm on one H200: 3 GRPO steps (1.7B-shaped policy, 0.6B-shaped random judge), the
     per-step stages from metrics.jsonl of the run without a judge and of the run with it."""

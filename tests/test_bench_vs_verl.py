@@ -189,3 +189,21 @@ def test_verls_fused_kernels_are_swept_packed_only_and_refused_padded(tmp_path, 
     assert ran == ["verl_mb80_ckptoff_bypass", "verl_mb80_ckptoff_bypass_rmpad", "verl_mb80_ckptoff_bypass_fused_rmpad"]
     with pytest.raises(SystemExit, match="needs --remove-padding on"):
         bv.main(["--side", "verl", "--verl-speed", "bypass_fused", "--remove-padding", "off", "--work", str(tmp_path)])
+
+
+def test_the_tables_of_the_ab_benches_render_what_the_benches_write():
+    """benchmarks/results_tables.py's tables for verl_engine_ab.py and openrlhf_actor_ab.py, on results shaped as
+    the benches write them (run_ab's summary, sweep's grid and best, agreement)."""
+    import benchmarks.results_tables as rt
+
+    s = {"update_s_median": 0.5, "peak_gib_max": 40.0, "loss_first": 0.1, "grad_norm_first": 1.5,
+         "grad_rel_diff_to_first_mode": 0.0}
+    verl = rt.verl_engine_ab_table({"summary": {"vanilla": s, "relate": dict(s, update_s_median=0.49)},
+                                    "relate_over_vanilla": {"update_s": 0.98, "peak": 1.0}, "grad_rel_noise": 1e-4})
+    assert "| relate | 0.490 s | 40.0 |" in verl and "0.980×" in verl
+    grid = {"openrlhf": [{"micro_batch": 8, "seconds": 2.0, "peak_gib": 50.0}, {"micro_batch": 80, "error": "out of memory"}],
+            "ours": [{"micro_batch": 80, "seconds": 1.0, "peak_gib": 20.0}]}
+    orl = rt.openrlhf_actor_ab_table({"grid": grid, "best": {"openrlhf": grid["openrlhf"][0], "ours": grid["ours"][0]},
+                                      "ratios": {"speedup": 2.0, "peak": 0.4},
+                                      "agreement": {"micro_batch": 8, "openrlhf_loss": 0.1, "ours_loss": 0.1, "grad_rel_diff": 1e-3}})
+    assert "| OpenRLHF 0.11.2 (Actor + PolicyLoss) | 80 | out of memory |  |" in orl and "**2.00×**" in orl
