@@ -191,8 +191,20 @@ def ab_arguments(ap, out_name: str, root: Path) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--old-noise", type=float, default=0.1,
+                    help="noise added to the on-policy old log-probs, so that ratios differ from 1 and some clip (with "
+                         "equal lengths the on-policy loss of group-normalised advantages is 0 whatever the code)")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=str(root / "benchmarks" / "out" / out_name))
+
+
+def perturbed(old_log_probs, mask, scale: float, seed: int):
+    """`old_log_probs` + N(0, scale) on the response tokens (a fixed seed)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 1)
+    noise = torch.randn(old_log_probs.shape, generator=g).to(old_log_probs.device) * scale
+    return old_log_probs + noise * mask.to(old_log_probs.dtype)
 
 
 def ab_policy(args) -> tuple:

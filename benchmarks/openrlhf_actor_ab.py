@@ -154,7 +154,9 @@ def main(argv=None):
     device = next(actor.parameters()).device
     tensors = {k: v.to(device) for k, v in grpo_batch(prompts, lengths, vocab=151_936, group=args.group,
                                                       seed=args.seed).items()}
-    tensors["old_log_probs"] = old_log_probs(actor, tensors)
+    from benchmarks.common import perturbed
+
+    tensors["old_log_probs"] = perturbed(old_log_probs(actor, tensors), tensors["response_mask"], args.old_noise, args.seed)
     grids = {"openrlhf": [int(x) for x in args.openrlhf_grid.split(",")], "ours": [int(x) for x in args.ours_grid.split(",")]}
     check = agreement(actor, tensors, micro=grids["openrlhf"][0])
     result = dict(sweep(actor, tensors, grids, repeats=args.repeats), agreement=check)

@@ -7,7 +7,8 @@ advantage 0 (the losses are then 0 whatever the code: NOTES_verl.md). Here verl 
 (`FSDPEngineWithLMHead`, what its trainer's actor runs) is built alone, and its `train_batch` — forward,
 `verl.workers.utils.losses.ppo_loss`, backward, optimizer step — runs on one batch of GRPO-shaped data with
 advantages that are not 0 (random group rewards, normalised per group), alternately with the loss mode
-"vanilla" and "relate". The learning rate is 0, so every call starts from the same weights: the losses and the
+"vanilla" and "relate" (the old log-probs: the engine's own, plus `--old-noise` so that ratios differ from 1).
+The learning rate is 0, so every call starts from the same weights: the losses and the
 gradients of the two modes must agree up to rounding, and vanilla against vanilla gives the noise floor.
 
     python benchmarks/verl_engine_ab.py --shape 1.7b --workload realistic --out ab.json    # on the GPU machine
@@ -139,14 +140,17 @@ def old_log_probs(engine, tensors: dict, *, remove_padding: bool, fused: bool, t
 
 
 def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int = 3, remove_padding: bool = True,
-           fused: bool = False, token_budget: int = 4096) -> dict:
+           fused: bool = False, token_budget: int = 4096, old_noise: float = 0.0, seed: int = 0) -> dict:
     """A warm-up call per mode (its gradients kept), then `repeats` rounds alternating the modes (timed); the
     gradients' relative distance of each mode's to the first's, and of the first mode's two calls (noise)."""
     from relate_fast.integrations.verl import register
 
     register()
     kw = dict(remove_padding=remove_padding, fused=fused, token_budget=token_budget)
-    tensors = dict(tensors, old_log_probs=old_log_probs(engine, tensors, **kw))
+    from benchmarks.common import perturbed
+
+    old = perturbed(old_log_probs(engine, tensors, **kw), tensors["response_mask"], old_noise, seed)
+    tensors = dict(tensors, old_log_probs=old)
     runs = {m: [] for m in modes}
     grads = {}
     for m in modes:  # warm-up: compiles, allocator; its gradient for the comparison
@@ -172,6 +176,7 @@ def main(argv=None):
     ap.add_argument("--remove-padding", default="on", choices=("on", "off"))
     ap.add_argument("--fused", default="on", choices=("on", "off"), help="verl's fused log-prob kernels (triton)")
     ap.add_argument("--attn", default="flex_attention", help="the attention verl's model gets (no flash-attn there)")
+    ap.add_argument("--strategy", default="fsdp", help="verl's FSDP strategy (its actor's default: fsdp)")
     from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
 
     ab_arguments(ap, "verl_engine_ab.json", ROOT)
@@ -181,9 +186,10 @@ def main(argv=None):
     budget = args.micro_batch * width
     init_single_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rp, fused = args.remove_padding == "on", args.fused == "on"
-    engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget)
+    engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy)
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
-    result = run_ab(engine, tensors, repeats=args.repeats, remove_padding=rp, fused=fused, token_budget=budget)
+    result = run_ab(engine, tensors, repeats=args.repeats, remove_padding=rp, fused=fused, token_budget=budget,
+                    old_noise=args.old_noise, seed=args.seed)
     result["settings"] = dict(vars(args), token_budget=budget, verl_strategy=engine.engine_config.strategy)
     result["info"] = provenance()
     s = result["summary"]
