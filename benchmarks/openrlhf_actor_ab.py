@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import cuda_sync, flat_grads  # noqa: E402
+
 
 def load_actor(folder: Path, dtype=torch.bfloat16, attn: str = "sdpa"):
     """OpenRLHF's Actor around the model (a model object: OpenRLHF loads a path in bf16 or fp16 only); without
@@ -85,25 +87,16 @@ def old_log_probs(actor, tensors: dict, rows: int = 8) -> torch.Tensor:
     return torch.cat(parts).float()
 
 
-def _sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def one_pass(actor, tensors: dict, side, micro: int) -> tuple:
     """Forward and backward over the batch in micro-batches of `micro` rows: (seconds, first micro-batch's loss)."""
     B = tensors["input_ids"].shape[0]
     n = -(-B // micro)
     actor.zero_grad(set_to_none=True)
-    _sync()
+    cuda_sync()
     t = time.perf_counter()
     losses = [side(actor, _rows(tensors, i, i + micro), 1.0 / n) for i in range(0, B, micro)]
-    _sync()
+    cuda_sync()
     return time.perf_counter() - t, losses[0]
-
-
-def _grads(actor) -> torch.Tensor:
-    return torch.cat([p.grad.detach().float().reshape(-1) for p in actor.parameters() if p.grad is not None])
 
 
 def agreement(actor, tensors: dict, micro: int) -> dict:
@@ -112,7 +105,7 @@ def agreement(actor, tensors: dict, micro: int) -> dict:
     res, grads = {}, {}
     for name, side in (("openrlhf", theirs), ("ours", ours)):
         res[f"{name}_loss"] = one_pass(actor, tensors, side, micro)[1]
-        grads[name] = _grads(actor).cpu()
+        grads[name] = flat_grads(actor.parameters()).cpu()
     actor.zero_grad(set_to_none=True)
     ref = grads["openrlhf"]
     return dict(res, micro_batch=micro, grad_rel_diff=float((grads["ours"] - ref).norm() / ref.norm()))

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import cuda_sync, flat_grads  # noqa: E402
+
 
 def init_single_process_group(backend: str) -> None:
     """World size 1, as verl's engine asks for a process group even on one device."""
@@ -85,27 +87,12 @@ def engine_batch(tensors: dict, *, remove_padding: bool, fused: bool, token_budg
     return td
 
 
-def _sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def _metric(v) -> float:
     """verl 0.9.1 returns its loss metrics as `Metric` objects (values over micro-batches, aggregated)."""
     if hasattr(v, "values"):
         vals = [float(x) for x in v.values]
         return sum(vals) if str(getattr(v, "aggregation", "")).lower().endswith("sum") else statistics.mean(vals)
     return float(v)
-
-
-def _flat_grads(engine) -> torch.Tensor:
-    grads = []
-    for p in engine.module.parameters():
-        g = p.grad
-        if g is not None:
-            g = g.to_local() if hasattr(g, "to_local") else g
-            grads.append(g.detach().float().reshape(-1))
-    return torch.cat(grads)
 
 
 def update_once(engine, tensors: dict, mode: str, *, remove_padding: bool, fused: bool, token_budget: int) -> dict:
@@ -120,11 +107,11 @@ def update_once(engine, tensors: dict, mode: str, *, remove_padding: bool, fused
     td = engine_batch(tensors, remove_padding=remove_padding, fused=fused, token_budget=token_budget)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    _sync()
+    cuda_sync()
     t = time.perf_counter()
     with engine.train_mode(zero_grad_on_exit=False):  # the gradients stay for the comparison (verl zeroes them first)
         out = engine.train_batch(td, loss_function=partial(ppo_loss, config=config))
-    _sync()
+    cuda_sync()
     seconds = time.perf_counter() - t
     return {"update_s": seconds, "loss": _metric(out["metrics"]["actor/pg_loss"]), "grad_norm": float(out["metrics"]["grad_norm"]),
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
@@ -155,9 +142,9 @@ def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int =
     grads = {}
     for m in modes:  # warm-up: compiles, allocator; its gradient for the comparison
         runs[m].append(dict(update_once(engine, tensors, m, **kw), warmup=True))
-        grads[m] = _flat_grads(engine)
+        grads[m] = flat_grads(engine.module.parameters())
     update_once(engine, tensors, modes[0], **kw)
-    noise = float((_flat_grads(engine) - grads[modes[0]]).norm() / grads[modes[0]].norm())
+    noise = float((flat_grads(engine.module.parameters()) - grads[modes[0]]).norm() / grads[modes[0]].norm())
     for _ in range(repeats):
         for m in modes:
             runs[m].append(dict(update_once(engine, tensors, m, **kw), warmup=False))

@@ -52,7 +52,8 @@ class FusedPolicyLoss(nn.Module):
                   ref_logprobs=ref_log_probs if self.beta else None, beta=self.beta, eps_low=self.clip_eps_low,
                   eps_high=self.clip_eps_high, temperature=self.temperature)
         if self.token_level_loss:
-            n = mask.sum().clamp(min=1) if batch_num_tokens is None else torch.as_tensor(batch_num_tokens) / dp_size
+            n = (mask.sum().clamp(min=1) if batch_num_tokens is None
+                 else torch.as_tensor(batch_num_tokens, device=hidden.device) / dp_size)
             loss, m = fused_grpo_loss(hidden, weight, actions, mask, advantages, loss_type="dapo", num_items=n, **kw)
         else:
             loss, m = fused_grpo_loss(hidden, weight, actions, mask, advantages, loss_type="grpo", **kw)
