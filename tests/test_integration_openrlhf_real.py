@@ -118,9 +118,10 @@ for token_level in (True, False):
     theirs.backward()
     their_grads = [p.grad.clone() for p in actor.parameters()]
     actor.zero_grad()
-    # the recipe of relate_fast/integrations/openrlhf.py as written (the trunk's own position ids, counted from
-    # the left padding: RoPE sees only differences of positions, so they give what the actor's give)
-    hidden = actor.model.model(input_ids=seqs, attention_mask=attention_mask).last_hidden_state[:, -A - 1:-1]
+    # the recipe of relate_fast/integrations/openrlhf.py as written (the actor's position ids)
+    pos = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+    hidden = actor.model.model(input_ids=seqs, attention_mask=attention_mask,
+                               position_ids=pos).last_hidden_state[:, -A - 1:-1]
     ours, our_clip = FusedPolicyLoss(0.2, 0.28, token_level_loss=token_level)(
         hidden, actor.model.lm_head.weight, seqs[:, -A:], old, adv, action_mask.float())
     ours.backward()

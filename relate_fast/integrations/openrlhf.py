@@ -8,12 +8,15 @@ replaces both with one call on the last hidden states:
 
     loss_fn = FusedPolicyLoss(clip_eps_low=0.2, clip_eps_high=0.28, token_level_loss=True)
     # in the actor's training step, instead of  log_probs = actor(seqs, ...); loss = actor_loss_fn(...):
-    out = actor.model.model(input_ids=seqs, attention_mask=attention_mask)        # the HF trunk
+    pos = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)   # Actor.forward's positions
+    out = actor.model.model(input_ids=seqs, attention_mask=attention_mask, position_ids=pos)   # the HF trunk
     hidden = out.last_hidden_state[:, -num_actions - 1:-1]                         # states that predict the actions
     loss, clip_ratio = loss_fn(hidden, actor.model.lm_head.weight, seqs[:, -num_actions:], old_log_probs,
                                advantages, action_mask, token_rewards=r_tok)       # r_tok: RELATE's [B, T] rewards
 
-``token_level_loss=True`` is OpenRLHF's token mean over the batch (our ``dapo`` with the batch's
+Give the trunk the position ids OpenRLHF's ``Actor.forward`` gives it (counted from each row's first token):
+RoPE sees only differences of positions, but in bf16 shifted positions round differently, and through 28 layers
+that moved a near-on-policy loss by 20 % on an H200 (benchmarks/NOTES_verl.md). ``token_level_loss=True`` is OpenRLHF's token mean over the batch (our ``dapo`` with the batch's
 token count); ``False`` is its mean over sequences of per-sequence means (our ``grpo``). OpenRLHF 0.11's actor
 passes ``**loss_batch_info`` (the optimizer step's token or sequence count over all ranks) to its loss: pass the
 same dictionary here. With
