@@ -506,9 +506,19 @@ def verl_engine_ab_table(d: dict) -> str:
         lines.append(_row([mode, f"{s['update_s_median']:.3f} s", peak, f"{s['loss_first']:.6f}",
                            f"{s['grad_norm_first']:.4f}", f"{s['grad_rel_diff_to_first_mode']:.2e}"]))
     r = d["relate_over_vanilla"]
+    st = d["settings"]
+    ckpt = st.get("ckpt", "on (verl's default: the harness did not set it then)")
     lines += ["", "| ours / verl's vanilla | ratio |", "|---|---|", _row(["update time", f"{r['update_s']:.3f}×"]),
               _row(["peak memory", f"{r['peak']:.3f}×" if r["peak"] else "not read"]),
-              _row(["gradient noise floor (vanilla against vanilla)", f"{d['grad_rel_noise']:.2e}"])]
+              _row(["gradient noise floor (vanilla against vanilla)", f"{d['grad_rel_noise']:.2e}"]),
+              _row(["verl's settings", f"{st['micro_batch']} rows' tokens ({st['token_budget']:,}) per micro-batch, "
+                    f"remove padding {st['remove_padding']}, fused kernels {st['fused']}, {st['attn']}, "
+                    f"{st.get('verl_strategy', st.get('strategy'))}, checkpointing {ckpt}; {d['tokens']:,} tokens"])]
+    if d.get("budget_grid"):
+        lines += ["", "| verl's own loss, token budget per micro-batch | update (median) | peak GiB |", "|---|---|---|"]
+        for g in d["budget_grid"]:
+            lines.append(_row([f"{g['micro_batch']} rows ({g['token_budget']:,} tokens)",
+                               g.get("error") or f"{g['update_s']:.3f} s", f"{g['peak_gib']:.1f}" if g.get("peak_gib") else ""]))
     return "\n".join(lines)
 
 
@@ -532,7 +542,25 @@ def openrlhf_actor_ab_table(d: dict) -> str:
     lines += [_row([f"first micro-batch's loss at {a['micro_batch']} rows, OpenRLHF / ours",
                     f"{a['openrlhf_loss']:.6f} / {a['ours_loss']:.6f}"]),
               _row(["gradients' relative distance", f"{a['grad_rel_diff']:.2e}"])]
+    if "fp32_loss" in a:  # each side against OpenRLHF's step on the fp32 weights
+        lines += [_row(["the same on fp32 weights (the exact step): loss", f"{a['fp32_loss']:.6f}"]),
+                  _row(["loss error to it, OpenRLHF / ours",
+                        f"{a['openrlhf_loss_rel_err_to_fp32']:.2e} / {a['ours_loss_rel_err_to_fp32']:.2e}"]),
+                  _row(["gradient distance to it, OpenRLHF / ours",
+                        f"{a['openrlhf_grad_dist_to_fp32']:.2e} / {a['ours_grad_dist_to_fp32']:.2e}"])]
     return "\n".join(lines)
+
+
+def vs_verl_fixed_43dfae5() -> str:
+    return vs_verl_table(_load("vs_verl_h200_1.7b_fixed_43dfae5.json"))
+
+
+def verl_engine_ab_fixed_43dfae5() -> str:
+    return verl_engine_ab_table(_load("verl_engine_ab_h200_1.7b_fixed_43dfae5.json"))
+
+
+def openrlhf_actor_ab_fixed_43dfae5() -> str:
+    return openrlhf_actor_ab_table(_load("openrlhf_actor_ab_h200_1.7b_fixed_43dfae5.json"))
 
 
 def judge_h200() -> str:
@@ -694,6 +722,13 @@ def readme_numbers() -> str:
     rf, rr = fixed["ratios"], real["ratios"]
     f4 = _load("vs_trl_h200_4b_fixed_d5424fc.json")["ratios"]  # TRL's best 4B setting (80, ckpt, liger)
     r4 = _load("vs_trl_h200_4b_realistic_dd37cae.json")["ratios"]
+    vv = _load("vs_verl_h200_1.7b_fixed_43dfae5.json")["ratios"]
+    steps = (RESULTS / "vs_verl_h200_1.7b_fixed_43dfae5" / "verl_mb80_ckptoff_bypass_fused_rmpad_console_steps.txt").read_text()
+    fastest = max(float(t) / float(s) for t, s in re.findall(r"perf/total_num_tokens:([0-9.]+) - perf/time_per_step:([0-9.]+)", steps))
+    vfast = _load("vs_verl_h200_1.7b_fixed_43dfae5.json")["best"]["ours"]["tokens_per_second"] / fastest
+    oab = _load("openrlhf_actor_ab_h200_1.7b_fixed_43dfae5.json")
+    oa, og = oab["ratios"], {r["micro_batch"]: r for r in oab["grid"]["openrlhf"]}
+    eq = [r["peak_gib"] / og[r["micro_batch"]]["peak_gib"] for r in oab["grid"]["ours"] if r["micro_batch"] in og]
     lines = ["| part | measured | where |", "|---|---|---|",
              _row(["a GRPO step against TRL 1.16, each side at its best (one H200, Qwen3-1.7B shape; 4B)",
                    f"**{rf['end_to_end_tokens_per_second']:.2f}×** TRL's tokens/s with 128-token responses, "
@@ -701,6 +736,13 @@ def readme_numbers() -> str:
                    f"{rf['peak_mem']:.2f}× and {rr['peak_mem']:.2f}× TRL's; at the 4B shape "
                    f"**{f4['end_to_end_tokens_per_second']:.2f}×** and **{r4['end_to_end_tokens_per_second']:.2f}×**",
                    "benchmarks/RESULTS.md"]),
+             _row(["a GRPO step against verl 0.9.1's trainer (one H200, 1.7B shape, 128-token responses)",
+                   f"**{vv['end_to_end_tokens_per_second']:.2f}×** verl's tokens/s, {vv['update_speedup']:.2f}× on all but "
+                   f"generation (verl packed with its fused kernels; it had not settled in its 4 steps: {vfast:.2f}× "
+                   "against its fastest)", "benchmarks/RESULTS.md"]),
+             _row(["OpenRLHF 0.11.2's actor step with the drop-in loss (one H200, 1.7B shape)",
+                   f"**{oa['speedup']:.2f}×** its speed best against best; "
+                   f"{min(eq):.2f}–{max(eq):.2f}× its peak memory at equal micro-batch sizes", "benchmarks/RESULTS.md"]),
              _row(["the fused loss (H100, Qwen3-8B's lm_head, 4k–32k tokens)",
                    f"{min(loss):.2f}–{max(loss):.2f}× the time of the three lm_head products, logits never "
                    f"materialised", "docs/loss.md"]),
@@ -745,6 +787,8 @@ TABLES = {
     "loss_epilogue": loss_epilogue, "loss_probs": loss_probs, "train_h100": train_h100, "train_cpu": train_cpu,
     "rollout_engines": rollout_engines, "offpolicy_h200": offpolicy_h200, "vs_trl_4b_realistic": vs_trl_4b_realistic,
     "offpolicy_h200_dd37cae": offpolicy_h200_dd37cae, "memory_plan_per_micro_batch_4b": memory_plan_per_micro_batch_4b,
+    "vs_verl_fixed_43dfae5": vs_verl_fixed_43dfae5, "verl_engine_ab_fixed_43dfae5": verl_engine_ab_fixed_43dfae5,
+    "openrlhf_actor_ab_fixed_43dfae5": openrlhf_actor_ab_fixed_43dfae5,
 }
 
 

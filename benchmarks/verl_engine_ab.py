@@ -50,8 +50,9 @@ def init_single_process_group(backend: str) -> None:
 
 
 def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: bool, token_budget: int,
-                 strategy: str = "fsdp", fused_backend: str = "triton"):
-    """verl's FSDP engine for the causal LM at `model_dir`, as its actor builds it for these settings; lr 0."""
+                 strategy: str = "fsdp", fused_backend: str = "triton", ckpt: bool = False):
+    """verl's FSDP engine for the causal LM at `model_dir`, as its actor builds it for these settings; lr 0.
+    `ckpt`: gradient checkpointing, which verl's model config turns on unless told otherwise."""
     import verl.models.transformers.monkey_patch as monkey_patch
     from verl.trainer.config import CheckpointConfig
     from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
@@ -60,7 +61,8 @@ def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: boo
     monkey_patch.is_trl_available = lambda: False
     model_config = HFModelConfig(path=str(model_dir), load_tokenizer=False, use_remove_padding=remove_padding,
                                  use_fused_kernels=fused, override_config={"attn_implementation": attn},
-                                 fused_kernel_options={"impl_backend": fused_backend} if fused else {})
+                                 fused_kernel_options={"impl_backend": fused_backend} if fused else {},
+                                 enable_gradient_checkpointing=ckpt)
     model_config.model_type = "language_model"
     engine_config = FSDPEngineConfig(forward_only=False, strategy=strategy, use_dynamic_bsz=True,
                                      use_remove_padding=remove_padding, use_fused_kernels=fused,
@@ -153,8 +155,26 @@ def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int =
                    "peak_gib_max": max((r["peak_gib"] or 0.0) for r in runs[m] if not r["warmup"]) or None,
                    "loss_first": runs[m][0]["loss"], "grad_norm_first": runs[m][0]["grad_norm"],
                    "grad_rel_diff_to_first_mode": float((grads[m] - ref).norm() / ref.norm())} for m in modes}
-    return {"runs": runs, "summary": summary, "grad_rel_noise": noise,
+    return {"runs": runs, "summary": summary, "grad_rel_noise": noise, "old_log_probs": old,
             "tokens": int(tensors["attention_mask"].sum()), "response_tokens": int(tensors["response_mask"].sum())}
+
+
+def budget_grid(engine, tensors: dict, budgets: dict, *, remove_padding: bool, fused: bool, repeats: int = 3) -> list:
+    """verl's own loss at each token budget per micro-batch (`ppo_max_token_len_per_gpu`, what its users sweep):
+    a warm-up call (a new packed length compiles flex_attention again), then `repeats` timed calls (median)."""
+    rows = []
+    for label, budget in budgets.items():
+        kw = dict(remove_padding=remove_padding, fused=fused, token_budget=budget)
+        try:
+            update_once(engine, tensors, "vanilla", **kw)
+            runs = [update_once(engine, tensors, "vanilla", **kw) for _ in range(repeats)]
+            rows.append({"micro_batch": label, "token_budget": budget,
+                         "update_s": statistics.median(r["update_s"] for r in runs),
+                         "peak_gib": max((r["peak_gib"] or 0.0) for r in runs) or None})
+        except torch.OutOfMemoryError:
+            rows.append({"micro_batch": label, "token_budget": budget, "error": "out of memory"})
+        engine.optimizer_zero_grad()  # the gradients kept by update_once's train_mode are not the next size's peak
+    return rows
 
 
 def main(argv=None):
@@ -164,6 +184,9 @@ def main(argv=None):
     ap.add_argument("--fused", default="on", choices=("on", "off"), help="verl's fused log-prob kernels (triton)")
     ap.add_argument("--attn", default="flex_attention", help="the attention verl's model gets (no flash-attn there)")
     ap.add_argument("--strategy", default="fsdp", help="verl's FSDP strategy (its actor's default: fsdp)")
+    ap.add_argument("--ckpt", default="off", choices=("on", "off"), help="gradient checkpointing (verl's default: on)")
+    ap.add_argument("--budget-grid", default="",
+                    help="also verl's own loss alone at these token budgets, in rows of the widest row (e.g. 16,40,80)")
     from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
 
     ab_arguments(ap, "verl_engine_ab.json", ROOT)
@@ -173,10 +196,16 @@ def main(argv=None):
     budget = args.micro_batch * width
     init_single_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rp, fused = args.remove_padding == "on", args.fused == "on"
-    engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy)
+    engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy,
+                          ckpt=args.ckpt == "on")
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
     result = run_ab(engine, tensors, repeats=args.repeats, remove_padding=rp, fused=fused, token_budget=budget,
                     old_noise=args.old_noise, seed=args.seed)
+    if args.budget_grid:
+        tensors = dict(tensors, old_log_probs=result.pop("old_log_probs"))
+        result["budget_grid"] = budget_grid(engine, tensors, {int(m): int(m) * width for m in args.budget_grid.split(",")},
+                                            remove_padding=rp, fused=fused, repeats=args.repeats)
+    result.pop("old_log_probs", None)
     result["settings"] = dict(vars(args), token_budget=budget, verl_strategy=engine.engine_config.strategy)
     result["info"] = provenance()
     s = result["summary"]

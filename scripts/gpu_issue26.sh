@@ -8,7 +8,8 @@
 #          (540 s) per setting: verl takes ~300 s to start (Ray, FSDP, vLLM's server: ~2 min even warm) and its first
 #          step ~50 s more, so one verl setting per call; it is stopped 30 s after logging its last step
 #   ab     benchmarks/verl_engine_ab.py for AB_WORKLOADS (fixed realistic): our loss against verl's vanilla inside verl's
-#          own FSDP engine (its fused kernels, packed, flex_attention), one batch, one process: loss, gradients, time, memory
+#          own FSDP engine (its fused kernels, packed, flex_attention), one batch, one process: loss, gradients, time, memory;
+#          then verl's own loss at the token budgets AB_BUDGETS (16,40,80 rows); checkpointing off unless AB_ARGS="--ckpt on"
 #   oab    benchmarks/openrlhf_actor_ab.py for AB_WORKLOADS: OpenRLHF 0.11.2's actor step (full logits, its PolicyLoss)
 #          against the drop-in's fused loss on the hidden states, each over its micro-batch sizes; needs openrlhf in .whl
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
@@ -33,7 +34,7 @@ for job in "${jobs[@]}"; do
          echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
   ab)   for wl in ${AB_WORKLOADS:-fixed realistic}; do  # ours inside verl's own engine, no Ray, no vLLM (~2 min each)
           t1=$SECONDS; timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${AB_ARGS:-} \
-            --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
+            --budget-grid ${AB_BUDGETS:-16,40,80} --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
           rc=$?; echo "-- ab $wl rc=$rc in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
           if [ $rc != 0 ] && [ $rc != 124 ] && [ $((SECONDS - t1)) -lt 120 ]; then  # a quick failure of verl's fused kernels
                                                                                    # (untried in this harness on the GPU): without them

@@ -199,11 +199,20 @@ def test_the_tables_of_the_ab_benches_render_what_the_benches_write():
     s = {"update_s_median": 0.5, "peak_gib_max": 40.0, "loss_first": 0.1, "grad_norm_first": 1.5,
          "grad_rel_diff_to_first_mode": 0.0}
     verl = rt.verl_engine_ab_table({"summary": {"vanilla": s, "relate": dict(s, update_s_median=0.49)},
-                                    "relate_over_vanilla": {"update_s": 0.98, "peak": 1.0}, "grad_rel_noise": 1e-4})
+                                    "relate_over_vanilla": {"update_s": 0.98, "peak": 1.0}, "grad_rel_noise": 1e-4,
+                                    "tokens": 17665, "budget_grid": [{"micro_batch": 16, "token_budget": 3616,
+                                                                      "update_s": 0.7, "peak_gib": 20.0}],
+                                    "settings": {"micro_batch": 80, "token_budget": 18080, "remove_padding": "on",
+                                                 "fused": "on", "attn": "flex_attention", "strategy": "fsdp"}})
     assert "| relate | 0.490 s | 40.0 |" in verl and "0.980×" in verl
+    assert "checkpointing on (verl's default" in verl and "| 16 rows (3,616 tokens) | 0.700 s | 20.0 |" in verl
     grid = {"openrlhf": [{"micro_batch": 8, "seconds": 2.0, "peak_gib": 50.0}, {"micro_batch": 80, "error": "out of memory"}],
             "ours": [{"micro_batch": 80, "seconds": 1.0, "peak_gib": 20.0}]}
     orl = rt.openrlhf_actor_ab_table({"grid": grid, "best": {"openrlhf": grid["openrlhf"][0], "ours": grid["ours"][0]},
                                       "ratios": {"speedup": 2.0, "peak": 0.4},
-                                      "agreement": {"micro_batch": 8, "openrlhf_loss": 0.1, "ours_loss": 0.1, "grad_rel_diff": 1e-3}})
+                                      "agreement": {"micro_batch": 8, "openrlhf_loss": 0.1, "ours_loss": 0.1, "grad_rel_diff": 1e-3,
+                                                    "fp32_loss": 0.09, "openrlhf_loss_rel_err_to_fp32": 0.11,
+                                                    "ours_loss_rel_err_to_fp32": 0.1, "openrlhf_grad_dist_to_fp32": 0.05,
+                                                    "ours_grad_dist_to_fp32": 0.04}})
     assert "| OpenRLHF 0.11.2 (Actor + PolicyLoss) | 80 | out of memory |  |" in orl and "**2.00×**" in orl
+    assert "| gradient distance to it, OpenRLHF / ours | 5.00e-02 / 4.00e-02 |" in orl
