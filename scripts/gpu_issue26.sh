@@ -17,22 +17,29 @@
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
 # and .whl (scripts/gpu_wheels.sh) carried in earlier calls on the same warm machine. VERL_TF=1 puts verl's
 # transformers pin (5.10, /tmp/site_verl_tf) first for the verl processes. SWEEP_TAG keeps a sweep apart (e.g. ours
-# inside verl with vLLM eager: its vanilla setting has the same name as the one in the main sweep). JSON and logs under $OUT.
+# inside verl with vLLM eager: its vanilla setting has the same name as the one in the main sweep). JSON and logs under $OUT;
+# KEEP_ALL=1 puts them all into $OUT/all.tgz after each job. A job may name its workload: `ours:realistic ab:fixed`.
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
 require_vllm || exit 3
 source "$(dirname "$0")/gpu_verl_setup.sh" > "$OUT/setup_verl.log" 2>&1 || { tail -5 "$OUT/setup_verl.log"; exit 1; }
 tail -1 "$OUT/setup_verl.log"
 export RAY_DEDUP_LOGS=0 RAY_USAGE_STATS_ENABLED=0
-w=${WORKLOAD:-fixed}; d=/tmp/sweep_${SHAPE:-1.7b}_$w${SWEEP_TAG:+_$SWEEP_TAG}  # SWEEP_TAG: a sweep folder of its own
+# keep_all: every file under $OUT moved into $OUT/all.tgz (the device returns at most 8 files; a call cut later
+# still returns what the jobs before finished)
+keep_all() { mkdir -p /tmp/keep_all && find "$OUT" -maxdepth 1 -type f ! -name all.tgz -exec mv {} /tmp/keep_all/ \; \
+             && tar czf "$OUT/all.tgz" -C /tmp keep_all; }
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
-for job in "${jobs[@]}"; do
+for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for one job on another workload
+  job=${spec%%:*}; w=${WORKLOAD:-fixed}; [ "$spec" = "$job" ] || w=${spec#*:}
+  d=/tmp/sweep_${SHAPE:-1.7b}_$w${SWEEP_TAG:+_$SWEEP_TAG}  # SWEEP_TAG: a sweep folder of its own
+  abw=${AB_WORKLOADS:-fixed realistic}; [ "$spec" = "$job" ] || abw=$w  # the A/B benches' workloads
   t=$SECONDS
   case "$job" in
   tests) timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_integration_verl_real.py tests/test_bench_vs_verl.py \
            tests/test_integration_openrlhf_real.py > "$OUT/tests_verl.log" 2>&1
          echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
-  ab)   for wl in ${AB_WORKLOADS:-fixed realistic}; do  # ours inside verl's own engine, no Ray, no vLLM (~2 min each)
+  ab)   for wl in $abw; do  # ours inside verl's own engine, no Ray, no vLLM (~2 min each)
           t1=$SECONDS; timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${AB_ARGS:-} \
             --budget-grid ${AB_BUDGETS:-16,40,80} --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
           rc=$?; echo "-- ab $wl rc=$rc in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
@@ -43,7 +50,7 @@ for job in "${jobs[@]}"; do
               ${AB_ARGS:-} --work /tmp/vs_work --out "$OUT/verl_engine_ab_${wl}_unfused.json" > "$OUT/verl_engine_ab_${wl}_unfused.log" 2>&1
             echo "-- ab $wl unfused rc=$? in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_${wl}_unfused.log"; fi
           grep -E "Error|error:" "$OUT/verl_engine_ab_$wl.log" | tail -3; done ;;
-  oab)  for wl in ${AB_WORKLOADS:-fixed realistic}; do  # ours inside OpenRLHF's actor step (its Actor, PolicyLoss)
+  oab)  for wl in $abw; do  # ours inside OpenRLHF's actor step (its Actor, PolicyLoss)
           timeout ${OAB_TIMEOUT:-200} python3 benchmarks/openrlhf_actor_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${OAB_ARGS:-} \
             --work /tmp/vs_work --out "$OUT/openrlhf_actor_ab_$wl.json" > "$OUT/openrlhf_actor_ab_$wl.log" 2>&1
           echo "-- oab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"ratios"\|"agreement"' "$OUT/openrlhf_actor_ab_$wl.log" | head -12
@@ -62,5 +69,6 @@ for job in "${jobs[@]}"; do
         [ -f $d/$s.json ] && python3 benchmarks/bench_vs_verl.py --combine-dir $d --ours $d/$s.json --out "$OUT/vs_verl_$w.json" | tail -8 ;;
   esac
   tar czf "$OUT/$(basename $d).tgz" -C /tmp "$(basename $d)" 2>/dev/null
+  [ "${KEEP_ALL:-0}" = 1 ] && keep_all
 done
-pack_logs
+[ "${KEEP_ALL:-0}" = 1 ] || pack_logs

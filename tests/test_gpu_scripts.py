@@ -31,3 +31,22 @@ def test_pack_logs_keeps_the_results_and_tars_the_logs(tmp_path):
     assert len(tars) == 1 and {"result.json", "sweep.tgz"} <= set(left) and not any(n.endswith(".log") for n in left)
     with tarfile.open(tmp_path / tars[0]) as t:
         assert sorted(t.getnames()) == ["a.log", "b.log"]
+
+
+def test_keep_all_gathers_every_job_into_one_tarball(tmp_path):
+    """gpu_issue26.sh's KEEP_ALL=1: after each job all of $OUT goes into $OUT/all.tgz, which keeps the jobs before."""
+    script = (ROOT / "scripts" / "gpu_issue26.sh").read_text()
+    body = script[script.index("keep_all() {"):]
+    body = body[:body.index("; }\n") + 4]
+    out, keep = tmp_path / "out", tmp_path / "keep"
+    out.mkdir()
+    body = body.replace("/tmp/keep_all", str(keep)).replace("-C /tmp keep_all", f"-C {tmp_path} keep")
+    env = {"OUT": str(out), "PATH": os.environ["PATH"]}
+    for job in ("first", "second"):
+        for ext in ("json", "log"):
+            (out / f"{job}.{ext}").write_text(job)
+        r = subprocess.run(["bash", "-c", body + "keep_all"], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["all.tgz"]
+    with tarfile.open(out / "all.tgz") as t:
+        assert sorted(t.getnames()) == ["keep"] + [f"keep/{j}.{e}" for j in ("first", "second") for e in ("json", "log")]
