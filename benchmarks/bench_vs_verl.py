@@ -227,6 +227,11 @@ def run_verl(args, work: Path) -> dict:
         done = ", ".join(f"step {i + 1} {r.get('timing_s/step', 0):.1f} s" for i, r in enumerate(rows))
         raise SystemExit(f"verl {'timed out' if rc == 'timeout' else f'exited {rc}'} after {len(rows)} of {args.steps} "
                          f"steps ({time.time() - t:.0f} s{'; ' + done if done else ''}); the end of its log:\n{log[-6000:]}")
+    return dict(summarise(rows, args, width, rc), command=" ".join(cmd[1:4]) + " ...", run_dir=str(run_dir))
+
+
+def summarise(rows: list, args, width: int, exit_status) -> dict:
+    """verl's metrics rows (one per step) as the bench reports a setting: medians over the steps after --warmup."""
     steady = rows[args.warmup:] or rows
     med = lambda k: statistics.median(r[k] for r in steady if k in r)  # noqa: E731
     step, gen = med("timing_s/step"), med("timing_s/gen")
@@ -236,17 +241,18 @@ def run_verl(args, work: Path) -> dict:
             "tokens_per_second": statistics.median(r["perf/total_num_tokens"] / r["timing_s/step"] for r in steady),
             "response_tokens_mean": statistics.mean(r["response_length/mean"] for r in steady),
             "response_tokens_per_step": [round(r["response_length/mean"], 1) for r in rows],
+            # every step's stages, warm-up included: whether verl had settled (it compiles for new packed lengths)
+            "per_step_s": [{k[len("timing_s/"):]: round(v, 4) for k, v in r.items() if k.startswith("timing_s/")} for r in rows],
             # the actor process's peaks (verl 0.9.1 logs them under actor/; vLLM's pool is in its own process)
             "peak_mem_gib": max(r.get("actor/perf/max_memory_allocated_gb", 0.0) for r in steady),
             "peak_reserved_gib": max(r.get("actor/perf/max_memory_reserved_gb", 0.0) for r in steady),
             "attention": attention_of(args.remove_padding), "mfu_verl": med("perf/mfu/actor")
             if any("perf/mfu/actor" in r for r in steady) else None,
             "loss_check": loss_check(rows) if args.verl_loss == "relate_checked" else None,
-            "verl_exit": rc,
+            "verl_exit": exit_status,
             "reward_mean": statistics.mean(r["critic/score/mean"] for r in steady if "critic/score/mean" in r)
             if any("critic/score/mean" in r for r in steady) else None,
-            "micro_batch_tokens": args.micro_batch * width, "world_size": 1,
-            "data_parallel": "FSDP (verl)", "command": " ".join(cmd[1:4]) + " ...", "run_dir": str(run_dir)}
+            "micro_batch_tokens": args.micro_batch * width, "world_size": 1, "data_parallel": "FSDP (verl)"}
 
 
 def loss_check(rows: list) -> dict:

@@ -216,3 +216,18 @@ def test_the_tables_of_the_ab_benches_render_what_the_benches_write():
                                                     "ours_grad_dist_to_fp32": 0.04}})
     assert "| OpenRLHF 0.11.2 (Actor + PolicyLoss) | 80 | out of memory |  |" in orl and "**2.00×**" in orl
     assert "| gradient distance to it, OpenRLHF / ours | 5.00e-02 / 4.00e-02 |" in orl
+
+
+def test_a_settings_figures_are_medians_after_the_warm_up_and_every_step_is_kept():
+    """bench_vs_verl.summarise on verl's metrics rows of the H200 run of 2026-12-03 (43dfae5, its console steps file):
+    the medians over steps 2-4 (one warm-up step), and every step's stages kept, so an unsettled run shows."""
+    import re
+
+    text = (ROOT / "benchmarks" / "results" / "vs_verl_h200_1.7b_fixed_43dfae5"
+            / "verl_mb80_ckptoff_bypass_fused_rmpad_console_steps.txt").read_text()
+    rows = [{k: float(v) for k, v in re.findall(r"([a-z_]+/[a-z_/]+):([0-9.e-]+)(?= - |$)", line)} for line in text.splitlines()]
+    res = bv.summarise(rows, _args(warmup=1, micro_batch=80), width=235, exit_status=0)
+    assert res["step_s"] == pytest.approx(4.613944984)  # the median of 24.98, 3.80 and 4.61 s
+    assert res["generation_s"] == pytest.approx(2.0621773909999774)
+    assert [round(s["update_actor"], 2) for s in res["per_step_s"]] == [46.22, 22.27, 1.21, 2.01]
+    assert res["peak_mem_gib"] == pytest.approx(73.88271856307983) and res["micro_batch_tokens"] == 80 * 235
