@@ -223,11 +223,14 @@ def run_verl(args, work: Path) -> dict:
     t = time.time()
     rc, log = _run_with_timeout(cmd, run_dir, env, args.verl_timeout, metrics_path, args.steps)
     rows = _metric_rows(metrics_path)
-    if rc not in (0, "stopped_after_steps") or len(rows) < args.steps:
+    complete = rc in (0, "stopped_after_steps") and len(rows) >= args.steps
+    if not complete and not (rc == "timeout" and len(rows) > args.warmup):
         done = ", ".join(f"step {i + 1} {r.get('timing_s/step', 0):.1f} s" for i, r in enumerate(rows))
         raise SystemExit(f"verl {'timed out' if rc == 'timeout' else f'exited {rc}'} after {len(rows)} of {args.steps} "
                          f"steps ({time.time() - t:.0f} s{'; ' + done if done else ''}); the end of its log:\n{log[-6000:]}")
-    return dict(summarise(rows, args, width, rc), command=" ".join(cmd[1:4]) + " ...", run_dir=str(run_dir))
+    # stopped at the limit after some steps past the warm-up: those steps count, and the result says so
+    return dict(summarise(rows, args, width, rc), steps_done=len(rows), complete=complete,
+                command=" ".join(cmd[1:4]) + " ...", run_dir=str(run_dir))
 
 
 def summarise(rows: list, args, width: int, exit_status) -> dict:

@@ -468,7 +468,8 @@ def vs_verl_table(d: dict) -> str:
              "update | weight sync | actor peak GiB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in d["grid"]["verl"]:
         where = f"{r['micro_batch']} rows' tokens, ckpt {r['ckpt']}, {r['speed']}, {r.get('loss', 'vanilla')} loss, " + (
-            "packed (flex_attention)" if r["remove_padding"] == "on" else "padded (SDPA)") + f", vLLM {r['vllm_mode']}"
+            "packed (flex_attention)" if r["remove_padding"] == "on" else "padded (SDPA)") + f", vLLM {r['vllm_mode']}" + (
+            f" (stopped at the limit: {r['steps_done']} steps)" if r.get("complete") is False else "")
         if "error" in r:
             lines.append(_row(["verl 0.9.1", where, r["error"], "", "", "", "", "", ""]))
             continue

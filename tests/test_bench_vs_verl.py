@@ -231,3 +231,36 @@ def test_a_settings_figures_are_medians_after_the_warm_up_and_every_step_is_kept
     assert res["generation_s"] == pytest.approx(2.0621773909999774)
     assert [round(s["update_actor"], 2) for s in res["per_step_s"]] == [46.22, 22.27, 1.21, 2.01]
     assert res["peak_mem_gib"] == pytest.approx(73.88271856307983) and res["micro_batch_tokens"] == 80 * 235
+
+
+def test_a_verl_run_stopped_at_the_limit_counts_its_steps_past_the_warm_up(tmp_path, monkeypatch):
+    """run_verl when verl is stopped at --run-timeout: the steps it logged after the warm-up make a result that
+    says it is incomplete; stopped within the warm-up it is an error naming the steps it did."""
+    row = {"timing_s/step": 3.0, "timing_s/gen": 1.0, "timing_s/update_actor": 1.5, "perf/total_num_tokens": 9000.0,
+           "response_length/mean": 40.0}
+    logged = []
+
+    def fake_run(cmd, cwd, env, timeout, metrics_path, steps):
+        metrics_path.write_text("".join(json.dumps({"step": i + 1, "data": row}) + "\n" for i in range(len(logged))))
+        return "timeout", "the end of verl's log"
+
+    monkeypatch.setattr(bv, "shared_policy", lambda work, shape, workload: tmp_path)
+    monkeypatch.setattr(bv, "write_dataset", lambda folder, path: path)
+    monkeypatch.setattr(bv, "longest_prompt_tokens", lambda folder: 100)
+    monkeypatch.setattr(bv, "_run_with_timeout", fake_run)
+    args = _args(steps=6, warmup=2, verl_timeout=10, hide="")
+    logged[:] = [1, 2, 3]
+    res = bv.run_verl(args, tmp_path)
+    assert res["complete"] is False and res["steps_done"] == 3 and res["tokens_per_second"] == pytest.approx(3000.0)
+    logged[:] = [1, 2]
+    with pytest.raises(SystemExit, match="timed out after 2 of 6 steps"):
+        bv.run_verl(args, tmp_path)
+
+
+def test_the_verl_table_marks_a_setting_stopped_at_the_limit():
+    import benchmarks.results_tables as rt
+
+    d = json.loads((ROOT / "benchmarks" / "results" / "vs_verl_h200_1.7b_fixed_43dfae5.json").read_text())
+    assert "stopped at the limit" not in rt.vs_verl_table(d)
+    d["grid"]["verl"][0].update(complete=False, steps_done=3)
+    assert "vLLM sleep (stopped at the limit: 3 steps) | 3,844 |" in rt.vs_verl_table(d)
