@@ -27,12 +27,12 @@ tail -1 "$OUT/setup_verl.log"
 export RAY_DEDUP_LOGS=0 RAY_USAGE_STATS_ENABLED=0
 # keep_all: every file under $OUT moved into $OUT/all.tgz (the device returns at most 8 files; a call cut later
 # still returns what the jobs before finished)
-keep_all() { mkdir -p /tmp/keep_all && find "$OUT" -maxdepth 1 -type f ! -name all.tgz -exec mv {} /tmp/keep_all/ \; \
-             && tar czf "$OUT/all.tgz" -C /tmp keep_all; }
+keep_all() { local k=${KEEP_DIR:-/tmp/keep_all}; mkdir -p "$k" && find "$OUT" -maxdepth 1 -type f ! -name all.tgz \
+             -exec mv {} "$k"/ \; && tar czf "$OUT/all.tgz" -C "$(dirname "$k")" "$(basename "$k")"; }
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
 for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for one job on another workload
   job=${spec%%:*}; w=${WORKLOAD:-fixed}; [ "$spec" = "$job" ] || w=${spec#*:}
-  d=/tmp/sweep_${SHAPE:-1.7b}_$w${SWEEP_TAG:+_$SWEEP_TAG}  # SWEEP_TAG: a sweep folder of its own
+  d=${SWEEP_ROOT:-/tmp}/sweep_${SHAPE:-1.7b}_$w${SWEEP_TAG:+_$SWEEP_TAG}  # SWEEP_TAG: a sweep folder of its own
   abw=${AB_WORKLOADS:-fixed realistic}; [ "$spec" = "$job" ] || abw=$w  # the A/B benches' workloads
   t=$SECONDS
   case "$job" in
@@ -68,7 +68,7 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
         echo "-- ours rc=$? in $((SECONDS - t)) s"; tail -4 "$OUT/ours_$w.log"
         [ -f $d/$s.json ] && python3 benchmarks/bench_vs_verl.py --combine-dir $d --ours $d/$s.json --out "$OUT/vs_verl_$w.json" | tail -8 ;;
   esac
-  tar czf "$OUT/$(basename $d).tgz" -C /tmp "$(basename $d)" 2>/dev/null
+  tar czf "$OUT/$(basename $d).tgz" -C "$(dirname $d)" "$(basename $d)" 2>/dev/null
   [ "${KEEP_ALL:-0}" = 1 ] && keep_all
 done
 [ "${KEEP_ALL:-0}" = 1 ] || pack_logs

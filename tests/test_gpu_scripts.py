@@ -40,8 +40,7 @@ def test_keep_all_gathers_every_job_into_one_tarball(tmp_path):
     body = body[:body.index("; }\n") + 4]
     out, keep = tmp_path / "out", tmp_path / "keep"
     out.mkdir()
-    body = body.replace("/tmp/keep_all", str(keep)).replace("-C /tmp keep_all", f"-C {tmp_path} keep")
-    env = {"OUT": str(out), "PATH": os.environ["PATH"]}
+    env = {"OUT": str(out), "PATH": os.environ["PATH"], "KEEP_DIR": str(keep)}
     for job in ("first", "second"):
         for ext in ("json", "log"):
             (out / f"{job}.{ext}").write_text(job)
@@ -50,3 +49,46 @@ def test_keep_all_gathers_every_job_into_one_tarball(tmp_path):
         assert sorted(p.name for p in out.iterdir()) == ["all.tgz"]
     with tarfile.open(out / "all.tgz") as t:
         assert sorted(t.getnames()) == ["keep"] + [f"keep/{j}.{e}" for j in ("first", "second") for e in ("json", "log")]
+
+
+FAKE_PYTHON = r"""#!/bin/bash
+# stands in for python3 on the lent machine: logs its arguments, writes {} where --out names a file
+echo "$*" >> "$CALLS"
+out=""; prev=""
+for a in "$@"; do [ "$prev" = "--out" ] && out=$a; prev=$a; done
+[ -n "$out" ] && echo '{}' > "$out"
+echo "stub output"
+"""
+
+
+def test_gpu_issue26_runs_each_job_on_the_workload_it_names(tmp_path):
+    """gpu_issue26.sh with `ours:realistic ab:fixed oab:fixed` and KEEP_ALL=1, its setup and python3 stubbed: each
+    bench is called once on the workload its job names (the A/B with its token-budget grid), and $OUT ends with
+    one all.tgz holding every job's JSON — what a call on the lent machine depends on."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "gpu_issue26.sh").write_text((ROOT / "scripts" / "gpu_issue26.sh").read_text())
+    setup = (ROOT / "scripts" / "gpu_setup.sh").read_text()
+    pack = setup[setup.index("pack_logs() {"):]
+    (scripts / "gpu_setup.sh").write_text("require_vllm() { return 0; }\n" + pack[:pack.index("\n}\n") + 3])
+    (scripts / "gpu_verl_setup.sh").write_text("echo verl stub\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(FAKE_PYTHON)
+    (bin_dir / "python3").chmod(0o755)
+    out, calls = tmp_path / "out", tmp_path / "calls.txt"
+    out.mkdir()
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "CALLS": str(calls), "KEEP_ALL": "1",
+           "SWEEP_ROOT": str(tmp_path / "sweeps"), "KEEP_DIR": str(tmp_path / "keep"), "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "ours:realistic", "ab:fixed", "oab:fixed"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 3
+    assert "bench_vs_trl.py" in lines[0] and "--workload realistic" in lines[0]
+    assert "verl_engine_ab.py" in lines[1] and "--workload fixed" in lines[1] and "--budget-grid 16,40,80" in lines[1]
+    assert "openrlhf_actor_ab.py" in lines[2] and "--workload fixed" in lines[2]
+    assert sorted(p.name for p in out.iterdir()) == ["all.tgz"]
+    with tarfile.open(out / "all.tgz") as t:
+        names = {Path(n).name for n in t.getnames()}
+    assert {"ours_realistic.json", "verl_engine_ab_fixed.json", "openrlhf_actor_ab_fixed.json"} <= names
