@@ -13,6 +13,8 @@ In one run, on the same inputs (random, never zeros), it times forward+backward 
 - cce: log-probs from cut-cross-entropy's `linear_cross_entropy(reduction="none")` + the same torch
   GRPO math (package cut-cross-entropy; its default gradient filtering is left on);
 - liger: liger-kernel's `LigerFusedLinearGRPOLoss` (per-sequence advantages only);
+- verl_triton, verl_torch: verl 0.9.1's fused log-prob kernels (its `use_fused_kernels` path, Triton and chunked
+  torch backends) + the same torch GRPO math: verl's own loss path at its best, when verl is importable;
 and, without grad, `fused_logprobs` against one product.
 
 Each implementation's rep follows one of the floor's, and its ratio is to the floor's median from those
@@ -178,6 +180,32 @@ def anchors():
         out["liger"] = liger
     except ImportError as e:
         print(f"# liger anchor not available: {e}")
+    out.update(verl_anchors())
+    return out
+
+
+def verl_anchors() -> dict:
+    """verl 0.9.1's own fused log-prob paths (`model.use_fused_kernels`: the log-probs from the hidden states without
+    the logits), each followed by the same torch GRPO math — what verl's actor runs at its best, so that ours can be
+    set against the loss path a verl user has: its Triton kernel (`impl_backend=triton`) and its chunked torch one."""
+    out = {}
+    try:  # verl imports much at package level; an anchor that cannot load is skipped, not fatal
+        from verl.utils.experimental.torch_functional import FusedLinearForPPO
+
+        chunked = FusedLinearForPPO(chunk_size=512, impl_backend="torch")
+
+        def verl_torch(hidden, weight, targets, mask, adv, old):
+            logp, _entropy = chunked(hidden, weight, targets, 1.0)
+            return grpo_from_logp(logp.float(), old, adv, mask)
+        out["verl_torch"] = verl_torch
+        from verl.utils.kernel.linear_cross_entropy import linear_cross_entropy
+
+        def verl_triton(hidden, weight, targets, mask, adv, old):
+            logp, _entropy = linear_cross_entropy(hidden, weight, targets, 1.0, "none")
+            return grpo_from_logp(logp.float().view(targets.shape), old, adv, mask)
+        out["verl_triton"] = verl_triton
+    except Exception as e:  # noqa: BLE001
+        print(f"# verl anchors not available: {type(e).__name__}: {e}")
     return out
 
 
@@ -313,6 +341,7 @@ def main():
     ap.add_argument("--sizes", type=str, default=None, help="comma-separated N values (overrides the defaults)")
     ap.add_argument("--skip", type=str, default="", help="comma-separated implementations to skip, e.g. liger,naive")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement (default 10, 3 quick)")
+    ap.add_argument("--hidden", type=int, default=None, help="hidden size (default 4096, Qwen3-8B; 2048 is Qwen3-1.7B)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "loss.json"))
     args = ap.parse_args()
     if args.quick:
@@ -324,6 +353,7 @@ def main():
         Ns = [4096, 8192, 16384] + ([32768] if args.big else [])
     if args.sizes:
         Ns = [int(x) for x in args.sizes.split(",")]
+    H = args.hidden or H
     reps = args.reps or reps
     from benchmarks.common import provenance
 
@@ -344,7 +374,7 @@ def main():
 
 def print_table(rows):
     names = ["floor", "ours", "ours_epilogue", "ours_epilogue_beta", "ours_epilogue_tokens_dapo", "ours_recompute",
-             "naive", "cce", "liger"]
+             "naive", "cce", "liger", "verl_triton", "verl_torch"]
     print("\nforward+backward, ms (× floor) [extra GiB] {rel. err loss / grad_h / grad_W vs fp32}")
     for r in rows:
         cells = []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # verl beside ours (issue 26), on one lent H200, in one call:
-#   bash scripts/gpu_issue26.sh [tests] [ab] [oab] [verl] [ours]
+#   bash scripts/gpu_issue26.sh [tests] [ab] [oab] [loss] [verl] [ours]   (a job may name its workload: ours:realistic)
 #   tests  the integration's tests against the real verl installed there (tests/test_integration_verl_real.py, its
 #          GPU test included: the triton loss in bf16 against verl's vanilla loss; OpenRLHF's skip: not installed)
 #   verl   bench_vs_verl.py --sweep over ONLY_VERL (default: verl_mb80_ckptoff_bypass_fused_rmpad: its fused log-prob
@@ -12,6 +12,8 @@
 #          then verl's own loss at the token budgets AB_BUDGETS (16,40,80 rows); checkpointing off unless AB_ARGS="--ckpt on"
 #   oab    benchmarks/openrlhf_actor_ab.py for AB_WORKLOADS: OpenRLHF 0.11.2's actor step (full logits, its PolicyLoss)
 #          against the drop-in's fused loss on the hidden states, each over its micro-batch sizes; needs openrlhf in .whl
+#   loss   bench_loss.py at Qwen3-1.7B's head (H 2048, 8,192 and 17,920 tokens): our fused loss against verl's own
+#          fused log-prob kernels (Triton, chunked torch) followed by the GRPO math, and the other anchors
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
@@ -55,6 +57,10 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
             --work /tmp/vs_work --out "$OUT/openrlhf_actor_ab_$wl.json" > "$OUT/openrlhf_actor_ab_$wl.log" 2>&1
           echo "-- oab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"ratios"\|"agreement"' "$OUT/openrlhf_actor_ab_$wl.log" | head -12
           grep -E "Error|error:" "$OUT/openrlhf_actor_ab_$wl.log" | tail -3; done ;;
+  loss) timeout ${LOSS_TIMEOUT:-150} python3 benchmarks/bench_loss.py --hidden 2048 --sizes ${LOSS_SIZES:-8192,17920} \
+          --skip ${LOSS_SKIP:-ours_recompute,ours_epilogue_beta,ours_epilogue_tokens_dapo} --out "$OUT/loss_vs_verl.json" \
+          > "$OUT/loss_vs_verl.log" 2>&1  # ours against verl's fused log-prob kernels + GRPO math, 1.7B's head
+        echo "-- loss rc=$? in $((SECONDS - t)) s"; grep -E "^N=|verl" "$OUT/loss_vs_verl.log" | tail -8 ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
         timeout ${VERL_TIMEOUT:-400} python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
           --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" ${VERL_ARGS:-} \

@@ -33,6 +33,33 @@ def test_bench_loss_quick(tmp_path):
         assert row["floor_ms"] > 0 and row["logprobs_err"] < 1e-5
 
 
+def test_the_verl_anchor_of_the_loss_bench_gives_the_reference_loss_and_gradients():
+    """bench_loss.py's verl anchor (verl 0.9.1's chunked torch log-prob path + the GRPO math) on the CPU in fp32:
+    the same loss and gradients as the fp32 reference the bench checks every implementation against (its Triton
+    kernel needs CUDA: it runs in the GPU calls)."""
+    pytest.importorskip("verl")
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import bench_loss as bl
+
+    anchors = bl.verl_anchors()
+    assert "verl_torch" in anchors
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 37, 48, generator=g).requires_grad_(True)
+    weight = (torch.randn(1003, 48, generator=g) / 7).requires_grad_(True)
+    targets = torch.randint(0, 1003, (3, 37), generator=g)
+    mask = torch.rand(3, 37, generator=g) > 0.2
+    adv = torch.randn(3, generator=g)
+    with torch.no_grad():
+        old = torch.log_softmax(hidden @ weight.t(), -1).gather(-1, targets[..., None])[..., 0] + 0.3 * torch.randn(3, 37, generator=g)
+    loss_ref, dh_ref, dw_ref = bl.fp32_reference(hidden, weight, targets, mask, adv, old)
+    loss = anchors["verl_torch"](hidden, weight, targets, mask, adv, old)
+    loss.backward()
+    assert bl.rel(loss.detach(), loss_ref) < 1e-5
+    assert bl.rel(hidden.grad, dh_ref) < 1e-5 and bl.rel(weight.grad, dw_ref) < 1e-5
+
+
 def test_bench_rewards_quick(tmp_path):
     out = tmp_path / "rewards.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_rewards.py"), "--quick", "--encoder", "hashed",
