@@ -514,7 +514,8 @@ def verl_engine_ab_table(d: dict) -> str:
               _row(["gradient noise floor (vanilla against vanilla)", f"{d['grad_rel_noise']:.2e}"]),
               _row(["verl's settings", f"{st['micro_batch']} rows' tokens ({st['token_budget']:,}) per micro-batch, "
                     f"remove padding {st['remove_padding']}, fused kernels {st['fused']}, {st['attn']}, "
-                    f"{st.get('verl_strategy', st.get('strategy'))}, checkpointing {ckpt}; {d['tokens']:,} tokens"])]
+                    f"{st.get('verl_strategy', st.get('strategy'))}, checkpointing {ckpt}, liger {st.get('liger', 'off')}; "
+                    f"{d['tokens']:,} tokens"])]
     if d.get("budget_grid"):
         lines += ["", "| verl's own loss, token budget per micro-batch | update (median) | peak GiB |", "|---|---|---|"]
         for g in d["budget_grid"]:

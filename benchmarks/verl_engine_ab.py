@@ -50,9 +50,10 @@ def init_single_process_group(backend: str) -> None:
 
 
 def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: bool, token_budget: int,
-                 strategy: str = "fsdp", fused_backend: str = "triton", ckpt: bool = False):
+                 strategy: str = "fsdp", fused_backend: str = "triton", ckpt: bool = False, liger: bool = False):
     """verl's FSDP engine for the causal LM at `model_dir`, as its actor builds it for these settings; lr 0.
-    `ckpt`: gradient checkpointing, which verl's model config turns on unless told otherwise."""
+    `ckpt`: gradient checkpointing, which verl's model config turns on unless told otherwise; `liger`: liger-kernel's
+    ops in the model (verl's `model.use_liger`)."""
     import verl.models.transformers.monkey_patch as monkey_patch
     from verl.trainer.config import CheckpointConfig
     from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
@@ -62,7 +63,7 @@ def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: boo
     model_config = HFModelConfig(path=str(model_dir), load_tokenizer=False, use_remove_padding=remove_padding,
                                  use_fused_kernels=fused, override_config={"attn_implementation": attn},
                                  fused_kernel_options={"impl_backend": fused_backend} if fused else {},
-                                 enable_gradient_checkpointing=ckpt)
+                                 enable_gradient_checkpointing=ckpt, use_liger=liger)
     model_config.model_type = "language_model"
     engine_config = FSDPEngineConfig(forward_only=False, strategy=strategy, use_dynamic_bsz=True,
                                      use_remove_padding=remove_padding, use_fused_kernels=fused,
@@ -185,6 +186,7 @@ def main(argv=None):
     ap.add_argument("--attn", default="flex_attention", help="the attention verl's model gets (no flash-attn there)")
     ap.add_argument("--strategy", default="fsdp", help="verl's FSDP strategy (its actor's default: fsdp)")
     ap.add_argument("--ckpt", default="off", choices=("on", "off"), help="gradient checkpointing (verl's default: on)")
+    ap.add_argument("--liger", default="off", choices=("on", "off"), help="verl's model.use_liger (liger-kernel's ops)")
     ap.add_argument("--budget-grid", default="",
                     help="also verl's own loss alone at these token budgets, in rows of the widest row (e.g. 16,40,80)")
     from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
@@ -197,7 +199,7 @@ def main(argv=None):
     init_single_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rp, fused = args.remove_padding == "on", args.fused == "on"
     engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy,
-                          ckpt=args.ckpt == "on")
+                          ckpt=args.ckpt == "on", liger=args.liger == "on")
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
     result = run_ab(engine, tensors, repeats=args.repeats, remove_padding=rp, fused=fused, token_budget=budget,
                     old_noise=args.old_noise, seed=args.seed)
