@@ -67,19 +67,15 @@ def theirs(actor, mb: dict, scale: float, clip=(0.2, 0.28)) -> float:
     return float(loss.detach())
 
 
-def openrlhf_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """The position ids OpenRLHF's `Actor.forward` gives its model on a padded batch (counted from each row's first
-    token; pads at 1). The trunk must see the same ones: in bf16 other (shifted) positions round differently."""
-    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
-
-
 def ours(actor, mb: dict, scale: float, clip=(0.2, 0.28)) -> float:
     """The drop-in's recipe (relate_fast/integrations/openrlhf.py): the trunk's last hidden states into the fused loss."""
     from relate_fast.integrations.openrlhf import FusedPolicyLoss
 
     A = mb["responses"].shape[1]
+    # the batch's position ids count from each row's first token, as OpenRLHF's Actor.forward does: in bf16 the
+    # trunk's default (shifted) positions round differently
     hidden = actor.model.model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                               position_ids=openrlhf_position_ids(mb["attention_mask"])).last_hidden_state
+                               position_ids=mb["position_ids"]).last_hidden_state
     loss, _ = FusedPolicyLoss(*clip, token_level_loss=True)(
         hidden[:, -A - 1:-1], actor.model.lm_head.weight, mb["input_ids"][:, -A:], mb["old_log_probs"],
         mb["advantages"], mb["response_mask"].float())
@@ -159,7 +155,7 @@ def main(argv=None):
     ap.add_argument("--ours-grid", default="16,40,80", help="ours' micro-batch sizes (rows)")
     ap.add_argument("--reference", default="fp32", choices=("fp32", "none"),
                     help="the agreement check also against OpenRLHF's step on an fp32 copy of the weights")
-    from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
+    from benchmarks.common import ab_arguments, ab_policy, grpo_batch, perturbed, provenance, write_json
 
     ab_arguments(ap, "openrlhf_actor_ab.json", ROOT)
     args = ap.parse_args(argv)
@@ -168,8 +164,6 @@ def main(argv=None):
     device = next(actor.parameters()).device
     tensors = {k: v.to(device) for k, v in grpo_batch(prompts, lengths, vocab=151_936, group=args.group,
                                                       seed=args.seed).items()}
-    from benchmarks.common import perturbed
-
     tensors["old_log_probs"] = perturbed(old_log_probs(actor, tensors), tensors["response_mask"], args.old_noise, args.seed)
     grids = {"openrlhf": [int(x) for x in args.openrlhf_grid.split(",")], "ours": [int(x) for x in args.ours_grid.split(",")]}
     reference = load_actor(folder, dtype=torch.float32) if args.reference == "fp32" else None

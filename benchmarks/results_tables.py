@@ -724,10 +724,11 @@ def readme_numbers() -> str:
     rf, rr = fixed["ratios"], real["ratios"]
     f4 = _load("vs_trl_h200_4b_fixed_d5424fc.json")["ratios"]  # TRL's best 4B setting (80, ckpt, liger)
     r4 = _load("vs_trl_h200_4b_realistic_dd37cae.json")["ratios"]
-    vv = _load("vs_verl_h200_1.7b_fixed_43dfae5.json")["ratios"]
+    verl = _load("vs_verl_h200_1.7b_fixed_43dfae5.json")
+    vv = verl["ratios"]
     steps = (RESULTS / "vs_verl_h200_1.7b_fixed_43dfae5" / "verl_mb80_ckptoff_bypass_fused_rmpad_console_steps.txt").read_text()
     fastest = max(float(t) / float(s) for t, s in re.findall(r"perf/total_num_tokens:([0-9.]+) - perf/time_per_step:([0-9.]+)", steps))
-    vfast = _load("vs_verl_h200_1.7b_fixed_43dfae5.json")["best"]["ours"]["tokens_per_second"] / fastest
+    vfast = verl["best"]["ours"]["tokens_per_second"] / fastest
     oab = _load("openrlhf_actor_ab_h200_1.7b_fixed_43dfae5.json")
     oa, og = oab["ratios"], {r["micro_batch"]: r for r in oab["grid"]["openrlhf"]}
     eq = [r["peak_gib"] / og[r["micro_batch"]]["peak_gib"] for r in oab["grid"]["ours"] if r["micro_batch"] in og]

@@ -203,11 +203,10 @@ def main(argv=None):
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
     result = run_ab(engine, tensors, repeats=args.repeats, remove_padding=rp, fused=fused, token_budget=budget,
                     old_noise=args.old_noise, seed=args.seed)
+    tensors["old_log_probs"] = result.pop("old_log_probs")  # the grid's batch is the A/B's
     if args.budget_grid:
-        tensors = dict(tensors, old_log_probs=result.pop("old_log_probs"))
         result["budget_grid"] = budget_grid(engine, tensors, {int(m): int(m) * width for m in args.budget_grid.split(",")},
                                             remove_padding=rp, fused=fused, repeats=args.repeats)
-    result.pop("old_log_probs", None)
     result["settings"] = dict(vars(args), token_budget=budget, verl_strategy=engine.engine_config.strategy)
     result["info"] = provenance()
     s = result["summary"]
