@@ -565,6 +565,45 @@ def openrlhf_actor_ab_fixed_43dfae5() -> str:
     return openrlhf_actor_ab_table(_load("openrlhf_actor_ab_h200_1.7b_fixed_43dfae5.json"))
 
 
+def vs_verl_realistic_9176ffb() -> str:
+    return vs_verl_table(_load("vs_verl_h200_1.7b_realistic_9176ffb.json"))
+
+
+def verl_engine_ab_fixed_9176ffb() -> str:
+    return verl_engine_ab_table(_load("verl_engine_ab_h200_1.7b_fixed_9176ffb.json"))
+
+
+def openrlhf_actor_ab_fixed_9176ffb() -> str:
+    return openrlhf_actor_ab_table(_load("openrlhf_actor_ab_h200_1.7b_fixed_9176ffb.json"))
+
+
+def loss_vs_verl_9176ffb() -> str:
+    """bench_loss.py --hidden 2048 (Qwen3-1.7B's head): ours against verl 0.9.1's fused log-prob paths, each
+    followed by the same GRPO math; time over the three lm_head products each measured beside it, extra memory."""
+    rows = _load("loss_h200_1.7b_head_vs_verl_9176ffb.json")["rows"]
+    impls = (("ours_epilogue", "ours, epilogue path (the default on Hopper)"), ("ours", "ours, row kernels"),
+             ("verl_triton", "verl's Triton `linear_cross_entropy` + GRPO math"),
+             ("verl_torch", "verl's chunked torch `FusedLinearForPPO` + GRPO math"),
+             ("naive", "plain torch (logits formed)"))
+    lines = ["| implementation | " + " | ".join(f"{r['N']:,} tokens: time (× products) | extra GiB" for r in rows)
+             + " |", "|---|" + "---|---|" * len(rows)]
+    for key, label in impls:
+        cells = []
+        for r in rows:
+            if f"{key}_ms" not in r:
+                cells += ["failed (" + r.get(f"{key}_error", "").split(":")[0] + ")" if f"{key}_error" in r else "", ""]
+                continue
+            cells += [f"{r[key + '_ms']:.1f} ms ({r[key + '_vs_floor']:.2f}×)", f"{r[key + '_extra_GiB']:.2f}"]
+        lines.append(_row([label, *cells]))
+    lines.append(_row(["verl's Triton path / ours (epilogue), time",
+                       *[c for r in rows for c in (f"**{r['verl_triton_ms'] / r['ours_epilogue_ms']:.2f}×**", "")]]))
+    return "\n".join(lines)
+
+
+def offpolicy_h200_9176ffb() -> str:
+    return _offpolicy_table("offpolicy_h200_1.7b_fixed_9176ffb.json")
+
+
 def judge_h200() -> str:
     """reward.judge_engine vllm on one H200: 3 GRPO steps (1.7B-shaped policy, 0.6B-shaped random judge), the
     per-step stages from metrics.jsonl of the run without a judge and of the run with it."""
@@ -624,9 +663,13 @@ def memory_plan_per_micro_batch_4b() -> str:
 
 
 def offpolicy_h200_dd37cae() -> str:
+    return _offpolicy_table("offpolicy_h200_1.7b_fixed_dd37cae.json")
+
+
+def _offpolicy_table(name: str) -> str:
     """bench_vs_trl.py --sides ours --rollout-modes ...: the settings of one call that ran, and each mode's
-    ratio to sync (a setting that failed is named in the text: this JSON predates its row's mode label)."""
-    d = _load("offpolicy_h200_1.7b_fixed_dd37cae.json")
+    ratio to sync (a setting that failed is named in the text: the dd37cae JSON predates its row's mode label)."""
+    d = _load(name)
     lines = ["| mode | tokens/s | step | generation (main thread) | update | background sample | its unhidden part "
              "| / sync |", "|---|---|---|---|---|---|---|---|"]
     for r in d["grid"]["ours"]:
@@ -729,7 +772,9 @@ def readme_numbers() -> str:
     steps = (RESULTS / "vs_verl_h200_1.7b_fixed_43dfae5" / "verl_mb80_ckptoff_bypass_fused_rmpad_console_steps.txt").read_text()
     fastest = max(float(t) / float(s) for t, s in re.findall(r"perf/total_num_tokens:([0-9.]+) - perf/time_per_step:([0-9.]+)", steps))
     vfast = verl["best"]["ours"]["tokens_per_second"] / fastest
-    oab = _load("openrlhf_actor_ab_h200_1.7b_fixed_43dfae5.json")
+    oab = _load("openrlhf_actor_ab_h200_1.7b_fixed_9176ffb.json")
+    lv = _load("loss_h200_1.7b_head_vs_verl_9176ffb.json")["rows"]
+    lv = [r["verl_triton_ms"] / r["ours_epilogue_ms"] for r in lv]
     oa, og = oab["ratios"], {r["micro_batch"]: r for r in oab["grid"]["openrlhf"]}
     eq = [r["peak_gib"] / og[r["micro_batch"]]["peak_gib"] for r in oab["grid"]["ours"] if r["micro_batch"] in og]
     lines = ["| part | measured | where |", "|---|---|---|",
@@ -742,7 +787,8 @@ def readme_numbers() -> str:
              _row(["a GRPO step against verl 0.9.1's trainer (one H200, 1.7B shape, 128-token responses)",
                    f"**{vv['end_to_end_tokens_per_second']:.2f}×** verl's tokens/s, {vv['update_speedup']:.2f}× on all but "
                    f"generation (verl packed with its fused kernels; it had not settled in its 4 steps: {vfast:.2f}× "
-                   "against its fastest)", "benchmarks/RESULTS.md"]),
+                   f"against its fastest); the fused loss {min(lv):.1f}× faster than verl's Triton log-prob path + the "
+                   "same GRPO math", "benchmarks/RESULTS.md"]),
              _row(["OpenRLHF 0.11.2's actor step with the drop-in loss (one H200, 1.7B shape)",
                    f"**{oa['speedup']:.2f}×** its speed best against best; "
                    f"{min(eq):.2f}–{max(eq):.2f}× its peak memory at equal micro-batch sizes", "benchmarks/RESULTS.md"]),
@@ -791,7 +837,9 @@ TABLES = {
     "rollout_engines": rollout_engines, "offpolicy_h200": offpolicy_h200, "vs_trl_4b_realistic": vs_trl_4b_realistic,
     "offpolicy_h200_dd37cae": offpolicy_h200_dd37cae, "memory_plan_per_micro_batch_4b": memory_plan_per_micro_batch_4b,
     "vs_verl_fixed_43dfae5": vs_verl_fixed_43dfae5, "verl_engine_ab_fixed_43dfae5": verl_engine_ab_fixed_43dfae5,
-    "openrlhf_actor_ab_fixed_43dfae5": openrlhf_actor_ab_fixed_43dfae5,
+    "openrlhf_actor_ab_fixed_43dfae5": openrlhf_actor_ab_fixed_43dfae5, "vs_verl_realistic_9176ffb": vs_verl_realistic_9176ffb,
+    "verl_engine_ab_fixed_9176ffb": verl_engine_ab_fixed_9176ffb, "openrlhf_actor_ab_fixed_9176ffb": openrlhf_actor_ab_fixed_9176ffb,
+    "loss_vs_verl_9176ffb": loss_vs_verl_9176ffb, "offpolicy_h200_9176ffb": offpolicy_h200_9176ffb,
 }
 
 
