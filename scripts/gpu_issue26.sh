@@ -14,6 +14,8 @@
 #          against the drop-in's fused loss on the hidden states, each over its micro-batch sizes; needs openrlhf in .whl
 #   loss   bench_loss.py at Qwen3-1.7B's head (H 2048, 8,192 and 17,920 tokens): our fused loss against verl's own
 #          fused log-prob kernels (Triton, chunked torch) followed by the GRPO math, and the other anchors
+#          VERL_BACKGROUND=1 starts it detached and waits VERL_WAIT (540) s; `verl_wait` in the next calls waits again
+#          and collects it (verl at ad lengths needs more than one call: NOTES_verl.md)
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
@@ -31,6 +33,25 @@ export RAY_DEDUP_LOGS=0 RAY_USAGE_STATS_ENABLED=0
 # still returns what the jobs before finished)
 keep_all() { local k=${KEEP_DIR:-/tmp/keep_all}; mkdir -p "$k" && find "$OUT" -maxdepth 1 -type f ! -name all.tgz \
              -exec mv {} "$k"/ \; && tar czf "$OUT/all.tgz" -C "$(dirname "$k")" "$(basename "$k")"; }
+verl_logs() {  # verl's own logs (the trainer's console, per setting) next to the bench's
+  for f in $d/verl_*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "Error|error|Traceback|exited" "$f" | tail -12; }; done
+  for f in /tmp/vs_work/verl_*/verl.log; do [ -f "$f" ] && cp "$f" "$OUT/$(basename $(dirname $f)).log"; done; }
+# VERL_BACKGROUND=1: the verl job starts the bench detached (files in $bg) and waits VERL_WAIT s for it; a later call's
+# verl_wait job waits again. The machine stays warm between calls, so verl may run past one call's 10 minutes
+# (its start and first packed update at ad lengths take longer than that); nothing else should use the GPU meanwhile.
+bg=${VERL_BG_DIR:-/tmp/verl_bg}
+verl_wait() {
+  [ -f "$bg/pid" ] || { echo "-- verl_wait: no background verl run (no $bg/pid)"; return 1; }
+  local pid end=$((SECONDS + ${VERL_WAIT:-540})); pid=$(cat "$bg/pid")
+  while [ ! -f "$bg/rc" ] && kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 5; done
+  if [ -f "$bg/rc" ]; then
+    echo "-- verl (background) rc=$(cat "$bg/rc"), collected after $((SECONDS - t)) s of this call"
+    cp "$bg"/vs_verl_*.json "$OUT"/ 2>/dev/null; cp "$bg/vs_verl.log" "$OUT/vs_verl_$(cat "$bg/workload").log"
+    tail -8 "$bg/vs_verl.log"; verl_logs
+  elif kill -0 "$pid" 2>/dev/null; then
+    echo "-- verl (background) still running after $((SECONDS - t)) s of this call; its steps so far:"
+    grep -ahoE "step:[0-9]+ " /tmp/vs_work/verl_*/verl.log 2>/dev/null | tail -3
+  else echo "-- verl (background) gone without a result: stopped with the call that started it?"; fi; }
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
 for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for one job on another workload
   job=${spec%%:*}; w=${WORKLOAD:-fixed}; [ "$spec" = "$job" ] || w=${spec#*:}
@@ -62,12 +83,22 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
           > "$OUT/loss_vs_verl.log" 2>&1  # ours against verl's fused log-prob kernels + GRPO math, 1.7B's head
         echo "-- loss rc=$? in $((SECONDS - t)) s"; grep -E "^N=|verl" "$OUT/loss_vs_verl.log" | tail -8 ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
-        timeout ${VERL_TIMEOUT:-400} python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w \
-          --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" ${VERL_ARGS:-} \
-          --work /tmp/vs_work --sweep-dir $d --out "$OUT/vs_verl_$w.json" > "$OUT/vs_verl_$w.log" 2>&1
-        echo "-- verl rc=$? in $((SECONDS - t)) s"; tail -8 "$OUT/vs_verl_$w.log"
-        for f in $d/verl_*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "Error|error|Traceback|exited" "$f" | tail -12; }; done
-        for f in /tmp/vs_work/verl_*/verl.log; do [ -f "$f" ] && cp "$f" "$OUT/$(basename $(dirname $f)).log"; done ;;
+        cmd=(python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w
+             --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" ${VERL_ARGS:-}
+             --work /tmp/vs_work --sweep-dir $d)
+        if [ "${VERL_BACKGROUND:-0}" = 1 ]; then  # outlives this call: verl_wait in the next calls collects it
+          rm -rf "$bg"; mkdir -p "$bg"; echo "$w" > "$bg/workload"; echo "$d" > "$bg/sweep"
+          BG=$bg TO=${VERL_TIMEOUT:-400} setsid nohup bash -c 'echo $$ > "$BG/pid.new" && mv "$BG/pid.new" "$BG/pid"
+            timeout "$TO" "$@" > "$BG/vs_verl.log" 2>&1; echo $? > "$BG/rc"' verl_bg "${cmd[@]}" --out "$bg/vs_verl_$w.json" \
+            < /dev/null > /dev/null 2>&1 &
+          for _ in $(seq 50); do [ -f "$bg/pid" ] && break; sleep 0.2; done
+          echo "-- verl started in the background (pid $(cat "$bg/pid" 2>/dev/null), ${VERL_TIMEOUT:-400} s at most)"
+          verl_wait
+        else
+          timeout ${VERL_TIMEOUT:-400} "${cmd[@]}" --out "$OUT/vs_verl_$w.json" > "$OUT/vs_verl_$w.log" 2>&1
+          echo "-- verl rc=$? in $((SECONDS - t)) s"; tail -8 "$OUT/vs_verl_$w.log"; verl_logs
+        fi ;;
+  verl_wait) [ -f "$bg/sweep" ] && d=$(cat "$bg/sweep"); verl_wait ;;
   ours) s=${OURS_SETTING:-ours_mb80_ckptoff_awake}
         timeout ${OURS_TIMEOUT:-300} python3 benchmarks/bench_vs_trl.py --sweep --shape ${SHAPE:-1.7b} --workload $w --sides ours \
           --grid 80 --ckpts off --vllm-modes awake,sleep --only $s --work /tmp/vs_work --sweep-dir $d --out "$OUT/ours_$w.json" > "$OUT/ours_$w.log" 2>&1

@@ -56,15 +56,13 @@ FAKE_PYTHON = r"""#!/bin/bash
 echo "$*" >> "$CALLS"
 out=""; prev=""
 for a in "$@"; do [ "$prev" = "--out" ] && out=$a; prev=$a; done
-[ -n "$out" ] && echo '{}' > "$out"
+[ -n "$out" ] && { sleep "${STUB_SLEEP_S:-0}"; echo '{}' > "$out"; }
 echo "stub output"
 """
 
 
-def test_gpu_issue26_runs_each_job_on_the_workload_it_names(tmp_path):
-    """gpu_issue26.sh with `ours:realistic ab:fixed oab:fixed` and KEEP_ALL=1, its setup and python3 stubbed: each
-    bench is called once on the workload its job names (the A/B with its token-budget grid), and $OUT ends with
-    one all.tgz holding every job's JSON — what a call on the lent machine depends on."""
+def _stubbed_issue26(tmp_path):
+    """A copy of gpu_issue26.sh whose setup scripts and python3 are stubs; returns its folder and environment."""
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "gpu_issue26.sh").write_text((ROOT / "scripts" / "gpu_issue26.sh").read_text())
@@ -76,10 +74,18 @@ def test_gpu_issue26_runs_each_job_on_the_workload_it_names(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "python3").write_text(FAKE_PYTHON)
     (bin_dir / "python3").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls.txt"), "HOME": str(tmp_path),
+            "SWEEP_ROOT": str(tmp_path / "sweeps"), "KEEP_DIR": str(tmp_path / "keep")}
+
+
+def test_gpu_issue26_runs_each_job_on_the_workload_it_names(tmp_path):
+    """gpu_issue26.sh with `ours:realistic ab:fixed oab:fixed` and KEEP_ALL=1, its setup and python3 stubbed: each
+    bench is called once on the workload its job names (the A/B with its token-budget grid), and $OUT ends with
+    one all.tgz holding every job's JSON — what a call on the lent machine depends on."""
+    env = _stubbed_issue26(tmp_path)
     out, calls = tmp_path / "out", tmp_path / "calls.txt"
     out.mkdir()
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "CALLS": str(calls), "KEEP_ALL": "1",
-           "SWEEP_ROOT": str(tmp_path / "sweeps"), "KEEP_DIR": str(tmp_path / "keep"), "HOME": str(tmp_path)}
+    env.update(OUT=str(out), KEEP_ALL="1")
     r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "ours:realistic", "ab:fixed", "oab:fixed"], cwd=tmp_path,
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -92,3 +98,23 @@ def test_gpu_issue26_runs_each_job_on_the_workload_it_names(tmp_path):
     with tarfile.open(out / "all.tgz") as t:
         names = {Path(n).name for n in t.getnames()}
     assert {"ours_realistic.json", "verl_engine_ab_fixed.json", "openrlhf_actor_ab_fixed.json"} <= names
+
+
+def test_a_background_verl_run_outlives_its_call_and_the_next_call_collects_it(tmp_path):
+    """VERL_BACKGROUND=1: the verl job starts the bench detached and returns while it still runs (its wait spent);
+    `verl_wait` in a later call waits for it and brings its JSON and log back in that call's $OUT."""
+    env = _stubbed_issue26(tmp_path)
+    env.update(VERL_BACKGROUND="1", VERL_BG_DIR=str(tmp_path / "bg"), STUB_SLEEP_S="3", WORKLOAD="realistic")
+    first, second = tmp_path / "out1", tmp_path / "out2"
+    first.mkdir(), second.mkdir()
+    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "verl"], cwd=tmp_path, capture_output=True, text=True,
+                       env=dict(env, OUT=str(first), VERL_WAIT="0"), timeout=60)
+    assert r.returncode == 0 and "still running" in r.stdout, r.stdout + r.stderr
+    assert not (first / "vs_verl_realistic.json").exists()
+    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "verl_wait"], cwd=tmp_path, capture_output=True, text=True,
+                       env=dict(env, OUT=str(second), VERL_WAIT="30"), timeout=60)
+    assert r.returncode == 0 and "rc=0" in r.stdout, r.stdout + r.stderr
+    assert (second / "vs_verl_realistic.json").read_text().strip() == "{}"
+    call = (tmp_path / "calls.txt").read_text().splitlines()
+    assert len(call) == 1 and "bench_vs_verl.py" in call[0] and "--workload realistic" in call[0]
+    assert f"--out {tmp_path / 'bg'}/vs_verl_realistic.json" in call[0]
