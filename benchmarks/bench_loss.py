@@ -26,6 +26,7 @@ minus the two gradients themselves. Prints a table and writes JSON (--out).
 from __future__ import annotations
 
 import argparse
+import re
 import datetime
 import json
 import os
@@ -224,7 +225,7 @@ def realistic_dlogits(h2, weight, targets, device, g, chunk=1024):
     return dz
 
 
-def bench(N, H, V, device, dtype, reps, skip=()):
+def bench(N, H, V, device, dtype, reps, skip=(), chunks=()):
     g = torch.Generator(device=device).manual_seed(N)
     B = max(1, N // 512)
     T = N // B
@@ -275,6 +276,10 @@ def bench(N, H, V, device, dtype, reps, skip=()):
         impls["ours_epilogue_tokens_dapo"] = on_path("epilogue", lambda: fused_grpo_loss(
             hidden, weight, targets, mask, adv_bt, old_logprobs=old, ref_logprobs=old - 0.05, beta=0.04,
             loss_type="dapo", eps_high=0.28)[0])
+    for c in chunks:  # the loss's workspace is one chunk of logits: fewer tokens per chunk, less memory
+        path = "epilogue" if epilogue_available(device) else "fp32"
+        impls[f"ours_{path}_chunk{c}"] = on_path(path, lambda c=c: fused_grpo_loss(
+            hidden, weight, targets, mask, adv, old_logprobs=old, chunk_size=c)[0])
     if device.type == "cuda":
         impls.update({k: (lambda f=f: f(hidden, weight, targets, mask, adv, old)) for k, f in anchors().items()})
     for name, loss_fn in impls.items():
@@ -342,6 +347,9 @@ def main():
     ap.add_argument("--skip", type=str, default="", help="comma-separated implementations to skip, e.g. liger,naive")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement (default 10, 3 quick)")
     ap.add_argument("--hidden", type=int, default=None, help="hidden size (default 4096, Qwen3-8B; 2048 is Qwen3-1.7B)")
+    ap.add_argument("--chunks", type=str, default="",
+                    help="comma-separated chunk sizes (tokens per chunk) to time ours at besides its default: the "
+                         "loss's extra memory is one chunk's logits, so this is its time against its memory")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "loss.json"))
     args = ap.parse_args()
     if args.quick:
@@ -363,7 +371,8 @@ def main():
     print(json.dumps(info), flush=True)
     rows = []
     for N in Ns:
-        r = bench(N, H, V, device, dtype, reps, skip=set(filter(None, args.skip.split(","))))
+        r = bench(N, H, V, device, dtype, reps, skip=set(filter(None, args.skip.split(","))),
+                  chunks=[int(c) for c in args.chunks.split(",") if c])
         rows.append(r)
         print(json.dumps({k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -375,6 +384,8 @@ def main():
 def print_table(rows):
     names = ["floor", "ours", "ours_epilogue", "ours_epilogue_beta", "ours_epilogue_tokens_dapo", "ours_recompute",
              "naive", "cce", "liger", "verl_triton", "verl_torch"]
+    chunked = {m.group(1): int(m.group(2)) for r in rows for k in r if (m := re.match(r"(ours_\w+_chunk(\d+))_ms$", k))}
+    names += sorted(chunked, key=chunked.get)
     print("\nforward+backward, ms (× floor) [extra GiB] {rel. err loss / grad_h / grad_W vs fp32}")
     for r in rows:
         cells = []

@@ -13,7 +13,8 @@
 #   oab    benchmarks/openrlhf_actor_ab.py for AB_WORKLOADS: OpenRLHF 0.11.2's actor step (full logits, its PolicyLoss)
 #          against the drop-in's fused loss on the hidden states, each over its micro-batch sizes; needs openrlhf in .whl
 #   loss   bench_loss.py at Qwen3-1.7B's head (H 2048, 8,192 and 17,920 tokens): our fused loss against verl's own
-#          fused log-prob kernels (Triton, chunked torch) followed by the GRPO math, and the other anchors
+#          fused log-prob kernels (Triton, chunked torch) followed by the GRPO math, and the other anchors; ours also
+#          at LOSS_CHUNKS tokens per chunk (512,1024,2048: its extra memory is one chunk's logits)
 #          VERL_BACKGROUND=1 starts it detached and waits VERL_WAIT (540) s; `verl_wait` in the next calls waits again
 #          and collects it (verl at ad lengths needs more than one call: NOTES_verl.md)
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
@@ -79,6 +80,7 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
           echo "-- oab $wl rc=$? in $((SECONDS - t)) s"; grep -A3 '"ratios"\|"agreement"' "$OUT/openrlhf_actor_ab_$wl.log" | head -12
           grep -E "Error|error:" "$OUT/openrlhf_actor_ab_$wl.log" | tail -3; done ;;
   loss) timeout ${LOSS_TIMEOUT:-150} python3 benchmarks/bench_loss.py --hidden 2048 --sizes ${LOSS_SIZES:-8192,17920} \
+          --chunks ${LOSS_CHUNKS:-512,1024,2048} \
           --skip ${LOSS_SKIP:-ours_recompute,ours_epilogue_beta,ours_epilogue_tokens_dapo} --out "$OUT/loss_vs_verl.json" \
           > "$OUT/loss_vs_verl.log" 2>&1  # ours against verl's fused log-prob kernels + GRPO math, 1.7B's head
         echo "-- loss rc=$? in $((SECONDS - t)) s"; grep -E "^N=|verl" "$OUT/loss_vs_verl.log" | tail -8 ;;
