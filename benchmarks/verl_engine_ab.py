@@ -21,6 +21,7 @@ hides TRL from verl the same way). tests/test_verl_engine_ab.py runs it on the C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -98,8 +99,37 @@ def _metric(v) -> float:
     return float(v)
 
 
+OURS_LOGPROBS = "+relate_logprobs"  # a mode's suffix: its log-probs from our kernels (use_fused_logprobs)
+
+
+@contextlib.contextmanager
+def logprobs_kernel(mode: str):
+    """verl's fused forward with our log-prob kernel for a mode that ends in OURS_LOGPROBS, verl's own otherwise."""
+    if not mode.endswith(OURS_LOGPROBS):
+        yield mode
+        return
+    import verl.utils.kernel.linear_cross_entropy as lce
+    from relate_fast.integrations.verl import use_fused_logprobs
+
+    own = lce.linear_cross_entropy
+    use_fused_logprobs(chunk_size=LOGPROBS_CHUNK[0])
+    try:
+        yield mode[: -len(OURS_LOGPROBS)]
+    finally:
+        lce.linear_cross_entropy = own
+
+
+LOGPROBS_CHUNK = [None]  # --logprobs-chunk
+
+
 def update_once(engine, tensors: dict, mode: str, *, remove_padding: bool, fused: bool, token_budget: int) -> dict:
-    """One `train_batch` with the policy loss `mode`: its time (device-synchronised), peak memory, loss, grad norm."""
+    """One `train_batch` with the policy loss `mode` (and our log-prob kernel if it ends in OURS_LOGPROBS): its time
+    (device-synchronised), peak memory, loss, grad norm."""
+    with logprobs_kernel(mode) as loss_mode:
+        return _update_once(engine, tensors, loss_mode, remove_padding=remove_padding, fused=fused, token_budget=token_budget)
+
+
+def _update_once(engine, tensors: dict, mode: str, *, remove_padding: bool, fused: bool, token_budget: int) -> dict:
     from verl.workers.config import ActorConfig
     from verl.workers.config.actor import PolicyLossConfig
     from verl.workers.utils.losses import ppo_loss
@@ -187,12 +217,19 @@ def main(argv=None):
     ap.add_argument("--strategy", default="fsdp", help="verl's FSDP strategy (its actor's default: fsdp)")
     ap.add_argument("--ckpt", default="off", choices=("on", "off"), help="gradient checkpointing (verl's default: on)")
     ap.add_argument("--liger", default="off", choices=("on", "off"), help="verl's model.use_liger (liger-kernel's ops)")
+    ap.add_argument("--logprobs-ab", default="off", choices=("on", "off"),
+                    help="also verl's vanilla loss with its log-probs from our kernels (use_fused_logprobs) in place of "
+                         "verl's Triton linear_cross_entropy; needs --fused on")
+    ap.add_argument("--logprobs-chunk", type=int, default=None, help="tokens per chunk of our log-prob kernel")
     ap.add_argument("--budget-grid", default="",
                     help="also verl's own loss alone at these token budgets, in rows of the widest row (e.g. 16,40,80)")
     from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
 
     ab_arguments(ap, "verl_engine_ab.json", ROOT)
     args = ap.parse_args(argv)
+    if args.logprobs_ab == "on" and args.fused != "on":
+        ap.error("--logprobs-ab on swaps the kernel under verl's fused forward: it needs --fused on")
+    LOGPROBS_CHUNK[0] = args.logprobs_chunk
     folder, prompts, lengths = ab_policy(args)
     width = max(len(p) for p in prompts) + args.max_new_tokens
     budget = args.micro_batch * width
@@ -201,8 +238,9 @@ def main(argv=None):
     engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy,
                           ckpt=args.ckpt == "on", liger=args.liger == "on")
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
-    result = run_ab(engine, tensors, repeats=args.repeats, remove_padding=rp, fused=fused, token_budget=budget,
-                    old_noise=args.old_noise, seed=args.seed)
+    modes = ("vanilla", "relate") + (("vanilla" + OURS_LOGPROBS,) if args.logprobs_ab == "on" else ())
+    result = run_ab(engine, tensors, modes=modes, repeats=args.repeats, remove_padding=rp, fused=fused,
+                    token_budget=budget, old_noise=args.old_noise, seed=args.seed)
     tensors["old_log_probs"] = result.pop("old_log_probs")  # the grid's batch is the A/B's
     if args.budget_grid:
         result["budget_grid"] = budget_grid(engine, tensors, {int(m): int(m) * width for m in args.budget_grid.split(",")},
@@ -213,6 +251,11 @@ def main(argv=None):
     result["relate_over_vanilla"] = {"update_s": s["relate"]["update_s_median"] / s["vanilla"]["update_s_median"],
                                      "peak": (s["relate"]["peak_gib_max"] / s["vanilla"]["peak_gib_max"]
                                               if s["vanilla"]["peak_gib_max"] else None)}
+    if "vanilla" + OURS_LOGPROBS in s:  # verl's loss on our log-probs against verl's loss on its own
+        o = s["vanilla" + OURS_LOGPROBS]
+        result["relate_logprobs_over_vanilla"] = {
+            "update_s": o["update_s_median"] / s["vanilla"]["update_s_median"],
+            "peak": o["peak_gib_max"] / s["vanilla"]["peak_gib_max"] if s["vanilla"]["peak_gib_max"] else None}
     print(json.dumps({k: result[k] for k in ("summary", "grad_rel_noise", "relate_over_vanilla", "tokens")}, indent=2))
     write_json(args.out, result)
     return result

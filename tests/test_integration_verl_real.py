@@ -133,6 +133,25 @@ def test_verl_use_external_modules_registers_ours():
     assert by_name.returncode == 0, by_name.stderr[-2000:]
 
 
+def test_the_plugin_gives_verls_fused_forward_our_logprobs_when_the_environment_asks():
+    """RELATE_FAST_VERL_LOGPROBS=1: `import verl` in a fresh process (the plugin named by VERL_USE_EXTERNAL_MODULES,
+    as in a Ray worker) leaves verl's linear_cross_entropy ours, with RELATE_FAST_VERL_LOGPROBS_CHUNK's chunk;
+    without it, verl's own."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import verl, verl.utils.kernel.linear_cross_entropy as l; f = l.linear_cross_entropy; "
+             "print(getattr(getattr(f, 'func', f), '__module__', '?'), getattr(f, 'keywords', {}).get('chunk_size'))")
+    env = dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none", VERL_USE_EXTERNAL_MODULES="relate_fast.integrations.verl_plugin")
+    env.pop("RELATE_FAST_VERL_LOGPROBS", None)
+    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=e)
+            for e in (dict(env, RELATE_FAST_VERL_LOGPROBS="1", RELATE_FAST_VERL_LOGPROBS_CHUNK="512"), env)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    assert runs[0].stdout.split()[-2:] == ["relate_fast.integrations.verl", "512"]
+    assert runs[1].stdout.split()[-2] != "relate_fast.integrations.verl"
+
+
 def test_the_checked_loss_trains_with_ours_and_logs_the_gap_to_verls():
     """benchmarks/verl_check.py ("relate_checked", for the GPU run inside verl): ours as the loss, verl's
     vanilla on the same micro-batch logged beside it; on policy (old = current) the gap is zero."""
@@ -178,3 +197,47 @@ def test_on_the_gpu_the_triton_loss_equals_real_verls_vanilla_within_bf16_noise(
     assert abs(float(ours) - float(theirs)) <= 2e-2 * max(abs(float(theirs)), 1e-3)
     rel = (hidden.grad.double() - h64.grad).norm() / h64.grad.norm()
     assert rel < 2e-2, float(rel)
+
+
+def _tiny_qwen3(seed=0):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=8, tie_word_embeddings=True)
+    return Qwen3ForCausalLM(cfg).float()
+
+
+def test_use_fused_logprobs_gives_verls_fused_forward_our_kernels_with_the_same_logprobs_and_gradients(monkeypatch):
+    """verl's own fused-kernel forward (`forward_with_triton_backend`, what its actor runs with use_fused_kernels and
+    the triton backend) with relate_fast's log-probs in place of verl's Triton kernel, against verl's torch backend
+    of the same forward (`forward_with_torch_backend`, its chunked FusedLinearForPPO) on a tiny Qwen3 with tied
+    embeddings, fp32: the same log-probs and entropy, and every parameter's gradient of Σ a·logp the same."""
+    import verl.utils.kernel.linear_cross_entropy as lce
+    from verl.models.transformers.dense_common import forward_with_torch_backend, forward_with_triton_backend
+
+    monkeypatch.setattr(lce, "linear_cross_entropy", lce.linear_cross_entropy)  # restored after the test
+    ids = torch.randint(0, 97, (2, 13), generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(2, 13, generator=torch.Generator().manual_seed(2))
+    results = []
+    for forward in (forward_with_torch_backend, forward_with_triton_backend):
+        if forward is forward_with_triton_backend:
+            relate_verl.use_fused_logprobs(chunk_size=7)  # several chunks
+        model = _tiny_qwen3()
+        out = forward(model, input_ids=ids, return_dict=True, temperature=0.8)
+        logp, ent = out.log_probs.reshape(ids.shape), out.entropy.reshape(ids.shape)
+        (logp * weights).sum().backward()
+        results.append((logp.detach(), ent.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (lp_v, ent_v, g_v), (lp_r, ent_r, g_r) = results
+    assert torch.allclose(lp_r, lp_v, atol=1e-5) and torch.allclose(ent_r, ent_v, atol=1e-5)
+    assert g_v.keys() == g_r.keys()
+    for name in g_v:
+        assert torch.allclose(g_r[name], g_v[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_our_linear_cross_entropy_refuses_what_verls_forward_never_asks():
+    h, w, t = torch.randn(5, 8), torch.randn(11, 8), torch.randint(0, 11, (5,))
+    with pytest.raises(NotImplementedError, match="reduction"):
+        relate_verl.linear_cross_entropy(h, w, t, 1.0, "mean")
+    with pytest.raises(NotImplementedError, match="process group"):
+        relate_verl.linear_cross_entropy(h, w, t, 1.0, "none", object())

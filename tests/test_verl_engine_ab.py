@@ -58,3 +58,24 @@ def test_ours_inside_verls_engine_equals_its_vanilla_loss(tmp_path, rmpad):
     # checkpointing as asked (verl's model config would turn it on), and verl's loss alone at two token budgets
     assert res["ckpt"] is rmpad
     assert [r["micro_batch"] for r in res["grid"]] == [2, 10] and all(r["update_s"] > 0 for r in res["grid"])
+
+
+def test_a_mode_with_our_logprobs_swaps_verls_kernel_for_its_call_only():
+    """`vanilla+relate_logprobs` (--logprobs-ab on): verl's vanilla loss with verl's linear_cross_entropy replaced
+    by ours for that call, and verl's own back afterwards, also when the call fails."""
+    pytest.importorskip("verl.utils.kernel.linear_cross_entropy", reason="verl is not installed")
+    import verl.utils.kernel.linear_cross_entropy as lce
+
+    from benchmarks import verl_engine_ab as ab
+
+    own = lce.linear_cross_entropy
+    with ab.logprobs_kernel("vanilla") as loss_mode:
+        assert loss_mode == "vanilla" and lce.linear_cross_entropy is own
+    with pytest.raises(RuntimeError):
+        with ab.logprobs_kernel("vanilla" + ab.OURS_LOGPROBS) as loss_mode:
+            assert loss_mode == "vanilla" and lce.linear_cross_entropy is not own
+            assert lce.linear_cross_entropy.func.__module__ == "relate_fast.integrations.verl"
+            raise RuntimeError("the engine failed")
+    assert lce.linear_cross_entropy is own
+    with pytest.raises(SystemExit):  # argument error before any work: the swap needs verl's fused forward
+        ab.main(["--logprobs-ab", "on", "--fused", "off"])

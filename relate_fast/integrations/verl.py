@@ -19,6 +19,13 @@ The policy-loss interface of verl takes log-probabilities that verl's actor has 
 so inside verl the [tokens × vocab] logits are verl's business (its ``use_fused_kernels`` option);
 what this module adds is RELATE's objective and token-level credit assignment. For the fused
 hidden-state loss itself, call :func:`relate_fast.fused_grpo_loss` from a custom actor.
+
+- ``use_fused_logprobs()`` swaps the kernel under verl's own fused-kernel forward
+  (``actor_rollout_ref.model.use_fused_kernels=True`` with ``fused_kernel_options.impl_backend=triton``:
+  verl's ``linear_cross_entropy``) for relate_fast's chunked pass with a backward
+  (:func:`relate_fast.loss.fused_logprobs_with_grad`), so that any verl policy loss, "relate" or verl's own,
+  gets its log-probs from our kernels; entropy comes back for metrics, without gradient (verl's
+  ``entropy_coeff`` must be 0, its default: a non-zero one is an error in the backward).
 """
 from __future__ import annotations
 
@@ -27,7 +34,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-__all__ = ["relate_grpo_advantage", "relate_policy_loss", "agg_loss", "register"]
+__all__ = ["relate_grpo_advantage", "relate_policy_loss", "agg_loss", "register", "linear_cross_entropy",
+           "use_fused_logprobs"]
 
 
 def _masked_mean(x, mask):
@@ -133,3 +141,36 @@ def register() -> None:
                           "the functions themselves work without it") from e
     register_policy_loss("relate")(relate_policy_loss)
     register_adv_est("relate_grpo")(relate_grpo_advantage)
+
+
+_VERL_LCE = "verl.utils.kernel.linear_cross_entropy"
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
+                         reduction: str = "none", dist_process_group=None, *, chunk_size: Optional[int] = None):
+    """verl 0.9.1's ``linear_cross_entropy`` (same arguments, same results: log-probs and entropy of labels under
+    hidden @ weight.T / temperature, flat over the tokens, fp32), by relate_fast's chunked pass. Only what verl's
+    fused-kernel forward asks for: reduction "none", no tensor-parallel vocabulary (dist_process_group None)."""
+    if reduction != "none":
+        raise NotImplementedError(f"linear_cross_entropy: reduction {reduction!r}; verl's forward asks for 'none'")
+    if dist_process_group is not None:
+        raise NotImplementedError("linear_cross_entropy: a vocabulary split over a process group is not implemented")
+    from relate_fast.loss import fused_logprobs_with_grad
+
+    logp, ent = fused_logprobs_with_grad(hidden, weight, labels, temperature=float(temperature), return_entropy=True,
+                                         chunk_size=chunk_size)
+    return logp.reshape(-1), ent.reshape(-1)
+
+
+def use_fused_logprobs(chunk_size: Optional[int] = None) -> None:
+    """Makes verl's fused-kernel forward (its Triton backend) take log-probs from relate_fast's kernels, in this
+    process: verl's forward imports ``linear_cross_entropy`` from its module at each call, so replacing the module's
+    attribute is enough. chunk_size: tokens per chunk of logits (the workspace; default about 1.25 GB of logits)."""
+    import importlib
+    import functools
+
+    try:
+        module = importlib.import_module(_VERL_LCE)
+    except ImportError as e:
+        raise ImportError(f"use_fused_logprobs() needs verl ({_VERL_LCE}; tested against 0.9.1)") from e
+    module.linear_cross_entropy = functools.partial(linear_cross_entropy, chunk_size=chunk_size)

@@ -8,6 +8,7 @@ Public contract (importable into other GRPO stacks; keep these signatures)::
                                     eps_low=0.2, eps_high=0.2, temperature=1.0, loss_type="grpo",
                                     max_completion_length=None, num_items=None)
     logprobs = fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False)
+    logprobs = fused_logprobs_with_grad(hidden, weight, targets, *, temperature=1.0, return_entropy=False)
     adv = group_advantages(rewards, group_size, *, scale=True, eps=1e-6)
 
 Algorithm: every loss type is a weighted sum of per-token terms, loss = Σ_t per[t]·c[t], with
@@ -52,11 +53,12 @@ import torch
 
 from relate_fast.loss.advantages import ADVANTAGE_ESTIMATORS, group_advantages, register_advantage_estimator
 from relate_fast.loss.checks import check_finite_on_mask, check_target_range, check_tensor, non_finite_on_mask
-from relate_fast.loss.chunked import BYTES_PER_LOGIT, FusedGRPO, PassConfig, chunk_rows, logprobs_pass
+from relate_fast.loss.chunked import BYTES_PER_LOGIT, FusedGRPO, FusedLogprobs, PassConfig, chunk_rows, logprobs_pass
 from relate_fast.loss.objective import LOSS_REGISTRY, LOSS_TYPES, register_loss_type, token_weights
 from relate_fast.loss.rows import BACKENDS, resolve_backend, resolve_logits_path
 
-__all__ = ["fused_grpo_loss", "fused_grpo_loss_tokens", "fused_logprobs", "group_advantages", "non_finite_on_mask",
+__all__ = ["fused_grpo_loss", "fused_grpo_loss_tokens", "fused_logprobs", "fused_logprobs_with_grad", "group_advantages",
+           "non_finite_on_mask",
            "LOSS_TYPES", "BACKENDS", "ADVANTAGE_ESTIMATORS", "register_advantage_estimator", "register_loss_type"]
 
 
@@ -247,3 +249,31 @@ def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=F
     if return_entropy:
         return out[0].reshape(targets.shape), out[1].reshape(targets.shape)
     return out[0].reshape(targets.shape)
+
+
+def fused_logprobs_with_grad(hidden, weight, targets, *, temperature=1.0, return_entropy=False, chunk_size=None,
+                             backend=None):
+    """fused_logprobs with a backward: log-probs [shape of targets] fp32 whose gradient reaches hidden and
+    weight, for a loss that takes log-probs (verl's policy losses: relate_fast.integrations.verl.
+    use_fused_logprobs). The logits are never materialised: the backward makes them again chunk by chunk
+    (four lm_head products in all, against three for fused_grpo_loss, which knows its loss in the forward).
+    return_entropy: also each position's entropy, without gradient (a gradient reaching it must be zero).
+    chunk_size: tokens per chunk (its logits are the workspace); backend: as for fused_grpo_loss."""
+    check_tensor(hidden, "hidden", dims=(2, 3), floating=True)
+    dev = hidden.device
+    H = hidden.shape[-1]
+    _check_head(hidden, weight, dev)
+    check_tensor(targets, "targets", shape=hidden.shape[:-1], floating=False, device=dev)
+    if not (temperature > 0):
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    backend = resolve_backend(backend, dev)
+    V = weight.shape[0]
+    check_target_range(targets, V)
+    h2, t = hidden.reshape(-1, H), targets.reshape(-1).long()
+    logits = resolve_logits_path(backend, h2, weight)
+    chunks = (chunk_rows(V, t.numel(), chunk_size, backend, 0 if logits == "epilogue" else 4),
+              chunk_rows(V, t.numel(), chunk_size, backend, BYTES_PER_LOGIT[logits]))
+    out = FusedLogprobs.apply(h2, weight, t, float(temperature), bool(return_entropy), chunks, backend, logits)
+    if return_entropy:
+        return out[0].view(targets.shape), out[1].view(targets.shape)
+    return out.view(targets.shape)

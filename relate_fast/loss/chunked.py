@@ -18,7 +18,7 @@ import torch
 from relate_fast.loss.objective import objective_metrics, token_terms
 from relate_fast.loss.rows import ROWS
 
-__all__ = ["chunk_rows", "PassConfig", "FusedGRPO", "logprobs_pass", "LOGITS_PATHS"]
+__all__ = ["chunk_rows", "PassConfig", "FusedGRPO", "FusedLogprobs", "logprobs_pass", "LOGITS_PATHS"]
 
 # fp32 logits of one chunk stay under these many bytes. The Triton backend writes dlogits over the
 # logits in place, so this is its whole vocabulary-sized workspace (1.25 GiB: 2,048 tokens at
@@ -311,3 +311,51 @@ def logprobs_pass(hidden, weight, targets, *, temperature: float, want_entropy: 
         if want_entropy:
             ent[s:e] = en
     return out, ent
+
+
+def logprobs_grads(hidden, weight, targets, g, *, temperature: float, chunk: int, backend: str, logits: str,
+                   need_dh: bool, need_dw: bool):
+    """grad_hidden, grad_weight of Σ g·logp(targets): the logits again, chunk by chunk (their statistics with
+    them), then dlogits = g·(onehot − softmax)/T and the two products — three products per chunk."""
+    N, V = hidden.shape[0], weight.shape[0]
+    inv_t = 1.0 / temperature
+    prod = _Products(weight, need_dw, _dw_dtype(weight))
+    stage = LOGITS_PATHS[logits](prod, backend, min(chunk, N), V, keep=True)
+    grad_h = torch.empty_like(hidden) if need_dh else None
+    for s in range(0, N, chunk):
+        e = min(N, s + chunk)
+        lse, _, _, state = stage.stats(hidden[s:e], targets[s:e], inv_t, False)
+        stage.grads(state, hidden[s:e], targets[s:e], lse, g[s:e], inv_t, grad_h[s:e] if need_dh else None)
+    grad_w = None
+    if need_dw:
+        grad_w = (prod.grad_w if prod.grad_w is not None else torch.zeros_like(weight)).to(weight.dtype)
+    return grad_h, grad_w
+
+
+class FusedLogprobs(torch.autograd.Function):
+    """Log-probs of targets with a gradient to hidden and weight, for stacks whose loss takes log-probs (verl's
+    fused-kernel forward). The forward keeps no logits (the pass of fused_logprobs); the backward makes each
+    chunk's logits again, so four products in all, and one chunk of logits is the whole workspace. The entropy,
+    when asked, is for metrics: a gradient that reaches it must be zero (an entropy bonus is not implemented)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature: float, want_entropy: bool, chunks, backend: str,
+                logits: str):
+        logp, ent = logprobs_pass(hidden, weight, targets, temperature=temperature, want_entropy=want_entropy,
+                                  chunk=chunks[0], backend=backend, logits=logits)
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.cfg = dict(temperature=temperature, chunk=chunks[1], backend=backend, logits=logits)
+        ctx.set_materialize_grads(False)
+        return (logp, ent) if want_entropy else logp
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_ent=None):
+        if grad_ent is not None and bool(torch.any(grad_ent != 0)):  # one device sync, only when the entropy is used
+            raise NotImplementedError("fused log-probs: the entropy has no gradient here (an entropy bonus, e.g. "
+                                      "verl's entropy_coeff != 0, is not implemented); its gradient was not zero")
+        if grad_logp is None:
+            return (None,) * 8
+        hidden, weight, targets = ctx.saved_tensors
+        gh, gw = logprobs_grads(hidden, weight, targets, grad_logp.float().contiguous(), **ctx.cfg,
+                                need_dh=ctx.needs_input_grad[0], need_dw=ctx.needs_input_grad[1])
+        return gh, gw, None, None, None, None, None, None
