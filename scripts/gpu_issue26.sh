@@ -2,7 +2,8 @@
 # verl beside ours (issue 26), on one lent H200, in one call:
 #   bash scripts/gpu_issue26.sh [tests] [ab] [oab] [loss] [verl] [ours]   (a job may name its workload: ours:realistic)
 #   tests  the integration's tests against the real verl installed there (tests/test_integration_verl_real.py, its
-#          GPU test included: the triton loss in bf16 against verl's vanilla loss; OpenRLHF's skip: not installed)
+#          GPU test included: the triton loss in bf16 against verl's vanilla loss; OpenRLHF's skip: not installed), and
+#          the log-prob kernels with a backward on the GPU (tests/test_logprobs_grad.py: both logits paths against float64)
 #   verl   bench_vs_verl.py --sweep over ONLY_VERL (default: verl_mb80_ckptoff_bypass_fused_rmpad: its fused log-prob
 #          kernels on the packed batch, its best without flash-attn; padded they fail in verl 0.9.1, NOTES_verl.md), fixed workload; VERL_RUN_TIMEOUT
 #          (540 s) per setting: verl takes ~300 s to start (Ray, FSDP, vLLM's server: ~2 min even warm) and its first
@@ -62,7 +63,7 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
   t=$SECONDS
   case "$job" in
   tests) timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_integration_verl_real.py tests/test_bench_vs_verl.py \
-           tests/test_integration_openrlhf_real.py > "$OUT/tests_verl.log" 2>&1
+           tests/test_integration_openrlhf_real.py tests/test_logprobs_grad.py > "$OUT/tests_verl.log" 2>&1
          echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
   ab)   for wl in $abw; do  # ours inside verl's own engine, no Ray, no vLLM (~2 min each)
           t1=$SECONDS; timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${AB_ARGS:-} \

@@ -85,3 +85,43 @@ def test_bad_inputs_are_named():
         fused_logprobs_with_grad(hidden, weight[:, :4], targets)
     with pytest.raises(ValueError, match="temperature"):
         fused_logprobs_with_grad(hidden, weight, targets, temperature=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests run on CPU machines")
+def test_the_epilogue_path_gives_the_fp32_paths_logprobs_and_gradients(monkeypatch):
+    """The logits GEMM with its statistics in the epilogue (the default on Hopper), run by the interpreter: the
+    same log-probs as the fp32 path and gradients within bf16's rounding of them."""
+    hidden, weight, targets, upstream = _inputs((2, 37), 32, 2056, torch.bfloat16)
+    out = {}
+    for path in ("fp32", "epilogue"):
+        monkeypatch.setenv("RELATE_FAST_LOGITS", path)
+        h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+        logp = fused_logprobs_with_grad(h, w, targets, temperature=1.2, chunk_size=40, backend="triton")
+        (logp * upstream).sum().backward()
+        out[path] = (logp.detach(), h.grad, w.grad)
+    torch.testing.assert_close(out["epilogue"][0], out["fp32"][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(out["epilogue"][1:], out["fp32"][1:]):
+        assert _rel(a, b.double()) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", ["fp32", "epilogue"])
+def test_on_the_gpu_logprobs_and_gradients_match_float64(monkeypatch, path):
+    """Both logits paths on the GPU (the epilogue GEMM needs Hopper), bf16, rows past one tile, a partial last
+    vocabulary tile, several chunks: log-probs and gradients against float64 autograd."""
+    from relate_fast.kernels import logits_gemm as lg
+
+    if path == "epilogue" and not lg.available(torch.device("cuda")):
+        pytest.skip("the epilogue GEMM needs a Hopper GPU")
+    monkeypatch.setenv("RELATE_FAST_LOGITS", path)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    B, T, H, V = 3, 700, 512, 50008
+    hidden = torch.randn(B, T, H, device="cuda", generator=g).bfloat16().requires_grad_()
+    weight = (torch.randn(V, H, device="cuda", generator=g) * 0.1).bfloat16().requires_grad_()
+    targets = torch.randint(0, V, (B, T), device="cuda", generator=g)
+    upstream = torch.randn(B, T, device="cuda", generator=g)
+    logp, ent = fused_logprobs_with_grad(hidden, weight, targets, temperature=0.7, return_entropy=True, chunk_size=1000)
+    (logp * upstream).sum().backward()
+    ref_logp, ref_ent, ref_gh, ref_gw = _reference(hidden, weight, targets, upstream, 0.7)
+    assert _rel(logp.detach(), ref_logp) < 1e-4 and _rel(ent.detach(), ref_ent) < 1e-3
+    assert _rel(hidden.grad, ref_gh) < 2e-2 and _rel(weight.grad, ref_gw) < 2e-2
