@@ -225,15 +225,11 @@ def fused_grpo_loss_tokens(hidden, weight, targets, coef, advantages, *, token_r
                  recompute=recompute, tis_cap=tis_cap)
 
 
-@torch.no_grad()
-def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False, chunk_size=None,
-                   backend=None):
-    """Log-probs of targets under logits = hidden @ weight.T / temperature, fp32, shape of targets;
-    with return_entropy also the entropy of each position. One pass, no grad (old/reference log-probs).
-    backend: as for fused_grpo_loss."""
+def _logprobs_inputs(hidden, weight, targets, temperature, chunk_size, backend):
+    """The checks of the log-prob functions, then (hidden [N, H], targets [N], backend, logits path, the forward's
+    tokens per chunk (no logits kept on the epilogue path), the tokens per chunk when the logits are kept)."""
     check_tensor(hidden, "hidden", dims=(2, 3), floating=True)
     dev = hidden.device
-    H = hidden.shape[-1]
     _check_head(hidden, weight, dev)
     check_tensor(targets, "targets", shape=hidden.shape[:-1], floating=False, device=dev)
     if not (temperature > 0):
@@ -241,11 +237,21 @@ def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=F
     backend = resolve_backend(backend, dev)
     V = weight.shape[0]
     check_target_range(targets, V)
-    h2 = hidden.reshape(-1, H)
+    h2, t = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
     logits = resolve_logits_path(backend, h2, weight)
-    out = logprobs_pass(h2, weight, targets.reshape(-1).long(), temperature=float(temperature),
-                        want_entropy=bool(return_entropy), backend=backend, logits=logits,
-                        chunk=chunk_rows(V, targets.numel(), chunk_size, backend, 0 if logits == "epilogue" else 4))
+    return (h2, t, backend, logits, chunk_rows(V, t.numel(), chunk_size, backend, 0 if logits == "epilogue" else 4),
+            chunk_rows(V, t.numel(), chunk_size, backend, BYTES_PER_LOGIT[logits]))
+
+
+@torch.no_grad()
+def fused_logprobs(hidden, weight, targets, *, temperature=1.0, return_entropy=False, chunk_size=None,
+                   backend=None):
+    """Log-probs of targets under logits = hidden @ weight.T / temperature, fp32, shape of targets;
+    with return_entropy also the entropy of each position. One pass, no grad (old/reference log-probs).
+    backend: as for fused_grpo_loss."""
+    h2, t, backend, logits, chunk, _ = _logprobs_inputs(hidden, weight, targets, temperature, chunk_size, backend)
+    out = logprobs_pass(h2, weight, t, temperature=float(temperature), want_entropy=bool(return_entropy),
+                        backend=backend, logits=logits, chunk=chunk)
     if return_entropy:
         return out[0].reshape(targets.shape), out[1].reshape(targets.shape)
     return out[0].reshape(targets.shape)
@@ -259,21 +265,8 @@ def fused_logprobs_with_grad(hidden, weight, targets, *, temperature=1.0, return
     (four lm_head products in all, against three for fused_grpo_loss, which knows its loss in the forward).
     return_entropy: also each position's entropy, without gradient (a gradient reaching it must be zero).
     chunk_size: tokens per chunk (its logits are the workspace); backend: as for fused_grpo_loss."""
-    check_tensor(hidden, "hidden", dims=(2, 3), floating=True)
-    dev = hidden.device
-    H = hidden.shape[-1]
-    _check_head(hidden, weight, dev)
-    check_tensor(targets, "targets", shape=hidden.shape[:-1], floating=False, device=dev)
-    if not (temperature > 0):
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    backend = resolve_backend(backend, dev)
-    V = weight.shape[0]
-    check_target_range(targets, V)
-    h2, t = hidden.reshape(-1, H), targets.reshape(-1).long()
-    logits = resolve_logits_path(backend, h2, weight)
-    chunks = (chunk_rows(V, t.numel(), chunk_size, backend, 0 if logits == "epilogue" else 4),
-              chunk_rows(V, t.numel(), chunk_size, backend, BYTES_PER_LOGIT[logits]))
-    out = FusedLogprobs.apply(h2, weight, t, float(temperature), bool(return_entropy), chunks, backend, logits)
+    h2, t, backend, logits, *chunks = _logprobs_inputs(hidden, weight, targets, temperature, chunk_size, backend)
+    out = FusedLogprobs.apply(h2, weight, t, float(temperature), bool(return_entropy), tuple(chunks), backend, logits)
     if return_entropy:
         return out[0].view(targets.shape), out[1].view(targets.shape)
     return out.view(targets.shape)
