@@ -103,7 +103,7 @@ OURS_LOGPROBS = "+relate_logprobs"  # a mode's suffix: its log-probs from our ke
 
 
 @contextlib.contextmanager
-def logprobs_kernel(mode: str):
+def logprobs_kernel(mode: str, chunk_size=None):
     """verl's fused forward with our log-prob kernel for a mode that ends in OURS_LOGPROBS, verl's own otherwise."""
     if not mode.endswith(OURS_LOGPROBS):
         yield mode
@@ -112,20 +112,18 @@ def logprobs_kernel(mode: str):
     from relate_fast.integrations.verl import use_fused_logprobs
 
     own = lce.linear_cross_entropy
-    use_fused_logprobs(chunk_size=LOGPROBS_CHUNK[0])
+    use_fused_logprobs(chunk_size=chunk_size)
     try:
         yield mode[: -len(OURS_LOGPROBS)]
     finally:
         lce.linear_cross_entropy = own
 
 
-LOGPROBS_CHUNK = [None]  # --logprobs-chunk
-
-
-def update_once(engine, tensors: dict, mode: str, *, remove_padding: bool, fused: bool, token_budget: int) -> dict:
-    """One `train_batch` with the policy loss `mode` (and our log-prob kernel if it ends in OURS_LOGPROBS): its time
-    (device-synchronised), peak memory, loss, grad norm."""
-    with logprobs_kernel(mode) as loss_mode:
+def update_once(engine, tensors: dict, mode: str, *, remove_padding: bool, fused: bool, token_budget: int,
+                logprobs_chunk=None) -> dict:
+    """One `train_batch` with the policy loss `mode` (and our log-prob kernel, logprobs_chunk tokens per chunk, if
+    it ends in OURS_LOGPROBS): its time (device-synchronised), peak memory, loss, grad norm."""
+    with logprobs_kernel(mode, logprobs_chunk) as loss_mode:
         return _update_once(engine, tensors, loss_mode, remove_padding=remove_padding, fused=fused, token_budget=token_budget)
 
 
@@ -160,7 +158,8 @@ def old_log_probs(engine, tensors: dict, *, remove_padding: bool, fused: bool, t
 
 
 def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int = 3, remove_padding: bool = True,
-           fused: bool = False, token_budget: int = 4096, old_noise: float = 0.0, seed: int = 0) -> dict:
+           fused: bool = False, token_budget: int = 4096, old_noise: float = 0.0, seed: int = 0,
+           logprobs_chunk=None) -> dict:
     """A warm-up call per mode (its gradients kept), then `repeats` rounds alternating the modes (timed); the
     gradients' relative distance of each mode's to the first's, and of the first mode's two calls (noise)."""
     from relate_fast.integrations.verl import register
@@ -170,6 +169,7 @@ def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int =
     from benchmarks.common import perturbed
 
     old = perturbed(old_log_probs(engine, tensors, **kw), tensors["response_mask"], old_noise, seed)
+    kw["logprobs_chunk"] = logprobs_chunk
     tensors = dict(tensors, old_log_probs=old)
     runs = {m: [] for m in modes}
     grads = {}
@@ -229,7 +229,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.logprobs_ab == "on" and args.fused != "on":
         ap.error("--logprobs-ab on swaps the kernel under verl's fused forward: it needs --fused on")
-    LOGPROBS_CHUNK[0] = args.logprobs_chunk
     folder, prompts, lengths = ab_policy(args)
     width = max(len(p) for p in prompts) + args.max_new_tokens
     budget = args.micro_batch * width
@@ -240,7 +239,7 @@ def main(argv=None):
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
     modes = ("vanilla", "relate") + (("vanilla" + OURS_LOGPROBS,) if args.logprobs_ab == "on" else ())
     result = run_ab(engine, tensors, modes=modes, repeats=args.repeats, remove_padding=rp, fused=fused,
-                    token_budget=budget, old_noise=args.old_noise, seed=args.seed)
+                    token_budget=budget, old_noise=args.old_noise, seed=args.seed, logprobs_chunk=args.logprobs_chunk)
     tensors["old_log_probs"] = result.pop("old_log_probs")  # the grid's batch is the A/B's
     if args.budget_grid:
         result["budget_grid"] = budget_grid(engine, tensors, {int(m): int(m) * width for m in args.budget_grid.split(",")},
