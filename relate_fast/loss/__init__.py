@@ -58,8 +58,8 @@ from relate_fast.loss.objective import LOSS_REGISTRY, LOSS_TYPES, register_loss_
 from relate_fast.loss.rows import BACKENDS, resolve_backend, resolve_logits_path
 
 __all__ = ["fused_grpo_loss", "fused_grpo_loss_tokens", "fused_logprobs", "fused_logprobs_with_grad", "group_advantages",
-           "non_finite_on_mask",
-           "LOSS_TYPES", "BACKENDS", "ADVANTAGE_ESTIMATORS", "register_advantage_estimator", "register_loss_type"]
+           "non_finite_on_mask", "LOSS_TYPES", "BACKENDS", "ADVANTAGE_ESTIMATORS", "register_advantage_estimator",
+           "register_loss_type"]
 
 
 def _check_head(hidden, weight, dev):

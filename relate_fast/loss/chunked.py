@@ -350,7 +350,9 @@ class FusedLogprobs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_logp, grad_ent=None):
-        if grad_ent is not None and bool(torch.any(grad_ent != 0)):  # one device sync, only when the entropy is used
+        # a device sync whenever the entropy is in the loss's graph (verl always adds −entropy_coeff·entropy):
+        # a silently dropped entropy bonus would be worse than the CPU waiting once per backward
+        if grad_ent is not None and bool(torch.any(grad_ent != 0)):
             raise NotImplementedError("fused log-probs: the entropy has no gradient here (an entropy bonus, e.g. "
                                       "verl's entropy_coeff != 0, is not implemented); its gradient was not zero")
         if grad_logp is None:
