@@ -53,6 +53,9 @@ from benchmarks.bench_vs_trl import G, longest_prompt_tokens, prompt_rows, share
 from benchmarks.common import pick_settings, provenance, run_setting, shared_workdir, write_json  # noqa: E402
 
 SPEEDS = ("none", "bypass", "liger", "bypass_liger", "fused", "bypass_fused", "bypass_liger_fused")
+# --verl-loss: verl's policy loss mode for each; relate_kernels is ours on log-probs from our kernels under verl's
+# fused forward (RELATE_FAST_VERL_LOGPROBS in verl's processes: relate_fast.integrations.verl_plugin)
+LOSS_MODES = {"vanilla": "vanilla", "relate": "relate", "relate_checked": "relate_checked", "relate_kernels": "relate"}
 
 
 def attention_of(remove_padding: str) -> str:
@@ -114,7 +117,7 @@ def verl_overrides(args, folder: Path, data: Path, run_dir: Path, width: int, pr
         f"trainer.experiment_name={run_dir.name}", f"trainer.default_local_dir={run_dir / 'ckpt'}",
     ]
     if args.verl_loss != "vanilla":  # ours, registered in verl's processes by run_verl's VERL_USE_EXTERNAL_MODULES
-        o.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={args.verl_loss}")
+        o.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={LOSS_MODES[args.verl_loss]}")
     # no flash-attn there: flex_attention on the packed row, SDPA on the padded batch
     o.append(f"+actor_rollout_ref.model.override_config.attn_implementation={attention_of(args.remove_padding)}")
     if "fused" in speed:
@@ -214,6 +217,8 @@ def run_verl(args, work: Path) -> dict:
         env["VERL_USE_EXTERNAL_MODULES"] = ",".join(["relate_fast.integrations.verl_plugin"]
                                                     + (["benchmarks.verl_check"] if args.verl_loss == "relate_checked" else []))
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    if args.verl_loss == "relate_kernels":  # read by the plugin in the driver and every Ray worker (one node)
+        env["RELATE_FAST_VERL_LOGPROBS"] = "1"
     if args.hide:
         env["PYTHONPATH"] = hide_packages(env.get("PYTHONPATH", ""), args.hide.split(","), work / "pythonpath_overlay")
     if args.transformers_dir:  # verl's transformers pin first, for this process and its Ray workers
@@ -274,8 +279,12 @@ def fused_on_padded(speed: str, remove_padding: str) -> bool:
     return "fused" in speed and remove_padding == "off"
 
 
-def fused_needs_packing(args) -> None:
-    """Says so before verl's ~5 minutes of start-up, not after (fused_on_padded)."""
+def refuse_unrunnable_setting(args) -> None:
+    """Settings verl cannot run say so before its ~5 minutes of start-up, not after (fused_on_padded, relate_kernels)."""
+    if args.verl_loss == "relate_kernels" and not ("fused" in args.verl_speed and args.fused_backend == "triton"):
+        raise SystemExit(f"--verl-loss relate_kernels replaces the kernel of verl's fused forward with its Triton backend: "
+                         f"it needs a --verl-speed with _fused and --fused-backend triton, not {args.verl_speed} / "
+                         f"{args.fused_backend}")
     if fused_on_padded(args.verl_speed, args.remove_padding):
         raise SystemExit(f"--verl-speed {args.verl_speed} needs --remove-padding on: verl 0.9.1's fused kernels fail on the "
                          f"padded batch (FSDPEngine.prepare_model_outputs, IndexError); the sweep leaves that pair out")
@@ -300,6 +309,8 @@ def sweep(args) -> dict:
                     for loss in args.verl_losses.split(","):
                         for rmpad in args.remove_paddings.split(","):
                             if fused_on_padded(speed, rmpad):  # verl 0.9.1 fails there
+                                continue
+                            if loss == "relate_kernels" and "fused" not in speed:  # replaces a fused kernel
                                 continue
                             one = argparse.Namespace(**vars(args))
                             one.micro_batch, one.ckpt, one.verl_speed, one.vllm_mode = mb, ckpt, speed, mode
@@ -406,9 +417,10 @@ def main(argv=None):
                     help="fixed micro-batches of --micro-batch sequences instead of a token budget")
     ap.add_argument("--ckpt", default="off", choices=("on", "off"))
     ap.add_argument("--verl-speed", default="none", choices=SPEEDS)
-    ap.add_argument("--verl-loss", default="vanilla", choices=("vanilla", "relate", "relate_checked"),
-                    help="verl's policy loss: its own, ours (relate_fast.integrations.verl), or ours with verl's computed "
-                         "beside it on the same micro-batch and their difference logged (benchmarks/verl_check.py)")
+    ap.add_argument("--verl-loss", default="vanilla", choices=tuple(LOSS_MODES),
+                    help="verl's policy loss: its own, ours (relate_fast.integrations.verl), ours with verl's computed "
+                         "beside it on the same micro-batch and their difference logged (benchmarks/verl_check.py), or "
+                         "ours on log-probs from our kernels (relate_kernels: with a _fused speed, triton backend)")
     ap.add_argument("--remove-padding", default="off", choices=("on", "off"),
                     help="verl's use_remove_padding (here with flex_attention: the lent GPU machine has no flash-attn)")
     ap.add_argument("--fused-backend", default="triton", choices=("torch", "triton"),
@@ -427,7 +439,7 @@ def main(argv=None):
     ap.add_argument("--verl-speeds", default="none,bypass,bypass_fused")
     ap.add_argument("--vllm-modes", default="sleep")
     ap.add_argument("--remove-paddings", default="off,on", help="--sweep: verl's use_remove_padding settings")
-    ap.add_argument("--verl-losses", default="vanilla", help="--sweep: verl's policy losses (vanilla, relate, relate_checked)")
+    ap.add_argument("--verl-losses", default="vanilla", help="--sweep: verl's policy losses (vanilla, relate, relate_checked, relate_kernels)")
     ap.add_argument("--only", default=None)
     ap.add_argument("--sweep-dir", default=None)
     ap.add_argument("--rerun", action="store_true")
@@ -450,7 +462,7 @@ def main(argv=None):
         return result
     if not args.side:
         ap.error("--side verl, --sweep, --combine-dir DIR or --print-overrides")
-    fused_needs_packing(args)
+    refuse_unrunnable_setting(args)
     res = run_verl(args, shared_workdir("vs_trl", args.work))
     result = {"verl": res, "settings": _settings(args), "info": provenance()}
     print(json.dumps(result, indent=2))

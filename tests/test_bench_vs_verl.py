@@ -191,6 +191,40 @@ def test_verls_fused_kernels_are_swept_packed_only_and_refused_padded(tmp_path, 
         bv.main(["--side", "verl", "--verl-speed", "bypass_fused", "--remove-padding", "off", "--work", str(tmp_path)])
 
 
+def test_ours_with_our_logprob_kernels_runs_only_over_verls_fused_forward(tmp_path, monkeypatch):
+    """--verl-loss relate_kernels: the loss mode "relate" and RELATE_FAST_VERL_LOGPROBS in verl's environment; swept
+    only with a _fused speed (it replaces that kernel), refused before verl starts otherwise."""
+    kv = _kv(bv.verl_overrides(_args(verl_speed="bypass_fused", remove_padding="on", verl_loss="relate_kernels"),
+                               tmp_path, tmp_path, tmp_path, width=300, prompt_len=172))
+    assert kv["actor_rollout_ref.actor.policy_loss.loss_mode"] == "relate"
+    assert bv.setting_name(_args(micro_batch=80, verl_speed="bypass_fused", remove_padding="on",
+                                 verl_loss="relate_kernels")) == "verl_mb80_ckptoff_bypass_fused_relate_kernels_rmpad"
+    seen = {}
+
+    def fake_run(cmd, run_dir, env, *a, **kw):
+        seen.update(env)
+        raise SystemExit("stop before verl")
+    monkeypatch.setattr(bv, "_run_with_timeout", fake_run)
+    monkeypatch.setattr(bv, "shared_policy", lambda *a: tmp_path)
+    monkeypatch.setattr(bv, "write_dataset", lambda *a: tmp_path / "d.parquet")
+    monkeypatch.setattr(bv, "longest_prompt_tokens", lambda *a: 100)
+    with pytest.raises(SystemExit, match="stop before verl"):
+        bv.run_verl(_args(verl_speed="bypass_fused", remove_padding="on", verl_loss="relate_kernels", verl_timeout=10),
+                    tmp_path)
+    assert seen["RELATE_FAST_VERL_LOGPROBS"] == "1"
+    assert "relate_fast.integrations.verl_plugin" in seen["VERL_USE_EXTERNAL_MODULES"]
+    ran = []
+    monkeypatch.setattr(bv, "run_setting", lambda out_dir, name, cmd, **kw: ran.append(name))
+    monkeypatch.setattr(bv, "combine_dir", lambda out_dir, ours=None: {})
+    bv.sweep(_args(grid="80", ckpts="off", verl_speeds="bypass,bypass_fused", vllm_modes="sleep", verl_losses="relate_kernels",
+                   remove_paddings="on", only=None, sweep_dir=str(tmp_path), out=str(tmp_path / "o.json"), ours=None,
+                   rerun=False, run_timeout=100))
+    assert ran == ["verl_mb80_ckptoff_bypass_fused_relate_kernels_rmpad"]
+    with pytest.raises(SystemExit, match="needs a --verl-speed with _fused"):
+        bv.main(["--side", "verl", "--verl-speed", "bypass", "--remove-padding", "on", "--verl-loss", "relate_kernels",
+                 "--work", str(tmp_path)])
+
+
 def test_the_tables_of_the_ab_benches_render_what_the_benches_write():
     """benchmarks/results_tables.py's tables for verl_engine_ab.py and openrlhf_actor_ab.py, on results shaped as
     the benches write them (run_ab's summary, sweep's grid and best, agreement)."""
