@@ -582,13 +582,21 @@ def openrlhf_actor_ab_fixed_9176ffb() -> str:
 
 
 def loss_vs_verl_9176ffb() -> str:
+    return loss_vs_verl_table(_load("loss_h200_1.7b_head_vs_verl_9176ffb.json"))
+
+
+def loss_vs_verl_table(d: dict) -> str:
     """bench_loss.py --hidden 2048 (Qwen3-1.7B's head): ours against verl 0.9.1's fused log-prob paths, each
-    followed by the same GRPO math; time over the three lm_head products each measured beside it, extra memory."""
-    rows = _load("loss_h200_1.7b_head_vs_verl_9176ffb.json")["rows"]
-    impls = (("ours_epilogue", "ours, epilogue path (the default on Hopper)"), ("ours", "ours, row kernels"),
-             ("verl_triton", "verl's Triton `linear_cross_entropy` + GRPO math"),
-             ("verl_torch", "verl's chunked torch `FusedLinearForPPO` + GRPO math"),
-             ("naive", "plain torch (logits formed)"))
+    followed by the same GRPO math; time over the three lm_head products each measured beside it, extra memory;
+    ours at other chunk sizes (--chunks) where the run has them."""
+    rows = d["rows"]
+    impls = [("ours_epilogue", "ours, epilogue path (the default on Hopper)"), ("ours", "ours, row kernels")]
+    chunked = sorted({k[:-3] for r in rows for k in r if re.fullmatch(r"ours_\w+_chunk\d+_ms", k)},
+                     key=lambda n: int(n.rsplit("chunk", 1)[1]))
+    impls += [(n, f"ours, {n.split('_')[1]} path, {int(n.rsplit('chunk', 1)[1]):,} tokens per chunk") for n in chunked]
+    impls += [("verl_triton", "verl's Triton `linear_cross_entropy` + GRPO math"),
+              ("verl_torch", "verl's chunked torch `FusedLinearForPPO` + GRPO math"),
+              ("naive", "plain torch (logits formed)")]
     lines = ["| implementation | " + " | ".join(f"{r['N']:,} tokens: time (× products) | extra GiB" for r in rows)
              + " |", "|---|" + "---|---|" * len(rows)]
     for key, label in impls:

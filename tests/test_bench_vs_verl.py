@@ -250,6 +250,15 @@ def test_the_tables_of_the_ab_benches_render_what_the_benches_write():
                                                     "ours_grad_dist_to_fp32": 0.04}})
     assert "| OpenRLHF 0.11.2 (Actor + PolicyLoss) | 80 | out of memory |  |" in orl and "**2.00×**" in orl
     assert "| gradient distance to it, OpenRLHF / ours | 5.00e-02 / 4.00e-02 |" in orl
+    row = {"N": 8192, **{f"{k}_ms": ms for k, ms in (("ours_epilogue", 20.0), ("ours", 25.0), ("verl_triton", 50.0),
+                                                      ("verl_torch", 80.0), ("naive", 30.0), ("ours_epilogue_chunk1024", 22.0),
+                                                      ("ours_epilogue_chunk512", 24.0))}}
+    row.update({k.replace("_ms", "_vs_floor"): v / 20.0 for k, v in list(row.items()) if k.endswith("_ms")})
+    row.update({k.replace("_ms", "_extra_GiB"): 0.5 for k in list(row) if k.endswith("_ms")})
+    loss = rt.loss_vs_verl_table({"rows": [row]}).splitlines()  # the chunk sizes in order, after ours' default
+    assert [ln.split(" | ")[0] for ln in loss[4:6]] == ["| ours, epilogue path, 512 tokens per chunk",
+                                                        "| ours, epilogue path, 1,024 tokens per chunk"]
+    assert "| 22.0 ms (1.10×) | 0.50 |" in loss[5] and "**2.50×**" in loss[-1]
 
 
 def test_a_settings_figures_are_medians_after_the_warm_up_and_every_step_is_kept():
