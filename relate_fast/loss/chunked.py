@@ -295,9 +295,10 @@ class FusedGRPO(torch.autograd.Function):
 
 
 def logprobs_pass(hidden, weight, targets, *, temperature: float, want_entropy: bool, chunk: int, backend: str,
-                  logits: str = "fp32"):
+                  logits: str = "fp32", lse_out: Optional[torch.Tensor] = None):
     """(log-probs [N] fp32, entropy [N] or None) of targets under hidden @ weight.T / temperature:
-    the forward half of the pass, without the objective (fused_logprobs)."""
+    the forward half of the pass, without the objective (fused_logprobs). lse_out [N]: also the rows'
+    log-sum-exp, for a backward that recomputes the logits (FusedLogprobs)."""
     N = hidden.shape[0]
     V = weight.shape[0]
     dev = hidden.device
@@ -308,28 +309,11 @@ def logprobs_pass(hidden, weight, targets, *, temperature: float, want_entropy: 
         e = min(N, s + chunk)
         lse, z_tgt, en, _ = stage.stats(hidden[s:e], targets[s:e], 1.0 / temperature, want_entropy)
         out[s:e] = z_tgt - lse
+        if lse_out is not None:
+            lse_out[s:e] = lse
         if want_entropy:
             ent[s:e] = en
     return out, ent
-
-
-def logprobs_grads(hidden, weight, targets, g, *, temperature: float, chunk: int, backend: str, logits: str,
-                   need_dh: bool, need_dw: bool):
-    """grad_hidden, grad_weight of Σ g·logp(targets): the logits again, chunk by chunk (their statistics with
-    them), then dlogits = g·(onehot − softmax)/T and the two products — three products per chunk."""
-    N, V = hidden.shape[0], weight.shape[0]
-    inv_t = 1.0 / temperature
-    prod = _Products(weight, need_dw, _dw_dtype(weight))
-    stage = LOGITS_PATHS[logits](prod, backend, min(chunk, N), V, keep=True)
-    grad_h = torch.empty_like(hidden) if need_dh else None
-    for s in range(0, N, chunk):
-        e = min(N, s + chunk)
-        lse, _, _, state = stage.stats(hidden[s:e], targets[s:e], inv_t, False)
-        stage.grads(state, hidden[s:e], targets[s:e], lse, g[s:e], inv_t, grad_h[s:e] if need_dh else None)
-    grad_w = None
-    if need_dw:
-        grad_w = (prod.grad_w if prod.grad_w is not None else torch.zeros_like(weight)).to(weight.dtype)
-    return grad_h, grad_w
 
 
 class FusedLogprobs(torch.autograd.Function):
@@ -341,10 +325,13 @@ class FusedLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, temperature: float, want_entropy: bool, chunks, backend: str,
                 logits: str):
+        lse = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         logp, ent = logprobs_pass(hidden, weight, targets, temperature=temperature, want_entropy=want_entropy,
-                                  chunk=chunks[0], backend=backend, logits=logits)
-        ctx.save_for_backward(hidden, weight, targets)
-        ctx.cfg = dict(temperature=temperature, chunk=chunks[1], backend=backend, logits=logits)
+                                  chunk=chunks[0], backend=backend, logits=logits, lse_out=lse)
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        # the backward is fused_grpo_loss's recompute path with g = d(loss)/d(logp) from upstream
+        ctx.cfg = PassConfig(backend=backend, chunk=chunks[1], logits=logits, beta=0.0, eps_low=0.0, eps_high=0.0,
+                             temperature=temperature, want_entropy=False, recompute=True)
         ctx.set_materialize_grads(False)
         return (logp, ent) if want_entropy else logp
 
@@ -357,7 +344,7 @@ class FusedLogprobs(torch.autograd.Function):
                                       "verl's entropy_coeff != 0, is not implemented); its gradient was not zero")
         if grad_logp is None:
             return (None,) * 8
-        hidden, weight, targets = ctx.saved_tensors
-        gh, gw = logprobs_grads(hidden, weight, targets, grad_logp.float().contiguous(), **ctx.cfg,
-                                need_dh=ctx.needs_input_grad[0], need_dw=ctx.needs_input_grad[1])
+        hidden, weight, targets, lse = ctx.saved_tensors
+        gh, gw = chunked_grads(hidden, weight, targets, lse, grad_logp.float().contiguous(), ctx.cfg,
+                               ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return gh, gw, None, None, None, None, None, None
