@@ -26,10 +26,10 @@ minus the two gradients themselves. Prints a table and writes JSON (--out).
 from __future__ import annotations
 
 import argparse
-import re
 import datetime
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path

@@ -8,6 +8,8 @@
 #          kernels on the packed batch, its best without flash-attn; padded they fail in verl 0.9.1, NOTES_verl.md), fixed workload; VERL_RUN_TIMEOUT
 #          (540 s) per setting: verl takes ~300 s to start (Ray, FSDP, vLLM's server: ~2 min even warm) and its first
 #          step ~50 s more, so one verl setting per call; it is stopped 30 s after logging its last step
+#          VERL_BACKGROUND=1 starts it detached and waits VERL_WAIT (540) s; `verl_wait` in the next calls waits again
+#          and collects it (verl at ad lengths needs more than one call: NOTES_verl.md)
 #   ab     benchmarks/verl_engine_ab.py for AB_WORKLOADS (fixed realistic): our loss against verl's vanilla inside verl's
 #          own FSDP engine (its fused kernels, packed, flex_attention), one batch, one process: loss, gradients, time, memory;
 #          then verl's own loss at the token budgets AB_BUDGETS (16,40,80 rows); checkpointing off unless AB_ARGS="--ckpt on";
@@ -17,8 +19,6 @@
 #   loss   bench_loss.py at Qwen3-1.7B's head (H 2048, 8,192 and 17,920 tokens): our fused loss against verl's own
 #          fused log-prob kernels (Triton, chunked torch) followed by the GRPO math, and the other anchors; ours also
 #          at LOSS_CHUNKS tokens per chunk (512,1024,2048: its extra memory is one chunk's logits)
-#          VERL_BACKGROUND=1 starts it detached and waits VERL_WAIT (540) s; `verl_wait` in the next calls waits again
-#          and collects it (verl at ad lengths needs more than one call: NOTES_verl.md)
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
