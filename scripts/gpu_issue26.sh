@@ -54,6 +54,7 @@ verl_wait() {
   elif kill -0 "$pid" 2>/dev/null; then
     echo "-- verl (background) still running after $((SECONDS - t)) s of this call; its steps so far:"
     grep -ahoE "step:[0-9]+ " /tmp/vs_work/verl_*/verl.log 2>/dev/null | tail -3
+    verl_logs  # its console so far comes back even if a later call never collects it
   else echo "-- verl (background) gone without a result: stopped with the call that started it?"; fi; }
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
 for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for one job on another workload
