@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import cuda_sync, flat_grads  # noqa: E402
+from relate_fast.integrations.verl import LOGPROBS_CHUNK_TOKENS  # noqa: E402
 
 
 def init_single_process_group(backend: str) -> None:
@@ -220,7 +221,9 @@ def main(argv=None):
     ap.add_argument("--logprobs-ab", default="off", choices=("on", "off"),
                     help="also verl's vanilla loss with its log-probs from our kernels (use_fused_logprobs) in place of "
                          "verl's Triton linear_cross_entropy; needs --fused on")
-    ap.add_argument("--logprobs-chunk", type=int, default=None, help="tokens per chunk of our log-prob kernel")
+    ap.add_argument("--logprobs-chunk", type=int, default=LOGPROBS_CHUNK_TOKENS,
+                    help="tokens per chunk of our log-prob kernel (default: the integration's; 0: the loss's own "
+                         "default, about 1.25 GB of logits)")
     ap.add_argument("--budget-grid", default="",
                     help="also verl's own loss alone at these token budgets, in rows of the widest row (e.g. 16,40,80)")
     from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
@@ -239,7 +242,7 @@ def main(argv=None):
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
     modes = ("vanilla", "relate") + (("vanilla" + OURS_LOGPROBS,) if args.logprobs_ab == "on" else ())
     result = run_ab(engine, tensors, modes=modes, repeats=args.repeats, remove_padding=rp, fused=fused,
-                    token_budget=budget, old_noise=args.old_noise, seed=args.seed, logprobs_chunk=args.logprobs_chunk)
+                    token_budget=budget, old_noise=args.old_noise, seed=args.seed, logprobs_chunk=args.logprobs_chunk or None)
     tensors["old_log_probs"] = result.pop("old_log_probs")  # the grid's batch is the A/B's
     if args.budget_grid:
         result["budget_grid"] = budget_grid(engine, tensors, {int(m): int(m) * width for m in args.budget_grid.split(",")},

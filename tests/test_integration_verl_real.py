@@ -135,8 +135,8 @@ def test_verl_use_external_modules_registers_ours():
 
 def test_the_plugin_gives_verls_fused_forward_our_logprobs_when_the_environment_asks():
     """RELATE_FAST_VERL_LOGPROBS=1: `import verl` in a fresh process (the plugin named by VERL_USE_EXTERNAL_MODULES,
-    as in a Ray worker) leaves verl's linear_cross_entropy ours, with RELATE_FAST_VERL_LOGPROBS_CHUNK's chunk;
-    without it, verl's own."""
+    as in a Ray worker) leaves verl's linear_cross_entropy ours, with RELATE_FAST_VERL_LOGPROBS_CHUNK's chunk or,
+    unset, the integration's default; without it, verl's own."""
     import os
     import subprocess
     import sys
@@ -146,10 +146,12 @@ def test_the_plugin_gives_verls_fused_forward_our_logprobs_when_the_environment_
     env = dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none", VERL_USE_EXTERNAL_MODULES="relate_fast.integrations.verl_plugin")
     env.pop("RELATE_FAST_VERL_LOGPROBS", None)
     runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=e)
-            for e in (dict(env, RELATE_FAST_VERL_LOGPROBS="1", RELATE_FAST_VERL_LOGPROBS_CHUNK="512"), env)]
-    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+            for e in (dict(env, RELATE_FAST_VERL_LOGPROBS="1", RELATE_FAST_VERL_LOGPROBS_CHUNK="512"),
+                      dict(env, RELATE_FAST_VERL_LOGPROBS="1"), env)]
+    assert all(r.returncode == 0 for r in runs), "".join(r.stderr[-2000:] for r in runs)
     assert runs[0].stdout.split()[-2:] == ["relate_fast.integrations.verl", "512"]
-    assert runs[1].stdout.split()[-2] != "relate_fast.integrations.verl"
+    assert runs[1].stdout.split()[-2:] == ["relate_fast.integrations.verl", str(relate_verl.LOGPROBS_CHUNK_TOKENS)]
+    assert runs[2].stdout.split()[-2] != "relate_fast.integrations.verl"
 
 
 def test_the_checked_loss_trains_with_ours_and_logs_the_gap_to_verls():
