@@ -54,8 +54,11 @@ from benchmarks.common import pick_settings, provenance, run_setting, shared_wor
 
 SPEEDS = ("none", "bypass", "liger", "bypass_liger", "fused", "bypass_fused", "bypass_liger_fused")
 # --verl-loss: verl's policy loss mode for each; relate_kernels is ours on log-probs from our kernels under verl's
-# fused forward (RELATE_FAST_VERL_LOGPROBS in verl's processes: relate_fast.integrations.verl_plugin)
-LOSS_MODES = {"vanilla": "vanilla", "relate": "relate", "relate_checked": "relate_checked", "relate_kernels": "relate"}
+# fused forward (RELATE_FAST_VERL_LOGPROBS in verl's processes: relate_fast.integrations.verl_plugin), checked
+# (verl's vanilla loss beside it on each micro-batch, benchmarks/verl_check.py: no extra pass, the loss math on the
+# same log-probs), so its run also says whether the two losses agree
+LOSS_MODES = {"vanilla": "vanilla", "relate": "relate", "relate_checked": "relate_checked",
+              "relate_kernels": "relate_checked"}
 
 
 def attention_of(remove_padding: str) -> str:
@@ -215,7 +218,7 @@ def run_verl(args, work: Path) -> dict:
     env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_path))
     if args.verl_loss != "vanilla":  # imported by `import verl` in the driver and every Ray worker
         env["VERL_USE_EXTERNAL_MODULES"] = ",".join(["relate_fast.integrations.verl_plugin"]
-                                                    + (["benchmarks.verl_check"] if args.verl_loss == "relate_checked" else []))
+                                                    + (["benchmarks.verl_check"] if checked(args) else []))
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if args.verl_loss == "relate_kernels":  # read by the plugin in the driver and every Ray worker (one node)
         env["RELATE_FAST_VERL_LOGPROBS"] = "1"
@@ -256,11 +259,16 @@ def summarise(rows: list, args, width: int, exit_status) -> dict:
             "peak_reserved_gib": max(r.get("actor/perf/max_memory_reserved_gb", 0.0) for r in steady),
             "attention": attention_of(args.remove_padding), "mfu_verl": med("perf/mfu/actor")
             if any("perf/mfu/actor" in r for r in steady) else None,
-            "loss_check": loss_check(rows) if args.verl_loss == "relate_checked" else None,
+            "loss_check": loss_check(rows) if checked(args) else None,
             "verl_exit": exit_status,
             "reward_mean": statistics.mean(r["critic/score/mean"] for r in steady if "critic/score/mean" in r)
             if any("critic/score/mean" in r for r in steady) else None,
             "micro_batch_tokens": args.micro_batch * width, "world_size": 1, "data_parallel": "FSDP (verl)"}
+
+
+def checked(args) -> bool:
+    """Whether the run's loss logs verl's vanilla loss beside ours (benchmarks/verl_check.py)."""
+    return LOSS_MODES[args.verl_loss] == "relate_checked"
 
 
 def loss_check(rows: list) -> dict:

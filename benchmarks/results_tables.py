@@ -511,10 +511,12 @@ def verl_engine_ab_table(d: dict) -> str:
     ckpt = st.get("ckpt", "on (verl's default: the harness did not set it then)")
     lines += ["", "| ours / verl's vanilla | ratio |", "|---|---|", _row(["update time", f"{r['update_s']:.3f}×"]),
               _row(["peak memory", f"{r['peak']:.3f}×" if r["peak"] else "not read"])]
-    if d.get("relate_logprobs_over_vanilla"):  # verl's loss on our log-prob kernel
-        q = d["relate_logprobs_over_vanilla"]
-        lines += [_row(["update time, verl's loss on our log-prob kernel", f"{q['update_s']:.3f}×"]),
-                  _row(["peak memory, the same", f"{q['peak']:.3f}×" if q["peak"] else "not read"])]
+    by_chunk = d.get("relate_logprobs_over_vanilla_by_chunk") or (
+        {"": d["relate_logprobs_over_vanilla"]} if d.get("relate_logprobs_over_vanilla") else {})
+    for c, q in by_chunk.items():  # verl's loss on our log-prob kernel, at each chunk size the A/B ran
+        at = "" if not c else ", the loss's default chunk" if c == "0" else f", {int(c):,} tokens per chunk"
+        lines += [_row([f"update time, verl's loss on our log-prob kernel{at}", f"{q['update_s']:.3f}×"]),
+                  _row([f"peak memory, the same{at}", f"{q['peak']:.3f}×" if q["peak"] else "not read"])]
     lines += [_row(["gradient noise floor (vanilla against vanilla)", f"{d['grad_rel_noise']:.2e}"]),
               _row(["verl's settings", f"{st['micro_batch']} rows' tokens ({st['token_budget']:,}) per micro-batch, "
                     f"remove padding {st['remove_padding']}, fused kernels {st['fused']}, {st['attn']}, "

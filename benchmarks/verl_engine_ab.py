@@ -103,19 +103,30 @@ def _metric(v) -> float:
 OURS_LOGPROBS = "+relate_logprobs"  # a mode's suffix: its log-probs from our kernels (use_fused_logprobs)
 
 
+def logprobs_modes(chunks: str) -> tuple:
+    """--logprobs-chunk's sizes as modes: the first is "vanilla+relate_logprobs" (the ratios' row), each further one
+    "vanilla+relate_logprobs@N" (0: the loss's own default chunk), in the same process on the same batch."""
+    sizes = [int(c) for c in str(chunks).split(",")]
+    return tuple("vanilla" + OURS_LOGPROBS + ("" if i == 0 else f"@{c}") for i, c in enumerate(sizes))
+
+
 @contextlib.contextmanager
 def logprobs_kernel(mode: str, chunk_size=None):
-    """verl's fused forward with our log-prob kernel for a mode that ends in OURS_LOGPROBS, verl's own otherwise."""
-    if not mode.endswith(OURS_LOGPROBS):
+    """verl's fused forward with our log-prob kernel for a mode with OURS_LOGPROBS (at chunk_size tokens per chunk,
+    or the @N the mode names; 0: the loss's own default), verl's own kernel otherwise."""
+    if OURS_LOGPROBS not in mode:
         yield mode
         return
     import verl.utils.kernel.linear_cross_entropy as lce
     from relate_fast.integrations.verl import use_fused_logprobs
 
+    base, _, named = mode.partition("@")
+    if named:
+        chunk_size = int(named)
     own = lce.linear_cross_entropy
-    use_fused_logprobs(chunk_size=chunk_size)
+    use_fused_logprobs(chunk_size=chunk_size or None)
     try:
-        yield mode[: -len(OURS_LOGPROBS)]
+        yield base[: -len(OURS_LOGPROBS)]
     finally:
         lce.linear_cross_entropy = own
 
@@ -174,11 +185,12 @@ def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int =
     tensors = dict(tensors, old_log_probs=old)
     runs = {m: [] for m in modes}
     grads = {}
-    for m in modes:  # warm-up: compiles, allocator; its gradient for the comparison
+    for m in modes:  # warm-up: compiles, allocator; its gradient for the comparison, kept on the CPU (an fp32 copy
+        # per mode on the GPU, 6.4 GiB each at 1.7B, would sit under every timed update's peak)
         runs[m].append(dict(update_once(engine, tensors, m, **kw), warmup=True))
-        grads[m] = flat_grads(engine.module.parameters())
+        grads[m] = flat_grads(engine.module.parameters()).cpu()
     update_once(engine, tensors, modes[0], **kw)
-    noise = float((flat_grads(engine.module.parameters()) - grads[modes[0]]).norm() / grads[modes[0]].norm())
+    noise = float((flat_grads(engine.module.parameters()).cpu() - grads[modes[0]]).norm() / grads[modes[0]].norm())
     for _ in range(repeats):
         for m in modes:
             runs[m].append(dict(update_once(engine, tensors, m, **kw), warmup=False))
@@ -209,6 +221,13 @@ def budget_grid(engine, tensors: dict, budgets: dict, *, remove_padding: bool, f
     return rows
 
 
+def over_vanilla(summary: dict, mode: str) -> dict:
+    """A mode's median update time and peak over verl's vanilla loss's (run_ab's summary)."""
+    o, v = summary[mode], summary["vanilla"]
+    return {"update_s": o["update_s_median"] / v["update_s_median"],
+            "peak": o["peak_gib_max"] / v["peak_gib_max"] if v["peak_gib_max"] else None}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--micro-batch", type=int, default=80, help="token budget per micro-batch, in rows of the widest row")
@@ -221,9 +240,9 @@ def main(argv=None):
     ap.add_argument("--logprobs-ab", default="off", choices=("on", "off"),
                     help="also verl's vanilla loss with its log-probs from our kernels (use_fused_logprobs) in place of "
                          "verl's Triton linear_cross_entropy; needs --fused on")
-    ap.add_argument("--logprobs-chunk", type=int, default=LOGPROBS_CHUNK_TOKENS,
+    ap.add_argument("--logprobs-chunk", default=str(LOGPROBS_CHUNK_TOKENS),
                     help="tokens per chunk of our log-prob kernel (default: the integration's; 0: the loss's own "
-                         "default, about 1.25 GB of logits)")
+                         "default, about 1.25 GB of logits); several, comma-separated, are each a mode of the same A/B")
     ap.add_argument("--budget-grid", default="",
                     help="also verl's own loss alone at these token budgets, in rows of the widest row (e.g. 16,40,80)")
     from benchmarks.common import ab_arguments, ab_policy, grpo_batch, provenance, write_json
@@ -240,9 +259,10 @@ def main(argv=None):
     engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy,
                           ckpt=args.ckpt == "on", liger=args.liger == "on")
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
-    modes = ("vanilla", "relate") + (("vanilla" + OURS_LOGPROBS,) if args.logprobs_ab == "on" else ())
+    modes = ("vanilla", "relate") + (logprobs_modes(args.logprobs_chunk) if args.logprobs_ab == "on" else ())
+    first_chunk = int(args.logprobs_chunk.split(",")[0])
     result = run_ab(engine, tensors, modes=modes, repeats=args.repeats, remove_padding=rp, fused=fused,
-                    token_budget=budget, old_noise=args.old_noise, seed=args.seed, logprobs_chunk=args.logprobs_chunk or None)
+                    token_budget=budget, old_noise=args.old_noise, seed=args.seed, logprobs_chunk=first_chunk or None)
     tensors["old_log_probs"] = result.pop("old_log_probs")  # the grid's batch is the A/B's
     if args.budget_grid:
         result["budget_grid"] = budget_grid(engine, tensors, {int(m): int(m) * width for m in args.budget_grid.split(",")},
@@ -250,14 +270,11 @@ def main(argv=None):
     result["settings"] = dict(vars(args), token_budget=budget, verl_strategy=engine.engine_config.strategy)
     result["info"] = provenance()
     s = result["summary"]
-    result["relate_over_vanilla"] = {"update_s": s["relate"]["update_s_median"] / s["vanilla"]["update_s_median"],
-                                     "peak": (s["relate"]["peak_gib_max"] / s["vanilla"]["peak_gib_max"]
-                                              if s["vanilla"]["peak_gib_max"] else None)}
+    result["relate_over_vanilla"] = over_vanilla(s, "relate")
     if "vanilla" + OURS_LOGPROBS in s:  # verl's loss on our log-probs against verl's loss on its own
-        o = s["vanilla" + OURS_LOGPROBS]
-        result["relate_logprobs_over_vanilla"] = {
-            "update_s": o["update_s_median"] / s["vanilla"]["update_s_median"],
-            "peak": o["peak_gib_max"] / s["vanilla"]["peak_gib_max"] if s["vanilla"]["peak_gib_max"] else None}
+        result["relate_logprobs_over_vanilla"] = dict(over_vanilla(s, "vanilla" + OURS_LOGPROBS), chunk=first_chunk)
+        result["relate_logprobs_over_vanilla_by_chunk"] = {
+            c: over_vanilla(s, m) for c, m in zip(args.logprobs_chunk.split(","), logprobs_modes(args.logprobs_chunk))}
     print(json.dumps({k: result[k] for k in ("summary", "grad_rel_noise", "relate_over_vanilla", "tokens")}, indent=2))
     write_json(args.out, result)
     return result

@@ -13,7 +13,8 @@
 #   ab     benchmarks/verl_engine_ab.py for AB_WORKLOADS (fixed realistic): our loss against verl's vanilla inside verl's
 #          own FSDP engine (its fused kernels, packed, flex_attention), one batch, one process: loss, gradients, time, memory;
 #          then verl's own loss at the token budgets AB_BUDGETS (16,40,80 rows); checkpointing off unless AB_ARGS="--ckpt on";
-#          AB_LOGPROBS (on): also verl's vanilla loss on log-probs from our kernels (use_fused_logprobs) instead of its own
+#          AB_LOGPROBS (on): also verl's vanilla loss on log-probs from our kernels (use_fused_logprobs) instead of its own,
+#          at AB_CHUNKS tokens per chunk (1024,0: the integration's default and the loss's own, 0), each a mode of one A/B
 #   oab    benchmarks/openrlhf_actor_ab.py for AB_WORKLOADS: OpenRLHF 0.11.2's actor step (full logits, its PolicyLoss)
 #          against the drop-in's fused loss on the hidden states, each over its micro-batch sizes; needs openrlhf in .whl
 #   loss   bench_loss.py at Qwen3-1.7B's head (H 2048, 8,192 and 17,920 tokens): our fused loss against verl's own
@@ -68,7 +69,7 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
          echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
   ab)   for wl in $abw; do  # ours inside verl's own engine, no Ray, no vLLM (~2 min each)
           t1=$SECONDS; timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${AB_ARGS:-} \
-            --budget-grid ${AB_BUDGETS:-16,40,80} --logprobs-ab ${AB_LOGPROBS:-on} --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
+            --budget-grid ${AB_BUDGETS:-16,40,80} --logprobs-ab ${AB_LOGPROBS:-on} --logprobs-chunk ${AB_CHUNKS:-1024,0} --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
           rc=$?; echo "-- ab $wl rc=$rc in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
           if [ $rc != 0 ] && [ $rc != 124 ] && [ $((SECONDS - t1)) -lt 120 ]; then  # a quick failure of verl's fused kernels
                                                                                    # (untried in this harness on the GPU): without them

@@ -192,11 +192,12 @@ def test_verls_fused_kernels_are_swept_packed_only_and_refused_padded(tmp_path, 
 
 
 def test_ours_with_our_logprob_kernels_runs_only_over_verls_fused_forward(tmp_path, monkeypatch):
-    """--verl-loss relate_kernels: the loss mode "relate" and RELATE_FAST_VERL_LOGPROBS in verl's environment; swept
-    only with a _fused speed (it replaces that kernel), refused before verl starts otherwise."""
+    """--verl-loss relate_kernels: ours checked against verl's vanilla (the loss mode "relate_checked", its module
+    imported) and RELATE_FAST_VERL_LOGPROBS in verl's environment; swept only with a _fused speed (it replaces that
+    kernel), refused before verl starts otherwise."""
     kv = _kv(bv.verl_overrides(_args(verl_speed="bypass_fused", remove_padding="on", verl_loss="relate_kernels"),
                                tmp_path, tmp_path, tmp_path, width=300, prompt_len=172))
-    assert kv["actor_rollout_ref.actor.policy_loss.loss_mode"] == "relate"
+    assert kv["actor_rollout_ref.actor.policy_loss.loss_mode"] == "relate_checked"
     assert bv.setting_name(_args(micro_batch=80, verl_speed="bypass_fused", remove_padding="on",
                                  verl_loss="relate_kernels")) == "verl_mb80_ckptoff_bypass_fused_relate_kernels_rmpad"
     seen = {}
@@ -212,7 +213,7 @@ def test_ours_with_our_logprob_kernels_runs_only_over_verls_fused_forward(tmp_pa
         bv.run_verl(_args(verl_speed="bypass_fused", remove_padding="on", verl_loss="relate_kernels", verl_timeout=10),
                     tmp_path)
     assert seen["RELATE_FAST_VERL_LOGPROBS"] == "1"
-    assert "relate_fast.integrations.verl_plugin" in seen["VERL_USE_EXTERNAL_MODULES"]
+    assert seen["VERL_USE_EXTERNAL_MODULES"].split(",") == ["relate_fast.integrations.verl_plugin", "benchmarks.verl_check"]
     ran = []
     monkeypatch.setattr(bv, "run_setting", lambda out_dir, name, cmd, **kw: ran.append(name))
     monkeypatch.setattr(bv, "combine_dir", lambda out_dir, ours=None: {})
@@ -240,6 +241,14 @@ def test_the_tables_of_the_ab_benches_render_what_the_benches_write():
                                                  "fused": "on", "attn": "flex_attention", "strategy": "fsdp"}})
     assert "| relate | 0.490 s | 40.0 |" in verl and "0.980×" in verl
     assert "checkpointing on (verl's default" in verl and "| 16 rows (3,616 tokens) | 0.700 s | 20.0 |" in verl
+    by_chunk = {"1024": {"update_s": 0.9, "peak": 0.99}, "0": {"update_s": 0.88, "peak": 1.01}}  # --logprobs-chunk 1024,0
+    verl = rt.verl_engine_ab_table({"summary": {"vanilla": s}, "relate_over_vanilla": {"update_s": 1.0, "peak": 1.0},
+                                    "relate_logprobs_over_vanilla": dict(by_chunk["1024"], chunk=1024),
+                                    "relate_logprobs_over_vanilla_by_chunk": by_chunk, "grad_rel_noise": 0.0, "tokens": 10,
+                                    "settings": {"micro_batch": 80, "token_budget": 18080, "remove_padding": "on",
+                                                 "fused": "on", "attn": "flex_attention", "strategy": "fsdp"}})
+    assert "| update time, verl's loss on our log-prob kernel, 1,024 tokens per chunk | 0.900× |" in verl
+    assert "| peak memory, the same, the loss's default chunk | 1.010× |" in verl
     grid = {"openrlhf": [{"micro_batch": 8, "seconds": 2.0, "peak_gib": 50.0}, {"micro_batch": 80, "error": "out of memory"}],
             "ours": [{"micro_batch": 80, "seconds": 1.0, "peak_gib": 20.0}]}
     orl = rt.openrlhf_actor_ab_table({"grid": grid, "best": {"openrlhf": grid["openrlhf"][0], "ours": grid["ours"][0]},

@@ -72,10 +72,18 @@ def test_a_mode_with_our_logprobs_swaps_verls_kernel_for_its_call_only():
     with ab.logprobs_kernel("vanilla") as loss_mode:
         assert loss_mode == "vanilla" and lce.linear_cross_entropy is own
     with pytest.raises(RuntimeError):
-        with ab.logprobs_kernel("vanilla" + ab.OURS_LOGPROBS) as loss_mode:
+        with ab.logprobs_kernel("vanilla" + ab.OURS_LOGPROBS, 1024) as loss_mode:
             assert loss_mode == "vanilla" and lce.linear_cross_entropy is not own
             assert lce.linear_cross_entropy.func.__module__ == "relate_fast.integrations.verl"
+            assert lce.linear_cross_entropy.keywords["chunk_size"] == 1024
             raise RuntimeError("the engine failed")
+    assert lce.linear_cross_entropy is own
+    # several chunk sizes in one A/B: the first is the plain mode, each further one names its size (0: the default)
+    modes = ab.logprobs_modes("1024,0,2048")
+    assert modes == ("vanilla+relate_logprobs", "vanilla+relate_logprobs@0", "vanilla+relate_logprobs@2048")
+    for mode, chunk in zip(modes[1:], (None, 2048)):
+        with ab.logprobs_kernel(mode, 1024) as loss_mode:
+            assert loss_mode == "vanilla" and lce.linear_cross_entropy.keywords["chunk_size"] == chunk
     assert lce.linear_cross_entropy is own
     with pytest.raises(SystemExit):  # argument error before any work: the swap needs verl's fused forward
         ab.main(["--logprobs-ab", "on", "--fused", "off"])
