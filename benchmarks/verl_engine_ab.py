@@ -41,12 +41,18 @@ from relate_fast.integrations.verl import LOGPROBS_CHUNK_TOKENS  # noqa: E402
 
 
 def init_single_process_group(backend: str) -> None:
-    """World size 1, as verl's engine asks for a process group even on one device."""
+    """World size 1, as verl's engine asks for a process group even on one device; on a free port unless
+    MASTER_PORT is set (two of these at once, as the tests run them, must not share one)."""
+    import socket
+
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        for k, v in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29561"), ("RANK", "0"), ("WORLD_SIZE", "1"),
-                     ("LOCAL_RANK", "0")):
+        if "MASTER_PORT" not in os.environ:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+        for k, v in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
             os.environ.setdefault(k, v)
         dist.init_process_group(backend)
 
