@@ -41,20 +41,15 @@ from relate_fast.integrations.verl import LOGPROBS_CHUNK_TOKENS  # noqa: E402
 
 
 def init_single_process_group(backend: str) -> None:
-    """World size 1, as verl's engine asks for a process group even on one device; on a free port unless
-    MASTER_PORT is set (two of these at once, as the tests run them, must not share one)."""
-    import socket
-
+    """World size 1, as verl's engine asks for a process group even on one device: on an in-memory store, no port
+    (as relate_fast.distributed does for one process), so two of these at once, as the tests run them, cannot
+    collide; the rank variables set for verl's code that reads them."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        if "MASTER_PORT" not in os.environ:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-        for k, v in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
             os.environ.setdefault(k, v)
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
 def build_engine(model_dir: Path, *, attn: str, remove_padding: bool, fused: bool, token_budget: int,
@@ -265,8 +260,9 @@ def main(argv=None):
     engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy,
                           ckpt=args.ckpt == "on", liger=args.liger == "on")
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
+    chunks = args.logprobs_chunk.split(",")
     modes = ("vanilla", "relate") + (logprobs_modes(args.logprobs_chunk) if args.logprobs_ab == "on" else ())
-    first_chunk = int(args.logprobs_chunk.split(",")[0])
+    first_chunk = int(chunks[0])
     result = run_ab(engine, tensors, modes=modes, repeats=args.repeats, remove_padding=rp, fused=fused,
                     token_budget=budget, old_noise=args.old_noise, seed=args.seed, logprobs_chunk=first_chunk or None)
     tensors["old_log_probs"] = result.pop("old_log_probs")  # the grid's batch is the A/B's
@@ -280,7 +276,7 @@ def main(argv=None):
     if "vanilla" + OURS_LOGPROBS in s:  # verl's loss on our log-probs against verl's loss on its own
         result["relate_logprobs_over_vanilla"] = dict(over_vanilla(s, "vanilla" + OURS_LOGPROBS), chunk=first_chunk)
         result["relate_logprobs_over_vanilla_by_chunk"] = {
-            c: over_vanilla(s, m) for c, m in zip(args.logprobs_chunk.split(","), logprobs_modes(args.logprobs_chunk))}
+            c: over_vanilla(s, m) for c, m in zip(chunks, logprobs_modes(args.logprobs_chunk))}
     print(json.dumps({k: result[k] for k in ("summary", "grad_rel_noise", "relate_over_vanilla", "tokens")}, indent=2))
     write_json(args.out, result)
     return result

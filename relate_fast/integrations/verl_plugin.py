@@ -9,8 +9,8 @@ metadata, no entry points), name this module in verl's `VERL_USE_EXTERNAL_MODULE
 
 RELATE_FAST_VERL_LOGPROBS=1 in the environment also gives verl's fused-kernel forward (its Triton backend) our
 log-prob kernels (`use_fused_logprobs`), in every process that imports verl; RELATE_FAST_VERL_LOGPROBS_CHUNK sets
-their tokens per chunk (default LOGPROBS_CHUNK_TOKENS, 1,024). Ray workers on one node inherit the driver's environment; elsewhere put both in verl's
-`ray_kwargs.ray_init.runtime_env.env_vars`.
+their tokens per chunk (default LOGPROBS_CHUNK_TOKENS, 1,024). Ray workers on one node inherit the driver's
+environment; elsewhere put both in verl's `ray_kwargs.ray_init.runtime_env.env_vars`.
 """
 import os
 
