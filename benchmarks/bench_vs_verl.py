@@ -357,6 +357,12 @@ def _settings(a) -> dict:
                 group_size=G, attention=attention_of(a.remove_padding), extra=list(a.extra))
 
 
+def _stage_ratio(r: dict, v: dict, stage: str):
+    """One of verl's timers (its stages_s medians) of run r over run v; None where either lacks it."""
+    a, b = r.get("stages_s", {}).get(stage), v.get("stages_s", {}).get(stage)
+    return a / b if a and b else None
+
+
 def combine_dir(out_dir: Path, ours_path=None) -> dict:
     """verl's grid from a sweep folder, its best, and against ours' result (a bench_vs_trl.py JSON of one
     setting of ours, or a sweep's combined JSON whose best is ours') the best-against-best ratios."""
@@ -375,7 +381,9 @@ def combine_dir(out_dir: Path, ours_path=None) -> dict:
     same = lambda a, b: all(a[k] == b[k] for k in ("micro_batch", "ckpt", "speed", "vllm_mode", "remove_padding"))  # noqa: E731
     pairs = [(r, v) for r in grid if "error" not in r and r["loss"] != "vanilla" for v in own if same(r, v)]
     if pairs:  # our loss inside verl against verl's own, at the same settings
-        result["ours_inside_verl"] = [{"setting": r["setting"], "update_s_ratio": r["update_s"] / v["update_s"],
+        result["ours_inside_verl"] = [{"setting": r["setting"], "against": v["setting"],
+                                       "update_s_ratio": r["update_s"] / v["update_s"],
+                                       "update_actor_ratio": _stage_ratio(r, v, "update_actor"),
                                        "peak_mem_ratio": r["peak_mem_gib"] / v["peak_mem_gib"] if v["peak_mem_gib"] else None,
                                        "loss_check": r.get("loss_check")} for r, v in pairs]
     if ours_path:

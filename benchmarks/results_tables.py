@@ -469,7 +469,7 @@ def vs_verl_table(d: dict) -> str:
     for r in d["grid"]["verl"]:
         where = f"{r['micro_batch']} rows' tokens, ckpt {r['ckpt']}, {r['speed']}, {r.get('loss', 'vanilla')} loss, " + (
             "packed (flex_attention)" if r["remove_padding"] == "on" else "padded (SDPA)") + f", vLLM {r['vllm_mode']}" + (
-            f" (stopped at the limit: {r['steps_done']} steps)" if r.get("complete") is False else "")
+            f" (the run's time limit reached after {r['steps_done']} steps)" if r.get("complete") is False else "")
         if "error" in r:
             lines.append(_row(["verl 0.9.1", where, r["error"], "", "", "", "", "", ""]))
             continue
@@ -493,9 +493,27 @@ def vs_verl_table(d: dict) -> str:
                   _row(["update, each side's fastest of the grid", f"{r['best_update_speedup']:.2f}×"]),
                   _row(["generation", f"{r['generation_speedup']:.2f}×"])]
     for pair in d.get("ours_inside_verl", []):
-        lines.append(_row([f"ours inside verl ({pair['setting']}): update time / verl's own loss",
-                           f"{pair['update_s_ratio']:.2f}×"]))
+        lines += ["", "| ours inside verl's trainer / verl's own loss, same settings | ratio |", "|---|---|"]
+        lines += _ours_inside_verl_rows(pair)
     return "\n".join(lines)
+
+
+def _ours_inside_verl_rows(pair: dict) -> list:
+    """Our loss in verl's trainer over verl's own loss at the same settings: time, the actor's update, memory, and
+    what the per-step loss check saw (nothing, where every advantage was 0)."""
+    against = f" against {pair['against']}" if pair.get("against") else ""
+    rows = [_row([f"{pair['setting']}{against}: update (all but generation)", f"{pair['update_s_ratio']:.3f}×"])]
+    if pair.get("update_actor_ratio"):
+        rows.append(_row(["the actor's update", f"{pair['update_actor_ratio']:.3f}×"]))
+    if pair.get("peak_mem_ratio"):
+        rows.append(_row(["actor peak memory", f"{pair['peak_mem_ratio']:.3f}×"]))
+    check = pair.get("loss_check")
+    if check:
+        diff = max(abs(x) for x in check["actor/relate_minus_vanilla"])
+        rows.append(_row(["per-step loss check, ours − verl's on the same log-probs",
+                          "vacuous: every advantage 0 (equal rewards), both losses 0" if check.get("vacuous")
+                          else f"at most {diff:.2e}"]))
+    return rows
 
 
 def verl_engine_ab_table(d: dict) -> str:
@@ -593,6 +611,14 @@ def vs_verl_realistic_e418f88() -> str:
 
 def verl_engine_ab_fixed_e418f88() -> str:
     return verl_engine_ab_table(_load("verl_engine_ab_h200_1.7b_fixed_e418f88.json"))
+
+
+def vs_verl_fixed_116ad6a() -> str:
+    return vs_verl_table(_load("vs_verl_h200_1.7b_fixed_116ad6a.json"))
+
+
+def verl_engine_ab_fixed_116ad6a() -> str:
+    return verl_engine_ab_table(_load("verl_engine_ab_h200_1.7b_fixed_116ad6a.json"))
 
 
 def loss_vs_verl_e418f88() -> str:
@@ -802,6 +828,7 @@ def readme_numbers() -> str:
     oab = _load("openrlhf_actor_ab_h200_1.7b_fixed_9176ffb.json")
     lv = _load("loss_h200_1.7b_head_vs_verl_e418f88.json")["rows"]
     lv = [r["verl_triton_ms"] / r["ours_epilogue_ms"] for r in lv]
+    (inside,) = _load("vs_verl_h200_1.7b_fixed_116ad6a.json")["ours_inside_verl"]  # verl's trainer, our loss + kernels
     oa, og = oab["ratios"], {r["micro_batch"]: r for r in oab["grid"]["openrlhf"]}
     eq = [r["peak_gib"] / og[r["micro_batch"]]["peak_gib"] for r in oab["grid"]["ours"] if r["micro_batch"] in og]
     lines = ["| part | measured | where |", "|---|---|---|",
@@ -815,7 +842,8 @@ def readme_numbers() -> str:
                    f"**{vv['end_to_end_tokens_per_second']:.2f}×** verl's tokens/s with 128-token responses "
                    f"({vfast:.2f}× its fastest step), **{vr['end_to_end_tokens_per_second']:.2f}×** at ad lengths; "
                    f"update {vv['update_speedup']:.2f}× and {vr['update_speedup']:.2f}×; our loss "
-                   f"{min(lv):.1f}× faster than verl's", "benchmarks/RESULTS.md"]),
+                   f"{min(lv):.1f}× faster than verl's, {inside['update_actor_ratio']:.2f}× its update inside verl",
+                   "benchmarks/RESULTS.md"]),
              _row(["OpenRLHF 0.11.2's actor step with the drop-in loss (one H200, 1.7B shape)",
                    f"**{oa['speedup']:.2f}×** its speed best against best; "
                    f"{min(eq):.2f}–{max(eq):.2f}× its peak memory at equal micro-batch sizes", "benchmarks/RESULTS.md"]),
@@ -868,7 +896,8 @@ TABLES = {
     "verl_engine_ab_fixed_9176ffb": verl_engine_ab_fixed_9176ffb, "openrlhf_actor_ab_fixed_9176ffb": openrlhf_actor_ab_fixed_9176ffb,
     "loss_vs_verl_9176ffb": loss_vs_verl_9176ffb, "offpolicy_h200_9176ffb": offpolicy_h200_9176ffb,
     "vs_verl_realistic_e418f88": vs_verl_realistic_e418f88, "verl_engine_ab_fixed_e418f88": verl_engine_ab_fixed_e418f88,
-    "loss_vs_verl_e418f88": loss_vs_verl_e418f88,
+    "loss_vs_verl_e418f88": loss_vs_verl_e418f88, "vs_verl_fixed_116ad6a": vs_verl_fixed_116ad6a,
+    "verl_engine_ab_fixed_116ad6a": verl_engine_ab_fixed_116ad6a,
 }
 
 

@@ -164,18 +164,20 @@ def test_a_loss_check_on_all_zero_advantages_says_it_compared_nothing():
 
 
 def test_ours_inside_verl_is_set_against_verls_own_loss_at_the_same_settings(tmp_path):
-    def write(loss, update, peak):
+    def write(loss, update, peak, actor):
         a = _args(micro_batch=80, verl_loss=loss)
         (tmp_path / f"{bv.setting_name(a)}.json").write_text(json.dumps({
             "verl": {"tokens_per_second": 1.0, "step_s": 1.0 + update, "generation_s": 1.0, "update_s": update,
-                     "peak_mem_gib": peak, "response_tokens_mean": 128.0}, "settings": bv._settings(a)}))
-    write("vanilla", 0.5, 40.0)
-    write("relate_checked", 0.4, 30.0)
+                     "stages_s": {"update_actor": actor}, "peak_mem_gib": peak, "response_tokens_mean": 128.0},
+            "settings": bv._settings(a)}))
+    write("vanilla", 0.5, 40.0, 0.4)
+    write("relate_checked", 0.4, 30.0, 0.3)
     res = bv.combine_dir(tmp_path)
     assert res["best"]["verl"]["loss"] == "vanilla"  # verl at its best is verl with its own loss
     (pair,) = res["ours_inside_verl"]
     assert pair["setting"] == "verl_mb80_ckptoff_relate_checked"
     assert pair["update_s_ratio"] == pytest.approx(0.8) and pair["peak_mem_ratio"] == pytest.approx(0.75)
+    assert pair["update_actor_ratio"] == pytest.approx(0.75) and pair["against"] == "verl_mb80_ckptoff"
 
 
 def test_verls_fused_kernels_are_swept_packed_only_and_refused_padded(tmp_path, monkeypatch):
@@ -313,6 +315,17 @@ def test_the_verl_table_marks_a_setting_stopped_at_the_limit():
     import benchmarks.results_tables as rt
 
     d = json.loads((ROOT / "benchmarks" / "results" / "vs_verl_h200_1.7b_fixed_43dfae5.json").read_text())
-    assert "stopped at the limit" not in rt.vs_verl_table(d)
+    assert "time limit reached" not in rt.vs_verl_table(d)
     d["grid"]["verl"][0].update(complete=False, steps_done=3)
-    assert "vLLM sleep (stopped at the limit: 3 steps) | 3,844 |" in rt.vs_verl_table(d)
+    assert "vLLM sleep (the run's time limit reached after 3 steps) | 3,844 |" in rt.vs_verl_table(d)
+
+
+def test_the_verl_table_says_when_the_loss_check_inside_verl_compared_nothing():
+    import benchmarks.results_tables as rt
+
+    d = json.loads((ROOT / "benchmarks" / "results" / "vs_verl_h200_1.7b_fixed_116ad6a.json").read_text())
+    assert "| the actor's update | 0.914× |" in rt.vs_verl_table(d)
+    assert "vacuous: every advantage 0" in rt.vs_verl_table(d)
+    check = d["ours_inside_verl"][0]["loss_check"]
+    check.update({"vacuous": False, "actor/relate_minus_vanilla": [1e-6, -3e-6]})
+    assert "| per-step loss check, ours − verl's on the same log-probs | at most 3.00e-06 |" in rt.vs_verl_table(d)
