@@ -274,8 +274,11 @@ def checked(args) -> bool:
 def loss_check(rows: list) -> dict:
     """Ours against verl's vanilla loss per step (benchmarks/verl_check.py). Where every advantage of every step
     is 0 (a group's rewards all equal: the fixed workload's random-weight text scores -2.0 everywhere, seen on the
-    H200 2026-12-03) both losses are 0 whatever the code, so the check says it compared nothing."""
-    out = {k: [r[k] for r in rows if k in r] for k in ("actor/relate_minus_vanilla", "actor/vanilla_pg_loss", "actor/pg_loss")}
+    H200 2026-12-03) both losses are 0 whatever the code, so the check says it compared nothing; the probe (the same
+    micro-batches with advantages drawn per sequence, verl_check.probe) compares them there too."""
+    keys = ("actor/relate_minus_vanilla", "actor/vanilla_pg_loss", "actor/pg_loss", "actor/probe_relate_minus_vanilla",
+            "actor/probe_vanilla_pg_loss", "actor/probe_grad_rel_diff")
+    out = {k: [r[k] for r in rows if k in r] for k in keys}
     out["vacuous"] = all(r.get("critic/advantages/max", 0.0) == 0.0 == r.get("critic/advantages/min", 0.0) for r in rows)
     return out
 

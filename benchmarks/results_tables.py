@@ -513,6 +513,11 @@ def _ours_inside_verl_rows(pair: dict) -> list:
         rows.append(_row(["per-step loss check, ours − verl's on the same log-probs",
                           "vacuous: every advantage 0 (equal rewards), both losses 0" if check.get("vacuous")
                           else f"at most {diff:.2e}"]))
+    if check and check.get("actor/probe_vanilla_pg_loss"):  # the same micro-batches, advantages drawn per sequence
+        gap = max(abs(a) / max(abs(b), 1e-12) for a, b in zip(check["actor/probe_relate_minus_vanilla"],
+                                                               check["actor/probe_vanilla_pg_loss"]))
+        rows.append(_row(["the probe (each step's micro-batches, advantages drawn per sequence): loss gap relative to "
+                          "verl's, gradient distance", f"at most {gap:.2e}, {max(check['actor/probe_grad_rel_diff']):.2e}"]))
     return rows
 
 

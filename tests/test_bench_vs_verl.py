@@ -329,3 +329,7 @@ def test_the_verl_table_says_when_the_loss_check_inside_verl_compared_nothing():
     check = d["ours_inside_verl"][0]["loss_check"]
     check.update({"vacuous": False, "actor/relate_minus_vanilla": [1e-6, -3e-6]})
     assert "| per-step loss check, ours − verl's on the same log-probs | at most 3.00e-06 |" in rt.vs_verl_table(d)
+    assert "the probe" not in rt.vs_verl_table(d)  # runs before verl_check had one
+    check.update({"actor/probe_relate_minus_vanilla": [2e-7, -1e-6], "actor/probe_vanilla_pg_loss": [0.5, 0.25],
+                  "actor/probe_grad_rel_diff": [0.0, 1e-5]})
+    assert "gradient distance | at most 4.00e-06, 1.00e-05 |" in rt.vs_verl_table(d)

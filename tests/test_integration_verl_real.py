@@ -170,6 +170,26 @@ def test_the_checked_loss_trains_with_ours_and_logs_the_gap_to_verls():
     assert abs(metrics["actor/relate_minus_vanilla"]) > 1e-3
 
 
+def test_the_checked_loss_probes_with_advantages_of_its_own_where_the_batchs_are_all_zero():
+    """All advantages 0 (equal rewards in every group) makes both losses 0 whatever the code; the probe compares
+    them on the micro-batch's own log-probs with advantages drawn per sequence, and adds nothing to the gradient."""
+    from benchmarks import verl_check
+
+    _, _, _, mask, logp, _, _ = _batch(6)
+    logp = logp.detach().requires_grad_()
+    fn = core_algos.get_policy_loss_fn("relate_checked")
+    zero = torch.zeros_like(logp)
+    loss, metrics = fn(logp.detach(), logp, zero, mask, "token-mean", _actor_config())
+    assert float(loss) == 0.0 and metrics["actor/relate_minus_vanilla"] == 0.0
+    assert abs(metrics["actor/probe_vanilla_pg_loss"]) > 1e-3  # the probe compared something
+    assert metrics["actor/probe_relate_minus_vanilla"] == pytest.approx(0.0, abs=1e-7)
+    assert metrics["actor/probe_grad_rel_diff"] < 1e-6
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert not grad.any()  # the probe's advantages never reach the step's gradient
+    far = verl_check.probe(logp.detach() - 2.0, logp, mask, "token-mean", _actor_config())  # verl's dual clip acts
+    assert abs(far["actor/probe_relate_minus_vanilla"]) > 1e-3 and far["actor/probe_grad_rel_diff"] > 1e-2
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("loss_type, agg", MODES)
 def test_on_the_gpu_the_triton_loss_equals_real_verls_vanilla_within_bf16_noise(loss_type, agg):
