@@ -104,26 +104,25 @@ def _metric(v) -> float:
 OURS_LOGPROBS = "+relate_logprobs"  # a mode's suffix: its log-probs from our kernels (use_fused_logprobs)
 
 
-def logprobs_modes(chunks: str) -> tuple:
-    """--logprobs-chunk's sizes as modes: the first is "vanilla+relate_logprobs" (the ratios' row), each further one
-    "vanilla+relate_logprobs@N" (0: the loss's own default chunk), in the same process on the same batch."""
+def logprobs_modes(chunks: str) -> dict:
+    """--logprobs-chunk's sizes as modes, each with its chunk (0: the loss's own default): the first is
+    "vanilla+relate_logprobs" (the ratios' row), each further one "vanilla+relate_logprobs@N", all in the same
+    process on the same batch."""
     sizes = [int(c) for c in str(chunks).split(",")]
-    return tuple("vanilla" + OURS_LOGPROBS + ("" if i == 0 else f"@{c}") for i, c in enumerate(sizes))
+    return {"vanilla" + OURS_LOGPROBS + ("" if i == 0 else f"@{c}"): c for i, c in enumerate(sizes)}
 
 
 @contextlib.contextmanager
 def logprobs_kernel(mode: str, chunk_size=None):
-    """verl's fused forward with our log-prob kernel for a mode with OURS_LOGPROBS (at chunk_size tokens per chunk,
-    or the @N the mode names; 0: the loss's own default), verl's own kernel otherwise."""
+    """verl's fused forward with our log-prob kernel for a mode with OURS_LOGPROBS (at chunk_size tokens per chunk;
+    0 or None: the loss's own default), verl's own kernel otherwise; verl's loss name (the mode's base) inside."""
     if OURS_LOGPROBS not in mode:
         yield mode
         return
     import verl.utils.kernel.linear_cross_entropy as lce
     from relate_fast.integrations.verl import use_fused_logprobs
 
-    base, _, named = mode.partition("@")
-    if named:
-        chunk_size = int(named)
+    base = mode.partition("@")[0]
     own = lce.linear_cross_entropy
     use_fused_logprobs(chunk_size=chunk_size or None)
     try:
@@ -133,10 +132,10 @@ def logprobs_kernel(mode: str, chunk_size=None):
 
 
 def update_once(engine, tensors: dict, mode: str, *, remove_padding: bool, fused: bool, token_budget: int,
-                logprobs_chunk=None) -> dict:
-    """One `train_batch` with the policy loss `mode` (and our log-prob kernel, logprobs_chunk tokens per chunk, if
-    it ends in OURS_LOGPROBS): its time (device-synchronised), peak memory, loss, grad norm."""
-    with logprobs_kernel(mode, logprobs_chunk) as loss_mode:
+                chunk=None) -> dict:
+    """One `train_batch` with the policy loss `mode` (and our log-prob kernel, `chunk` tokens per chunk, if the mode
+    has OURS_LOGPROBS): its time (device-synchronised), peak memory, loss, grad norm."""
+    with logprobs_kernel(mode, chunk) as loss_mode:
         return _update_once(engine, tensors, loss_mode, remove_padding=remove_padding, fused=fused, token_budget=token_budget)
 
 
@@ -172,9 +171,10 @@ def old_log_probs(engine, tensors: dict, *, remove_padding: bool, fused: bool, t
 
 def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int = 3, remove_padding: bool = True,
            fused: bool = False, token_budget: int = 4096, old_noise: float = 0.0, seed: int = 0,
-           logprobs_chunk=None) -> dict:
+           chunks=None) -> dict:
     """A warm-up call per mode (its gradients kept), then `repeats` rounds alternating the modes (timed); the
-    gradients' relative distance of each mode's to the first's, and of the first mode's two calls (noise)."""
+    gradients' relative distance of each mode's to the first's, and of the first mode's two calls (noise).
+    `chunks`: our log-prob kernel's chunk for each mode with OURS_LOGPROBS (logprobs_modes)."""
     from relate_fast.integrations.verl import register
 
     register()
@@ -182,19 +182,19 @@ def run_ab(engine, tensors: dict, *, modes=("vanilla", "relate"), repeats: int =
     from benchmarks.common import perturbed
 
     old = perturbed(old_log_probs(engine, tensors, **kw), tensors["response_mask"], old_noise, seed)
-    kw["logprobs_chunk"] = logprobs_chunk
     tensors = dict(tensors, old_log_probs=old)
+    chunks = chunks or {}
     runs = {m: [] for m in modes}
     grads = {}
     for m in modes:  # warm-up: compiles, allocator; its gradient for the comparison, kept on the CPU (an fp32 copy
         # per mode on the GPU, 6.4 GiB each at 1.7B, would sit under every timed update's peak)
-        runs[m].append(dict(update_once(engine, tensors, m, **kw), warmup=True))
+        runs[m].append(dict(update_once(engine, tensors, m, chunk=chunks.get(m), **kw), warmup=True))
         grads[m] = flat_grads(engine.module.parameters()).cpu()
-    update_once(engine, tensors, modes[0], **kw)
+    update_once(engine, tensors, modes[0], chunk=chunks.get(modes[0]), **kw)
     noise = float((flat_grads(engine.module.parameters()).cpu() - grads[modes[0]]).norm() / grads[modes[0]].norm())
     for _ in range(repeats):
         for m in modes:
-            runs[m].append(dict(update_once(engine, tensors, m, **kw), warmup=False))
+            runs[m].append(dict(update_once(engine, tensors, m, chunk=chunks.get(m), **kw), warmup=False))
     ref = grads[modes[0]]
     summary = {m: {"update_s_median": statistics.median(r["update_s"] for r in runs[m] if not r["warmup"]),
                    "peak_gib_max": max((r["peak_gib"] or 0.0) for r in runs[m] if not r["warmup"]) or None,
@@ -229,6 +229,16 @@ def over_vanilla(summary: dict, mode: str) -> dict:
             "peak": o["peak_gib_max"] / v["peak_gib_max"] if v["peak_gib_max"] else None}
 
 
+def logprobs_ratios(summary: dict, chunks: dict) -> dict:
+    """verl's loss on our log-probs over verl's loss on its own, for the first chunk (the tables' row since attempt
+    10) and by chunk size (keys: the sizes as written, "0" the loss's default); {} where no such mode ran."""
+    if not chunks:
+        return {}
+    first = next(iter(chunks))
+    return {"relate_logprobs_over_vanilla": dict(over_vanilla(summary, first), chunk=chunks[first]),
+            "relate_logprobs_over_vanilla_by_chunk": {str(c): over_vanilla(summary, m) for m, c in chunks.items()}}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--micro-batch", type=int, default=80, help="token budget per micro-batch, in rows of the widest row")
@@ -260,11 +270,9 @@ def main(argv=None):
     engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy,
                           ckpt=args.ckpt == "on", liger=args.liger == "on")
     tensors = grpo_batch(prompts, lengths, vocab=151_936, group=args.group, seed=args.seed)
-    chunks = args.logprobs_chunk.split(",")
-    modes = ("vanilla", "relate") + (logprobs_modes(args.logprobs_chunk) if args.logprobs_ab == "on" else ())
-    first_chunk = int(chunks[0])
-    result = run_ab(engine, tensors, modes=modes, repeats=args.repeats, remove_padding=rp, fused=fused,
-                    token_budget=budget, old_noise=args.old_noise, seed=args.seed, logprobs_chunk=first_chunk or None)
+    chunks = logprobs_modes(args.logprobs_chunk) if args.logprobs_ab == "on" else {}
+    result = run_ab(engine, tensors, modes=("vanilla", "relate", *chunks), repeats=args.repeats, remove_padding=rp,
+                    fused=fused, token_budget=budget, old_noise=args.old_noise, seed=args.seed, chunks=chunks)
     tensors["old_log_probs"] = result.pop("old_log_probs")  # the grid's batch is the A/B's
     if args.budget_grid:
         result["budget_grid"] = budget_grid(engine, tensors, {int(m): int(m) * width for m in args.budget_grid.split(",")},
@@ -273,10 +281,7 @@ def main(argv=None):
     result["info"] = provenance()
     s = result["summary"]
     result["relate_over_vanilla"] = over_vanilla(s, "relate")
-    if "vanilla" + OURS_LOGPROBS in s:  # verl's loss on our log-probs against verl's loss on its own
-        result["relate_logprobs_over_vanilla"] = dict(over_vanilla(s, "vanilla" + OURS_LOGPROBS), chunk=first_chunk)
-        result["relate_logprobs_over_vanilla_by_chunk"] = {
-            c: over_vanilla(s, m) for c, m in zip(chunks, logprobs_modes(args.logprobs_chunk))}
+    result.update(logprobs_ratios(s, chunks))
     print(json.dumps({k: result[k] for k in ("summary", "grad_rel_noise", "relate_over_vanilla", "tokens")}, indent=2))
     write_json(args.out, result)
     return result

@@ -80,10 +80,22 @@ def test_a_mode_with_our_logprobs_swaps_verls_kernel_for_its_call_only():
     assert lce.linear_cross_entropy is own
     # several chunk sizes in one A/B: the first is the plain mode, each further one names its size (0: the default)
     modes = ab.logprobs_modes("1024,0,2048")
-    assert modes == ("vanilla+relate_logprobs", "vanilla+relate_logprobs@0", "vanilla+relate_logprobs@2048")
-    for mode, chunk in zip(modes[1:], (None, 2048)):
-        with ab.logprobs_kernel(mode, 1024) as loss_mode:
-            assert loss_mode == "vanilla" and lce.linear_cross_entropy.keywords["chunk_size"] == chunk
+    assert modes == {"vanilla+relate_logprobs": 1024, "vanilla+relate_logprobs@0": 0, "vanilla+relate_logprobs@2048": 2048}
+    for mode, chunk in list(modes.items())[1:]:
+        with ab.logprobs_kernel(mode, chunk) as loss_mode:
+            assert loss_mode == "vanilla" and lce.linear_cross_entropy.keywords["chunk_size"] == (chunk or None)
     assert lce.linear_cross_entropy is own
     with pytest.raises(SystemExit):  # argument error before any work: the swap needs verl's fused forward
         ab.main(["--logprobs-ab", "on", "--fused", "off"])
+
+
+def test_the_log_prob_ratios_by_chunk_read_as_the_recorded_a_b_wrote_them():
+    """logprobs_ratios on the summary of the H200 A/B at 116ad6a (--logprobs-chunk 1024,0) gives what that run
+    wrote, keys and all: the tables read these names."""
+    from benchmarks import verl_engine_ab as ab
+
+    d = json.loads((ROOT / "benchmarks" / "results" / "verl_engine_ab_h200_1.7b_fixed_116ad6a.json").read_text())
+    got = ab.logprobs_ratios(d["summary"], ab.logprobs_modes(d["settings"]["logprobs_chunk"]))
+    assert got["relate_logprobs_over_vanilla_by_chunk"] == d["relate_logprobs_over_vanilla_by_chunk"]
+    assert got["relate_logprobs_over_vanilla"] == d["relate_logprobs_over_vanilla"]
+    assert ab.logprobs_ratios(d["summary"], {}) == {}
