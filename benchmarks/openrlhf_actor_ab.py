@@ -39,9 +39,9 @@ from benchmarks.common import cuda_sync, flat_grads  # noqa: E402
 def load_actor(folder: Path, dtype=torch.bfloat16, attn: str = "sdpa"):
     """OpenRLHF's Actor around the model (a model object: OpenRLHF loads a path in bf16 or fp16 only); without
     flash-attn, its padding helpers from the stand-in (this process's path from then on)."""
-    import importlib.util
+    from relate_fast.models import flash_attn_2_installed
 
-    if importlib.util.find_spec("flash_attn") is None:
+    if not flash_attn_2_installed():  # (flash-attn-4's `flash_attn` lacks the FA2 helpers too)
         sys.path.insert(0, str(ROOT / "tests" / "helpers" / "flash_attn_standin"))
     from openrlhf.models.actor import Actor
     from transformers import AutoModelForCausalLM

@@ -41,9 +41,20 @@ def attn_implementation(requested: str = "auto", *, packed: bool = False) -> str
     relate_varlen (`relate_fast.varlen`: sdpa that also takes packed rows) when the trainer packs."""
     if requested != "auto":
         return requested
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+    if torch.cuda.is_available() and flash_attn_2_installed():
         return "flash_attention_2"
     return "relate_varlen" if packed else "sdpa"
+
+
+def flash_attn_2_installed() -> bool:
+    """flash-attn 2 itself, not only a `flash_attn` package: flash-attn-4 installs `flash_attn/cute` under the same
+    import name, without the FA2 functions that transformers' flash_attention_2 calls."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return False
+    import importlib.metadata as md
+
+    dists = {d.lower().replace("_", "-") for d in md.packages_distributions().get("flash_attn", [])}
+    return "flash-attn" in dists
 
 
 def build_tiny_model(tiny_cfg, cache_root, *, seed: int = 0) -> Path:

@@ -200,3 +200,21 @@ def test_loss_on_packed_tokens_checks_its_arguments():
         fused_grpo_loss_tokens(h, w.double(), t, c, a)
     empty, _ = fused_grpo_loss_tokens(h[:0], w, t[:0], c[:0], a[:0])
     assert float(empty) == 0.0
+
+
+def test_auto_attention_takes_flash_attention_2_only_from_flash_attn_2(monkeypatch):
+    """flash-attn-4 installs a `flash_attn` package too (only `flash_attn/cute`): "auto" must not read it as
+    flash-attn 2, whose functions transformers' flash_attention_2 calls."""
+    import importlib.metadata as md
+    import importlib.util
+
+    from relate_fast import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else None)
+    for dists, expected in ((["flash_attn_4"], "relate_varlen"), (["flash_attn"], "flash_attention_2"),
+                            (["flash-attn", "flash-attn-4"], "flash_attention_2")):
+        monkeypatch.setattr(md, "packages_distributions", lambda d=dists: {"flash_attn": d})
+        assert models.attn_implementation("auto", packed=True) == expected, dists
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert models.attn_implementation("auto", packed=False) == "sdpa"
