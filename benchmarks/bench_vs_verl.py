@@ -25,7 +25,9 @@ flash-attn wheel (PyPI has only its sdist); with padding removed, verl here runs
 `flex_attention`, which finds the packed sequences from verl's per-sequence position ids and masks each to
 itself (packed logits equal separate ones: tests/test_bench_vs_verl.py, SDPA on the CPU, flex_attention
 with the GPU tests). Padded, verl
-runs SDPA. The attention used is in every result's settings.
+runs SDPA. `--attention flash_attention_4 --attention-dir /tmp/site_fa4` runs verl on flash-attn 4's varlen kernels
+instead (pure-Python wheels: scripts/gpu_fa4_wheels.sh; benchmarks/bench_attention.py checks them on the GPU first).
+The attention used is in every result's settings.
 
 Measured per step after `--warmup` steps, from verl's metrics: `timing_s/step` (step), `timing_s/gen`
 (generation; the rest is "update", as on the other sides: rewards, old log-probs, advantages, the update and
@@ -57,13 +59,16 @@ SPEEDS = ("none", "bypass", "liger", "bypass_liger", "fused", "bypass_fused", "b
 # fused forward (RELATE_FAST_VERL_LOGPROBS in verl's processes: relate_fast.integrations.verl_plugin), checked
 # (verl's vanilla loss beside it on each micro-batch, benchmarks/verl_check.py: no extra pass, the loss math on the
 # same log-probs), so its run also says whether the two losses agree
+ATTENTION_TAGS = {"flash_attention_4": "fa4", "flash_attention_2": "fa2", "flex_attention": "flex"}  # setting names
 LOSS_MODES = {"vanilla": "vanilla", "relate": "relate", "relate_checked": "relate_checked",
               "relate_kernels": "relate_checked"}
 
 
-def attention_of(remove_padding: str) -> str:
-    """The attention verl runs here: flex_attention on the packed row (no flash-attn on the lent machine), SDPA
-    on the padded batch."""
+def attention_of(remove_padding: str, attention: str = "auto") -> str:
+    """The attention verl runs here: the one asked for, else flex_attention on the packed row (no flash-attn 2 on
+    the lent machine) and SDPA on the padded batch."""
+    if attention != "auto":
+        return attention
     return "flex_attention" if remove_padding == "on" else "sdpa"
 
 
@@ -121,8 +126,8 @@ def verl_overrides(args, folder: Path, data: Path, run_dir: Path, width: int, pr
     ]
     if args.verl_loss != "vanilla":  # ours, registered in verl's processes by run_verl's VERL_USE_EXTERNAL_MODULES
         o.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={LOSS_MODES[args.verl_loss]}")
-    # no flash-attn there: flex_attention on the packed row, SDPA on the padded batch
-    o.append(f"+actor_rollout_ref.model.override_config.attn_implementation={attention_of(args.remove_padding)}")
+    # no flash-attn 2 there: flex_attention on the packed row, SDPA on the padded batch, unless --attention says
+    o.append(f"+actor_rollout_ref.model.override_config.attn_implementation={attention_of(args.remove_padding, args.attention)}")
     if "fused" in speed:
         o += ["actor_rollout_ref.model.use_fused_kernels=True",
               f"actor_rollout_ref.model.fused_kernel_options.impl_backend={args.fused_backend}"]
@@ -226,6 +231,8 @@ def run_verl(args, work: Path) -> dict:
         env["PYTHONPATH"] = hide_packages(env.get("PYTHONPATH", ""), args.hide.split(","), work / "pythonpath_overlay")
     if args.transformers_dir:  # verl's transformers pin first, for this process and its Ray workers
         env["PYTHONPATH"] = os.pathsep.join([args.transformers_dir, env.get("PYTHONPATH", "")])
+    if args.attention_dir:  # e.g. flash-attn 4's site (scripts/gpu_fa4_setup.sh), for verl's processes only
+        env["PYTHONPATH"] = os.pathsep.join([args.attention_dir, env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo",
            *verl_overrides(args, folder, data, run_dir, width, prompt_len)]
     t = time.time()
@@ -257,7 +264,7 @@ def summarise(rows: list, args, width: int, exit_status) -> dict:
             # the actor process's peaks (verl 0.9.1 logs them under actor/; vLLM's pool is in its own process)
             "peak_mem_gib": max(r.get("actor/perf/max_memory_allocated_gb", 0.0) for r in steady),
             "peak_reserved_gib": max(r.get("actor/perf/max_memory_reserved_gb", 0.0) for r in steady),
-            "attention": attention_of(args.remove_padding), "mfu_verl": med("perf/mfu/actor")
+            "attention": attention_of(args.remove_padding, args.attention), "mfu_verl": med("perf/mfu/actor")
             if any("perf/mfu/actor" in r for r in steady) else None,
             "loss_check": loss_check(rows) if checked(args) else None,
             "verl_exit": exit_status,
@@ -304,7 +311,8 @@ def refuse_unrunnable_setting(args) -> None:
 def setting_name(args) -> str:
     return (f"verl_mb{args.micro_batch}_ckpt{args.ckpt}" + ("" if args.verl_speed == "none" else f"_{args.verl_speed}")
             + ("" if args.verl_loss == "vanilla" else f"_{args.verl_loss}")
-            + ("" if args.vllm_mode == "sleep" else f"_{args.vllm_mode}") + ("_rmpad" if args.remove_padding == "on" else ""))
+            + ("" if args.vllm_mode == "sleep" else f"_{args.vllm_mode}") + ("_rmpad" if args.remove_padding == "on" else "")
+            + ("" if args.attention == "auto" else f"_{ATTENTION_TAGS.get(args.attention, args.attention)}"))
 
 
 def sweep(args) -> dict:
@@ -347,6 +355,8 @@ def _one_setting_args(a) -> list:
            "--work", str(shared_workdir("vs_trl", a.work))]
     if a.transformers_dir:
         out += ["--transformers-dir", a.transformers_dir]
+    if a.attention != "auto":
+        out += ["--attention", a.attention] + (["--attention-dir", a.attention_dir] if a.attention_dir else [])
     if not a.dynamic_bsz:
         out.append("--no-dynamic-bsz")
     return out + [f"--extra={x}" for x in a.extra]
@@ -357,7 +367,7 @@ def _settings(a) -> dict:
                                             "max_new_tokens", "vllm_memory", "awake_memory", "vllm_mode", "verl_speed",
                                             "remove_padding", "dynamic_bsz", "lr", "transformers_dir", "hide", "verl_loss",
                                             "fused_backend")},
-                group_size=G, attention=attention_of(a.remove_padding), extra=list(a.extra))
+                group_size=G, attention=attention_of(a.remove_padding, a.attention), extra=list(a.extra))
 
 
 def _stage_ratio(r: dict, v: dict, stage: str):
@@ -449,6 +459,11 @@ def main(argv=None):
     ap.add_argument("--awake-memory", type=float, default=0.1)
     ap.add_argument("--reward-workers", type=int, default=2, help="verl's reward.num_workers (Ray actors)")
     ap.add_argument("--transformers-dir", default=None, help="a folder put first on PYTHONPATH for verl (its transformers pin)")
+    ap.add_argument("--attention", default="auto",
+                    help="verl's attn_implementation (auto: flex_attention packed, sdpa padded; e.g. flash_attention_4)")
+    ap.add_argument("--attention-dir", default=None,
+                    help="a folder put first on PYTHONPATH for verl's processes, holding --attention's package "
+                         "(flash-attn 4: /tmp/site_fa4 from scripts/gpu_fa4_setup.sh)")
     ap.add_argument("--verl-timeout", type=int, default=None,
                     help="one setting: seconds before verl and its Ray cluster are stopped (the steps done are reported)")
     ap.add_argument("--hide", default="trl", help="packages kept out of verl's sight (comma-separated; '' for none)")

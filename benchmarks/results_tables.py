@@ -467,8 +467,10 @@ def vs_verl_table(d: dict) -> str:
     lines = ["| side | setting | tokens/s | step | generation | update (all but generation) | of which the actor's "
              "update | weight sync | actor peak GiB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in d["grid"]["verl"]:
+        att = r.get("attention") or ("flex_attention" if r["remove_padding"] == "on" else "sdpa")
         where = f"{r['micro_batch']} rows' tokens, ckpt {r['ckpt']}, {r['speed']}, {r.get('loss', 'vanilla')} loss, " + (
-            "packed (flex_attention)" if r["remove_padding"] == "on" else "padded (SDPA)") + f", vLLM {r['vllm_mode']}" + (
+            "packed" if r["remove_padding"] == "on" else "padded") + f" ({'SDPA' if att == 'sdpa' else att})" + (
+            f", vLLM {r['vllm_mode']}") + (
             f" (the run's time limit reached after {r['steps_done']} steps)" if r.get("complete") is False else "")
         if "error" in r:
             lines.append(_row(["verl 0.9.1", where, r["error"], "", "", "", "", "", ""]))

@@ -20,6 +20,10 @@
 #   loss   bench_loss.py at Qwen3-1.7B's head (H 2048, 8,192 and 17,920 tokens): our fused loss against verl's own
 #          fused log-prob kernels (Triton, chunked torch) followed by the GRPO math, and the other anchors; ours also
 #          at LOSS_CHUNKS tokens per chunk (512,1024,2048: its extra memory is one chunk's logits)
+#   attention  benchmarks/bench_attention.py: packed causal attention at the 1.7B shape, forward + backward — torch's
+#          varlen (ours), flex_attention (verl's here), flash-attn 4 (scripts/gpu_fa4_wheels.sh: .gpu-fa4/part.00..01
+#          carried first; /tmp/site_fa4 first on PYTHONPATH for this process only), SDPA per row; and transformers'
+#          flash_attention_4 on a tiny Qwen3, packed against separate rows
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
@@ -88,6 +92,10 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
           --skip ${LOSS_SKIP:-ours_recompute,ours_epilogue_beta,ours_epilogue_tokens_dapo} --out "$OUT/loss_vs_verl.json" \
           > "$OUT/loss_vs_verl.log" 2>&1  # ours against verl's fused log-prob kernels + GRPO math, 1.7B's head
         echo "-- loss rc=$? in $((SECONDS - t)) s"; grep -E "^N=|verl" "$OUT/loss_vs_verl.log" | tail -8 ;;
+  attention) source "$(dirname "$0")/gpu_fa4_setup.sh" > "$OUT/setup_fa4.log" 2>&1; tail -2 "$OUT/setup_fa4.log"
+        PYTHONPATH="${FA4_PYTHONPATH:-$PYTHONPATH}" timeout ${ATTN_TIMEOUT:-360} python3 benchmarks/bench_attention.py \
+          --transformers --out "$OUT/attention.json" > "$OUT/attention.log" 2>&1
+        echo "-- attention rc=$? in $((SECONDS - t)) s"; grep -vE "Warning|warn" "$OUT/attention.log" | tail -12 ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
         cmd=(python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w
              --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" ${VERL_ARGS:-}

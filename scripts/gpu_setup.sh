@@ -56,3 +56,16 @@ pack_logs() {
   (cd "$OUT" && ls *.log >/dev/null 2>&1 && tar czf "logs_$(date +%H%M%S).tgz" *.log && rm -f *.log)
   ls "$OUT"
 }
+
+# install_piece_set NAME DIR SITE N: a wheel set carried as DIR/part.* (56 MiB pieces, one per call; each call's carry
+# replaces DIR, so the pieces gather in /tmp/NAME_parts) unpacked to /tmp/NAME_x and installed into SITE once all N
+# are here. The caller marks SITE/.installed when everything it needs is in (verl adds a second site from the set).
+install_piece_set() {
+  local name=$1 dir=$2 site=$3 want=$4 parts=/tmp/${1}_parts n
+  mkdir -p "$parts"; cp "$dir"/part.* "$parts"/ 2>/dev/null
+  n=$(ls "$parts"/part.* 2>/dev/null | wc -l)
+  [ "$n" -ge "$want" ] || { echo "install_piece_set: only $n of $want $name pieces are here"; return 1; }
+  mkdir -p "/tmp/${name}_x" && cat "$parts"/part.* | tar xf - -C "/tmp/${name}_x" \
+    && python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "/tmp/${name}_x"/w/*.whl \
+    || { echo "install_piece_set: installing the $name set failed"; return 1; }
+}

@@ -19,7 +19,7 @@ def _args(**kw):
     a = dict(shape="tiny", workload="fixed", steps=6, warmup=2, prompts=16, max_new_tokens=128, lr=1e-6, micro_batch=40,
              ckpt="off", verl_speed="none", remove_padding="off", vllm_mode="sleep", vllm_memory=0.3, awake_memory=0.1,
              reward_workers=2, transformers_dir=None, hide="trl", verl_loss="vanilla", dynamic_bsz=True, extra=[], work=None,
-             fused_backend="triton")
+             fused_backend="triton", attention="auto", attention_dir=None)
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -333,3 +333,19 @@ def test_the_verl_table_says_when_the_loss_check_inside_verl_compared_nothing():
     check.update({"actor/probe_relate_minus_vanilla": [2e-7, -1e-6], "actor/probe_vanilla_pg_loss": [0.5, 0.25],
                   "actor/probe_grad_rel_diff": [0.0, 1e-5]})
     assert "gradient distance | at most 4.00e-06, 1.00e-05 |" in rt.vs_verl_table(d)
+
+
+def test_an_asked_attention_reaches_verls_model_its_name_and_its_sweep(tmp_path):
+    """--attention flash_attention_4 (with --attention-dir, flash-attn 4's site): verl's attn_implementation, the
+    setting's name and settings, and each swept setting's command; auto stays flex_attention packed, sdpa padded."""
+    a = _args(remove_padding="on", verl_speed="bypass_fused", attention="flash_attention_4", attention_dir="/tmp/site_fa4")
+    kv = _kv(bv.verl_overrides(a, Path("/m"), Path("/d.parquet"), tmp_path / "run", 230, 102))
+    assert kv["actor_rollout_ref.model.override_config.attn_implementation"] == "flash_attention_4"
+    assert bv.setting_name(a) == "verl_mb40_ckptoff_bypass_fused_rmpad_fa4"
+    assert bv._settings(a)["attention"] == "flash_attention_4"
+    cmd = bv._one_setting_args(a)
+    assert cmd[cmd.index("--attention") + 1] == "flash_attention_4" and cmd[cmd.index("--attention-dir") + 1] == "/tmp/site_fa4"
+    auto = _args(remove_padding="on")
+    assert _kv(bv.verl_overrides(auto, Path("/m"), Path("/d"), tmp_path / "r", 230, 102))[
+        "actor_rollout_ref.model.override_config.attn_implementation"] == "flex_attention"
+    assert bv.setting_name(auto) == "verl_mb40_ckptoff_rmpad" and "--attention" not in bv._one_setting_args(auto)

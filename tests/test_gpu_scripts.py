@@ -2,6 +2,7 @@
 costs a call of device time), and `pack_logs` leaves the JSON results and one tarball of the logs under $OUT (the
 device tool returns at most 8 files)."""
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -118,3 +119,64 @@ def test_a_background_verl_run_outlives_its_call_and_the_next_call_collects_it(t
     call = (tmp_path / "calls.txt").read_text().splitlines()
     assert len(call) == 1 and "bench_vs_verl.py" in call[0] and "--workload realistic" in call[0]
     assert f"--out {tmp_path / 'bg'}/vs_verl_realistic.json" in call[0]
+
+
+def test_the_attention_job_puts_flash_attn_4_first_for_its_bench_only(tmp_path):
+    """gpu_issue26.sh attention: flash-attn 4's site (FA4_PYTHONPATH from gpu_fa4_setup.sh) is on the bench's path,
+    not exported to the jobs after it (vLLM keeps the bundle's cutlass-dsl)."""
+    env = _stubbed_issue26(tmp_path)
+    (tmp_path / "scripts" / "gpu_fa4_setup.sh").write_text('export FA4_PYTHONPATH="/tmp/site_fa4:$PYTHONPATH"\n')
+    (tmp_path / "bin" / "python3").write_text(FAKE_PYTHON.replace('echo "$*" >> "$CALLS"',
+                                                                  'echo "PYTHONPATH=$PYTHONPATH $*" >> "$CALLS"'))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "attention", "loss"], cwd=tmp_path, capture_output=True,
+                       text=True, env=dict(env, OUT=str(out), PYTHONPATH="/tmp/site"), timeout=60)
+    assert r.returncode == 0 and "-- attention rc=0" in r.stdout, r.stdout + r.stderr
+    attention, loss = (tmp_path / "calls.txt").read_text().splitlines()
+    assert attention.startswith("PYTHONPATH=/tmp/site_fa4:/tmp/site ") and "bench_attention.py" in attention
+    assert "--transformers" in attention and (out / "attention.json").is_file()
+    assert loss.startswith("PYTHONPATH=/tmp/site ") and "bench_loss.py" in loss
+
+
+def test_a_piece_set_installs_once_all_its_pieces_are_here(tmp_path):
+    """gpu_setup.sh's install_piece_set, as gpu_verl_setup.sh and gpu_fa4_setup.sh use it: pieces gather in
+    /tmp/NAME_parts over calls (each call's carry replaces the folder); with fewer than asked it says so and
+    installs nothing; with all, pip gets every wheel of the set for the site."""
+    import io
+    import uuid
+
+    setup = (ROOT / "scripts" / "gpu_setup.sh").read_text()
+    body = setup[setup.index("install_piece_set() {"):]
+    name = f"test{uuid.uuid4().hex[:8]}"
+    blob = io.BytesIO()
+    with tarfile.open(fileobj=blob, mode="w") as t:
+        for w in ("w/a-1-py3-none-any.whl", "w/b-2-py3-none-any.whl"):
+            info = tarfile.TarInfo(w)
+            info.size = 1
+            t.addfile(info, io.BytesIO(b"x"))
+    data = blob.getvalue()
+    half = len(data) // 2
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(FAKE_PYTHON)
+    (bin_dir / "python3").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls.txt")}
+    site = tmp_path / "site"
+    try:
+        for i, piece in enumerate((data[:half], data[half:])):  # one piece per call, the folder replaced each time
+            carried = tmp_path / ".gpu-set"
+            shutil.rmtree(carried, ignore_errors=True)
+            carried.mkdir()
+            (carried / f"part.{i:02d}").write_bytes(piece)
+            r = subprocess.run(["bash", "-c", body + f"install_piece_set {name} .gpu-set {site} 2"], cwd=tmp_path,
+                               capture_output=True, text=True, env=env)
+            if i == 0:
+                assert r.returncode != 0 and "only 1 of 2" in r.stdout and not (tmp_path / "calls.txt").exists()
+        assert r.returncode == 0, r.stdout + r.stderr
+        (call,) = (tmp_path / "calls.txt").read_text().splitlines()
+        assert f"--target {site}" in call and call.endswith(f"/tmp/{name}_x/w/a-1-py3-none-any.whl "
+                                                            f"/tmp/{name}_x/w/b-2-py3-none-any.whl")
+    finally:
+        shutil.rmtree(f"/tmp/{name}_parts", ignore_errors=True)
+        shutil.rmtree(f"/tmp/{name}_x", ignore_errors=True)
