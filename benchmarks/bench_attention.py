@@ -195,13 +195,18 @@ def main(argv=None):
         for b, r in rows.items():
             print(f"{wl:10s} {b:13s} " + (r["error"] if "error" in r else
                   f"{r['ms']:8.2f} ms  first {r['first_call_s']:7.2f} s  out {r['out_rel']:.1e}  dq {r['dq_rel']:.1e}"))
+        _save(args.out, result)  # each workload as it finishes: a call cut by its time limit keeps what ran
     if args.transformers:
         result["transformers_fa4"] = transformers_fa4_check(device)
         print("transformers flash_attention_4:", result["transformers_fa4"])
-    result["info"] = provenance()
-    if args.out:
-        write_json(args.out, result)
+    _save(args.out, result)
     return result
+
+
+def _save(out, result: dict) -> None:
+    result["info"] = provenance()
+    if out:
+        write_json(out, result)
 
 
 if __name__ == "__main__":
