@@ -30,7 +30,7 @@
 # and .whl (scripts/gpu_wheels.sh) carried in earlier calls on the same warm machine. VERL_TF=1 puts verl's
 # transformers pin (5.10, /tmp/site_verl_tf) first for the verl processes. SWEEP_TAG keeps a sweep apart (e.g. ours
 # inside verl with vLLM eager: its vanilla setting has the same name as the one in the main sweep). JSON and logs under $OUT;
-# KEEP_ALL=1 puts them all into $OUT/all.tgz after each job. A job may name its workload: `ours:realistic ab:fixed`.
+# KEEP_ALL=1 puts them all into $OUT/all.tgz after each job. FA4=1: verl and the engine A/B on flash-attn 4. A job may name its workload: `ours:realistic ab:fixed`.
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh" > "${OUT:-/tmp/out}/setup.log" 2>&1 || { tail -5 "${OUT:-/tmp/out}/setup.log"; exit 1; }
 require_vllm || exit 3
@@ -61,6 +61,14 @@ verl_wait() {
     grep -ahoE "step:[0-9]+ " /tmp/vs_work/verl_*/verl.log 2>/dev/null | tail -3
     verl_logs  # its console so far comes back even if a later call never collects it
   else echo "-- verl (background) gone without a result: stopped with the call that started it?"; fi; }
+# FA4=1: verl (the trainer and the engine A/B) on flash-attn 4 instead of flex_attention (scripts/gpu_fa4_wheels.sh's
+# pieces carried first; its site first on PYTHONPATH for those processes only); settings and names say so (_fa4)
+fa4_verl=(); fa4_ab=(); fa4_tag=; ab_path=${PYTHONPATH:-}
+if [ "${FA4:-0}" = 1 ]; then
+  source "$(dirname "$0")/gpu_fa4_setup.sh" > "$OUT/setup_fa4.log" 2>&1 || { tail -3 "$OUT/setup_fa4.log"; exit 1; }
+  fa4_verl=(--attention flash_attention_4 --attention-dir /tmp/site_fa4); fa4_ab=(--attn flash_attention_4)
+  ab_path=$FA4_PYTHONPATH; fa4_tag=_fa4
+fi
 jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(verl ours)
 for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for one job on another workload
   job=${spec%%:*}; w=${WORKLOAD:-fixed}; [ "$spec" = "$job" ] || w=${spec#*:}
@@ -72,7 +80,7 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
            tests/test_integration_openrlhf_real.py tests/test_logprobs_grad.py > "$OUT/tests_verl.log" 2>&1
          echo "-- tests rc=$? in $((SECONDS - t)) s"; grep -E "passed|failed|Error|assert" "$OUT/tests_verl.log" | tail -8 ;;
   ab)   for wl in $abw; do  # ours inside verl's own engine, no Ray, no vLLM (~2 min each)
-          t1=$SECONDS; timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl ${AB_ARGS:-} \
+          t1=$SECONDS; PYTHONPATH=$ab_path timeout ${AB_TIMEOUT:-240} python3 benchmarks/verl_engine_ab.py --shape ${SHAPE:-1.7b} --workload $wl "${fa4_ab[@]}" ${AB_ARGS:-} \
             --budget-grid ${AB_BUDGETS:-16,40,80} --logprobs-ab ${AB_LOGPROBS:-on} --logprobs-chunk ${AB_CHUNKS:-1024,0} --work /tmp/vs_work --out "$OUT/verl_engine_ab_$wl.json" > "$OUT/verl_engine_ab_$wl.log" 2>&1
           rc=$?; echo "-- ab $wl rc=$rc in $((SECONDS - t)) s"; grep -A3 '"relate_over_vanilla"' "$OUT/verl_engine_ab_$wl.log"
           if [ $rc != 0 ] && [ $rc != 124 ] && [ $((SECONDS - t1)) -lt 120 ]; then  # a quick failure of verl's fused kernels
@@ -98,7 +106,7 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
         echo "-- attention rc=$? in $((SECONDS - t)) s"; grep -vE "Warning|warn" "$OUT/attention.log" | tail -12 ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
         cmd=(python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w
-             --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" ${VERL_ARGS:-}
+             --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad$fa4_tag} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" "${fa4_verl[@]}" ${VERL_ARGS:-}
              --work /tmp/vs_work --sweep-dir $d)
         if [ "${VERL_BACKGROUND:-0}" = 1 ]; then  # outlives this call: verl_wait in the next calls collects it
           rm -rf "$bg"; mkdir -p "$bg"; echo "$w" > "$bg/workload"; echo "$d" > "$bg/sweep"

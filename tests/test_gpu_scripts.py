@@ -180,3 +180,21 @@ def test_a_piece_set_installs_once_all_its_pieces_are_here(tmp_path):
     finally:
         shutil.rmtree(f"/tmp/{name}_parts", ignore_errors=True)
         shutil.rmtree(f"/tmp/{name}_x", ignore_errors=True)
+
+
+def test_fa4_puts_verl_and_its_engine_a_b_on_flash_attn_4(tmp_path):
+    """FA4=1: the verl sweep asks for flash_attention_4 with FA4's site for verl's processes (its default setting
+    named _fa4), the engine A/B runs with FA4's site first and --attn flash_attention_4."""
+    env = _stubbed_issue26(tmp_path)
+    (tmp_path / "scripts" / "gpu_fa4_setup.sh").write_text('export FA4_PYTHONPATH="/tmp/site_fa4:$PYTHONPATH"\n')
+    (tmp_path / "bin" / "python3").write_text(FAKE_PYTHON.replace('echo "$*" >> "$CALLS"',
+                                                                  'echo "PYTHONPATH=$PYTHONPATH $*" >> "$CALLS"'))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "verl", "ab:fixed"], cwd=tmp_path, capture_output=True,
+                       text=True, env=dict(env, OUT=str(out), PYTHONPATH="/tmp/site", FA4="1"), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    verl, ab = (tmp_path / "calls.txt").read_text().splitlines()
+    assert "bench_vs_verl.py" in verl and "--attention flash_attention_4 --attention-dir /tmp/site_fa4" in verl
+    assert "--only verl_mb80_ckptoff_bypass_fused_rmpad_fa4 " in verl and verl.startswith("PYTHONPATH=/tmp/site ")
+    assert ab.startswith("PYTHONPATH=/tmp/site_fa4:/tmp/site ") and "--attn flash_attention_4" in ab
