@@ -391,7 +391,8 @@ def combine_dir(out_dir: Path, ours_path=None) -> dict:
     own = [r for r in grid if "error" not in r and r["loss"] == "vanilla"]
     best = max(own, key=lambda r: r["tokens_per_second"], default=None)
     result = {"grid": {"verl": grid}, "best": {"verl": best}, "info": {"verl": info}}
-    same = lambda a, b: all(a[k] == b[k] for k in ("micro_batch", "ckpt", "speed", "vllm_mode", "remove_padding"))  # noqa: E731
+    same = lambda a, b: all(a.get(k) == b.get(k) for k in ("micro_batch", "ckpt", "speed", "vllm_mode",  # noqa: E731
+                                                            "remove_padding", "attention"))
     pairs = [(r, v) for r in grid if "error" not in r and r["loss"] != "vanilla" for v in own if same(r, v)]
     if pairs:  # our loss inside verl against verl's own, at the same settings
         result["ours_inside_verl"] = [{"setting": r["setting"], "against": v["setting"],

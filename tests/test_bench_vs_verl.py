@@ -349,3 +349,18 @@ def test_an_asked_attention_reaches_verls_model_its_name_and_its_sweep(tmp_path)
     assert _kv(bv.verl_overrides(auto, Path("/m"), Path("/d"), tmp_path / "r", 230, 102))[
         "actor_rollout_ref.model.override_config.attn_implementation"] == "flex_attention"
     assert bv.setting_name(auto) == "verl_mb40_ckptoff_rmpad" and "--attention" not in bv._one_setting_args(auto)
+
+
+def test_ours_inside_verl_is_never_set_against_verl_on_another_attention(tmp_path):
+    def write(loss, attention):
+        a = _args(micro_batch=80, verl_loss=loss, remove_padding="on", attention=attention)
+        (tmp_path / f"{bv.setting_name(a)}.json").write_text(json.dumps({
+            "verl": {"tokens_per_second": 1.0, "step_s": 1.5, "generation_s": 1.0, "update_s": 0.5, "peak_mem_gib": 40.0,
+                     "response_tokens_mean": 128.0, "attention": bv.attention_of("on", attention)},
+            "settings": bv._settings(a)}))
+    write("vanilla", "auto")
+    write("relate_checked", "flash_attention_4")
+    assert "ours_inside_verl" not in bv.combine_dir(tmp_path)
+    write("vanilla", "flash_attention_4")
+    (pair,) = bv.combine_dir(tmp_path)["ours_inside_verl"]
+    assert pair["against"] == "verl_mb80_ckptoff_rmpad_fa4"
