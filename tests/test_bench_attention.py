@@ -37,6 +37,11 @@ def test_the_cpu_smoke_run_measures_what_runs_and_reports_what_does_not(tmp_path
     assert (tmp_path / "a.json").is_file() and res["info"]["commit"]
 
 
+def test_transformers_fa4_check_says_why_where_flash_attn_4_cannot_load():
+    res = ba.transformers_fa4_check(torch.device("cpu"))  # no FA4 (and no GPU) here: a reason, not a crash
+    assert set(res) == {"error"} and "FlashAttention4" in res["error"] or res["packed_vs_alone_rel"] < 2e-2
+
+
 def test_an_unknown_backend_is_refused_before_any_work():
     with pytest.raises(SystemExit):
         ba.main(["--quick", "--backends", "flash3"])
