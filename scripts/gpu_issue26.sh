@@ -75,6 +75,10 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
   d=${SWEEP_ROOT:-/tmp}/sweep_${SHAPE:-1.7b}_$w${SWEEP_TAG:+_$SWEEP_TAG}  # SWEEP_TAG: a sweep folder of its own
   abw=${AB_WORKLOADS:-fixed realistic}; [ "$spec" = "$job" ] || abw=$w  # the A/B benches' workloads
   t=$SECONDS
+  # a timed job beside a background verl run would time both at once: skipped, saying so (verl_wait collects it)
+  if [ "$job" != verl_wait ] && [ "$job" != tests ] && [ -f "$bg/pid" ] && [ ! -f "$bg/rc" ] && kill -0 "$(cat "$bg/pid")" 2>/dev/null; then
+    echo "-- $spec skipped: verl is still running in the background (pid $(cat "$bg/pid")); verl_wait first"; continue
+  fi
   case "$job" in
   tests) timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_integration_verl_real.py tests/test_bench_vs_verl.py \
            tests/test_integration_openrlhf_real.py tests/test_logprobs_grad.py > "$OUT/tests_verl.log" 2>&1

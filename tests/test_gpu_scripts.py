@@ -198,3 +198,21 @@ def test_fa4_puts_verl_and_its_engine_a_b_on_flash_attn_4(tmp_path):
     assert "bench_vs_verl.py" in verl and "--attention flash_attention_4 --attention-dir /tmp/site_fa4" in verl
     assert "--only verl_mb80_ckptoff_bypass_fused_rmpad_fa4 " in verl and verl.startswith("PYTHONPATH=/tmp/site ")
     assert ab.startswith("PYTHONPATH=/tmp/site_fa4:/tmp/site ") and "--attn flash_attention_4" in ab
+
+
+def test_a_timed_job_is_skipped_while_verl_runs_in_the_background(tmp_path):
+    """Two benches on one GPU at once time each other: while a detached verl run lives, the timed jobs of a later
+    call are skipped with the reason, and verl_wait still collects it."""
+    env = _stubbed_issue26(tmp_path)
+    env.update(VERL_BACKGROUND="1", VERL_BG_DIR=str(tmp_path / "bg"), STUB_SLEEP_S="4")
+    first, second = tmp_path / "out1", tmp_path / "out2"
+    first.mkdir(), second.mkdir()
+    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "verl"], cwd=tmp_path, capture_output=True, text=True,
+                       env=dict(env, OUT=str(first), VERL_WAIT="0"), timeout=60)
+    assert r.returncode == 0 and "still running" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "loss", "verl_wait", "loss"], cwd=tmp_path,
+                       capture_output=True, text=True, env=dict(env, OUT=str(second), VERL_WAIT="30"), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "-- loss skipped: verl is still running" in r.stdout and "rc=0" in r.stdout
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["benchmarks/bench_vs_verl.py", "benchmarks/bench_loss.py"]  # the 2nd loss ran
