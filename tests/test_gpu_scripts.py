@@ -121,15 +121,21 @@ def test_a_background_verl_run_outlives_its_call_and_the_next_call_collects_it(t
     assert f"--out {tmp_path / 'bg'}/vs_verl_realistic.json" in call[0]
 
 
-def test_the_attention_job_puts_flash_attn_4_first_for_its_bench_only(tmp_path):
-    """gpu_issue26.sh attention: flash-attn 4's site (FA4_PYTHONPATH from gpu_fa4_setup.sh) is on the bench's path,
-    not exported to the jobs after it (vLLM keeps the bundle's cutlass-dsl)."""
+def _stubbed_issue26_with_fa4(tmp_path):
+    """_stubbed_issue26 with gpu_fa4_setup.sh stubbed too and python3 logging the PYTHONPATH it ran with."""
     env = _stubbed_issue26(tmp_path)
     (tmp_path / "scripts" / "gpu_fa4_setup.sh").write_text('export FA4_PYTHONPATH="/tmp/site_fa4:$PYTHONPATH"\n')
     (tmp_path / "bin" / "python3").write_text(FAKE_PYTHON.replace('echo "$*" >> "$CALLS"',
                                                                   'echo "PYTHONPATH=$PYTHONPATH $*" >> "$CALLS"'))
     out = tmp_path / "out"
     out.mkdir()
+    return env, out
+
+
+def test_the_attention_job_puts_flash_attn_4_first_for_its_bench_only(tmp_path):
+    """gpu_issue26.sh attention: flash-attn 4's site (FA4_PYTHONPATH from gpu_fa4_setup.sh) is on the bench's path,
+    not exported to the jobs after it (vLLM keeps the bundle's cutlass-dsl)."""
+    env, out = _stubbed_issue26_with_fa4(tmp_path)
     r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "attention", "loss"], cwd=tmp_path, capture_output=True,
                        text=True, env=dict(env, OUT=str(out), PYTHONPATH="/tmp/site"), timeout=60)
     assert r.returncode == 0 and "-- attention rc=0" in r.stdout, r.stdout + r.stderr
@@ -185,12 +191,7 @@ def test_a_piece_set_installs_once_all_its_pieces_are_here(tmp_path):
 def test_fa4_puts_verl_and_its_engine_a_b_on_flash_attn_4(tmp_path):
     """FA4=1: the verl sweep asks for flash_attention_4 with FA4's site for verl's processes (its default setting
     named _fa4), the engine A/B runs with FA4's site first and --attn flash_attention_4."""
-    env = _stubbed_issue26(tmp_path)
-    (tmp_path / "scripts" / "gpu_fa4_setup.sh").write_text('export FA4_PYTHONPATH="/tmp/site_fa4:$PYTHONPATH"\n')
-    (tmp_path / "bin" / "python3").write_text(FAKE_PYTHON.replace('echo "$*" >> "$CALLS"',
-                                                                  'echo "PYTHONPATH=$PYTHONPATH $*" >> "$CALLS"'))
-    out = tmp_path / "out"
-    out.mkdir()
+    env, out = _stubbed_issue26_with_fa4(tmp_path)
     r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "verl", "ab:fixed"], cwd=tmp_path, capture_output=True,
                        text=True, env=dict(env, OUT=str(out), PYTHONPATH="/tmp/site", FA4="1"), timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
