@@ -117,7 +117,7 @@ def measure(name: str, lengths: list, inputs: tuple, dout: torch.Tensor, referen
         cuda_sync()
         first = time.perf_counter() - t
     except Exception as e:  # noqa: BLE001 — a backend that cannot run here is a result, said as such
-        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+        return {"error": _error_line(e)}
     ref_out, ref_grads = reference
     row = {"first_call_s": first, "out_rel": rel(out, ref_out),
            **{f"d{n}_rel": rel(g, r) for n, g, r in zip("qkv", grads, ref_grads)}}
@@ -139,8 +139,13 @@ def measure(name: str, lengths: list, inputs: tuple, dout: torch.Tensor, referen
 
 def transformers_fa4_check(device) -> dict:
     """transformers' "flash_attention_4" on a tiny Qwen3 in bf16: logits of packed rows (position ids restarting
-    per row) against each row alone with the same implementation, and against sdpa."""
+    per row) against each row alone with the same implementation, and against sdpa. The packed call runs first as
+    transformers ships it (a 0-dim tensor max-seqlen reaches FA4: an error, recorded), then with
+    benchmarks/fa4_compat's int max-seqlen at FA4's entry."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import modeling_flash_attention_utils as fa_utils
+
+    from benchmarks.fa4_compat import int_max_seqlen_for_fa4
 
     cfg = Qwen3Config(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=64, max_position_embeddings=512)
@@ -149,16 +154,33 @@ def transformers_fa4_check(device) -> dict:
         model = Qwen3ForCausalLM(cfg).to(device, torch.bfloat16)
         model.set_attn_implementation("flash_attention_4")
     except Exception as e:  # noqa: BLE001
-        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+        return {"error": _error_line(e)}
     lengths = [37, 64, 5, 100]
     ids = [torch.randint(0, 512, (n,), device=device) for n in lengths]
+    pos = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
+    result = {}
     with torch.no_grad():
         alone = torch.cat([model(input_ids=x[None]).logits[0] for x in ids])
-        pos = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
-        packed = model(input_ids=torch.cat(ids)[None], position_ids=pos).logits[0]
+        try:
+            packed = model(input_ids=torch.cat(ids)[None], position_ids=pos).logits[0]
+            result["packed_as_shipped_rel"] = rel(packed, alone)
+        except Exception as e:  # noqa: BLE001
+            result["packed_as_shipped_error"] = _error_line(e)
+        result["int_max_seqlen_shim"] = int_max_seqlen_for_fa4()
+        fa_utils._loaded_implementation = None  # transformers caches FA4's function on first use: load it again
+        try:
+            packed = model(input_ids=torch.cat(ids)[None], position_ids=pos).logits[0]
+            result["packed_vs_alone_rel"] = rel(packed, alone)
+        except Exception as e:  # noqa: BLE001
+            result["packed_error"] = _error_line(e)
         model.set_attn_implementation("sdpa")
         sdpa = torch.cat([model(input_ids=x[None]).logits[0] for x in ids])
-    return {"packed_vs_alone_rel": rel(packed, alone), "fa4_vs_sdpa_rel": rel(alone, sdpa)}
+    result["fa4_vs_sdpa_rel"] = rel(alone, sdpa)
+    return result
+
+
+def _error_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 def main(argv=None):

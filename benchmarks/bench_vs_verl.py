@@ -221,9 +221,11 @@ def run_verl(args, work: Path) -> dict:
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_path))
-    if args.verl_loss != "vanilla":  # imported by `import verl` in the driver and every Ray worker
-        env["VERL_USE_EXTERNAL_MODULES"] = ",".join(["relate_fast.integrations.verl_plugin"]
-                                                    + (["benchmarks.verl_check"] if checked(args) else []))
+    modules = (["relate_fast.integrations.verl_plugin"] if args.verl_loss != "vanilla" else []) \
+        + (["benchmarks.verl_check"] if checked(args) else []) \
+        + (["benchmarks.fa4_compat_apply"] if args.attention == "flash_attention_4" else [])
+    if modules:  # imported by `import verl` in the driver and every Ray worker
+        env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if args.verl_loss == "relate_kernels":  # read by the plugin in the driver and every Ray worker (one node)
         env["RELATE_FAST_VERL_LOGPROBS"] = "1"

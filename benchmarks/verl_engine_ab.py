@@ -266,6 +266,10 @@ def main(argv=None):
     width = max(len(p) for p in prompts) + args.max_new_tokens
     budget = args.micro_batch * width
     init_single_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if args.attn == "flash_attention_4":  # transformers' packed path hands FA4 tensor max-seqlens: benchmarks/fa4_compat
+        from benchmarks.fa4_compat import int_max_seqlen_for_fa4
+
+        args.fa4_int_max_seqlen = int_max_seqlen_for_fa4()
     rp, fused = args.remove_padding == "on", args.fused == "on"
     engine = build_engine(folder, attn=args.attn, remove_padding=rp, fused=fused, token_budget=budget, strategy=args.strategy,
                           ckpt=args.ckpt == "on", liger=args.liger == "on")

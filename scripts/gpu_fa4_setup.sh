@@ -7,5 +7,8 @@ if [ ! -f /tmp/site_fa4/.installed ]; then
   install_piece_set fa4 .gpu-fa4 /tmp/site_fa4 "${FA4_PARTS:-2}" && touch /tmp/site_fa4/.installed \
     || { echo "gpu_fa4_setup: not installed"; return 1 2>/dev/null || exit 1; }
 fi
-export FA4_PYTHONPATH="/tmp/site_fa4:$PYTHONPATH"
-PYTHONPATH="$FA4_PYTHONPATH" python3 -c "import importlib.metadata as m, flash_attn.cute; print('flash-attn-4', m.version('flash-attn-4'), 'nvidia-cutlass-dsl', m.version('nvidia-cutlass-dsl'))"
+# cutlass-dsl puts its `cutlass` package on sys.path from a .pth file, and Python reads .pth files only in site
+# directories, never in PYTHONPATH entries: so its dsl_packages folder is named here (found missing on the H200).
+export FA4_SITE_PATH="/tmp/site_fa4/nvidia_cutlass_dsl/dsl_packages:/tmp/site_fa4"
+export FA4_PYTHONPATH="$FA4_SITE_PATH:$PYTHONPATH"
+PYTHONPATH="$FA4_PYTHONPATH" python3 -c "import importlib.metadata as m, cutlass, flash_attn.cute; print('flash-attn-4', m.version('flash-attn-4'), 'nvidia-cutlass-dsl', m.version('nvidia-cutlass-dsl'))"

@@ -335,9 +335,25 @@ def test_the_verl_table_says_when_the_loss_check_inside_verl_compared_nothing():
     assert "gradient distance | at most 4.00e-06, 1.00e-05 |" in rt.vs_verl_table(d)
 
 
-def test_an_asked_attention_reaches_verls_model_its_name_and_its_sweep(tmp_path):
+def test_an_asked_attention_reaches_verls_model_its_name_and_its_sweep(tmp_path, monkeypatch):
     """--attention flash_attention_4 (with --attention-dir, flash-attn 4's site): verl's attn_implementation, the
-    setting's name and settings, and each swept setting's command; auto stays flex_attention packed, sdpa padded."""
+    setting's name and settings, each swept setting's command, and verl's processes (the site first on their path,
+    benchmarks/fa4_compat applied in each: verl's own loss, so no other module); auto stays flex_attention packed,
+    sdpa padded."""
+    seen = {}
+
+    def fake_run(cmd, run_dir, env, *a, **kw):
+        seen.update(env)
+        raise SystemExit("stop before verl")
+    monkeypatch.setattr(bv, "_run_with_timeout", fake_run)
+    monkeypatch.setattr(bv, "shared_policy", lambda *a: tmp_path)
+    monkeypatch.setattr(bv, "write_dataset", lambda *a: tmp_path / "d.parquet")
+    monkeypatch.setattr(bv, "longest_prompt_tokens", lambda *a: 100)
+    with pytest.raises(SystemExit, match="stop before verl"):
+        bv.run_verl(_args(remove_padding="on", verl_speed="bypass_fused", attention="flash_attention_4",
+                          attention_dir="/tmp/site_fa4/dsl:/tmp/site_fa4", verl_timeout=10), tmp_path)
+    assert seen["VERL_USE_EXTERNAL_MODULES"] == "benchmarks.fa4_compat_apply"
+    assert seen["PYTHONPATH"].startswith("/tmp/site_fa4/dsl:/tmp/site_fa4:" + str(bv.ROOT))
     a = _args(remove_padding="on", verl_speed="bypass_fused", attention="flash_attention_4", attention_dir="/tmp/site_fa4")
     kv = _kv(bv.verl_overrides(a, Path("/m"), Path("/d.parquet"), tmp_path / "run", 230, 102))
     assert kv["actor_rollout_ref.model.override_config.attn_implementation"] == "flash_attention_4"

@@ -124,7 +124,8 @@ def test_a_background_verl_run_outlives_its_call_and_the_next_call_collects_it(t
 def _stubbed_issue26_with_fa4(tmp_path):
     """_stubbed_issue26 with gpu_fa4_setup.sh stubbed too and python3 logging the PYTHONPATH it ran with."""
     env = _stubbed_issue26(tmp_path)
-    (tmp_path / "scripts" / "gpu_fa4_setup.sh").write_text('export FA4_PYTHONPATH="/tmp/site_fa4:$PYTHONPATH"\n')
+    (tmp_path / "scripts" / "gpu_fa4_setup.sh").write_text(  # as the real one: cutlass-dsl's folder named too
+        'export FA4_SITE_PATH="/tmp/site_fa4/dsl:/tmp/site_fa4"\nexport FA4_PYTHONPATH="$FA4_SITE_PATH:$PYTHONPATH"\n')
     (tmp_path / "bin" / "python3").write_text(FAKE_PYTHON.replace('echo "$*" >> "$CALLS"',
                                                                   'echo "PYTHONPATH=$PYTHONPATH $*" >> "$CALLS"'))
     out = tmp_path / "out"
@@ -140,7 +141,7 @@ def test_the_attention_job_puts_flash_attn_4_first_for_its_bench_only(tmp_path):
                        text=True, env=dict(env, OUT=str(out), PYTHONPATH="/tmp/site"), timeout=60)
     assert r.returncode == 0 and "-- attention rc=0" in r.stdout, r.stdout + r.stderr
     attention, loss = (tmp_path / "calls.txt").read_text().splitlines()
-    assert attention.startswith("PYTHONPATH=/tmp/site_fa4:/tmp/site ") and "bench_attention.py" in attention
+    assert attention.startswith("PYTHONPATH=/tmp/site_fa4/dsl:/tmp/site_fa4:/tmp/site ") and "bench_attention.py" in attention
     assert "--transformers" in attention and (out / "attention.json").is_file()
     assert loss.startswith("PYTHONPATH=/tmp/site ") and "bench_loss.py" in loss
 
@@ -196,9 +197,9 @@ def test_fa4_puts_verl_and_its_engine_a_b_on_flash_attn_4(tmp_path):
                        text=True, env=dict(env, OUT=str(out), PYTHONPATH="/tmp/site", FA4="1"), timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     verl, ab = (tmp_path / "calls.txt").read_text().splitlines()
-    assert "bench_vs_verl.py" in verl and "--attention flash_attention_4 --attention-dir /tmp/site_fa4" in verl
+    assert "bench_vs_verl.py" in verl and "--attention flash_attention_4 --attention-dir /tmp/site_fa4/dsl:/tmp/site_fa4 " in verl
     assert "--only verl_mb80_ckptoff_bypass_fused_rmpad_fa4 " in verl and verl.startswith("PYTHONPATH=/tmp/site ")
-    assert ab.startswith("PYTHONPATH=/tmp/site_fa4:/tmp/site ") and "--attn flash_attention_4" in ab
+    assert ab.startswith("PYTHONPATH=/tmp/site_fa4/dsl:/tmp/site_fa4:/tmp/site ") and "--attn flash_attention_4" in ab
 
 
 def test_a_timed_job_is_skipped_while_verl_runs_in_the_background(tmp_path):
