@@ -20,6 +20,7 @@ attention implementation `flash_attention_4` on a tiny Qwen3: packed rows agains
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -141,7 +142,9 @@ def transformers_fa4_check(device) -> dict:
     """transformers' "flash_attention_4" on a tiny Qwen3 in bf16: logits of packed rows (position ids restarting
     per row) against each row alone with the same implementation, and against sdpa. The packed call runs first as
     transformers ships it (a 0-dim tensor max-seqlen reaches FA4: an error, recorded), then with
-    benchmarks/fa4_compat's int max-seqlen at FA4's entry."""
+    benchmarks/fa4_compat's int max-seqlen at FA4's entry. Each pass records how many calls reached FA4 (the
+    sdpa pass must have none), and the rows packed without restarting positions, each attending to the rows before
+    it, must differ from the rows alone: what shows the logits depend on the attention at all."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
     from transformers import modeling_flash_attention_utils as fa_utils
 
@@ -153,30 +156,55 @@ def transformers_fa4_check(device) -> dict:
     try:
         model = Qwen3ForCausalLM(cfg).to(device, torch.bfloat16)
         model.set_attn_implementation("flash_attention_4")
+        calls = _count_fa4_calls()
     except Exception as e:  # noqa: BLE001
         return {"error": _error_line(e)}
     lengths = [37, 64, 5, 100]
     ids = [torch.randint(0, 512, (n,), device=device) for n in lengths]
-    pos = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
-    result = {}
-    with torch.no_grad():
-        alone = torch.cat([model(input_ids=x[None]).logits[0] for x in ids])
+    restarting = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
+    result, logits = {}, {}
+
+    def run(name, rows):
+        fa_utils._loaded_implementation = None  # transformers caches FA4's functions on first use: take them again
+        calls.clear()
         try:
-            packed = model(input_ids=torch.cat(ids)[None], position_ids=pos).logits[0]
-            result["packed_as_shipped_rel"] = rel(packed, alone)
+            with torch.no_grad():
+                logits[name] = torch.cat([model(**row).logits[0] for row in rows])
         except Exception as e:  # noqa: BLE001
-            result["packed_as_shipped_error"] = _error_line(e)
-        result["int_max_seqlen_shim"] = int_max_seqlen_for_fa4()
-        fa_utils._loaded_implementation = None  # transformers caches FA4's function on first use: load it again
-        try:
-            packed = model(input_ids=torch.cat(ids)[None], position_ids=pos).logits[0]
-            result["packed_vs_alone_rel"] = rel(packed, alone)
-        except Exception as e:  # noqa: BLE001
-            result["packed_error"] = _error_line(e)
-        model.set_attn_implementation("sdpa")
-        sdpa = torch.cat([model(input_ids=x[None]).logits[0] for x in ids])
-    result["fa4_vs_sdpa_rel"] = rel(alone, sdpa)
+            result[f"{name}_error"] = _error_line(e)
+        result[f"{name}_fa4_calls"] = sum(calls.values())
+
+    alone = [{"input_ids": x[None]} for x in ids]
+    packed = [{"input_ids": torch.cat(ids)[None], "position_ids": restarting}]
+    run("alone", alone)
+    run("packed_as_shipped", packed)
+    result["int_max_seqlen_shim"] = int_max_seqlen_for_fa4()  # wraps the counted function: still counted
+    run("packed", packed)
+    run("cross_row", [{"input_ids": torch.cat(ids)[None]}])  # one long row: the control
+    model.set_attn_implementation("sdpa")
+    run("sdpa", alone)
+    for name in ("packed_as_shipped", "packed", "cross_row", "sdpa"):
+        if name in logits and "alone" in logits:
+            result[f"{name}_vs_alone_rel"] = rel(logits[name], logits["alone"])
     return result
+
+
+def _count_fa4_calls() -> dict:
+    """Counts the calls that reach flash_attn.cute's two entries, by the names transformers imports them by."""
+    import flash_attn.cute as fa4
+
+    calls = {}
+    for name in ("flash_attn_func", "flash_attn_varlen_func"):
+        setattr(fa4, name, _counting(getattr(fa4, name), name, calls))
+    return calls
+
+
+def _counting(inner, name: str, calls: dict):
+    @functools.wraps(inner)  # transformers reads FA4's keywords from the signature: keep it
+    def counted(*args, **kwargs):
+        calls[name] = calls.get(name, 0) + 1
+        return inner(*args, **kwargs)
+    return counted
 
 
 def _error_line(e: Exception) -> str:

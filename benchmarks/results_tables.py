@@ -544,7 +544,8 @@ def verl_engine_ab_table(d: dict) -> str:
                   _row([f"peak memory, the same{at}", f"{q['peak']:.3f}×" if q["peak"] else "not read"])]
     lines += [_row(["gradient noise floor (vanilla against vanilla)", f"{d['grad_rel_noise']:.2e}"]),
               _row(["verl's settings", f"{st['micro_batch']} rows' tokens ({st['token_budget']:,}) per micro-batch, "
-                    f"remove padding {st['remove_padding']}, fused kernels {st['fused']}, {st['attn']}, "
+                    f"remove padding {st['remove_padding']}, fused kernels {st['fused']}, {st['attn']}"
+                    f"{' (int max-seqlen at its entry: benchmarks/fa4_compat.py)' if st.get('fa4_int_max_seqlen') else ''}, "
                     f"{st.get('verl_strategy', st.get('strategy'))}, checkpointing {ckpt}, liger {st.get('liger', 'off')}; "
                     f"{d['tokens']:,} tokens"])]
     if d.get("budget_grid"):
@@ -626,6 +627,52 @@ def vs_verl_fixed_116ad6a() -> str:
 
 def verl_engine_ab_fixed_116ad6a() -> str:
     return verl_engine_ab_table(_load("verl_engine_ab_h200_1.7b_fixed_116ad6a.json"))
+
+
+def verl_engine_ab_realistic_fa4_f4682bc() -> str:
+    return verl_engine_ab_table(_load("verl_engine_ab_h200_1.7b_realistic_fa4_f4682bc.json"))
+
+
+def verl_probe_d9d54e7() -> str:
+    return verl_probe_table(_load("vs_verl_h200_1.7b_fixed_d9d54e7.json"))
+
+
+def verl_probe_table(d: dict) -> str:
+    """bench_vs_verl.py --verl-loss relate_kernels, alone: each step's probe (verl_check.probe: ours and verl's
+    vanilla on the step's own micro-batches, advantages drawn per sequence) and the per-step check beside it."""
+    lines = ["| step | ours − verl's vanilla (step's loss) | probe: verl's vanilla loss | probe: ours − verl's | "
+             "probe: gradient distance | actor update s |", "|---|---|---|---|---|---|"]
+    for row in (r for rows in d["grid"].values() for r in rows):
+        c = row["loss_check"]
+        for i, t in enumerate(row["per_step_s"]):
+            lines.append(_row([str(i + 1), f"{c['actor/relate_minus_vanilla'][i]:.2e}",
+                               f"{c['actor/probe_vanilla_pg_loss'][i]:.5f}", f"{c['actor/probe_relate_minus_vanilla'][i]:.2e}",
+                               f"{c['actor/probe_grad_rel_diff'][i]:.2e}", f"{t['update_actor']:.2f}"]))
+        lines += ["", f"{row['setting']}, {row['steps_done']} steps; every reward {row['reward_mean']:.1f}, so the "
+                  "step's own losses are 0 (the check is vacuous there) and the probe is what compares. The actor "
+                  "update here includes the probe's two extra passes: not a timing of ours."]
+    return "\n".join(lines)
+
+
+def attention_h200_f4682bc() -> str:
+    return attention_table(_load("attention_h200_f4682bc.json"))
+
+
+def attention_table(d: dict) -> str:
+    """bench_attention.py: packed causal attention at the 1.7B shape, forward + backward, each backend against fp32."""
+    names = {"torch_varlen": "torch varlen (ours)", "flex": "flex_attention, compiled (verl's here)",
+             "fa4": "flash-attn 4 (CuTe DSL)", "sdpa_rows": "SDPA, one call per row"}
+    lines = ["| workload | backend | fwd + bwd (median) | first call | out vs fp32 | dq vs fp32 |", "|---|---|---|---|---|---|"]
+    for wl, w in d["workloads"].items():
+        for b, r in w["backends"].items():
+            lines.append(_row([f"{wl} ({w['tokens']:,} tokens, {w['rows']} rows)", names.get(b, b)] + (
+                [r["error"], "", "", ""] if "error" in r else
+                [f"{r['ms']:.2f} ms", f"{r['first_call_s']:.2f} s", f"{r['out_rel']:.1e}", f"{r['dq_rel']:.1e}"])))
+    t = d.get("transformers_fa4")
+    if t:
+        lines += ["", "| transformers' flash_attention_4, tiny Qwen3 | result |", "|---|---|"]
+        lines += [_row([k, f"{v:.2e}" if isinstance(v, float) else str(v)]) for k, v in t.items()]
+    return "\n".join(lines)
 
 
 def loss_vs_verl_e418f88() -> str:
@@ -887,6 +934,8 @@ README = ROOT / "README.md"
 README_TABLES = {"readme_numbers": readme_numbers, "readme_default_run": readme_default_run}
 
 TABLES = {
+    "verl_engine_ab_realistic_fa4_f4682bc": verl_engine_ab_realistic_fa4_f4682bc, "verl_probe_d9d54e7": verl_probe_d9d54e7,
+    "attention_h200_f4682bc": attention_h200_f4682bc,
     "vs_trl_fixed": vs_trl_fixed, "vs_trl_realistic": vs_trl_realistic, "vs_trl_4b_fixed": vs_trl_4b_fixed, "vs_trl_4b_fixed_05744a1": vs_trl_4b_fixed_05744a1,
     "memory_plan_4b": memory_plan_4b, "judge_h200": judge_h200, "vs_trl_4b_fixed_d5424fc": vs_trl_4b_fixed_d5424fc,
     "memory_plan_4b_revised": memory_plan_4b_revised, "update_profile": update_profile, "update_profile_variants": update_profile_variants,

@@ -61,3 +61,19 @@ def test_applied_twice_wraps_once_and_keeps_fa4s_signature(fake_fa4):
 def test_without_flash_attn_4_nothing_is_patched(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # import raises ImportError
     assert int_max_seqlen_for_fa4() is False
+
+
+def test_bench_attentions_call_counter_sees_the_calls_through_the_shim(fake_fa4):
+    """bench_attention's transformers check counts FA4 calls first, then applies the shim over the counter: both
+    act (the counter is what says which pass reached FA4)."""
+    from benchmarks import bench_attention as ba
+
+    cute, _, calls = fake_fa4
+    cute.flash_attn_func = lambda q, k, v, causal=False: q
+    counted = ba._count_fa4_calls()
+    q = torch.zeros(3, 1, 2)
+    cute.flash_attn_func(q, q, q)
+    assert counted == {"flash_attn_func": 1}
+    assert int_max_seqlen_for_fa4()
+    cute.flash_attn_varlen_func(q, q, q, max_seqlen_q=torch.tensor(3), max_seqlen_k=torch.tensor(3))
+    assert counted == {"flash_attn_func": 1, "flash_attn_varlen_func": 1} and type(calls[-1]["max_seqlen_q"]) is int
