@@ -25,8 +25,9 @@ flash-attn wheel (PyPI has only its sdist); with padding removed, verl here runs
 `flex_attention`, which finds the packed sequences from verl's per-sequence position ids and masks each to
 itself (packed logits equal separate ones: tests/test_bench_vs_verl.py, SDPA on the CPU, flex_attention
 with the GPU tests). Padded, verl
-runs SDPA. `--attention flash_attention_4 --attention-dir /tmp/site_fa4` runs verl on flash-attn 4's varlen kernels
-instead (pure-Python wheels: scripts/gpu_fa4_wheels.sh; benchmarks/bench_attention.py checks them on the GPU first).
+runs SDPA. `--attention flash_attention_4 --attention-dir "$FA4_SITE_PATH"` runs verl on flash-attn 4's varlen
+kernels instead (pure-Python wheels: scripts/gpu_fa4_wheels.sh; benchmarks/bench_attention.py checks them on the GPU
+first), with benchmarks/fa4_compat.py applied in each of verl's processes (transformers hands FA4 tensor max-seqlens).
 The attention used is in every result's settings.
 
 Measured per step after `--warmup` steps, from verl's metrics: `timing_s/step` (step), `timing_s/gen`
@@ -465,8 +466,8 @@ def main(argv=None):
     ap.add_argument("--attention", default="auto",
                     help="verl's attn_implementation (auto: flex_attention packed, sdpa padded; e.g. flash_attention_4)")
     ap.add_argument("--attention-dir", default=None,
-                    help="a folder put first on PYTHONPATH for verl's processes, holding --attention's package "
-                         "(flash-attn 4: /tmp/site_fa4 from scripts/gpu_fa4_setup.sh)")
+                    help="folders (os.pathsep-separated) put first on PYTHONPATH for verl's processes, holding "
+                         "--attention's package (flash-attn 4: $FA4_SITE_PATH from scripts/gpu_fa4_setup.sh)")
     ap.add_argument("--verl-timeout", type=int, default=None,
                     help="one setting: seconds before verl and its Ray cluster are stopped (the steps done are reported)")
     ap.add_argument("--hide", default="trl", help="packages kept out of verl's sight (comma-separated; '' for none)")

@@ -22,10 +22,10 @@ _INT_ARGS = ("max_seqlen_q", "max_seqlen_k")
 def int_max_seqlen_for_fa4() -> bool:
     """Wraps flash_attn.cute's `flash_attn_varlen_func` (the package's and its interface module's name, which is
     where transformers and verl import it from) so that tensor max-seqlens arrive as ints. Idempotent; False when
-    flash-attn 4 is not importable (nothing patched)."""
+    flash-attn 4 does not import (nothing patched: a verl worker that never runs FA4 is not stopped by it)."""
     try:
         import flash_attn.cute as fa4
-    except ImportError:
+    except Exception:  # noqa: BLE001 — not installed, or its import cannot reach CUDA here: nothing to adapt
         return False
     original = fa4.flash_attn_varlen_func
     if getattr(original, "_int_max_seqlen", False):
