@@ -128,9 +128,19 @@ def test_an_installed_relate_fast_is_a_verl_plugin():
 
 def test_verl_use_external_modules_registers_ours():
     """With discovery off, VERL_USE_EXTERNAL_MODULES registers ours in a fresh process: the way where relate_fast
-    is only on PYTHONPATH (bench_vs_verl.py's verl runs). Imports verl once (~15 s on a 2-core VM)."""
-    by_name = _probe(VERL_USE_EXTERNAL_PLUGINS="none", VERL_USE_EXTERNAL_MODULES="relate_fast.integrations.verl_plugin")
+    is only on PYTHONPATH (bench_vs_verl.py's verl runs). Named beside it, as bench_vs_verl does for verl on
+    flash-attn 4, benchmarks.fa4_compat_apply is imported too and, without FA4 here, patches nothing and stops
+    nothing. Imports verl once (~15 s on a 2-core VM)."""
+    import os
+    import subprocess
+    import sys
+
+    script = _PROBE + "; import sys; print(sys.modules['benchmarks.fa4_compat_apply'].APPLIED)"
+    by_name = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none", VERL_USE_EXTERNAL_MODULES=
+                                      "relate_fast.integrations.verl_plugin,benchmarks.fa4_compat_apply"))
     assert by_name.returncode == 0, by_name.stderr[-2000:]
+    assert by_name.stdout.split()[-1] == "False"
 
 
 def test_the_plugin_gives_verls_fused_forward_our_logprobs_when_the_environment_asks():
