@@ -1,7 +1,7 @@
 # Sourced on the lent GPU machine after scripts/gpu_setup.sh: installs flash-attn 4's wheel set (made here by
 # scripts/gpu_fa4_wheels.sh, carried as .gpu-fa4/part.00, part.01 one per call) into /tmp/site_fa4, once per
 # machine (install_piece_set, gpu_setup.sh). It does not touch PYTHONPATH: a process that uses FA4 puts
-# /tmp/site_fa4 first itself (FA4_PYTHONPATH below), so vLLM and everything else keep the bundle's cutlass-dsl.
+# $FA4_SITE_PATH first itself (FA4_PYTHONPATH below), so vLLM and everything else keep the bundle's cutlass-dsl.
 # FA4_PARTS: the set's pieces (2 as built on 2026-12-04).
 if [ ! -f /tmp/site_fa4/.installed ]; then
   install_piece_set fa4 .gpu-fa4 /tmp/site_fa4 "${FA4_PARTS:-2}" && touch /tmp/site_fa4/.installed \

@@ -22,7 +22,7 @@
 #          at LOSS_CHUNKS tokens per chunk (512,1024,2048: its extra memory is one chunk's logits)
 #   attention  benchmarks/bench_attention.py: packed causal attention at the 1.7B shape, forward + backward — torch's
 #          varlen (ours), flex_attention (verl's here), flash-attn 4 (scripts/gpu_fa4_wheels.sh: .gpu-fa4/part.00..01
-#          carried first; /tmp/site_fa4 first on PYTHONPATH for this process only), SDPA per row; and transformers'
+#          carried first; $FA4_SITE_PATH first on PYTHONPATH for this process only), SDPA per row; and transformers'
 #          flash_attention_4 on a tiny Qwen3, packed against separate rows
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)

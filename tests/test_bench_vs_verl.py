@@ -193,15 +193,8 @@ def test_verls_fused_kernels_are_swept_packed_only_and_refused_padded(tmp_path, 
         bv.main(["--side", "verl", "--verl-speed", "bypass_fused", "--remove-padding", "off", "--work", str(tmp_path)])
 
 
-def test_ours_with_our_logprob_kernels_runs_only_over_verls_fused_forward(tmp_path, monkeypatch):
-    """--verl-loss relate_kernels: ours checked against verl's vanilla (the loss mode "relate_checked", its module
-    imported) and RELATE_FAST_VERL_LOGPROBS in verl's environment; swept only with a _fused speed (it replaces that
-    kernel), refused before verl starts otherwise."""
-    kv = _kv(bv.verl_overrides(_args(verl_speed="bypass_fused", remove_padding="on", verl_loss="relate_kernels"),
-                               tmp_path, tmp_path, tmp_path, width=300, prompt_len=172))
-    assert kv["actor_rollout_ref.actor.policy_loss.loss_mode"] == "relate_checked"
-    assert bv.setting_name(_args(micro_batch=80, verl_speed="bypass_fused", remove_padding="on",
-                                 verl_loss="relate_kernels")) == "verl_mb80_ckptoff_bypass_fused_relate_kernels_rmpad"
+def _env_verl_starts_with(monkeypatch, tmp_path, args) -> dict:
+    """run_verl up to verl's start, with no model, data or verl: the environment verl's process would get."""
     seen = {}
 
     def fake_run(cmd, run_dir, env, *a, **kw):
@@ -212,8 +205,21 @@ def test_ours_with_our_logprob_kernels_runs_only_over_verls_fused_forward(tmp_pa
     monkeypatch.setattr(bv, "write_dataset", lambda *a: tmp_path / "d.parquet")
     monkeypatch.setattr(bv, "longest_prompt_tokens", lambda *a: 100)
     with pytest.raises(SystemExit, match="stop before verl"):
-        bv.run_verl(_args(verl_speed="bypass_fused", remove_padding="on", verl_loss="relate_kernels", verl_timeout=10),
-                    tmp_path)
+        bv.run_verl(args, tmp_path)
+    return seen
+
+
+def test_ours_with_our_logprob_kernels_runs_only_over_verls_fused_forward(tmp_path, monkeypatch):
+    """--verl-loss relate_kernels: ours checked against verl's vanilla (the loss mode "relate_checked", its module
+    imported) and RELATE_FAST_VERL_LOGPROBS in verl's environment; swept only with a _fused speed (it replaces that
+    kernel), refused before verl starts otherwise."""
+    kv = _kv(bv.verl_overrides(_args(verl_speed="bypass_fused", remove_padding="on", verl_loss="relate_kernels"),
+                               tmp_path, tmp_path, tmp_path, width=300, prompt_len=172))
+    assert kv["actor_rollout_ref.actor.policy_loss.loss_mode"] == "relate_checked"
+    assert bv.setting_name(_args(micro_batch=80, verl_speed="bypass_fused", remove_padding="on",
+                                 verl_loss="relate_kernels")) == "verl_mb80_ckptoff_bypass_fused_relate_kernels_rmpad"
+    seen = _env_verl_starts_with(monkeypatch, tmp_path, _args(verl_speed="bypass_fused", remove_padding="on",
+                                                              verl_loss="relate_kernels", verl_timeout=10))
     assert seen["RELATE_FAST_VERL_LOGPROBS"] == "1"
     assert seen["VERL_USE_EXTERNAL_MODULES"].split(",") == ["relate_fast.integrations.verl_plugin", "benchmarks.verl_check"]
     ran = []
@@ -340,18 +346,9 @@ def test_an_asked_attention_reaches_verls_model_its_name_and_its_sweep(tmp_path,
     setting's name and settings, each swept setting's command, and verl's processes (the site first on their path,
     benchmarks/fa4_compat applied in each: verl's own loss, so no other module); auto stays flex_attention packed,
     sdpa padded."""
-    seen = {}
-
-    def fake_run(cmd, run_dir, env, *a, **kw):
-        seen.update(env)
-        raise SystemExit("stop before verl")
-    monkeypatch.setattr(bv, "_run_with_timeout", fake_run)
-    monkeypatch.setattr(bv, "shared_policy", lambda *a: tmp_path)
-    monkeypatch.setattr(bv, "write_dataset", lambda *a: tmp_path / "d.parquet")
-    monkeypatch.setattr(bv, "longest_prompt_tokens", lambda *a: 100)
-    with pytest.raises(SystemExit, match="stop before verl"):
-        bv.run_verl(_args(remove_padding="on", verl_speed="bypass_fused", attention="flash_attention_4",
-                          attention_dir="/tmp/site_fa4/dsl:/tmp/site_fa4", verl_timeout=10), tmp_path)
+    seen = _env_verl_starts_with(monkeypatch, tmp_path, _args(remove_padding="on", verl_speed="bypass_fused",
+                                                              attention="flash_attention_4", verl_timeout=10,
+                                                              attention_dir="/tmp/site_fa4/dsl:/tmp/site_fa4"))
     assert seen["VERL_USE_EXTERNAL_MODULES"] == "benchmarks.fa4_compat_apply"
     assert seen["PYTHONPATH"].startswith("/tmp/site_fa4/dsl:/tmp/site_fa4:" + str(bv.ROOT))
     a = _args(remove_padding="on", verl_speed="bypass_fused", attention="flash_attention_4", attention_dir="/tmp/site_fa4")
