@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # verl beside ours (issue 26), on one lent H200, in one call:
-#   bash scripts/gpu_issue26.sh [tests] [ab] [oab] [loss] [verl] [ours]   (a job may name its workload: ours:realistic)
+#   bash scripts/gpu_issue26.sh [tests] [ab] [oab] [loss] [attention] [path] [verl] [verl_wait] [ours]   (a job may name its workload: ours:realistic)
 #   tests  the integration's tests against the real verl installed there (tests/test_integration_verl_real.py, its
 #          GPU test included: the triton loss in bf16 against verl's vanilla loss; OpenRLHF's skip: not installed), and
 #          the log-prob kernels with a backward on the GPU (tests/test_logprobs_grad.py: both logits paths against float64)
@@ -24,6 +24,9 @@
 #          varlen (ours), flex_attention (verl's here), flash-attn 4 (scripts/gpu_fa4_wheels.sh: .gpu-fa4/part.00..01
 #          carried first; $FA4_SITE_PATH first on PYTHONPATH for this process only), SDPA per row; and transformers'
 #          flash_attention_4 on a tiny Qwen3, packed against separate rows
+#   path   benchmarks/probe_rollout_path.py: the same vLLM asked for 80 x 128 tokens of the 1.7B shape our trainer's
+#          way and verl's (AsyncLLM in its own process, a request per sequence, detokenized, log-probs, streamed), and
+#          verl's with one thing changed at a time: is verl's 2 s of generation in vLLM's request path? (~3 min)
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
@@ -102,6 +105,9 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
         PYTHONPATH="${FA4_PYTHONPATH:-$PYTHONPATH}" timeout ${ATTN_TIMEOUT:-360} python3 benchmarks/bench_attention.py \
           --transformers --out "$OUT/attention.json" > "$OUT/attention.log" 2>&1
         echo "-- attention rc=$? in $((SECONDS - t)) s"; grep -vE "Warning|warn" "$OUT/attention.log" | tail -12 ;;
+  path) timeout ${PATH_TIMEOUT:-420} python3 benchmarks/probe_rollout_path.py --shape ${SHAPE:-1.7b} \
+          --out "$OUT/rollout_path.json" > "$OUT/rollout_path.log" 2>&1
+        echo "-- path rc=$? in $((SECONDS - t)) s"; grep -A8 '"over_ours"' "$OUT/rollout_path.log"; tail -3 "$OUT/rollout_path.log" ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)
         cmd=(python3 benchmarks/bench_vs_verl.py --sweep --shape ${SHAPE:-1.7b} --workload $w
              --only ${ONLY_VERL:-verl_mb80_ckptoff_bypass_fused_rmpad$fa4_tag} --run-timeout ${VERL_RUN_TIMEOUT:-540} "${tf[@]}" "${fa4_verl[@]}" ${VERL_ARGS:-}

@@ -80,25 +80,27 @@ def _stubbed_issue26(tmp_path):
 
 
 def test_gpu_issue26_runs_each_job_on_the_workload_it_names(tmp_path):
-    """gpu_issue26.sh with `ours:realistic ab:fixed oab:fixed` and KEEP_ALL=1, its setup and python3 stubbed: each
-    bench is called once on the workload its job names (the A/B with its token-budget grid), and $OUT ends with
-    one all.tgz holding every job's JSON — what a call on the lent machine depends on."""
+    """gpu_issue26.sh with `ours:realistic ab:fixed oab:fixed path` and KEEP_ALL=1, its setup and python3 stubbed:
+    each bench is called once on the workload its job names (the A/B with its token-budget grid; the rollout-path
+    probe at the 1.7B shape), and $OUT ends with one all.tgz holding every job's JSON — what a call on the lent
+    machine depends on."""
     env = _stubbed_issue26(tmp_path)
     out, calls = tmp_path / "out", tmp_path / "calls.txt"
     out.mkdir()
     env.update(OUT=str(out), KEEP_ALL="1")
-    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "ours:realistic", "ab:fixed", "oab:fixed"], cwd=tmp_path,
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(["bash", "scripts/gpu_issue26.sh", "ours:realistic", "ab:fixed", "oab:fixed", "path"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = calls.read_text().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert "bench_vs_trl.py" in lines[0] and "--workload realistic" in lines[0]
     assert "verl_engine_ab.py" in lines[1] and "--workload fixed" in lines[1] and "--budget-grid 16,40,80" in lines[1]
     assert "openrlhf_actor_ab.py" in lines[2] and "--workload fixed" in lines[2]
+    assert "probe_rollout_path.py" in lines[3] and "--shape 1.7b" in lines[3]
     assert sorted(p.name for p in out.iterdir()) == ["all.tgz"]
     with tarfile.open(out / "all.tgz") as t:
         names = {Path(n).name for n in t.getnames()}
-    assert {"ours_realistic.json", "verl_engine_ab_fixed.json", "openrlhf_actor_ab_fixed.json"} <= names
+    assert {"ours_realistic.json", "verl_engine_ab_fixed.json", "openrlhf_actor_ab_fixed.json", "rollout_path.json"} <= names
 
 
 def test_a_background_verl_run_outlives_its_call_and_the_next_call_collects_it(tmp_path):
