@@ -27,7 +27,8 @@ itself (packed logits equal separate ones: tests/test_bench_vs_verl.py, SDPA on 
 with the GPU tests). Padded, verl
 runs SDPA. `--attention flash_attention_4 --attention-dir "$FA4_SITE_PATH"` runs verl on flash-attn 4's varlen
 kernels instead (pure-Python wheels: scripts/gpu_fa4_wheels.sh; benchmarks/bench_attention.py checks them on the GPU
-first), with benchmarks/fa4_compat.py applied in each of verl's processes (transformers hands FA4 tensor max-seqlens).
+first), with benchmarks/fa4_compat.py applied in each of verl's processes (transformers hands FA4 tensor max-seqlens), and
+verl's vLLM servers started without FA4's site (benchmarks/verl_rollout_env.py: vLLM pins its own cutlass-dsl).
 The attention used is in every result's settings.
 
 Measured per step after `--warmup` steps, from verl's metrics: `timing_s/step` (step), `timing_s/gen`
@@ -224,7 +225,8 @@ def run_verl(args, work: Path) -> dict:
     env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_path))
     modules = (["relate_fast.integrations.verl_plugin"] if args.verl_loss != "vanilla" else []) \
         + (["benchmarks.verl_check"] if checked(args) else []) \
-        + (["benchmarks.fa4_compat_apply"] if args.attention == "flash_attention_4" else [])
+        + (["benchmarks.fa4_compat_apply"] if args.attention == "flash_attention_4" else []) \
+        + (["benchmarks.verl_rollout_env"] if args.attention_dir else [])
     if modules:  # imported by `import verl` in the driver and every Ray worker
         env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -235,6 +237,8 @@ def run_verl(args, work: Path) -> dict:
     if args.transformers_dir:  # verl's transformers pin first, for this process and its Ray workers
         env["PYTHONPATH"] = os.pathsep.join([args.transformers_dir, env.get("PYTHONPATH", "")])
     if args.attention_dir:  # e.g. flash-attn 4's site (scripts/gpu_fa4_setup.sh), for verl's processes only
+        # but not for its vLLM servers: their cutlass-dsl stays vLLM's own (benchmarks/verl_rollout_env.py)
+        env["RELATE_FAST_ROLLOUT_PYTHONPATH"] = env.get("PYTHONPATH", "")
         env["PYTHONPATH"] = os.pathsep.join([args.attention_dir, env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo",
            *verl_overrides(args, folder, data, run_dir, width, prompt_len)]
@@ -467,7 +471,8 @@ def main(argv=None):
                     help="verl's attn_implementation (auto: flex_attention packed, sdpa padded; e.g. flash_attention_4)")
     ap.add_argument("--attention-dir", default=None,
                     help="folders (os.pathsep-separated) put first on PYTHONPATH for verl's processes, holding "
-                         "--attention's package (flash-attn 4: $FA4_SITE_PATH from scripts/gpu_fa4_setup.sh)")
+                         "--attention's package (flash-attn 4: $FA4_SITE_PATH from scripts/gpu_fa4_setup.sh); "
+                         "its vLLM servers keep the path without them (benchmarks/verl_rollout_env.py)")
     ap.add_argument("--verl-timeout", type=int, default=None,
                     help="one setting: seconds before verl and its Ray cluster are stopped (the steps done are reported)")
     ap.add_argument("--hide", default="trl", help="packages kept out of verl's sight (comma-separated; '' for none)")

@@ -344,13 +344,15 @@ def test_the_verl_table_says_when_the_loss_check_inside_verl_compared_nothing():
 def test_an_asked_attention_reaches_verls_model_its_name_and_its_sweep(tmp_path, monkeypatch):
     """--attention flash_attention_4 (with --attention-dir, flash-attn 4's site): verl's attn_implementation, the
     setting's name and settings, each swept setting's command, and verl's processes (the site first on their path,
-    benchmarks/fa4_compat applied in each: verl's own loss, so no other module); auto stays flex_attention packed,
-    sdpa padded."""
+    benchmarks/fa4_compat applied in each: verl's own loss, so no other module) except its vLLM servers, which keep
+    the path without the site (benchmarks/verl_rollout_env); auto stays flex_attention packed, sdpa padded."""
     seen = _env_verl_starts_with(monkeypatch, tmp_path, _args(remove_padding="on", verl_speed="bypass_fused",
                                                               attention="flash_attention_4", verl_timeout=10,
                                                               attention_dir="/tmp/site_fa4/dsl:/tmp/site_fa4"))
-    assert seen["VERL_USE_EXTERNAL_MODULES"] == "benchmarks.fa4_compat_apply"
+    assert seen["VERL_USE_EXTERNAL_MODULES"] == "benchmarks.fa4_compat_apply,benchmarks.verl_rollout_env"
     assert seen["PYTHONPATH"].startswith("/tmp/site_fa4/dsl:/tmp/site_fa4:" + str(bv.ROOT))
+    assert seen["PYTHONPATH"] == "/tmp/site_fa4/dsl:/tmp/site_fa4:" + seen["RELATE_FAST_ROLLOUT_PYTHONPATH"]
+    assert "site_fa4" not in seen["RELATE_FAST_ROLLOUT_PYTHONPATH"]
     a = _args(remove_padding="on", verl_speed="bypass_fused", attention="flash_attention_4", attention_dir="/tmp/site_fa4")
     kv = _kv(bv.verl_overrides(a, Path("/m"), Path("/d.parquet"), tmp_path / "run", 230, 102))
     assert kv["actor_rollout_ref.model.override_config.attn_implementation"] == "flash_attention_4"

@@ -129,18 +129,71 @@ def test_an_installed_relate_fast_is_a_verl_plugin():
 def test_verl_use_external_modules_registers_ours():
     """With discovery off, VERL_USE_EXTERNAL_MODULES registers ours in a fresh process: the way where relate_fast
     is only on PYTHONPATH (bench_vs_verl.py's verl runs). Named beside it, as bench_vs_verl does for verl on
-    flash-attn 4, benchmarks.fa4_compat_apply is imported too and, without FA4 here, patches nothing and stops
-    nothing. Imports verl once (~15 s on a 2-core VM)."""
+    flash-attn 4: benchmarks.fa4_compat_apply, which without FA4 here patches nothing and stops nothing, and
+    benchmarks.verl_rollout_env, after which verl's platform (resolved as verl resolves it) starts its vLLM servers
+    with RELATE_FAST_ROLLOUT_PYTHONPATH as their PYTHONPATH, keeping its own variables, and without it adds none.
+    Imports verl once (~15 s on a 2-core VM)."""
     import os
     import subprocess
     import sys
 
-    script = _PROBE + "; import sys; print(sys.modules['benchmarks.fa4_compat_apply'].APPLIED)"
+    script = (_PROBE + "; import sys, os; print(sys.modules['benchmarks.fa4_compat_apply'].APPLIED); "
+              "from verl.plugin.platform import get_platform; p = get_platform(); print(p.rollout_env_vars()); "
+              "os.environ.pop('RELATE_FAST_ROLLOUT_PYTHONPATH'); print(p.rollout_env_vars())")
     by_name = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none", VERL_USE_EXTERNAL_MODULES=
-                                      "relate_fast.integrations.verl_plugin,benchmarks.fa4_compat_apply"))
+                             env=dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none", RELATE_FAST_ROLLOUT_PYTHONPATH="/a:/b",
+                                      VERL_USE_EXTERNAL_MODULES="relate_fast.integrations.verl_plugin,"
+                                                                "benchmarks.fa4_compat_apply,benchmarks.verl_rollout_env"))
     assert by_name.returncode == 0, by_name.stderr[-2000:]
-    assert by_name.stdout.split()[-1] == "False"
+    applied, with_path, without = by_name.stdout.strip().splitlines()[-3:]
+    assert applied == "False"
+    assert eval(with_path) == {"NCCL_CUMEM_ENABLE": os.environ.get("NCCL_CUMEM_ENABLE", "0"), "PYTHONPATH": "/a:/b"}
+    assert eval(without) == {"NCCL_CUMEM_ENABLE": os.environ.get("NCCL_CUMEM_ENABLE", "0")}
+
+
+_RAY_SERVER = """
+import os, subprocess, sys
+import ray
+from verl.plugin.platform import get_platform
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+
+
+@ray.remote(num_cpus=0)
+class Server:  # stands in for verl's vLLMHttpServer: its path, and that of a child (vLLM's engine core)
+    def paths(self):
+        child = subprocess.run([sys.executable, "-c", "import sys; print(sys.path)"], capture_output=True, text=True)
+        return os.environ.get("PYTHONPATH"), sys.path, eval(child.stdout)
+
+
+server = Server.options(runtime_env={"env_vars": get_platform().rollout_env_vars()}).remote()  # as verl starts it
+print(repr(ray.get(server.paths.remote())))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_vllm_server_started_as_verl_starts_it_keeps_the_path_without_fa4s_site(tmp_path):
+    """bench_vs_verl on flash-attn 4 (FA4's site first on PYTHONPATH, benchmarks.verl_rollout_env among verl's
+    modules): a Ray actor started with verl's `runtime_env={"env_vars": platform.rollout_env_vars()}`, as verl 0.9.1
+    starts its vLLM servers, has RELATE_FAST_ROLLOUT_PYTHONPATH on its path and not FA4's site, and so has a process
+    it starts (vLLM's engine core). Needs Ray (installed with verl); ~10 s."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_bench_vs_verl import bv
+
+    fa4, rollout = tmp_path / "site_fa4", os.pathsep.join([str(bv.ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    r = subprocess.run([sys.executable, "-c", _RAY_SERVER], capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                       env=dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none", RAY_USAGE_STATS_ENABLED="0",
+                                VERL_USE_EXTERNAL_MODULES="benchmarks.verl_rollout_env",
+                                RELATE_FAST_ROLLOUT_PYTHONPATH=rollout, PYTHONPATH=os.pathsep.join([str(fa4), rollout])))
+    assert r.returncode == 0, r.stderr[-3000:]
+    env_path, actor_path, child_path = eval(r.stdout.strip().splitlines()[-1])
+    assert env_path == rollout
+    for path in (actor_path, child_path):
+        assert str(fa4) not in path and str(bv.ROOT) in path
 
 
 def test_the_plugin_gives_verls_fused_forward_our_logprobs_when_the_environment_asks():
