@@ -128,7 +128,7 @@ async def verl_round(engine, pids: list, change: dict, max_tokens: int, tag: str
             final = out
         return sum(len(c.token_ids) for c in final.outputs)
 
-    per = [p for p in pids] if change.get("grouped") else [p for p in pids for _ in range(G)]
+    per = list(pids) if change.get("grouped") else [p for p in pids for _ in range(G)]
     t = time.perf_counter()
     tokens = await asyncio.gather(*[one(i, p) for i, p in enumerate(per)])
     return time.perf_counter() - t, sum(tokens)
