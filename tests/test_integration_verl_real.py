@@ -3,6 +3,8 @@ verl` installs verl without its GPU stack, with Ray and tensordict). Checks what
 registered loss and estimator fetched from verl's registries, against verl's own vanilla loss and GRPO estimator
 with verl's own actor config; and the restatement in tests/verl_reference.py (which the parity suite uses)
 against the real functions, so the restatement cannot drift from verl. Skipped where verl is not installed."""
+import ast
+
 import numpy as np
 import pytest
 import torch
@@ -147,12 +149,12 @@ def test_verl_use_external_modules_registers_ours():
     assert by_name.returncode == 0, by_name.stderr[-2000:]
     applied, with_path, without = by_name.stdout.strip().splitlines()[-3:]
     assert applied == "False"
-    assert eval(with_path) == {"NCCL_CUMEM_ENABLE": os.environ.get("NCCL_CUMEM_ENABLE", "0"), "PYTHONPATH": "/a:/b"}
-    assert eval(without) == {"NCCL_CUMEM_ENABLE": os.environ.get("NCCL_CUMEM_ENABLE", "0")}
+    assert ast.literal_eval(with_path) == {"NCCL_CUMEM_ENABLE": os.environ.get("NCCL_CUMEM_ENABLE", "0"), "PYTHONPATH": "/a:/b"}
+    assert ast.literal_eval(without) == {"NCCL_CUMEM_ENABLE": os.environ.get("NCCL_CUMEM_ENABLE", "0")}
 
 
 _RAY_SERVER = """
-import os, subprocess, sys
+import ast, os, subprocess, sys
 import ray
 from verl.plugin.platform import get_platform
 
@@ -163,7 +165,7 @@ ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
 class Server:  # stands in for verl's vLLMHttpServer: its path, and that of a child (vLLM's engine core)
     def paths(self):
         child = subprocess.run([sys.executable, "-c", "import sys; print(sys.path)"], capture_output=True, text=True)
-        return os.environ.get("PYTHONPATH"), sys.path, eval(child.stdout)
+        return os.environ.get("PYTHONPATH"), sys.path, ast.literal_eval(child.stdout)
 
 
 server = Server.options(runtime_env={"env_vars": get_platform().rollout_env_vars()}).remote()  # as verl starts it
@@ -190,7 +192,7 @@ def test_a_vllm_server_started_as_verl_starts_it_keeps_the_path_without_fa4s_sit
                                 VERL_USE_EXTERNAL_MODULES="benchmarks.verl_rollout_env",
                                 RELATE_FAST_ROLLOUT_PYTHONPATH=rollout, PYTHONPATH=os.pathsep.join([str(fa4), rollout])))
     assert r.returncode == 0, r.stderr[-3000:]
-    env_path, actor_path, child_path = eval(r.stdout.strip().splitlines()[-1])
+    env_path, actor_path, child_path = ast.literal_eval(r.stdout.strip().splitlines()[-1])
     assert env_path == rollout
     for path in (actor_path, child_path):
         assert str(fa4) not in path and str(bv.ROOT) in path
